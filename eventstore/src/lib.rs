@@ -1,0 +1,52 @@
+//! The Postgres event store that every Pulsaga service embeds in its own database: streams with
+//! optimistic concurrency, a gap-safe global log, the transactional outbox, the consumer inbox
+//! and projection checkpoints. Functions take a `&mut PgConnection` (a pooled connection or an
+//! open transaction), so a caller composes them into one transaction with its own effects.
+
+mod checkpoint;
+mod inbox;
+mod log;
+pub mod outbox;
+mod stream;
+
+pub use checkpoint::{load_checkpoint, store_checkpoint};
+pub use inbox::record_message;
+pub use log::{Page, read_all};
+pub use stream::{
+    Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_stream,
+    read_stream_as_of,
+};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Why an event-store operation failed. Callers branch on `Conflict` (reload and decide again)
+/// and `IdempotencyMismatch` (a client reused an id: reject, never retry).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("stream {stream_id} is at version {actual}, the append expected {expected}")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    #[error("event {event_id} was already appended with different content or in another batch")]
+    IdempotencyMismatch { event_id: Uuid },
+    #[error("position {0} is not the position of an event in this log")]
+    UnknownPosition(i64),
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the event store failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Creates or upgrades the event-store tables. The migrations are embedded in the binary and
+/// tracked in their own table, so a service's own migrations can live beside them.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    let mut migrator = sqlx::migrate!();
+    migrator.dangerous_set_table_name("eventstore_migrations");
+    migrator.run(pool).await?;
+    Ok(())
+}

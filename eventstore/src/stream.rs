@@ -1,0 +1,267 @@
+//! Streams: appending events with an expected version (idempotent by event id) and reading one
+//! stream back, whole, by version range, or as it stood at a point in time.
+
+use crate::Error;
+use sqlx::PgConnection;
+use std::fmt;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What the writer believes the stream's version to be. Versions start at 1 for the first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version is (for streams with a single writer by construction).
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event has this version.
+    Exact(i64),
+}
+
+impl ExpectedVersion {
+    fn as_sql(self) -> Option<i64> {
+        match self {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(version) => Some(version),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => f.write_str("no stream"),
+            ExpectedVersion::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// Where an event came from (SPEC §3): the message whose handling recorded it, the flow it
+/// belongs to, what caused that message, and who asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The message (usually a command) whose handling recorded this event.
+    pub message_id: Option<Uuid>,
+    /// One id per business flow, carried by every message and event of the flow.
+    pub correlation_id: Option<Uuid>,
+    /// The message that caused `message_id`.
+    pub causation_id: Option<Uuid>,
+    pub saga_id: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub actor: Option<String>,
+    /// W3C trace context of the span that recorded the event.
+    pub traceparent: Option<String>,
+}
+
+/// An event to append. The payload is opaque here: the service's `wire.rs` owns its encoding and
+/// tags it with `event_type` and `schema_version` so that it can be upcast when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Unique and increasing in insertion order; the global log orders by commit safety, not by
+    /// this number alone (see [`crate::read_all`]).
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The events were written; the stream is now at `version`.
+    Written { version: i64, first_position: i64 },
+    /// These exact events had been appended before; nothing was written.
+    AlreadyWritten { version: i64 },
+}
+
+impl Appended {
+    pub fn version(self) -> i64 {
+        match self {
+            Appended::Written { version, .. } | Appended::AlreadyWritten { version } => version,
+        }
+    }
+}
+
+/// Appends `events` to a stream if it is at `expected`, in one round trip.
+///
+/// A writer that lost a race gets [`Error::Conflict`] with the stream's actual version and
+/// nothing is written. Appending the same events again (same ids, same content) is a no-op that
+/// returns [`Appended::AlreadyWritten`], whatever `expected` says; reusing an id for different
+/// content is [`Error::IdempotencyMismatch`]. Run it inside the caller's transaction to commit
+/// the events together with the caller's other effects (outbox, inbox).
+pub async fn append(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    stream_type: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<Appended, Error> {
+    if events.is_empty() {
+        return Err(Error::EmptyAppend);
+    }
+    let column = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<String>> {
+        events.iter().map(|e| f(e).map(str::to_owned)).collect()
+    };
+    let ids = |f: fn(&Metadata) -> Option<Uuid>| -> Vec<Option<Uuid>> {
+        events.iter().map(|e| f(&e.metadata)).collect()
+    };
+    let (outcome, version, first_position, mismatched): (
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<Uuid>,
+    ) = sqlx::query_as(
+        "select outcome, version, first_position, mismatched_event_id from eventstore_append(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(stream_id)
+    .bind(stream_type)
+    .bind(expected.as_sql())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event_type.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+    .bind(ids(|m| m.message_id))
+    .bind(ids(|m| m.correlation_id))
+    .bind(ids(|m| m.causation_id))
+    .bind(ids(|m| m.saga_id))
+    .bind(column(|e| e.metadata.tenant.as_deref()))
+    .bind(column(|e| e.metadata.actor.as_deref()))
+    .bind(column(|e| e.metadata.traceparent.as_deref()))
+    .fetch_one(conn)
+    .await?;
+    match (outcome.as_str(), version, first_position, mismatched) {
+        ("appended", Some(version), Some(first_position), _) => Ok(Appended::Written {
+            version,
+            first_position,
+        }),
+        ("duplicate", Some(version), _, _) => Ok(Appended::AlreadyWritten { version }),
+        ("conflict", Some(actual), _, _) => Err(Error::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        }),
+        ("mismatch", _, _, Some(event_id)) => Err(Error::IdempotencyMismatch { event_id }),
+        _ => Err(Error::Database(sqlx::Error::Protocol(format!(
+            "eventstore_append returned an unknown outcome {outcome:?}"
+        )))),
+    }
+}
+
+/// `select <every event column> from events <rest>`, as a static string.
+macro_rules! select_events {
+    ($rest:literal $(,)?) => {
+        concat!(
+            "select position, stream_id, stream_type, version, event_id, event_type, ",
+            "schema_version, payload, message_id, correlation_id, causation_id, saga_id, tenant, ",
+            "actor, traceparent, recorded_at from events ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_events;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    position: i64,
+    stream_id: String,
+    stream_type: String,
+    version: i64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    payload: Vec<u8>,
+    message_id: Option<Uuid>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    saga_id: Option<Uuid>,
+    tenant: Option<String>,
+    actor: Option<String>,
+    traceparent: Option<String>,
+    recorded_at: OffsetDateTime,
+}
+
+impl From<EventRow> for RecordedEvent {
+    fn from(row: EventRow) -> Self {
+        RecordedEvent {
+            position: row.position,
+            stream_id: row.stream_id,
+            stream_type: row.stream_type,
+            version: row.version,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            payload: row.payload,
+            metadata: Metadata {
+                message_id: row.message_id,
+                correlation_id: row.correlation_id,
+                causation_id: row.causation_id,
+                saga_id: row.saga_id,
+                tenant: row.tenant,
+                actor: row.actor,
+                traceparent: row.traceparent,
+            },
+            recorded_at: row.recorded_at,
+        }
+    }
+}
+
+/// The events of one stream with `from_version <= version <= to_version` (`None`: to the end),
+/// in version order. An unknown stream reads as empty.
+pub async fn read_stream(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    from_version: i64,
+    to_version: Option<i64>,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(select_events!(
+        "where stream_id = $1 and version >= $2 and ($3::bigint is null or version <= $3)
+         order by version",
+    ))
+    .bind(stream_id)
+    .bind(from_version)
+    .bind(to_version)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+}
+
+/// The events of one stream recorded at or before `at`: the history from which the stream's
+/// state at that moment is rebuilt.
+pub async fn read_stream_as_of(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    at: OffsetDateTime,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(select_events!(
+        "where stream_id = $1 and recorded_at <= $2 order by version",
+    ))
+    .bind(stream_id)
+    .bind(at)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+}

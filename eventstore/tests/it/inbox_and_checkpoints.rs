@@ -1,0 +1,120 @@
+//! The inbox detects duplicates, also between racing consumers; checkpoints commit with their
+//! transaction.
+
+use super::store;
+use eventstore::{load_checkpoint, record_message, store_checkpoint};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[sqlx::test(migrations = false)]
+async fn a_message_is_processed_once_per_consumer(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let message = Uuid::new_v4();
+    assert!(
+        record_message(&mut conn, "tracking", message)
+            .await
+            .expect("first")
+    );
+    assert!(
+        !record_message(&mut conn, "tracking", message)
+            .await
+            .expect("again")
+    );
+    assert!(
+        record_message(&mut conn, "campaigns", message)
+            .await
+            .expect("other consumer")
+    );
+
+    // Rolled back with its effect, the message counts as not processed.
+    let other = Uuid::new_v4();
+    let mut tx = pool.begin().await.expect("begin");
+    assert!(
+        record_message(&mut tx, "tracking", other)
+            .await
+            .expect("in tx")
+    );
+    tx.rollback().await.expect("rollback");
+    assert!(
+        record_message(&mut conn, "tracking", other)
+            .await
+            .expect("after rollback")
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn racing_consumers_apply_a_message_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = store(connect, 3).await;
+    let message = Uuid::new_v4();
+    let mut first = pool.begin().await.expect("begin");
+    assert!(
+        record_message(&mut first, "tracking", message)
+            .await
+            .expect("first")
+    );
+
+    let racer = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut second = pool.begin().await.expect("begin");
+            let fresh = record_message(&mut second, "tracking", message)
+                .await
+                .expect("second");
+            second.commit().await.expect("commit");
+            fresh
+        }
+    });
+    // The racer must be waiting on the first consumer's row lock before the first one commits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the racer never blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.commit().await.expect("commit");
+    assert!(
+        !racer.await.expect("racer"),
+        "the second consumer must see a duplicate"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn checkpoints_move_with_their_transaction(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    assert_eq!(
+        load_checkpoint(&mut conn, "balances").await.expect("load"),
+        0
+    );
+    store_checkpoint(&mut conn, "balances", 42)
+        .await
+        .expect("store");
+    assert_eq!(
+        load_checkpoint(&mut conn, "balances").await.expect("load"),
+        42
+    );
+
+    let mut tx = pool.begin().await.expect("begin");
+    store_checkpoint(&mut tx, "balances", 99)
+        .await
+        .expect("store");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        load_checkpoint(&mut conn, "balances").await.expect("load"),
+        42
+    );
+    assert_eq!(load_checkpoint(&mut conn, "other").await.expect("load"), 0);
+}

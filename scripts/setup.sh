@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs and starts what Pulsaga needs on a fresh Debian machine (run as root), and exports the
+# settings the tests and `pulsaga up` read. Safe to run again: it only does what is missing.
+# Sourced by scripts/test.sh; can also be run alone.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v protoc >/dev/null || apt_install protobuf-compiler
+command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust with rustup first" >&2; exit 1; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+
+# PostgreSQL: use the server answering on 127.0.0.1:5432, else start or install Debian's.
+export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$version" ] || { echo "setup: no PostgreSQL cluster found under /etc/postgresql" >&2; exit 1; }
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+  pg_up || { echo "setup: PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+fi
+# A Debian install asks for a password on TCP; give the postgres role the one the URL carries.
+# (Under trust authentication the password is ignored.)
+if ! PGPASSWORD=postgres psql -qAt -d postgres -c 'select 1' >/dev/null 2>&1; then
+  su postgres -c "psql -qAt -c \"alter role postgres password 'postgres'\"" >/dev/null
+fi
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
+
+# The project's Python tools live in .venv, pinned by scripts/requirements.txt.
+if [ ! -x "$root/.venv/bin/python" ]; then python3 -m venv "$root/.venv"; fi
+stamp="$root/.venv/.requirements"
+if ! cmp -s "$root/scripts/requirements.txt" "$stamp"; then
+  "$root/.venv/bin/pip" install -q --disable-pip-version-check -r "$root/scripts/requirements.txt"
+  cp "$root/scripts/requirements.txt" "$stamp"
+fi
+export PULSAGA_PYTHON="$root/.venv/bin/python"
