@@ -1,0 +1,128 @@
+//! Tidy checks that keep the architecture honest: crate dependencies follow the allowed edges of
+//! STYLE.md, and every Rust file says what it is for in a `//!` line.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Which workspace crates each crate may depend on (normal, build and dev dependencies alike).
+fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
+    const SERVICE: &[&str] = &["schemas", "eventstore", "messaging"];
+    const EVERYTHING: &[&str] = &[
+        "schemas", "eventstore", "messaging", "campaigns", "tracking", "commissions", "payments", "sagas", "bff",
+    ];
+    BTreeMap::from([
+        ("schemas", &[][..]),
+        ("eventstore", &[][..]),
+        ("messaging", &["schemas", "eventstore"][..]),
+        ("campaigns", SERVICE),
+        ("tracking", SERVICE),
+        ("commissions", SERVICE),
+        ("payments", SERVICE),
+        ("sagas", SERVICE),
+        ("bff", &["schemas", "messaging"][..]),
+        ("pulsaga", EVERYTHING),
+        ("pulsaga-tests", EVERYTHING),
+    ])
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+fn cargo_metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+/// Every dependency edge between workspace crates that the rules do not allow, and every
+/// workspace crate the rules do not know.
+fn forbidden_edges(metadata: &Value) -> Vec<String> {
+    let allowed = allowed_edges();
+    let packages = metadata["packages"].as_array().expect("packages");
+    let members: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut problems = Vec::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap_or_default();
+        let Some(may_use) = allowed.get(name) else {
+            problems.push(format!("{name} is not in the tidy test's table of allowed edges"));
+            continue;
+        };
+        for dependency in package["dependencies"].as_array().into_iter().flatten() {
+            let used = dependency["name"].as_str().unwrap_or_default();
+            if members.contains(&used) && !may_use.contains(&used) {
+                problems.push(format!("{name} depends on {used}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn crates_depend_only_along_the_allowed_edges() {
+    let metadata = cargo_metadata();
+    let names: Vec<&str> = metadata["packages"].as_array().expect("packages").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names.len(), allowed_edges().len(), "every crate of the table is in the workspace: {names:?}");
+    assert_eq!(forbidden_edges(&metadata), Vec::<String>::new());
+}
+
+#[test]
+fn a_forbidden_edge_is_reported() {
+    let metadata = serde_json::json!({ "packages": [
+        { "name": "campaigns", "dependencies": [{ "name": "schemas" }, { "name": "payments" }, { "name": "serde" }] },
+        { "name": "payments", "dependencies": [] },
+        { "name": "schemas", "dependencies": [] },
+        { "name": "helpers", "dependencies": [] },
+    ]});
+    assert_eq!(
+        forbidden_edges(&metadata),
+        ["campaigns depends on payments", "helpers is not in the tidy test's table of allowed edges"]
+    );
+}
+
+/// The Rust files under `dir` whose first line is not a `//!` line.
+fn files_without_purpose(dir: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    pending.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).expect("read file");
+                if !text.starts_with("//!") {
+                    missing.push(path);
+                }
+            }
+        }
+    }
+    missing.sort();
+    missing
+}
+
+#[test]
+fn every_rust_file_says_what_it_is_for() {
+    assert_eq!(files_without_purpose(&workspace_root()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_file_without_a_purpose_line_is_reported() {
+    let dir = std::env::temp_dir().join(format!("pulsaga-tidy-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("src")).expect("temp dir");
+    std::fs::write(dir.join("src/good.rs"), "//! Says what it is for.\nfn f() {}\n").expect("write");
+    std::fs::write(dir.join("src/bad.rs"), "// an ordinary comment\nfn f() {}\n").expect("write");
+    let found = files_without_purpose(&dir);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(found, [dir.join("src/bad.rs")]);
+}
