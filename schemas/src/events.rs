@@ -1,0 +1,252 @@
+//! The events, one topic per service. Each topic's body is a record with one field, `event`,
+//! a union of the service's event records; in Rust that record is an enum whose variants follow
+//! the union's order. Times are microseconds since the Unix epoch (UTC).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{self, Error, Message};
+use crate::topics::{self, Topic};
+use crate::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
+
+/// A command was refused and nothing changed; every service's event topic carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRejected {
+    /// The message id of the rejected command.
+    pub command_id: Uuid,
+    /// The rejected command's message type.
+    pub command_type: String,
+    pub aggregate_id: String,
+    /// A stable machine-readable reason, e.g. `budget_exhausted`.
+    pub code: String,
+    /// A human-readable explanation.
+    pub reason: String,
+}
+
+/// An event of the campaigns service, on `campaigns-events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CampaignsEvent {
+    PartnerRegistered(PartnerRegistered),
+    CampaignCreated(CampaignCreated),
+    PartnerAssociated(PartnerAssociated),
+    ContentAssociated(ContentAssociated),
+    BudgetReserved(BudgetReserved),
+    BudgetReleased(BudgetReleased),
+    CommandRejected(CommandRejected),
+}
+
+/// A partner was registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerRegistered {
+    pub partner_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub payout_account: String,
+}
+
+/// A campaign was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCreated {
+    pub campaign_id: Uuid,
+    pub advertiser_id: Uuid,
+    pub name: String,
+    pub budget: Money,
+    pub commission_rule: CommissionRule,
+    pub valid_from: i64,
+    pub valid_until: i64,
+}
+
+/// A partner may now promote a campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerAssociated {
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+}
+
+/// Content was attached to a campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentAssociated {
+    pub campaign_id: Uuid,
+    pub content_id: Uuid,
+    pub kind: ContentKind,
+    pub url: String,
+    pub title: String,
+    pub tags: Vec<String>,
+}
+
+/// Budget was reserved for one tracking event's commission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetReserved {
+    pub reservation_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub tracking_id: Uuid,
+    pub amount: Money,
+}
+
+/// A budget reservation was released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetReleased {
+    pub reservation_id: Uuid,
+    pub campaign_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// An event of the tracking service, on `tracking-events`. The variants' Avro records are named
+/// `TrackingEventRecorded`, `TrackingEventConfirmed` and `TrackingEventFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrackingEvent {
+    #[serde(rename = "TrackingEventRecorded")]
+    Recorded(TrackingEventRecorded),
+    #[serde(rename = "TrackingEventConfirmed")]
+    Confirmed(TrackingEventConfirmed),
+    #[serde(rename = "TrackingEventFailed")]
+    Failed(TrackingEventFailed),
+    CommandRejected(CommandRejected),
+}
+
+/// A click, lead or conversion was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackingEventRecorded {
+    pub tracking_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub kind: TrackingKind,
+    pub order: Option<Order>,
+    pub occurred_at: i64,
+}
+
+/// A tracking event's saga succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackingEventConfirmed {
+    pub tracking_id: Uuid,
+    pub campaign_id: Uuid,
+}
+
+/// A tracking event's saga failed and was compensated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackingEventFailed {
+    pub tracking_id: Uuid,
+    pub campaign_id: Uuid,
+    pub reason: String,
+}
+
+/// An event of the commissions service, on `commissions-events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommissionsEvent {
+    CommissionAssigned(CommissionAssigned),
+    CommissionReversed(CommissionReversed),
+    CommandRejected(CommandRejected),
+}
+
+/// A partner earned a commission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionAssigned {
+    pub commission_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub tracking_id: Uuid,
+    pub amount: Money,
+}
+
+/// An assigned commission was reversed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionReversed {
+    pub commission_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// An event of the payments service, on `payments-events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentsEvent {
+    PaymentRequested(PaymentRequested),
+    PaymentCompleted(PaymentCompleted),
+    PaymentFailed(PaymentFailed),
+    CommandRejected(CommandRejected),
+}
+
+/// A payout of one commission was requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub payment_id: Uuid,
+    pub commission_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
+}
+
+/// The payout provider paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCompleted {
+    pub payment_id: Uuid,
+    /// The payout provider's id of the payout.
+    pub provider_reference: String,
+}
+
+/// The payout provider refused the payout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
+/// The Avro body of an event topic: the event union wrapped in a record.
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    event: T,
+}
+
+/// Implements [`Message`] for an event enum; the message type is the variant's record name.
+macro_rules! events {
+    ($($enum:ident => $topic:ident { $($variant:ident($record:ident),)+ })+) => {$(
+        impl Message for $enum {
+            const TOPIC: &'static Topic = &topics::$topic;
+
+            fn message_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => stringify!($record),)+
+                }
+            }
+
+            fn encode(&self) -> Result<Vec<u8>, Error> {
+                codec::encode(Self::TOPIC, &Envelope { event: self })
+            }
+
+            fn decode_version(bytes: &[u8], writer_version: u32) -> Result<Self, Error> {
+                codec::decode(Self::TOPIC, bytes, writer_version).map(|e: Envelope<Self>| e.event)
+            }
+        }
+    )+};
+}
+
+events! {
+    CampaignsEvent => CAMPAIGNS_EVENTS {
+        PartnerRegistered(PartnerRegistered),
+        CampaignCreated(CampaignCreated),
+        PartnerAssociated(PartnerAssociated),
+        ContentAssociated(ContentAssociated),
+        BudgetReserved(BudgetReserved),
+        BudgetReleased(BudgetReleased),
+        CommandRejected(CommandRejected),
+    }
+    TrackingEvent => TRACKING_EVENTS {
+        Recorded(TrackingEventRecorded),
+        Confirmed(TrackingEventConfirmed),
+        Failed(TrackingEventFailed),
+        CommandRejected(CommandRejected),
+    }
+    CommissionsEvent => COMMISSIONS_EVENTS {
+        CommissionAssigned(CommissionAssigned),
+        CommissionReversed(CommissionReversed),
+        CommandRejected(CommandRejected),
+    }
+    PaymentsEvent => PAYMENTS_EVENTS {
+        PaymentRequested(PaymentRequested),
+        PaymentCompleted(PaymentCompleted),
+        PaymentFailed(PaymentFailed),
+        CommandRejected(CommandRejected),
+    }
+}

@@ -1,0 +1,126 @@
+//! The Pulsar topics of Pulsaga: each one's name, whether it carries commands or events, and its
+//! Avro schema, embedded from `schemas/avro/` and parsed once per process.
+//!
+//! To change a schema, edit `avro/<topic>.avsc`, copy it to `avro/history/<topic>/v<N+1>.avsc`
+//! and add `N+1` to the topic's versions below; the tests then hold the new schema against every
+//! earlier version, which it must be able to read.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use apache_avro::Schema;
+
+use crate::codec::{Codec, Schemas};
+
+/// What a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// Commands to one service, keyed by aggregate or saga id.
+    Command,
+    /// One service's events, keyed by aggregate id.
+    Event,
+}
+
+/// One topic and its schema: the current one and every released version.
+pub struct Topic {
+    /// The short name; the full name is `persistent://{tenant}/{namespace}/{name}`.
+    pub name: &'static str,
+    pub kind: TopicKind,
+    /// The current schema, `schemas/avro/{name}.avsc`, as JSON text.
+    pub avsc: &'static str,
+    /// Every released schema version, oldest first: `history[v - 1]` is version `v`, and the
+    /// last one is the current schema.
+    pub history: &'static [&'static str],
+    schemas: LazyLock<Schemas>,
+    codec: LazyLock<Codec>,
+}
+
+impl Topic {
+    /// The current schema version, which the `schema_version` property carries.
+    pub fn version(&self) -> u32 {
+        // A schema never has billions of versions.
+        self.history.len() as u32
+    }
+
+    /// The current schema, parsed.
+    pub fn schema(&self) -> &Schema {
+        &self.schemas.current
+    }
+
+    pub(crate) fn codec(&self) -> &Codec {
+        &self.codec
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Declares each topic as a static, with its schema files embedded, plus the list of them all.
+macro_rules! topics {
+    ($($topic:ident = $name:literal, $kind:ident, versions $($version:literal)+;)+) => {
+        $(
+            #[doc = concat!("`", $name, "`")]
+            pub static $topic: Topic = Topic {
+                name: $name,
+                kind: TopicKind::$kind,
+                avsc: include_str!(concat!("../avro/", $name, ".avsc")),
+                history: &[$(
+                    include_str!(concat!("../avro/history/", $name, "/v", $version, ".avsc")),
+                )+],
+                schemas: LazyLock::new(|| Schemas::parse($name, $topic.avsc, $topic.history)),
+                codec: LazyLock::new(|| Codec::new(&$topic.schemas)),
+            };
+        )+
+
+        /// Every topic, commands first.
+        pub static TOPICS: &[&Topic] = &[$(&$topic),+];
+    };
+}
+
+topics! {
+    CAMPAIGNS_PARTNER_REGISTRATION = "campaigns-partner-registration", Command, versions 1;
+    CAMPAIGN_CREATION = "campaign-creation", Command, versions 1;
+    CAMPAIGN_PARTNER_ASSOCIATION = "campaign-partner-association", Command, versions 1;
+    CAMPAIGN_CONTENT_ASSOCIATION = "campaign-content-association", Command, versions 1;
+    CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1;
+    ASSIGN_COMMISSION_TO_PARTNER = "assign-commission-to-partner", Command, versions 1;
+    PAYMENTS_REQUEST = "payments-request", Command, versions 1;
+    FAIL_TRACKING_EVENTS = "fail-tracking-events", Command, versions 1;
+    CAMPAIGN_BUDGET_RESERVATION = "campaign-budget-reservation", Command, versions 1;
+    CAMPAIGN_BUDGET_RELEASE = "campaign-budget-release", Command, versions 1;
+    COMMISSION_REVERSAL = "commission-reversal", Command, versions 1;
+    TRACKING_EVENT_CONFIRMATION = "tracking-event-confirmation", Command, versions 1;
+    CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1;
+    TRACKING_EVENTS = "tracking-events", Event, versions 1;
+    COMMISSIONS_EVENTS = "commissions-events", Event, versions 1;
+    PAYMENTS_EVENTS = "payments-events", Event, versions 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_topic_is_listed_once_and_its_schemas_load() {
+        let names: HashSet<_> = TOPICS.iter().map(|topic| topic.name).collect();
+        assert_eq!(names.len(), TOPICS.len());
+        for topic in TOPICS {
+            // Parses every version and builds the writer and readers, which panics on a bad file.
+            topic.codec();
+            assert!(
+                matches!(topic.schema(), Schema::Record(_)),
+                "{}",
+                topic.name
+            );
+        }
+    }
+}
