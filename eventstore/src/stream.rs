@@ -105,8 +105,9 @@ impl Appended {
 /// A writer that lost a race gets [`Error::Conflict`] with the stream's actual version and
 /// nothing is written. Appending the same events again (same ids, same content) is a no-op that
 /// returns [`Appended::AlreadyWritten`], whatever `expected` says; reusing an id for different
-/// content is [`Error::IdempotencyMismatch`]. Run it inside the caller's transaction to commit
-/// the events together with the caller's other effects (outbox, inbox).
+/// content is [`Error::IdempotencyMismatch`], and, being a client's mistake rather than a race,
+/// it aborts the transaction it happens in. Run it inside the caller's transaction to commit the
+/// events together with the caller's other effects (outbox, inbox).
 pub async fn append(
     conn: &mut PgConnection,
     stream_id: &str,
@@ -123,14 +124,9 @@ pub async fn append(
     let ids = |f: fn(&Metadata) -> Option<Uuid>| -> Vec<Option<Uuid>> {
         events.iter().map(|e| f(&e.metadata)).collect()
     };
-    let (outcome, version, first_position, mismatched): (
-        String,
-        Option<i64>,
-        Option<i64>,
-        Option<Uuid>,
-    ) = sqlx::query_as(
-        "select outcome, version, first_position, mismatched_event_id from eventstore_append(
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    let result: Result<(String, i64, Option<i64>), sqlx::Error> = sqlx::query_as(
+        "select outcome, version, first_position from eventstore_append(
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(stream_id)
     .bind(stream_type)
@@ -152,22 +148,40 @@ pub async fn append(
     .bind(column(|e| e.metadata.actor.as_deref()))
     .bind(column(|e| e.metadata.traceparent.as_deref()))
     .fetch_one(conn)
-    .await?;
-    match (outcome.as_str(), version, first_position, mismatched) {
-        ("appended", Some(version), Some(first_position), _) => Ok(Appended::Written {
+    .await;
+    let (outcome, version, first_position) = result.map_err(|error| id_reused(error, events))?;
+    match (outcome.as_str(), first_position) {
+        ("appended", Some(first_position)) => Ok(Appended::Written {
             version,
             first_position,
         }),
-        ("duplicate", Some(version), _, _) => Ok(Appended::AlreadyWritten { version }),
-        ("conflict", Some(actual), _, _) => Err(Error::Conflict {
+        ("duplicate", _) => Ok(Appended::AlreadyWritten { version }),
+        ("conflict", _) => Err(Error::Conflict {
             stream_id: stream_id.to_owned(),
             expected,
-            actual,
+            actual: version,
         }),
-        ("mismatch", _, _, Some(event_id)) => Err(Error::IdempotencyMismatch { event_id }),
         _ => Err(Error::Database(sqlx::Error::Protocol(format!(
             "eventstore_append returned an unknown outcome {outcome:?}"
         )))),
+    }
+}
+
+/// Turns the function's PS001 error into [`Error::IdempotencyMismatch`].
+fn id_reused(error: sqlx::Error, events: &[NewEvent]) -> Error {
+    let Some(database) = error.as_database_error() else {
+        return Error::Database(error);
+    };
+    if database.code().as_deref() != Some("PS001") {
+        return Error::Database(error);
+    }
+    let detail = database
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|e| e.detail())
+        .and_then(|d| d.parse().ok());
+    match detail.or_else(|| events.first().map(|e| e.event_id)) {
+        Some(event_id) => Error::IdempotencyMismatch { event_id },
+        None => Error::Database(error),
     }
 }
 

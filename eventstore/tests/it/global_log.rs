@@ -106,7 +106,7 @@ async fn followers_never_skip_late_commits_unlike_a_position_cursor(
                 )
                 .await
                 .expect("append");
-                if (writer * COMMITS_PER_WRITER + n) % DELAY_ONE_IN == 0 {
+                if (writer * COMMITS_PER_WRITER + n).is_multiple_of(DELAY_ONE_IN) {
                     tokio::time::sleep(DELAY).await;
                 }
                 tx.commit().await.expect("commit");
