@@ -10,7 +10,11 @@ use std::process::ExitCode;
 const SERVICE_DATABASES: [&str; 5] = ["campaigns", "tracking", "commissions", "payments", "sagas"];
 
 #[derive(Debug, Parser)]
-#[command(name = "pulsaga", version, about = "Event-sourced saga orchestration on Apache Pulsar")]
+#[command(
+    name = "pulsaga",
+    version,
+    about = "Event-sourced saga orchestration on Apache Pulsar"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,12 @@ enum Command {
     /// Create the service databases that are missing and bring their event stores up to date.
     Migrate {
         /// Any database on the server; the service databases are created beside it.
-        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+            hide_env_values = true
+        )]
         database_url: String,
     },
 }
@@ -96,11 +105,15 @@ async fn migrate(database_url: &str) -> Result<(), Error> {
     })
 }
 
-async fn create_database_if_missing(admin: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-        .bind(name)
-        .fetch_one(&mut *admin)
-        .await?;
+async fn create_database_if_missing(
+    admin: &mut PgConnection,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *admin)
+            .await?;
     if !exists {
         // Names come from SERVICE_DATABASES, never from input; CREATE DATABASE takes no parameters.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))

@@ -1,19 +1,13 @@
--- Streams and their events. One table of events per service database; the global log order is
+-- The events of every stream of one service. A stream is its events: unique (stream_id, version)
+-- is the optimistic-concurrency check, so an append is one insert. The global log order is
 -- (transaction_id, position), which readers can follow without skipping late commits.
-
-create table streams (
-    stream_id   text        primary key,
-    stream_type text        not null,
-    version     bigint      not null check (version > 0),
-    created_at  timestamptz not null default clock_timestamp()
-);
 
 create table events (
     position       bigint      generated always as identity primary key,
     -- Top-level transaction id; rows are only handed to global-log readers once every
     -- transaction that could still commit below them has finished (see read_all).
     transaction_id xid8        not null default pg_current_xact_id(),
-    stream_id      text        not null references streams (stream_id),
+    stream_id      text        not null,
     stream_type    text        not null,
     version        bigint      not null check (version > 0),
     event_id       uuid        not null unique,
@@ -28,7 +22,7 @@ create table events (
     actor          text,
     traceparent    text,
     -- clock_timestamp(), not now(): a later version of a stream is always recorded later, because
-    -- its writer waited for the stream row lock of the earlier one.
+    -- its writer either inserted after the earlier one committed or waited on it in the index.
     recorded_at    timestamptz not null default clock_timestamp(),
     unique (stream_id, version)
 );
@@ -99,82 +93,67 @@ create function eventstore_append(
 language plpgsql as $$
 declare
     v_count    integer := cardinality(p_event_ids);
-    v_version  bigint;
-    v_position bigint;
+    v_base     bigint  := p_expected;
     v_inserted integer;
+    v_position bigint;
 begin
-    -- The stream row is the lock that orders the writers of one stream. With an expected version
-    -- a retry of an applied append cannot pass it, so ids only need checking once it refuses;
-    -- with any version, only the ids can tell a retry from a new append.
-    if p_expected is null then
-        if eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
-                                      p_schema_versions, p_payloads) = 'all' then
-            return query select 'duplicate', s.version, null::bigint
-                           from streams s where s.stream_id = p_stream_id;
-            return;
-        end if;
-        insert into streams as s (stream_id, stream_type, version)
-             values (p_stream_id, p_stream_type, v_count)
-        on conflict (stream_id) do update set version = s.version + v_count
-        returning s.version into v_version;
-    elsif p_expected = 0 then
-        insert into streams (stream_id, stream_type, version)
-             values (p_stream_id, p_stream_type, v_count)
-        on conflict (stream_id) do nothing
-        returning streams.version into v_version;
-    else
-        update streams s set version = s.version + v_count
-         where s.stream_id = p_stream_id and s.version = p_expected
-        returning s.version into v_version;
-    end if;
-
-    if v_version is null then
-        -- Lost the race, or a retry of an append that was applied. This statement sees what
-        -- committed while it waited for the lock.
-        if eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
-                                      p_schema_versions, p_payloads) = 'all' then
-            return query select 'duplicate', s.version, null::bigint
-                           from streams s where s.stream_id = p_stream_id;
-        else
-            return query select 'conflict', coalesce((select s.version from streams s
-                                                       where s.stream_id = p_stream_id), 0),
+    loop
+        if v_base is null then
+            v_base := coalesce((select max(e.version) from events e
+                                 where e.stream_id = p_stream_id), 0);
+        elsif v_base > 0 and not exists (select 1 from events e where e.stream_id = p_stream_id
+                                                                  and e.version = v_base) then
+            -- The stream is behind what the writer expects; appending would leave a gap.
+            return query select 'conflict', coalesce((select max(e.version) from events e
+                                                       where e.stream_id = p_stream_id), 0),
                                 null::bigint;
-        end if;
-        return;
-    end if;
-
-    with inserted as (
-        insert into events (stream_id, stream_type, version, event_id, event_type,
-                            schema_version, payload, message_id, correlation_id, causation_id,
-                            saga_id, tenant, actor, traceparent)
-        select p_stream_id, p_stream_type, v_version - v_count + n.ord, n.event_id, n.event_type,
-               n.schema_version, n.payload, n.message_id, n.correlation_id, n.causation_id,
-               n.saga_id, n.tenant, n.actor, n.traceparent
-          from unnest(p_event_ids, p_event_types, p_schema_versions, p_payloads, p_message_ids,
-                      p_correlation_ids, p_causation_ids, p_saga_ids, p_tenants, p_actors,
-                      p_traceparents)
-               with ordinality as n (event_id, event_type, schema_version, payload, message_id,
-                                     correlation_id, causation_id, saga_id, tenant, actor,
-                                     traceparent, ord)
-         order by n.ord
-        on conflict (event_id) do nothing
-        returning position
-    )
-    select count(*), min(inserted.position) into v_inserted, v_position from inserted;
-    if v_inserted < v_count then
-        -- An id is taken although the stream was where the writer expected it. Either the whole
-        -- batch is already in this stream (a retry that named the version after it: undo the
-        -- version bump, it is a no-op) or ids were reused (raises PS001).
-        if v_inserted = 0 and eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
-                                                         p_schema_versions, p_payloads) = 'all' then
-            update streams s set version = v_version - v_count where s.stream_id = p_stream_id;
-            return query select 'duplicate', v_version - v_count, null::bigint;
             return;
         end if;
-        perform eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
-                                           p_schema_versions, p_payloads);
-        raise exception 'an event id of this batch is already taken' using errcode = 'PS001';
-    end if;
-    return query select 'appended', v_version, v_position;
+
+        -- A taken (stream_id, version) means another writer got there first; a taken event_id
+        -- means these events may be in already. Either way nothing is inserted and nothing aborts:
+        -- a concurrent writer of the same version is waited for, then counted as a conflict.
+        with inserted as (
+            insert into events (stream_id, stream_type, version, event_id, event_type,
+                                schema_version, payload, message_id, correlation_id, causation_id,
+                                saga_id, tenant, actor, traceparent)
+            select p_stream_id, p_stream_type, v_base + n.ord, n.event_id, n.event_type,
+                   n.schema_version, n.payload, n.message_id, n.correlation_id, n.causation_id,
+                   n.saga_id, n.tenant, n.actor, n.traceparent
+              from unnest(p_event_ids, p_event_types, p_schema_versions, p_payloads,
+                          p_message_ids, p_correlation_ids, p_causation_ids, p_saga_ids,
+                          p_tenants, p_actors, p_traceparents)
+                   with ordinality as n (event_id, event_type, schema_version, payload,
+                                         message_id, correlation_id, causation_id, saga_id,
+                                         tenant, actor, traceparent, ord)
+             order by n.ord
+            on conflict do nothing
+            returning position
+        )
+        select count(*), min(inserted.position) into v_inserted, v_position from inserted;
+
+        if v_inserted = v_count then
+            return query select 'appended', v_base + v_count, v_position;
+            return;
+        elsif v_inserted > 0 then
+            -- Part of the batch went in around a taken id: a reused id (raises PS001).
+            perform eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
+                                               p_schema_versions, p_payloads);
+            raise exception 'an event id of this batch is already taken' using errcode = 'PS001';
+        elsif eventstore_appended_before(p_stream_id, p_event_ids, p_event_types,
+                                         p_schema_versions, p_payloads) = 'all' then
+            return query select 'duplicate', coalesce((select max(e.version) from events e
+                                                        where e.stream_id = p_stream_id), 0),
+                                null::bigint;
+            return;
+        elsif p_expected is not null then
+            return query select 'conflict', coalesce((select max(e.version) from events e
+                                                       where e.stream_id = p_stream_id), 0),
+                                null::bigint;
+            return;
+        end if;
+        -- Any version, and another writer took the next one: go again from the new end.
+        v_base := null;
+    end loop;
 end
 $$;

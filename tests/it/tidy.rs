@@ -10,7 +10,15 @@ use std::process::Command;
 fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
     const SERVICE: &[&str] = &["schemas", "eventstore", "messaging"];
     const EVERYTHING: &[&str] = &[
-        "schemas", "eventstore", "messaging", "campaigns", "tracking", "commissions", "payments", "sagas", "bff",
+        "schemas",
+        "eventstore",
+        "messaging",
+        "campaigns",
+        "tracking",
+        "commissions",
+        "payments",
+        "sagas",
+        "bff",
     ];
     BTreeMap::from([
         ("schemas", &[][..]),
@@ -28,17 +36,30 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
 }
 
 fn cargo_metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("run cargo metadata");
-    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
 }
 
@@ -52,7 +73,9 @@ fn forbidden_edges(metadata: &Value) -> Vec<String> {
     for package in packages {
         let name = package["name"].as_str().unwrap_or_default();
         let Some(may_use) = allowed.get(name) else {
-            problems.push(format!("{name} is not in the tidy test's table of allowed edges"));
+            problems.push(format!(
+                "{name} is not in the tidy test's table of allowed edges"
+            ));
             continue;
         };
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
@@ -68,8 +91,17 @@ fn forbidden_edges(metadata: &Value) -> Vec<String> {
 #[test]
 fn crates_depend_only_along_the_allowed_edges() {
     let metadata = cargo_metadata();
-    let names: Vec<&str> = metadata["packages"].as_array().expect("packages").iter().filter_map(|p| p["name"].as_str()).collect();
-    assert_eq!(names.len(), allowed_edges().len(), "every crate of the table is in the workspace: {names:?}");
+    let names: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        names.len(),
+        allowed_edges().len(),
+        "every crate of the table is in the workspace: {names:?}"
+    );
     assert_eq!(forbidden_edges(&metadata), Vec::<String>::new());
 }
 
@@ -83,7 +115,10 @@ fn a_forbidden_edge_is_reported() {
     ]});
     assert_eq!(
         forbidden_edges(&metadata),
-        ["campaigns depends on payments", "helpers is not in the tidy test's table of allowed edges"]
+        [
+            "campaigns depends on payments",
+            "helpers is not in the tidy test's table of allowed edges"
+        ]
     );
 }
 
@@ -94,7 +129,10 @@ fn files_without_purpose(dir: &Path) -> Vec<PathBuf> {
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).expect("read dir") {
             let path = entry.expect("dir entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if path.is_dir() {
                 if !name.starts_with('.') && name != "target" {
                     pending.push(path);
@@ -113,15 +151,26 @@ fn files_without_purpose(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_rust_file_says_what_it_is_for() {
-    assert_eq!(files_without_purpose(&workspace_root()), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_without_purpose(&workspace_root()),
+        Vec::<PathBuf>::new()
+    );
 }
 
 #[test]
 fn a_file_without_a_purpose_line_is_reported() {
     let dir = std::env::temp_dir().join(format!("pulsaga-tidy-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("src")).expect("temp dir");
-    std::fs::write(dir.join("src/good.rs"), "//! Says what it is for.\nfn f() {}\n").expect("write");
-    std::fs::write(dir.join("src/bad.rs"), "// an ordinary comment\nfn f() {}\n").expect("write");
+    std::fs::write(
+        dir.join("src/good.rs"),
+        "//! Says what it is for.\nfn f() {}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("src/bad.rs"),
+        "// an ordinary comment\nfn f() {}\n",
+    )
+    .expect("write");
     let found = files_without_purpose(&dir);
     std::fs::remove_dir_all(&dir).expect("clean up");
     assert_eq!(found, [dir.join("src/bad.rs")]);

@@ -66,7 +66,7 @@ async fn racing_consumers_apply_a_message_once(_: PgPoolOptions, connect: PgConn
             fresh
         }
     });
-    // The racer must be waiting on the first consumer's row lock before the first one commits.
+    // The racer must be waiting on the first consumer's inbox row before the first one commits.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
