@@ -41,3 +41,4 @@ if ! cmp -s "$root/scripts/requirements.txt" "$stamp"; then
   cp "$root/scripts/requirements.txt" "$stamp"
 fi
 export PULSAGA_PYTHON="$root/.venv/bin/python"
+export PULSAR_LITE_BIN=${PULSAR_LITE_BIN:-$("$PULSAGA_PYTHON" -c 'import pulsar_lite.binary_finder as f; print(f.find_pulsar_lite_binary())')}

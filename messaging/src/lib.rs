@@ -1,3 +1,43 @@
-//! Pulsar messaging for every Pulsaga process: producers, the consumer runner, dead letters and
-//! the outbox relay. This is the only crate that imports `pulsar`; it is filled by the messaging
-//! issue and holds nothing yet.
+//! Pulsar messaging for every Pulsaga process: the client and its producers, the consumer runner
+//! with inbox, retries and dead letters, the outbox relay, and the tooling that runs pulsar-lite
+//! behind its compatibility proxy for development and tests. This is the only crate that imports
+//! `pulsar`.
+
+pub mod broker;
+mod client;
+pub mod consume;
+mod properties;
+pub mod proxy;
+pub mod relay;
+
+pub use client::{Client, PulsarSettings};
+pub use properties::{Properties, PropertyError};
+
+/// Why a messaging operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pulsar")]
+    Pulsar(#[from] pulsar::Error),
+    #[error("database")]
+    Database(#[from] sqlx::Error),
+    #[error("event store")]
+    EventStore(#[from] eventstore::Error),
+}
+
+impl From<pulsar::error::ProducerError> for Error {
+    fn from(error: pulsar::error::ProducerError) -> Self {
+        Error::Pulsar(error.into())
+    }
+}
+
+/// An error and its sources, on one line, for logs and dead-letter properties.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -19,3 +19,14 @@ pub const TENANT: &str = "tenant";
 pub const ACTOR: &str = "actor";
 /// The W3C trace context of the flow.
 pub const TRACEPARENT: &str = "traceparent";
+
+/// Added to a dead-lettered message: why it was dead-lettered, in words.
+pub const DEAD_LETTER_ERROR: &str = "error";
+/// Added to a dead-lettered message: `undecodable`, `permanent` or `attempts_exhausted`.
+pub const DEAD_LETTER_CAUSE: &str = "error_kind";
+/// Added to a dead-lettered message: how many times processing was attempted.
+pub const ATTEMPTS: &str = "attempts";
+/// Added to a dead-lettered message: the topic it came from (the name Pulsar's clients use).
+pub const REAL_TOPIC: &str = "REAL_TOPIC";
+/// Added to a dead-lettered message: its Pulsar message id on the original topic.
+pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";

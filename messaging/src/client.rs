@@ -1,0 +1,191 @@
+//! The connection to Pulsar and the producers: one per topic, created on first use, no batching.
+//!
+//! Producers never batch: pulsar-rs acknowledges a whole batch entry when one of its messages is
+//! acknowledged (pulsar-rs issue #345), which would break at-least-once for the others.
+
+use crate::Error;
+use eventstore::outbox;
+use futures_util::future::join_all;
+use pulsar::message::proto::{Schema, schema::Type as SchemaType};
+use pulsar::producer::{Message as PulsarMessage, ProducerOptions};
+use pulsar::{ConnectionRetryOptions, OperationRetryOptions, Producer, Pulsar, TokioExecutor};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How to reach Pulsar and name topics.
+#[derive(Debug, Clone)]
+pub struct PulsarSettings {
+    /// `pulsar://host:port`: Apache Pulsar, or the local broker's proxy.
+    pub url: String,
+    pub tenant: String,
+    pub namespace: String,
+    /// Register each topic's Avro schema with the broker. On for Apache Pulsar; off for
+    /// pulsar-lite, which never answers schema requests (a client asking waits for a timeout).
+    pub register_schemas: bool,
+}
+
+impl PulsarSettings {
+    /// Settings for `url` with the default tenant and namespace (`public/default`).
+    pub fn new(url: impl Into<String>, register_schemas: bool) -> Self {
+        PulsarSettings {
+            url: url.into(),
+            tenant: "public".into(),
+            namespace: "default".into(),
+            register_schemas,
+        }
+    }
+
+    /// The full name of a topic: `persistent://{tenant}/{namespace}/{topic}`.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("persistent://{}/{}/{}", self.tenant, self.namespace, topic)
+    }
+}
+
+/// A Pulsar client with its producers. Cheap to share behind an `Arc`.
+pub struct Client {
+    pub(crate) pulsar: Pulsar<TokioExecutor>,
+    pub(crate) settings: PulsarSettings,
+    producers: Mutex<HashMap<String, Producer<TokioExecutor>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, retrying with backoff for as long as the broker is away.
+    pub async fn connect(settings: PulsarSettings) -> Result<Self, Error> {
+        let pulsar = Pulsar::builder(settings.url.clone(), TokioExecutor)
+            .with_connection_retry_options(ConnectionRetryOptions {
+                min_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(2),
+                max_retries: u32::MAX,
+                connection_timeout: Duration::from_secs(5),
+                keep_alive: Duration::from_secs(30),
+                ..ConnectionRetryOptions::default()
+            })
+            .with_operation_retry_options(OperationRetryOptions {
+                operation_timeout: Duration::from_secs(10),
+                retry_delay: Duration::from_millis(200),
+                max_retries: None,
+            })
+            .build()
+            .await?;
+        Ok(Client {
+            pulsar,
+            settings,
+            producers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn settings(&self) -> &PulsarSettings {
+        &self.settings
+    }
+
+    /// Publishes one message and waits for the broker's receipt.
+    pub async fn publish(&self, message: &outbox::Message) -> Result<(), Error> {
+        self.publish_all(std::slice::from_ref(message))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Sends every message without waiting in between, then waits for all the receipts; returns
+    /// one result per message, in order. Messages to one topic arrive in the order given.
+    pub async fn publish_all(&self, messages: &[outbox::Message]) -> Vec<Result<(), Error>> {
+        let mut receipts = Vec::with_capacity(messages.len());
+        {
+            let mut producers = self.producers.lock().await;
+            for message in messages {
+                receipts.push(self.send(&mut producers, message).await);
+            }
+        }
+        let mut results = Vec::with_capacity(messages.len());
+        let mut failed_topics = Vec::new();
+        let pending = receipts.into_iter().map(|receipt| async move {
+            match receipt {
+                Ok(future) => future.await.map(drop).map_err(Error::from),
+                Err(error) => Err(error),
+            }
+        });
+        for (message, result) in messages.iter().zip(join_all(pending).await) {
+            if result.is_err() {
+                failed_topics.push(message.topic.clone());
+            }
+            results.push(result);
+        }
+        if !failed_topics.is_empty() {
+            // A producer that failed may be broken for good; the next send builds a new one.
+            let mut producers = self.producers.lock().await;
+            for topic in failed_topics {
+                producers.remove(&topic);
+            }
+        }
+        results
+    }
+
+    async fn send(
+        &self,
+        producers: &mut HashMap<String, Producer<TokioExecutor>>,
+        message: &outbox::Message,
+    ) -> Result<pulsar::producer::SendFuture, Error> {
+        if !producers.contains_key(&message.topic) {
+            let producer = self.producer(&message.topic).await?;
+            producers.insert(message.topic.clone(), producer);
+        }
+        let producer = producers
+            .get_mut(&message.topic)
+            .expect("the producer was just inserted");
+        let outgoing = PulsarMessage {
+            payload: message.payload.clone(),
+            properties: message
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            partition_key: Some(message.key.clone()),
+            ..PulsarMessage::default()
+        };
+        Ok(producer.send_non_blocking(outgoing).await?)
+    }
+
+    async fn producer(&self, topic: &str) -> Result<Producer<TokioExecutor>, Error> {
+        let schema = self
+            .settings
+            .register_schemas
+            .then(|| schemas::TOPICS.iter().find(|t| t.name == topic))
+            .flatten()
+            .map(|t| Schema {
+                name: t.name.to_owned(),
+                schema_data: t.avsc.as_bytes().to_vec(),
+                r#type: SchemaType::Avro as i32,
+                properties: Vec::new(),
+            });
+        Ok(self
+            .pulsar
+            .producer()
+            .with_topic(self.settings.topic(topic))
+            .with_options(ProducerOptions {
+                schema,
+                batch_size: None,
+                ..ProducerOptions::default()
+            })
+            .build()
+            .await?)
+    }
+
+    /// Closes every producer, after their pending messages are confirmed.
+    pub async fn close(&self) {
+        let mut producers = self.producers.lock().await;
+        for (topic, mut producer) in producers.drain() {
+            if let Err(error) = producer.close().await {
+                tracing::warn!(%topic, %error, "closing producer failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The consumer runner every service uses: receive → decode → run the handler in one Postgres
+//! transaction that also records the message id in the inbox → commit → ack.
+//!
+//! Subscriptions are Key_Shared, keyed by aggregate id, and the runner keeps one lane per key: a
+//! key's messages are handled one after another, in order, while other keys go on concurrently.
+//! A transient failure is retried in its lane after a growing delay (pulsar-rs would redeliver a
+//! negative ack at once, and out of order), up to `max_attempts`; then, or at once for a permanent
+//! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
+//! original properties plus the error, and is acknowledged. A failing key holds up only itself.
+//! The attempt count lives in the process: after a restart a message starts counting again.
+
+use crate::properties::Properties;
+use crate::{Client, Error};
+use eventstore::outbox;
+use futures_util::StreamExt;
+use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
+use pulsar::{Consumer, SubType, TokioExecutor};
+use schemas::{Message, properties as names};
+use sqlx::{PgConnection, PgPool};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A decoded message with its key and metadata.
+#[derive(Debug, Clone)]
+pub struct Incoming<T> {
+    pub message: T,
+    pub key: String,
+    pub properties: Properties,
+}
+
+/// Why a handler could not apply a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Trying again cannot help: the message goes to the dead-letter topic.
+    #[error("{code}: {reason}")]
+    Permanent { code: String, reason: String },
+    /// Worth another attempt after a delay (a database hiccup, a conflict with a concurrent writer).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::Transient(crate::error_chain(&error))
+    }
+}
+
+impl From<eventstore::Error> for HandlerError {
+    fn from(error: eventstore::Error) -> Self {
+        match error {
+            eventstore::Error::IdempotencyMismatch { .. } => HandlerError::Permanent {
+                code: "id_reused".into(),
+                reason: error.to_string(),
+            },
+            other => HandlerError::Transient(crate::error_chain(&other)),
+        }
+    }
+}
+
+/// What a service does with one message of its topic, inside the transaction the runner opened.
+/// Return `Ok` only when every effect is written to `tx`; the runner commits and acknowledges.
+pub trait Handler: Send + Sync + 'static {
+    type Message: Message + Send + Sync + 'static;
+
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<Self::Message>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Growing delays between attempts: `initial`, doubled each time, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after the `attempt`-th failure (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What a runner has done, counted as it goes (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub received: AtomicU64,
+    /// Handled and committed.
+    pub applied: AtomicU64,
+    /// Found in the inbox and skipped.
+    pub duplicates: AtomicU64,
+    /// Transient failures that were retried.
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl ConsumerStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How a runner subscribes and retries.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The Key_Shared subscription; several runners with one subscription share its keys.
+    pub subscription: String,
+    /// The consumer name recorded in the inbox: runners with the same inbox apply a message once
+    /// between them, even on different subscriptions. Usually the subscription.
+    pub inbox: String,
+    /// Attempts before a transiently failing message is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Messages received but not yet acknowledged, across all keys.
+    pub max_in_flight: usize,
+    pub stats: Arc<ConsumerStats>,
+}
+
+impl ConsumerSettings {
+    pub fn new(subscription: impl Into<String>) -> Self {
+        let subscription = subscription.into();
+        ConsumerSettings {
+            inbox: subscription.clone(),
+            subscription,
+            max_attempts: 5,
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            max_in_flight: 256,
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// How a message left the runner.
+enum Outcome {
+    /// Applied, found to be a duplicate, or dead-lettered: acknowledge it.
+    Done,
+    /// Shutting down before it was done: leave it unacknowledged for redelivery.
+    Abandoned,
+}
+
+struct Lanes {
+    /// Per busy key, the messages waiting behind the one being handled.
+    waiting: HashMap<String, VecDeque<Received<Vec<u8>>>>,
+    in_flight: usize,
+}
+
+/// Consumes `topic` with `handler` until `shutdown`, then stops receiving, lets the messages in
+/// hand finish (or abandons those waiting for a retry), and closes the consumer.
+pub async fn run<H: Handler>(
+    client: Arc<Client>,
+    pool: PgPool,
+    settings: ConsumerSettings,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let topic = H::Message::TOPIC;
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = client
+        .pulsar
+        .consumer()
+        .with_topic(client.settings.topic(topic.name))
+        .with_subscription(settings.subscription.clone())
+        .with_subscription_type(SubType::KeyShared)
+        .with_options(ConsumerOptions {
+            initial_position: InitialPosition::Earliest,
+            durable: Some(true),
+            ..ConsumerOptions::default()
+        })
+        .build()
+        .await?;
+    let worker = Arc::new(Worker {
+        client,
+        pool,
+        settings,
+        handler,
+        shutdown: shutdown.clone(),
+    });
+    let (done_sender, mut done) = mpsc::unbounded_channel::<(String, Received<Vec<u8>>, Outcome)>();
+    let mut lanes = Lanes {
+        waiting: HashMap::new(),
+        in_flight: 0,
+    };
+    let mut stopping = false;
+    loop {
+        if stopping && lanes.in_flight == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some((key, received, outcome)) = done.recv() => {
+                lanes.in_flight -= 1;
+                if let Outcome::Done = outcome
+                    && let Err(error) = consumer.ack(&received).await
+                {
+                    tracing::warn!(%error, %key, "ack failed; the message will be redelivered");
+                }
+                let next = lanes.waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                match next {
+                    Some(message) if !stopping => {
+                        tokio::spawn(worker.clone().handle(key, message, done_sender.clone()));
+                    }
+                    Some(_) => {
+                        // Not started before shutdown: dropped unacknowledged, redelivered later.
+                        let abandoned = lanes.waiting.remove(&key).map_or(0, |rest| rest.len()) + 1;
+                        lanes.in_flight -= abandoned;
+                    }
+                    None => {
+                        lanes.waiting.remove(&key);
+                    }
+                }
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+            }
+            next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
+                match next {
+                    Some(Ok(message)) => {
+                        ConsumerStats::add(&worker.settings.stats.received);
+                        lanes.in_flight += 1;
+                        let key = message.key().unwrap_or_else(|| format!("{:?}", message.message_id()));
+                        match lanes.waiting.get_mut(&key) {
+                            Some(queue) => queue.push_back(message),
+                            None => {
+                                lanes.waiting.insert(key.clone(), VecDeque::new());
+                                tokio::spawn(worker.clone().handle(key, message, done_sender.clone()));
+                            }
+                        }
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "receiving failed"),
+                    None => break,
+                }
+            }
+        }
+    }
+    if let Err(error) = consumer.close().await {
+        tracing::debug!(%error, "closing the consumer failed");
+    }
+    Ok(())
+}
+
+struct Worker<H> {
+    client: Arc<Client>,
+    pool: PgPool,
+    settings: ConsumerSettings,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+}
+
+/// Why a message is dead-lettered.
+struct DeadLetter {
+    cause: &'static str,
+    error: String,
+    attempts: u32,
+}
+
+impl<H: Handler> Worker<H> {
+    async fn handle(
+        self: Arc<Self>,
+        key: String,
+        received: Received<Vec<u8>>,
+        done: mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>,
+    ) {
+        let outcome = match self.process(&key, &received).await {
+            Ok(()) => Outcome::Done,
+            Err(dead) => self.dead_letter(&key, &received, dead).await,
+        };
+        // The runner is gone only when shutting down; the message is then redelivered later.
+        let _ = done.send((key, received, outcome));
+    }
+
+    async fn process(&self, key: &str, received: &Received<Vec<u8>>) -> Result<(), DeadLetter> {
+        let incoming = decode::<H::Message>(key, received).map_err(|error| DeadLetter {
+            cause: "undecodable",
+            error,
+            attempts: 1,
+        })?;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&incoming).await {
+                Ok(()) => return Ok(()),
+                Err(HandlerError::Permanent { code, reason }) => {
+                    return Err(DeadLetter {
+                        cause: "permanent",
+                        error: format!("{code}: {reason}"),
+                        attempts: attempt,
+                    });
+                }
+                Err(HandlerError::Transient(reason)) if attempt >= self.settings.max_attempts => {
+                    return Err(DeadLetter {
+                        cause: "attempts_exhausted",
+                        error: reason,
+                        attempts: attempt,
+                    });
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    let delay = self.settings.backoff.delay(attempt);
+                    tracing::warn!(message_id = %incoming.properties.message_id, attempt, ?delay, %reason, "retrying message");
+                    ConsumerStats::add(&self.settings.stats.retries);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, incoming: &Incoming<H::Message>) -> Result<(), HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        if !eventstore::record_message(
+            &mut tx,
+            &self.settings.inbox,
+            incoming.properties.message_id,
+        )
+        .await?
+        {
+            tracing::debug!(message_id = %incoming.properties.message_id, "duplicate message skipped");
+            ConsumerStats::add(&self.settings.stats.duplicates);
+            return Ok(());
+        }
+        self.handler.handle(&mut tx, incoming).await?;
+        tx.commit().await?;
+        ConsumerStats::add(&self.settings.stats.applied);
+        Ok(())
+    }
+
+    /// Publishes the message to the dead-letter topic, retrying while the broker is away.
+    async fn dead_letter(
+        &self,
+        key: &str,
+        received: &Received<Vec<u8>>,
+        dead: DeadLetter,
+    ) -> Outcome {
+        let topic = H::Message::TOPIC.name;
+        let mut properties: std::collections::BTreeMap<String, String> = received
+            .metadata()
+            .properties
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        properties.insert(names::DEAD_LETTER_ERROR.into(), dead.error.clone());
+        properties.insert(names::DEAD_LETTER_CAUSE.into(), dead.cause.into());
+        properties.insert(names::ATTEMPTS.into(), dead.attempts.to_string());
+        properties.insert(names::REAL_TOPIC.into(), self.client.settings.topic(topic));
+        properties.insert(
+            names::ORIGIN_MESSAGE_ID.into(),
+            format!("{:?}", received.message_id()),
+        );
+        let message = outbox::Message {
+            topic: dead_letter_topic(topic, &self.settings.subscription),
+            key: key.to_owned(),
+            payload: received.payload.data.clone(),
+            properties,
+        };
+        tracing::warn!(%key, cause = dead.cause, error = %dead.error, attempts = dead.attempts, "dead-lettering message");
+        let mut attempt = 1;
+        loop {
+            match self.client.publish(&message).await {
+                Ok(()) => {
+                    ConsumerStats::add(&self.settings.stats.dead_lettered);
+                    return Outcome::Done;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "publishing a dead letter failed");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Outcome::Abandoned,
+                        _ = tokio::time::sleep(self.settings.backoff.delay(attempt)) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The dead-letter topic of a subscription, by Pulsar's convention.
+pub fn dead_letter_topic(topic: &str, subscription: &str) -> String {
+    format!("{topic}-{subscription}-DLQ")
+}
+
+fn decode<T: Message>(key: &str, received: &Received<Vec<u8>>) -> Result<Incoming<T>, String> {
+    let map: HashMap<String, String> = received
+        .metadata()
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let properties = Properties::parse(&map, T::TOPIC.version()).map_err(|e| e.to_string())?;
+    let message = T::decode_version(&received.payload.data, properties.schema_version)
+        .map_err(|e| crate::error_chain(&e))?;
+    Ok(Incoming {
+        message,
+        key: key.to_owned(),
+        properties,
+    })
+}

@@ -1,0 +1,158 @@
+//! The outbox relay: drains a service's outbox to Pulsar in per-key order.
+//!
+//! Each round claims a batch (see `eventstore::outbox` for how claims keep per-key order across
+//! relays), publishes it, and marks published only what the broker confirmed. Within a batch a
+//! key's messages go one after another — the next is sent once the previous is confirmed — while
+//! different keys go together. A key whose message fails is not published further in this round;
+//! its rows are released for the next. While the broker is away the relay keeps the rows and
+//! retries with a growing delay. Several relays may run on one outbox.
+
+use crate::consume::Backoff;
+use crate::{Client, Error};
+use eventstore::outbox::{self, Claimed};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Unique per relay instance: it owns the leases.
+    pub name: String,
+    pub batch: i64,
+    pub lease: Duration,
+    /// How long to wait before looking again when the outbox is empty.
+    pub idle_poll: Duration,
+    pub backoff: Backoff,
+}
+
+impl RelaySettings {
+    pub fn new(name: impl Into<String>) -> Self {
+        RelaySettings {
+            name: name.into(),
+            batch: 128,
+            lease: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(20),
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+/// Relays until `shutdown`; the batch in hand is finished first.
+pub async fn run(
+    client: Arc<Client>,
+    pool: PgPool,
+    settings: RelaySettings,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut failures = 0;
+    while !shutdown.is_cancelled() {
+        let pause = match relay_once(&client, &pool, &settings).await {
+            Ok(RoundOutcome {
+                published,
+                failed: 0,
+            }) => {
+                failures = 0;
+                (published == 0).then_some(settings.idle_poll)
+            }
+            Ok(RoundOutcome { failed, .. }) => {
+                failures += 1;
+                tracing::warn!(relay = %settings.name, failed, "broker refused messages; backing off");
+                Some(settings.backoff.delay(failures))
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(relay = %settings.name, error = %crate::error_chain(&error), "relay round failed; backing off");
+                Some(settings.backoff.delay(failures))
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundOutcome {
+    pub published: usize,
+    pub failed: usize,
+}
+
+/// Claims one batch and publishes it.
+pub async fn relay_once(
+    client: &Client,
+    pool: &PgPool,
+    settings: &RelaySettings,
+) -> Result<RoundOutcome, Error> {
+    let claimed = {
+        let mut conn = pool.acquire().await?;
+        outbox::claim(&mut conn, &settings.name, settings.batch, settings.lease).await?
+    };
+    if claimed.is_empty() {
+        return Ok(RoundOutcome {
+            published: 0,
+            failed: 0,
+        });
+    }
+    // Queues per key, in claim (id) order; round r sends the r-th message of every live key.
+    let mut order: Vec<&str> = Vec::new();
+    let mut queues: HashMap<&str, std::collections::VecDeque<&Claimed>> = HashMap::new();
+    for row in &claimed {
+        let key = row.message.key.as_str();
+        queues
+            .entry(key)
+            .or_insert_with(|| {
+                order.push(key);
+                Default::default()
+            })
+            .push_back(row);
+    }
+    let mut published = Vec::new();
+    let mut failed = 0;
+    loop {
+        let round: Vec<&Claimed> = order
+            .iter()
+            .filter_map(|key| queues.get_mut(key)?.pop_front())
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        let messages: Vec<outbox::Message> = round.iter().map(|row| row.message.clone()).collect();
+        for (row, result) in round.iter().zip(client.publish_all(&messages).await) {
+            match result {
+                Ok(()) => published.push(row.id),
+                Err(error) => {
+                    tracing::debug!(id = row.id, key = %row.message.key, %error, "publish failed");
+                    failed += 1;
+                    queues.remove(row.message.key.as_str());
+                }
+            }
+        }
+    }
+    let mut conn = pool.acquire().await?;
+    let marked = outbox::mark_published(&mut conn, &settings.name, &published).await?;
+    if marked as usize != published.len() {
+        tracing::warn!(relay = %settings.name, "a lease expired during publishing; those rows will be published again");
+    }
+    let unpublished: Vec<i64> = claimed
+        .iter()
+        .map(|row| row.id)
+        .filter(|id| !published.contains(id))
+        .collect();
+    if !unpublished.is_empty() {
+        outbox::release(&mut conn, &settings.name, &unpublished).await?;
+    }
+    Ok(RoundOutcome {
+        published: published.len(),
+        failed,
+    })
+}

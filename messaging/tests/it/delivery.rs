@@ -1,0 +1,128 @@
+//! Keyed delivery through the relay: per-key order across two Key_Shared consumers, and
+//! effectively-once processing of duplicates.
+
+use super::{Fixture, Recorder, enqueue, message, settings};
+use messaging::consume::ConsumerStats;
+use messaging::relay::{self, RelaySettings};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const KEYS: usize = 12;
+const PER_KEY: usize = 25;
+
+#[sqlx::test(migrations = false)]
+async fn per_key_order_holds_across_two_key_shared_consumers(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let consumers = [
+        fixture.consumer(settings("effects"), Recorder::named("a")),
+        fixture.consumer(settings("effects"), Recorder::named("b")),
+    ];
+    // Interleave the keys across transactions, as many aggregates writing at once would.
+    for n in 0..PER_KEY {
+        let batch: Vec<_> = (0..KEYS)
+            .map(|k| message(&format!("key-{k}"), &format!("{k}:{n}")))
+            .collect();
+        enqueue(&fixture.pool, &batch).await;
+    }
+    let relay = tokio::spawn(relay::run(
+        fixture.client.clone(),
+        fixture.pool.clone(),
+        RelaySettings::new("relay-1"),
+        fixture.shutdown.clone(),
+    ));
+
+    let effects = fixture
+        .wait_for_effects(KEYS * PER_KEY, Duration::from_secs(60))
+        .await;
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut by_consumer: HashMap<String, HashSet<String>> = HashMap::new();
+    for (consumer, key, _, body) in &effects {
+        let (k, n) = body.split_once(':').expect("body");
+        assert_eq!(key, &format!("key-{k}"));
+        let expected = next.entry(key.clone()).or_default();
+        assert_eq!(
+            n.parse::<usize>().expect("n"),
+            *expected,
+            "key {key} out of order"
+        );
+        *expected += 1;
+        by_consumer
+            .entry(consumer.clone())
+            .or_default()
+            .insert(key.clone());
+    }
+    assert_eq!(effects.len(), KEYS * PER_KEY, "each message applied once");
+    assert_eq!(
+        by_consumer.len(),
+        2,
+        "both consumers took keys: {by_consumer:?}"
+    );
+    let (a, b) = (&by_consumer["a"], &by_consumer["b"]);
+    assert!(
+        a.is_disjoint(b),
+        "Key_Shared gives each key to one consumer"
+    );
+
+    fixture.shutdown.cancel();
+    relay.await.expect("relay").expect("relay run");
+    for consumer in consumers {
+        consumer.await.expect("consumer");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_message_delivered_twice_takes_effect_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    let fixture = Fixture::start(connect).await;
+    let twice = message("key-1", "twice");
+    let once = message("key-1", "once");
+    // The same message published twice, as a relay that lost its lease would.
+    fixture.client.publish(&twice).await.expect("publish");
+    fixture.client.publish(&twice).await.expect("publish again");
+    fixture.client.publish(&once).await.expect("publish");
+
+    // Two consumers on separate subscriptions both receive every message and race to apply it;
+    // sharing one inbox, they apply it once between them.
+    let mut first = settings("race-a");
+    first.inbox = "effects".into();
+    let mut second = settings("race-b");
+    second.inbox = "effects".into();
+    let (stats_a, stats_b) = (first.stats.clone(), second.stats.clone());
+    let consumers = [
+        fixture.consumer(first, Recorder::named("a")),
+        fixture.consumer(second, Recorder::named("b")),
+    ];
+    let effects = fixture.wait_for_effects(2, Duration::from_secs(30)).await;
+    // Every subscription gets all three deliveries; wait until all six are handled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let handled = || {
+        [&stats_a, &stats_b]
+            .iter()
+            .map(|s| ConsumerStats::get(&s.applied) + ConsumerStats::get(&s.duplicates))
+            .sum::<u64>()
+    };
+    while handled() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 6 deliveries handled",
+            handled()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = ConsumerStats::get(&stats_a.applied) + ConsumerStats::get(&stats_b.applied);
+    assert_eq!(applied, 2, "two distinct messages, applied once each");
+    assert_eq!(fixture.effects().await.len(), 2);
+    let bodies: Vec<&str> = effects
+        .iter()
+        .map(|(_, _, _, body)| body.as_str())
+        .collect();
+    assert_eq!(bodies, ["twice", "once"]);
+
+    fixture.shutdown.cancel();
+    for consumer in consumers {
+        consumer.await.expect("consumer");
+    }
+}

@@ -1,0 +1,220 @@
+//! Retries with growing delays, dead letters after exactly the configured attempts, and other
+//! keys flowing while one key fails.
+
+use super::{Fixture, Recorder, Script, message, settings};
+use messaging::consume::{ConsumerStats, dead_letter_topic};
+use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
+use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use schemas::Message;
+use schemas::commands::RegisterPartner;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The first `count` messages of the test topic's dead-letter topic for `subscription`.
+async fn dead_letters(
+    fixture: &Fixture,
+    subscription: &str,
+    count: usize,
+) -> Vec<Received<Vec<u8>>> {
+    use futures_util::StreamExt;
+    let pulsar = Pulsar::builder(fixture.broker.url(), TokioExecutor)
+        .build()
+        .await
+        .expect("pulsar");
+    let topic = fixture.client.settings().topic(&dead_letter_topic(
+        RegisterPartner::TOPIC.name,
+        subscription,
+    ));
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(topic)
+        .with_subscription("inspect")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions {
+            initial_position: InitialPosition::Earliest,
+            ..ConsumerOptions::default()
+        })
+        .build()
+        .await
+        .expect("dead-letter consumer");
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+        let received = next
+            .expect("a dead letter within 30 s")
+            .expect("stream open")
+            .expect("message");
+        consumer.ack(&received).await.expect("ack");
+        letters.push(received);
+    }
+    letters
+}
+
+fn properties(received: &Received<Vec<u8>>) -> HashMap<String, String> {
+    received
+        .metadata()
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let recorder = Recorder::named("r")
+        .script("slow", Script::FailTransiently(3))
+        .script("poison", Script::Poison);
+    let settings = settings("effects");
+    let (stats, backoff, max_attempts) = (
+        settings.stats.clone(),
+        settings.backoff,
+        settings.max_attempts,
+    );
+    let consumer = fixture.consumer(settings, recorder.clone());
+
+    let poison = message("p", "poison");
+    fixture
+        .client
+        .publish(&message("s", "slow"))
+        .await
+        .expect("publish");
+    fixture.client.publish(&poison).await.expect("publish");
+    fixture
+        .client
+        .publish(&message("p", "after-poison"))
+        .await
+        .expect("publish");
+    for n in 0..10 {
+        fixture
+            .client
+            .publish(&message("other", &format!("other-{n}")))
+            .await
+            .expect("publish");
+    }
+
+    let effects = fixture.wait_for_effects(12, Duration::from_secs(60)).await;
+    let bodies: Vec<&str> = effects
+        .iter()
+        .map(|(_, _, _, body)| body.as_str())
+        .collect();
+    assert!(!bodies.contains(&"poison"));
+
+    // The slow message succeeded on its fourth attempt, each wait longer than the one before.
+    let slow = recorder.attempts("slow");
+    assert_eq!(slow.len(), 4);
+    let gaps: Vec<Duration> = slow.windows(2).map(|w| w[1] - w[0]).collect();
+    for (n, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= backoff.delay(n as u32 + 1),
+            "gap {n} of {gaps:?} shorter than the backoff"
+        );
+    }
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "delays grow: {gaps:?}"
+    );
+
+    // The poison message was tried exactly max_attempts times, then dead-lettered; its key's next
+    // message waited for it, and the other key did not.
+    let poisoned = recorder.attempts("poison");
+    assert_eq!(poisoned.len(), max_attempts as usize);
+    let last_poison = *poisoned.last().expect("attempts");
+    assert!(
+        recorder.attempts("after-poison")[0] > last_poison,
+        "per-key order through the dead letter"
+    );
+    let others_done = (0..10)
+        .map(|n| recorder.attempts(&format!("other-{n}"))[0])
+        .max()
+        .expect("others");
+    assert!(
+        others_done < last_poison,
+        "the other key flowed while the poison key was retried"
+    );
+
+    let letters = dead_letters(&fixture, "effects", 1).await;
+    let letter = &letters[0];
+    let props = properties(letter);
+    assert_eq!(letter.payload.data, poison.payload, "the original body");
+    assert_eq!(
+        props["message_id"], poison.properties["message_id"],
+        "the original properties"
+    );
+    assert_eq!(props["error_kind"], "attempts_exhausted");
+    assert_eq!(props["attempts"], max_attempts.to_string());
+    assert!(props["error"].contains("scripted poison"));
+    assert!(props["REAL_TOPIC"].ends_with("campaigns-partner-registration"));
+    assert_eq!(ConsumerStats::get(&stats.dead_lettered), 1);
+    assert_eq!(
+        ConsumerStats::get(&stats.retries),
+        3 + (max_attempts as u64 - 1)
+    );
+
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+}
+
+#[sqlx::test(migrations = false)]
+async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let recorder = Recorder::named("r").script("rejected", Script::Reject);
+    let settings = settings("effects");
+    let stats = settings.stats.clone();
+    let consumer = fixture.consumer(settings, recorder.clone());
+
+    let mut garbage = message("k", "garbage");
+    garbage.payload = vec![0xff; 7];
+    let mut anonymous = message("k", "anonymous");
+    anonymous.properties.remove("message_id");
+    for outgoing in [
+        message("k", "rejected"),
+        garbage,
+        anonymous,
+        message("k", "fine"),
+    ] {
+        fixture.client.publish(&outgoing).await.expect("publish");
+    }
+    let effects = fixture.wait_for_effects(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        effects[0].3, "fine",
+        "the key goes on after its dead letters"
+    );
+    assert_eq!(
+        recorder.attempts("rejected").len(),
+        1,
+        "a permanent failure is not retried"
+    );
+
+    let letters = dead_letters(&fixture, "effects", 3).await;
+    let kinds: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            let p = properties(l);
+            (p["error_kind"].clone(), p["attempts"].clone())
+        })
+        .collect();
+    let expected = [
+        ("permanent", "1"),
+        ("undecodable", "1"),
+        ("undecodable", "1"),
+    ];
+    assert_eq!(kinds, expected.map(|(k, a)| (k.to_owned(), a.to_owned())));
+    assert!(
+        properties(&letters[1])["error"].contains("decode"),
+        "{:?}",
+        properties(&letters[1])
+    );
+    assert!(properties(&letters[2])["error"].contains("message_id"));
+    assert_eq!(ConsumerStats::get(&stats.dead_lettered), 3);
+
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+}

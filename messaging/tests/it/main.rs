@@ -1,0 +1,245 @@
+//! Messaging against a real Pulsar-protocol broker (pulsar-lite behind the compatibility proxy)
+//! and the real PostgreSQL: each test starts its own broker and gets a fresh database.
+
+mod delivery;
+mod failures;
+mod recovery;
+
+use eventstore::outbox;
+use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::consume::{self, Backoff, ConsumerSettings, Handler, HandlerError, Incoming};
+use messaging::{Client, Properties, PulsarSettings};
+use schemas::Message;
+use schemas::commands::RegisterPartner;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A broker, a client and a migrated database with an `effects` table the test handler writes.
+struct Fixture {
+    broker: LocalBroker,
+    client: Arc<Client>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+}
+
+impl Fixture {
+    async fn start(connect: PgConnectOptions) -> Fixture {
+        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("broker-{}", Uuid::new_v4()));
+        let broker = LocalBroker::start(&PulsarLiteSettings {
+            binary: None,
+            data_dir,
+        })
+        .await
+        .expect("start pulsar-lite (run bash scripts/setup.sh, which installs it)");
+        let client = Arc::new(
+            Client::connect(PulsarSettings::new(broker.url(), false))
+                .await
+                .expect("connect"),
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect_with(connect)
+            .await
+            .expect("database");
+        eventstore::migrate(&pool).await.expect("migrate");
+        sqlx::raw_sql(
+            "create table effects (
+                 seq        bigint generated always as identity primary key,
+                 consumer   text   not null,
+                 key        text   not null,
+                 message_id uuid   not null,
+                 body       text   not null
+             )",
+        )
+        .execute(&pool)
+        .await
+        .expect("effects table");
+        Fixture {
+            broker,
+            client,
+            pool,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn consumer(&self, settings: ConsumerSettings, handler: Arc<Recorder>) -> JoinHandle<()> {
+        let run = consume::run(
+            self.client.clone(),
+            self.pool.clone(),
+            settings,
+            handler,
+            self.shutdown.clone(),
+        );
+        tokio::spawn(async move { run.await.expect("consumer runner") })
+    }
+
+    /// The effects in commit order: (consumer, key, message id, body).
+    async fn effects(&self) -> Vec<(String, String, Uuid, String)> {
+        sqlx::query_as("select consumer, key, message_id, body from effects order by seq")
+            .fetch_all(&self.pool)
+            .await
+            .expect("effects")
+    }
+
+    async fn wait_for_effects(
+        &self,
+        count: usize,
+        within: Duration,
+    ) -> Vec<(String, String, Uuid, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let effects = self.effects().await;
+            if effects.len() >= count {
+                return effects;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} effects after {within:?}",
+                effects.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A message of the test topic, carrying `body` and keyed by `key`.
+fn message(key: &str, body: &str) -> outbox::Message {
+    let command = RegisterPartner {
+        partner_id: Uuid::new_v4(),
+        name: body.to_owned(),
+        email: "partner@example.com".to_owned(),
+        payout_account: "acct".to_owned(),
+    };
+    let properties = Properties {
+        message_id: Uuid::new_v4(),
+        message_type: command.message_type().to_owned(),
+        schema_version: RegisterPartner::TOPIC.version(),
+        correlation_id: None,
+        causation_id: None,
+        saga_id: None,
+        tenant: None,
+        actor: None,
+        traceparent: None,
+    };
+    outbox::Message {
+        topic: RegisterPartner::TOPIC.name.to_owned(),
+        key: key.to_owned(),
+        payload: command.encode().expect("encode"),
+        properties: properties.to_map(),
+    }
+}
+
+fn settings(subscription: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+        },
+        ..ConsumerSettings::new(subscription)
+    }
+}
+
+/// What the test handler does with a body: write the effect, or fail as scripted.
+#[derive(Debug, Clone)]
+enum Script {
+    /// Fail transiently this many more times, then succeed.
+    FailTransiently(u32),
+    /// Fail transiently forever.
+    Poison,
+    /// Fail permanently.
+    Reject,
+}
+
+/// Writes one `effects` row per message in the runner's transaction, and records every attempt.
+#[derive(Debug, Default)]
+struct Recorder {
+    name: String,
+    script: Mutex<HashMap<String, Script>>,
+    attempts: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl Recorder {
+    fn named(name: &str) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            name: name.to_owned(),
+            ..Recorder::default()
+        })
+    }
+
+    fn script(self: Arc<Self>, body: &str, script: Script) -> Arc<Self> {
+        self.script
+            .lock()
+            .expect("lock")
+            .insert(body.to_owned(), script);
+        self
+    }
+
+    fn attempts(&self, body: &str) -> Vec<Instant> {
+        self.attempts
+            .lock()
+            .expect("lock")
+            .get(body)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Handler for Recorder {
+    type Message = RegisterPartner;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<RegisterPartner>,
+    ) -> Result<(), HandlerError> {
+        let body = incoming.message.name.clone();
+        self.attempts
+            .lock()
+            .expect("lock")
+            .entry(body.clone())
+            .or_default()
+            .push(Instant::now());
+        let script = self.script.lock().expect("lock").get(&body).cloned();
+        match script {
+            Some(Script::FailTransiently(n)) if n > 0 => {
+                self.script
+                    .lock()
+                    .expect("lock")
+                    .insert(body, Script::FailTransiently(n - 1));
+                return Err(HandlerError::Transient("scripted transient failure".into()));
+            }
+            Some(Script::Poison) => return Err(HandlerError::Transient("scripted poison".into())),
+            Some(Script::Reject) => {
+                return Err(HandlerError::Permanent {
+                    code: "scripted".into(),
+                    reason: "scripted rejection".into(),
+                });
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "insert into effects (consumer, key, message_id, body) values ($1, $2, $3, $4)",
+        )
+        .bind(&self.name)
+        .bind(&incoming.key)
+        .bind(incoming.properties.message_id)
+        .bind(&body)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Messages enqueued into the outbox in one transaction, for a relay to publish.
+async fn enqueue(pool: &PgPool, messages: &[outbox::Message]) {
+    let mut tx = pool.begin().await.expect("begin");
+    outbox::enqueue(&mut tx, messages).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+}
