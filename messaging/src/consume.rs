@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A decoded message with its key and metadata.
 #[derive(Debug, Clone)]
@@ -274,10 +275,22 @@ impl<H: Handler> Worker<H> {
         received: Received<Vec<u8>>,
         done: mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>,
     ) {
-        let outcome = match self.process(&key, &received).await {
-            Ok(()) => Outcome::Done,
-            Err(dead) => self.dead_letter(&key, &received, dead).await,
-        };
+        let span = tracing::info_span!("handle message", topic = H::Message::TOPIC.name, %key);
+        let traceparent = received
+            .metadata()
+            .properties
+            .iter()
+            .find(|kv| kv.key == names::TRACEPARENT)
+            .map(|kv| kv.value.as_str());
+        crate::trace::continue_trace(&span, traceparent);
+        let outcome = async {
+            match self.process(&key, &received).await {
+                Ok(()) => Outcome::Done,
+                Err(dead) => self.dead_letter(&key, &received, dead).await,
+            }
+        }
+        .instrument(span)
+        .await;
         // The runner is gone only when shutting down; the message is then redelivered later.
         let _ = done.send((key, received, outcome));
     }

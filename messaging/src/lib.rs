@@ -9,9 +9,11 @@ pub mod consume;
 mod properties;
 pub mod proxy;
 pub mod relay;
+mod trace;
 
 pub use client::{Client, PulsarSettings};
 pub use properties::{Properties, PropertyError};
+pub use trace::current_traceparent;
 
 /// Why a messaging operation failed.
 #[derive(Debug, thiserror::Error)]

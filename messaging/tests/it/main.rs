@@ -4,6 +4,7 @@
 mod delivery;
 mod failures;
 mod recovery;
+mod tracing;
 
 use eventstore::outbox;
 use messaging::broker::{LocalBroker, PulsarLiteSettings};
@@ -163,6 +164,8 @@ struct Recorder {
     name: String,
     script: Mutex<HashMap<String, Script>>,
     attempts: Mutex<HashMap<String, Vec<Instant>>>,
+    /// The trace context the handler ran in, per body.
+    traceparents: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Recorder {
@@ -206,6 +209,10 @@ impl Handler for Recorder {
             .entry(body.clone())
             .or_default()
             .push(Instant::now());
+        self.traceparents
+            .lock()
+            .expect("lock")
+            .insert(body.clone(), messaging::current_traceparent());
         let script = self.script.lock().expect("lock").get(&body).cloned();
         match script {
             Some(Script::FailTransiently(n)) if n > 0 => {
