@@ -1,2 +1,4 @@
-//! The `campaigns` bounded context (SPEC §1 and §4): its aggregates, command handlers, projections and
-//! query API. Filled by the services issue; it holds nothing yet.
+//! The `campaigns` bounded context (SPEC §1 and §4): partners, campaigns, content and budget
+//! reservations. Today it holds the pure domain; handlers, projections and the query API follow.
+
+pub mod domain;

@@ -1,2 +1,5 @@
-//! The `tracking` bounded context (SPEC §1 and §4): its aggregates, command handlers, projections and
-//! query API. Filled by the services issue; it holds nothing yet.
+//! The `tracking` bounded context (SPEC §1 and §4): tracking events (clicks, leads, conversions)
+//! and the fraud rule on order ids. Today it holds the pure domain; handlers, projections and the
+//! query API follow.
+
+pub mod domain;
