@@ -173,6 +173,8 @@ impl Client {
             .with_options(ProducerOptions {
                 schema,
                 batch_size: None,
+                // Wait for room on the connection rather than fail a burst with SlowDown.
+                block_queue_if_full: false,
                 ..ProducerOptions::default()
             })
             .build()

@@ -126,3 +126,23 @@ async fn a_message_delivered_twice_takes_effect_once(_: PgPoolOptions, connect: 
         consumer.await.expect("consumer");
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_burst_larger_than_the_connection_queue_waits_instead_of_failing(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    // pulsar-rs fails sends beyond its connection queue with SlowDown unless producers block.
+    let burst: Vec<_> = (0..2_000)
+        .map(|n| message(&format!("key-{}", n % 500), &n.to_string()))
+        .collect();
+    let results = fixture.client.publish_all(&burst).await;
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} sends failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
