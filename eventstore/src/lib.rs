@@ -1,17 +1,21 @@
 //! The Postgres event store that every Pulsaga service embeds in its own database: streams with
-//! optimistic concurrency, a gap-safe global log, the transactional outbox, the consumer inbox
-//! and projection checkpoints. Functions take a `&mut PgConnection` (a pooled connection or an
-//! open transaction), so a caller composes them into one transaction with its own effects.
+//! optimistic concurrency, a gap-safe global log, the transactional outbox, the consumer inbox,
+//! command outcomes and projection checkpoints. Functions take a `&mut PgConnection` (a pooled
+//! connection or an open transaction), so a caller composes them into one transaction with its
+//! own effects.
 
 mod checkpoint;
 mod inbox;
 mod log;
 pub mod outbox;
+mod outcome;
+pub mod projection;
 mod stream;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
 pub use inbox::record_message;
 pub use log::{Page, read_all};
+pub use outcome::{CommandOutcome, Outcome, load_outcome, record_outcome};
 pub use stream::{
     Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_stream,
     read_stream_as_of,

@@ -6,6 +6,7 @@
 pub mod broker;
 mod client;
 pub mod consume;
+pub mod effects;
 mod properties;
 pub mod proxy;
 pub mod relay;

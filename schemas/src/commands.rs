@@ -103,6 +103,8 @@ pub struct ReserveBudget {
     pub kind: TrackingKind,
     /// The order amount a percent rule applies to.
     pub order_amount: Option<Money>,
+    /// When the tracked event happened; the campaign must be valid then.
+    pub occurred_at: i64,
 }
 
 /// Compensation: releases a budget reservation.

@@ -23,6 +23,17 @@ pub struct CommandRejected {
     pub reason: String,
 }
 
+/// A command was accepted but changed nothing: its effect was already in place. Sent so that
+/// whoever waits on the command gets an answer; every service's event topic carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandAlreadyApplied {
+    /// The message id of the command.
+    pub command_id: Uuid,
+    /// The command's message type.
+    pub command_type: String,
+    pub aggregate_id: String,
+}
+
 /// An event of the campaigns service, on `campaigns-events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CampaignsEvent {
@@ -33,6 +44,7 @@ pub enum CampaignsEvent {
     BudgetReserved(BudgetReserved),
     BudgetReleased(BudgetReleased),
     CommandRejected(CommandRejected),
+    CommandAlreadyApplied(CommandAlreadyApplied),
 }
 
 /// A partner was registered.
@@ -93,8 +105,9 @@ pub struct BudgetReleased {
     pub reason: String,
 }
 
-/// An event of the tracking service, on `tracking-events`. The variants' Avro records are named
-/// `TrackingEventRecorded`, `TrackingEventConfirmed` and `TrackingEventFailed`.
+/// An event of the tracking service, on `tracking-events`. The Avro records of `Recorded`,
+/// `Confirmed` and `Failed` are named `TrackingEventRecorded`, `TrackingEventConfirmed` and
+/// `TrackingEventFailed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrackingEvent {
     #[serde(rename = "TrackingEventRecorded")]
@@ -103,7 +116,9 @@ pub enum TrackingEvent {
     Confirmed(TrackingEventConfirmed),
     #[serde(rename = "TrackingEventFailed")]
     Failed(TrackingEventFailed),
+    OrderClaimed(OrderClaimed),
     CommandRejected(CommandRejected),
+    CommandAlreadyApplied(CommandAlreadyApplied),
 }
 
 /// A click, lead or conversion was recorded.
@@ -132,12 +147,23 @@ pub struct TrackingEventFailed {
     pub reason: String,
 }
 
+/// An order id was claimed on a campaign by a tracking event; a second tracking event with the
+/// same order id on the campaign is fraud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderClaimed {
+    pub campaign_id: Uuid,
+    pub order_id: String,
+    pub tracking_id: Uuid,
+}
+
 /// An event of the commissions service, on `commissions-events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommissionsEvent {
     CommissionAssigned(CommissionAssigned),
     CommissionReversed(CommissionReversed),
+    CommissionVoided(CommissionVoided),
     CommandRejected(CommandRejected),
+    CommandAlreadyApplied(CommandAlreadyApplied),
 }
 
 /// A partner earned a commission.
@@ -160,13 +186,24 @@ pub struct CommissionReversed {
     pub reason: String,
 }
 
+/// A reversal arrived for a commission that was never assigned; the commission id can no longer
+/// be assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionVoided {
+    pub commission_id: Uuid,
+    pub reason: String,
+}
+
 /// An event of the payments service, on `payments-events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentsEvent {
     PaymentRequested(PaymentRequested),
+    PayoutAttempted(PayoutAttempted),
+    PayoutOutcomeUnknown(PayoutOutcomeUnknown),
     PaymentCompleted(PaymentCompleted),
     PaymentFailed(PaymentFailed),
     CommandRejected(CommandRejected),
+    CommandAlreadyApplied(CommandAlreadyApplied),
 }
 
 /// A payout of one commission was requested.
@@ -174,8 +211,25 @@ pub enum PaymentsEvent {
 pub struct PaymentRequested {
     pub payment_id: Uuid,
     pub commission_id: Uuid,
+    pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub amount: Money,
+}
+
+/// The payout provider is being called with this idempotency key; from here on the payment is
+/// never attempted again, only resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutAttempted {
+    pub payment_id: Uuid,
+    pub idempotency_key: String,
+}
+
+/// The provider call ended without an answer (a timeout); the outcome is resolved by asking the
+/// provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutOutcomeUnknown {
+    pub payment_id: Uuid,
+    pub reason: String,
 }
 
 /// The payout provider paid.
@@ -231,22 +285,30 @@ events! {
         BudgetReserved(BudgetReserved),
         BudgetReleased(BudgetReleased),
         CommandRejected(CommandRejected),
+        CommandAlreadyApplied(CommandAlreadyApplied),
     }
     TrackingEvent => TRACKING_EVENTS {
         Recorded(TrackingEventRecorded),
         Confirmed(TrackingEventConfirmed),
         Failed(TrackingEventFailed),
+        OrderClaimed(OrderClaimed),
         CommandRejected(CommandRejected),
+        CommandAlreadyApplied(CommandAlreadyApplied),
     }
     CommissionsEvent => COMMISSIONS_EVENTS {
         CommissionAssigned(CommissionAssigned),
         CommissionReversed(CommissionReversed),
+        CommissionVoided(CommissionVoided),
         CommandRejected(CommandRejected),
+        CommandAlreadyApplied(CommandAlreadyApplied),
     }
     PaymentsEvent => PAYMENTS_EVENTS {
         PaymentRequested(PaymentRequested),
+        PayoutAttempted(PayoutAttempted),
+        PayoutOutcomeUnknown(PayoutOutcomeUnknown),
         PaymentCompleted(PaymentCompleted),
         PaymentFailed(PaymentFailed),
         CommandRejected(CommandRejected),
+        CommandAlreadyApplied(CommandAlreadyApplied),
     }
 }

@@ -118,3 +118,55 @@ async fn checkpoints_move_with_their_transaction(_: PgPoolOptions, connect: PgCo
     );
     assert_eq!(load_checkpoint(&mut conn, "other").await.expect("load"), 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    use eventstore::{Outcome, load_outcome, record_outcome};
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let command = Uuid::new_v4();
+    assert_eq!(load_outcome(&mut conn, command).await.expect("load"), None);
+
+    let rejected = Outcome::Rejected {
+        code: "budget_exhausted".into(),
+        reason: "no budget left".into(),
+    };
+    record_outcome(&mut conn, command, "ReserveBudget", "campaign-1", &rejected)
+        .await
+        .expect("record");
+    record_outcome(
+        &mut conn,
+        command,
+        "ReserveBudget",
+        "campaign-1",
+        &Outcome::Succeeded,
+    )
+    .await
+    .expect("again");
+    let outcome = load_outcome(&mut conn, command)
+        .await
+        .expect("load")
+        .expect("recorded");
+    assert_eq!(outcome.outcome, rejected, "the first outcome stands");
+    assert_eq!(
+        (outcome.command_type.as_str(), outcome.aggregate_id.as_str()),
+        ("ReserveBudget", "campaign-1")
+    );
+
+    for (id, expected) in [
+        (Uuid::new_v4(), Outcome::Succeeded),
+        (Uuid::new_v4(), Outcome::AlreadyApplied),
+    ] {
+        record_outcome(&mut conn, id, "AssociatePartner", "campaign-1", &expected)
+            .await
+            .expect("record");
+        assert_eq!(
+            load_outcome(&mut conn, id)
+                .await
+                .expect("load")
+                .expect("recorded")
+                .outcome,
+            expected
+        );
+    }
+}

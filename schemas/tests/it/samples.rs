@@ -7,9 +7,10 @@ use schemas::commands::{
     ReserveBudget, ReverseCommission,
 };
 use schemas::events::{
-    BudgetReleased, BudgetReserved, CampaignCreated, CampaignsEvent, CommandRejected,
-    CommissionAssigned, CommissionReversed, CommissionsEvent, ContentAssociated, PartnerAssociated,
-    PartnerRegistered, PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent,
+    BudgetReleased, BudgetReserved, CampaignCreated, CampaignsEvent, CommandAlreadyApplied,
+    CommandRejected, CommissionAssigned, CommissionReversed, CommissionVoided, CommissionsEvent,
+    ContentAssociated, OrderClaimed, PartnerAssociated, PartnerRegistered, PaymentCompleted,
+    PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted, PayoutOutcomeUnknown,
     TrackingEvent, TrackingEventConfirmed, TrackingEventFailed, TrackingEventRecorded,
 };
 use schemas::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
@@ -79,6 +80,14 @@ fn rejected(command_type: &str, aggregate_id: Uuid) -> CommandRejected {
         aggregate_id: aggregate_id.to_string(),
         code: "not_found".into(),
         reason: "no such aggregate".into(),
+    }
+}
+
+fn already_applied(command_type: &str, aggregate_id: Uuid) -> CommandAlreadyApplied {
+    CommandAlreadyApplied {
+        command_id: id(98),
+        command_type: command_type.into(),
+        aggregate_id: aggregate_id.to_string(),
     }
 }
 
@@ -161,6 +170,7 @@ pub fn all() -> Vec<Sample> {
             tracking_id: tracking,
             kind: TrackingKind::Lead,
             order_amount: None,
+            occurred_at: T0,
         }),
         Sample::new(ReleaseBudget {
             reservation_id: reservation,
@@ -221,6 +231,10 @@ pub fn all() -> Vec<Sample> {
             "CreateCampaign",
             campaign,
         ))),
+        Sample::new(CampaignsEvent::CommandAlreadyApplied(already_applied(
+            "RegisterPartner",
+            partner,
+        ))),
         Sample::new(TrackingEvent::Recorded(TrackingEventRecorded {
             tracking_id: tracking,
             campaign_id: campaign,
@@ -238,8 +252,17 @@ pub fn all() -> Vec<Sample> {
             campaign_id: campaign,
             reason: "fraud: order seen twice".into(),
         })),
+        Sample::new(TrackingEvent::OrderClaimed(OrderClaimed {
+            campaign_id: campaign,
+            order_id: "A-1001/ü".into(),
+            tracking_id: tracking,
+        })),
         Sample::new(TrackingEvent::CommandRejected(rejected(
             "RecordTrackingEvent",
+            tracking,
+        ))),
+        Sample::new(TrackingEvent::CommandAlreadyApplied(already_applied(
+            "ConfirmTrackingEvent",
             tracking,
         ))),
         Sample::new(CommissionsEvent::CommissionAssigned(CommissionAssigned {
@@ -256,15 +279,32 @@ pub fn all() -> Vec<Sample> {
             amount: eur(325),
             reason: "payment failed".into(),
         })),
+        Sample::new(CommissionsEvent::CommissionVoided(CommissionVoided {
+            commission_id: commission,
+            reason: "tracking event failed before assignment".into(),
+        })),
         Sample::new(CommissionsEvent::CommandRejected(rejected(
             "AssignCommission",
+            commission,
+        ))),
+        Sample::new(CommissionsEvent::CommandAlreadyApplied(already_applied(
+            "ReverseCommission",
             commission,
         ))),
         Sample::new(PaymentsEvent::PaymentRequested(PaymentRequested {
             payment_id: payment,
             commission_id: commission,
+            campaign_id: campaign,
             partner_id: partner,
             amount: eur(325),
+        })),
+        Sample::new(PaymentsEvent::PayoutAttempted(PayoutAttempted {
+            payment_id: payment,
+            idempotency_key: payment.to_string(),
+        })),
+        Sample::new(PaymentsEvent::PayoutOutcomeUnknown(PayoutOutcomeUnknown {
+            payment_id: payment,
+            reason: "provider timed out after 30 s".into(),
         })),
         Sample::new(PaymentsEvent::PaymentCompleted(PaymentCompleted {
             payment_id: payment,
@@ -275,6 +315,10 @@ pub fn all() -> Vec<Sample> {
             reason: "account closed".into(),
         })),
         Sample::new(PaymentsEvent::CommandRejected(rejected(
+            "RequestPayment",
+            payment,
+        ))),
+        Sample::new(PaymentsEvent::CommandAlreadyApplied(already_applied(
             "RequestPayment",
             payment,
         ))),

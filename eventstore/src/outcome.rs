@@ -1,0 +1,96 @@
+//! Command outcomes: what became of each command a service handled. A client polling a command
+//! and a saga waiting on one read the same record.
+
+use crate::Error;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It changed state: its events are in the store.
+    Succeeded,
+    /// Its effect was already in place (a retry); nothing changed.
+    AlreadyApplied,
+    /// A rule refused it; nothing changed.
+    Rejected { code: String, reason: String },
+}
+
+/// The recorded outcome of one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub aggregate_id: String,
+    pub outcome: Outcome,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// Records a command's outcome in the caller's transaction. The first outcome recorded for a
+/// command id stands; recording again is a no-op (the inbox normally prevents it).
+pub async fn record_outcome(
+    conn: &mut PgConnection,
+    command_id: Uuid,
+    command_type: &str,
+    aggregate_id: &str,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let (kind, code, reason) = match outcome {
+        Outcome::Succeeded => ("succeeded", None, None),
+        Outcome::AlreadyApplied => ("already_applied", None, None),
+        Outcome::Rejected { code, reason } => {
+            ("rejected", Some(code.as_str()), Some(reason.as_str()))
+        }
+    };
+    sqlx::query(
+        "insert into command_outcomes (command_id, command_type, aggregate_id, outcome, code, reason)
+         values ($1, $2, $3, $4, $5, $6) on conflict (command_id) do nothing",
+    )
+    .bind(command_id)
+    .bind(command_type)
+    .bind(aggregate_id)
+    .bind(kind)
+    .bind(code)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The outcome of a command, if it has been handled.
+pub async fn load_outcome(
+    conn: &mut PgConnection,
+    command_id: Uuid,
+) -> Result<Option<CommandOutcome>, Error> {
+    let row: Option<(
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        OffsetDateTime,
+    )> = sqlx::query_as(
+        "select command_type, aggregate_id, outcome, code, reason, recorded_at
+           from command_outcomes where command_id = $1",
+    )
+    .bind(command_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(
+        |(command_type, aggregate_id, outcome, code, reason, recorded_at)| CommandOutcome {
+            command_id,
+            command_type,
+            aggregate_id,
+            outcome: match outcome.as_str() {
+                "succeeded" => Outcome::Succeeded,
+                "already_applied" => Outcome::AlreadyApplied,
+                _ => Outcome::Rejected {
+                    code: code.unwrap_or_default(),
+                    reason: reason.unwrap_or_default(),
+                },
+            },
+            recorded_at,
+        },
+    ))
+}

@@ -1,0 +1,170 @@
+//! What handling a command leaves behind, in the handler's transaction: the events appended to
+//! their streams and queued in the outbox for the service's event topic, and the command's
+//! outcome — or, when the command changed nothing, a reply, so that whoever waits on it (a saga,
+//! a client) gets an answer either way.
+
+use crate::consume::HandlerError;
+use crate::properties::Properties;
+use eventstore::{ExpectedVersion, Metadata, NewEvent, Outcome, outbox};
+use schemas::Message;
+use schemas::events::{CommandAlreadyApplied, CommandRejected};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Events for one stream, in the wire form of the service's event topic.
+#[derive(Debug)]
+pub struct StreamEvents<'a, E> {
+    pub stream_id: &'a str,
+    pub stream_type: &'a str,
+    pub expected: ExpectedVersion,
+    pub events: Vec<E>,
+}
+
+/// Properties for a message caused by `cause`: same flow, saga, tenant and actor; `cause` as
+/// the causation; the current span's trace context.
+pub fn caused_by<M: Message>(cause: &Properties, message_id: Uuid, message: &M) -> Properties {
+    Properties {
+        message_id,
+        message_type: message.message_type().to_owned(),
+        schema_version: M::TOPIC.version(),
+        correlation_id: Some(cause.correlation_id.unwrap_or(cause.message_id)),
+        causation_id: Some(cause.message_id),
+        saga_id: cause.saga_id,
+        tenant: cause.tenant.clone(),
+        actor: cause.actor.clone(),
+        traceparent: crate::current_traceparent().or_else(|| cause.traceparent.clone()),
+    }
+}
+
+/// Appends each stream's events (each event's id is also its message id on the wire), queues
+/// them for publishing keyed by `key`, and records that the command succeeded. A lost race is
+/// [`HandlerError::Transient`]: the runner retries, and the handler decides again on fresh state.
+pub async fn commit_events<E: Message>(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    key: &str,
+    streams: &[StreamEvents<'_, E>],
+) -> Result<(), HandlerError> {
+    let metadata = Metadata {
+        message_id: Some(cause.message_id),
+        correlation_id: Some(cause.correlation_id.unwrap_or(cause.message_id)),
+        causation_id: cause.causation_id,
+        saga_id: cause.saga_id,
+        tenant: cause.tenant.clone(),
+        actor: cause.actor.clone(),
+        traceparent: crate::current_traceparent().or_else(|| cause.traceparent.clone()),
+    };
+    let mut messages = Vec::new();
+    for stream in streams.iter().filter(|s| !s.events.is_empty()) {
+        let mut new_events = Vec::with_capacity(stream.events.len());
+        for event in &stream.events {
+            let event_id = Uuid::now_v7();
+            let payload = event.encode().map_err(|e| HandlerError::Permanent {
+                code: "unencodable_event".into(),
+                reason: crate::error_chain(&e),
+            })?;
+            messages.push(outbox::Message {
+                topic: E::TOPIC.name.to_owned(),
+                key: key.to_owned(),
+                payload: payload.clone(),
+                properties: caused_by(cause, event_id, event).to_map(),
+            });
+            new_events.push(NewEvent {
+                event_id,
+                event_type: event.message_type().to_owned(),
+                schema_version: E::TOPIC.version() as i32,
+                payload,
+                metadata: metadata.clone(),
+            });
+        }
+        eventstore::append(
+            tx,
+            stream.stream_id,
+            stream.stream_type,
+            stream.expected,
+            &new_events,
+        )
+        .await?;
+    }
+    outbox::enqueue(tx, &messages).await?;
+    record(tx, cause, key, &Outcome::Succeeded).await
+}
+
+/// Records that the command was refused and publishes [`CommandRejected`] on the event topic;
+/// `wrap` is the topic's variant for it (e.g. `TrackingEvent::CommandRejected`).
+pub async fn commit_rejection<E: Message>(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    aggregate_id: &str,
+    (code, reason): (&str, &str),
+    wrap: fn(CommandRejected) -> E,
+) -> Result<(), HandlerError> {
+    tracing::info!(command_id = %cause.message_id, command_type = %cause.message_type, %code, %reason, "command rejected");
+    let reply = wrap(CommandRejected {
+        command_id: cause.message_id,
+        command_type: cause.message_type.clone(),
+        aggregate_id: aggregate_id.to_owned(),
+        code: code.to_owned(),
+        reason: reason.to_owned(),
+    });
+    reply_with(tx, cause, aggregate_id, reply).await?;
+    let outcome = Outcome::Rejected {
+        code: code.to_owned(),
+        reason: reason.to_owned(),
+    };
+    record(tx, cause, aggregate_id, &outcome).await
+}
+
+/// Records that the command's effect was already in place and publishes
+/// [`CommandAlreadyApplied`] on the event topic; `wrap` is the topic's variant for it.
+pub async fn commit_already_applied<E: Message>(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    aggregate_id: &str,
+    wrap: fn(CommandAlreadyApplied) -> E,
+) -> Result<(), HandlerError> {
+    let reply = wrap(CommandAlreadyApplied {
+        command_id: cause.message_id,
+        command_type: cause.message_type.clone(),
+        aggregate_id: aggregate_id.to_owned(),
+    });
+    reply_with(tx, cause, aggregate_id, reply).await?;
+    record(tx, cause, aggregate_id, &Outcome::AlreadyApplied).await
+}
+
+async fn reply_with<E: Message>(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    key: &str,
+    reply: E,
+) -> Result<(), HandlerError> {
+    let payload = reply.encode().map_err(|e| HandlerError::Permanent {
+        code: "unencodable_reply".into(),
+        reason: crate::error_chain(&e),
+    })?;
+    let message = outbox::Message {
+        topic: E::TOPIC.name.to_owned(),
+        key: key.to_owned(),
+        payload,
+        properties: caused_by(cause, Uuid::now_v7(), &reply).to_map(),
+    };
+    outbox::enqueue(tx, &[message]).await?;
+    Ok(())
+}
+
+async fn record(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    aggregate_id: &str,
+    outcome: &Outcome,
+) -> Result<(), HandlerError> {
+    eventstore::record_outcome(
+        tx,
+        cause.message_id,
+        &cause.message_type,
+        aggregate_id,
+        outcome,
+    )
+    .await?;
+    Ok(())
+}
