@@ -4,6 +4,7 @@
 //! connection or an open transaction), so a caller composes them into one transaction with its
 //! own effects.
 
+pub mod api;
 mod checkpoint;
 mod inbox;
 mod log;
@@ -14,7 +15,7 @@ mod stream;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
 pub use inbox::record_message;
-pub use log::{Page, read_all};
+pub use log::{Page, read_all, read_all_between};
 pub use outcome::{CommandOutcome, Outcome, load_outcome, record_outcome};
 pub use stream::{
     Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_stream,

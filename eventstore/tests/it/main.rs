@@ -1,6 +1,7 @@
 //! Integration tests of the event store against the real PostgreSQL (`DATABASE_URL`), each in a
 //! fresh database created by `#[sqlx::test]`.
 
+mod api;
 mod global_log;
 mod inbox_and_checkpoints;
 mod outbox;

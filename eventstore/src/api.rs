@@ -1,0 +1,272 @@
+//! The event store's HTTP query routes, which every service mounts next to its read models: one
+//! stream's events, the global log by position or time, and a command's outcome. Events are
+//! rendered as JSON with their payload decoded by the service (its `wire.rs` knows the schema).
+//! Errors are `application/problem+json`.
+
+use crate::{CommandOutcome, Error, Outcome, RecordedEvent};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// Turns a stored event's payload into JSON; `None` if it cannot be decoded.
+pub type Decode = fn(&RecordedEvent) -> Option<Value>;
+
+const MAX_PAGE: i64 = 1000;
+
+#[derive(Clone)]
+struct Api {
+    pool: PgPool,
+    decode: Decode,
+}
+
+/// The routes, to be merged into the service's router: `GET /streams/{stream_id}`,
+/// `GET /events`, `GET /commands/{command_id}`.
+pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
+    axum::Router::new()
+        .route("/streams/{stream_id}", get(stream))
+        .route("/events", get(events))
+        .route("/commands/{command_id}", get(command))
+        .with_state(Api { pool, decode })
+}
+
+/// An event as the query API shows it.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub position: i64,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub metadata: Value,
+    /// The decoded payload, or null if this build cannot decode it.
+    pub data: Value,
+}
+
+impl EventView {
+    pub fn new(event: &RecordedEvent, decode: Decode) -> Self {
+        let m = &event.metadata;
+        EventView {
+            position: event.position,
+            stream_id: event.stream_id.clone(),
+            stream_type: event.stream_type.clone(),
+            version: event.version,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            recorded_at: event.recorded_at,
+            metadata: json!({
+                "message_id": m.message_id,
+                "correlation_id": m.correlation_id,
+                "causation_id": m.causation_id,
+                "saga_id": m.saga_id,
+                "tenant": m.tenant,
+                "actor": m.actor,
+                "traceparent": m.traceparent,
+            }),
+            data: decode(event).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// A query API error, rendered as problem+json.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem {
+            status: StatusCode::BAD_REQUEST,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem {
+            status: StatusCode::NOT_FOUND,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::UnknownPosition(_) => Problem::bad_request(error.to_string()),
+            other => {
+                let id = Uuid::new_v4();
+                tracing::error!(error_id = %id, error = %chain(&other), "query failed");
+                Problem {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    detail: format!("internal error {id}"),
+                }
+            }
+        }
+    }
+}
+
+fn chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    from_version: Option<i64>,
+    to_version: Option<i64>,
+}
+
+async fn stream(
+    State(api): State<Api>,
+    Path(stream_id): Path<String>,
+    Query(query): Query<StreamQuery>,
+) -> Result<Json<Vec<EventView>>, Problem> {
+    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let events = crate::read_stream(
+        &mut conn,
+        &stream_id,
+        query.from_version.unwrap_or(1),
+        query.to_version,
+    )
+    .await?;
+    if events.is_empty() && query.from_version.is_none() {
+        return Err(Problem::not_found(format!("no stream {stream_id}")));
+    }
+    Ok(Json(
+        events
+            .iter()
+            .map(|e| EventView::new(e, api.decode))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LogPage {
+    events: Vec<EventView>,
+    /// Pass as `after` for the next page.
+    next: i64,
+}
+
+fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, Problem> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        Problem::bad_request(format!("{name} must be an RFC 3339 time, got {value:?}"))
+    })
+}
+
+async fn events(
+    State(api): State<Api>,
+    Query(query): Query<LogQuery>,
+) -> Result<Json<LogPage>, Problem> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = query.after.unwrap_or(0);
+    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let page = match (&query.from, &query.to) {
+        (None, None) => crate::read_all(&mut conn, after, limit).await?,
+        (from, to) => {
+            let from = from
+                .as_deref()
+                .map(|v| parse_time("from", v))
+                .transpose()?
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let to = to
+                .as_deref()
+                .map(|v| parse_time("to", v))
+                .transpose()?
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            crate::read_all_between(&mut conn, from, to, after, limit).await?
+        }
+    };
+    Ok(Json(LogPage {
+        events: page
+            .events
+            .iter()
+            .map(|e| EventView::new(e, api.decode))
+            .collect(),
+        next: page.next,
+    }))
+}
+
+async fn command(
+    State(api): State<Api>,
+    Path(command_id): Path<Uuid>,
+) -> Result<Json<Value>, Problem> {
+    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let Some(CommandOutcome {
+        command_id,
+        command_type,
+        aggregate_id,
+        outcome,
+        recorded_at,
+    }) = crate::load_outcome(&mut conn, command_id).await?
+    else {
+        return Ok(Json(
+            json!({ "command_id": command_id, "status": "pending" }),
+        ));
+    };
+    let (status, code, reason) = match outcome {
+        Outcome::Succeeded => ("succeeded", None, None),
+        Outcome::AlreadyApplied => ("succeeded", Some("already_applied".to_owned()), None),
+        Outcome::Rejected { code, reason } => ("rejected", Some(code), Some(reason)),
+    };
+    Ok(Json(json!({
+        "command_id": command_id,
+        "command_type": command_type,
+        "aggregate_id": aggregate_id,
+        "status": status,
+        "code": code,
+        "reason": reason,
+        "recorded_at": recorded_at.format(&Rfc3339).unwrap_or_default(),
+    })))
+}

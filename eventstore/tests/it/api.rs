@@ -1,0 +1,129 @@
+//! The query routes through a real router (`tower::ServiceExt::oneshot`): events decoded by the
+//! service's decoder, pages, time ranges, command outcomes, and problem+json errors.
+
+use super::{event, store};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use eventstore::{ExpectedVersion, Outcome, RecordedEvent, append, record_outcome};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+fn decode(event: &RecordedEvent) -> Option<Value> {
+    let text = std::str::from_utf8(&event.payload).ok()?;
+    Some(json!({ "text": text }))
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        content_type,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_query_routes_show_streams_pages_and_outcomes(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    append(
+        &mut conn,
+        "c-1",
+        "campaign",
+        ExpectedVersion::NoStream,
+        &[event("Created", b"one"), event("Renamed", b"two")],
+    )
+    .await
+    .expect("append");
+    append(
+        &mut conn,
+        "c-2",
+        "campaign",
+        ExpectedVersion::NoStream,
+        &[event("Created", b"three")],
+    )
+    .await
+    .expect("append");
+    let router = eventstore::api::routes(pool.clone(), decode);
+
+    let (status, _, body) = get(&router, "/streams/c-1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().expect("list").len(), 2);
+    assert_eq!(body[1]["data"], json!({ "text": "two" }));
+    assert_eq!(body[1]["version"], 2);
+    let (_, _, tail) = get(&router, "/streams/c-1?from_version=2").await;
+    assert_eq!(tail.as_array().expect("list").len(), 1);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !super::log_settled(&pool).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a transaction on the server never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (_, _, first) = get(&router, "/events?limit=2").await;
+    assert_eq!(first["events"].as_array().expect("events").len(), 2);
+    let (_, _, rest) = get(&router, &format!("/events?after={}&limit=2", first["next"])).await;
+    assert_eq!(rest["events"][0]["data"], json!({ "text": "three" }));
+    let (_, _, window) = get(
+        &router,
+        "/events?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z",
+    )
+    .await;
+    assert_eq!(window["events"], json!([]));
+    let (_, _, all) = get(&router, "/events?from=2000-01-01T00:00:00Z").await;
+    assert_eq!(all["events"].as_array().expect("events").len(), 3);
+
+    let command = Uuid::new_v4();
+    let (_, _, pending) = get(&router, &format!("/commands/{command}")).await;
+    assert_eq!(pending["status"], "pending");
+    let rejected = Outcome::Rejected {
+        code: "budget_exhausted".into(),
+        reason: "no budget".into(),
+    };
+    record_outcome(&mut conn, command, "ReserveBudget", "c-1", &rejected)
+        .await
+        .expect("record");
+    let (_, _, outcome) = get(&router, &format!("/commands/{command}")).await;
+    assert_eq!(
+        (outcome["status"].as_str(), outcome["code"].as_str()),
+        (Some("rejected"), Some("budget_exhausted"))
+    );
+
+    for (uri, expected) in [
+        ("/streams/none", StatusCode::NOT_FOUND),
+        ("/events?from=yesterday", StatusCode::BAD_REQUEST),
+        ("/events?limit=0", StatusCode::BAD_REQUEST),
+        ("/events?after=999999", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, content_type, problem) = get(&router, uri).await;
+        assert_eq!(status, expected, "{uri}");
+        assert_eq!(content_type, "application/problem+json", "{uri}");
+        assert_eq!(problem["status"], expected.as_u16(), "{uri}");
+    }
+    let (status, _, _) = get(&router, "/events?colour=red").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown query fields are refused"
+    );
+}
