@@ -58,39 +58,40 @@ pub async fn record_outcome(
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct OutcomeRow {
+    command_type: String,
+    aggregate_id: String,
+    outcome: String,
+    code: Option<String>,
+    reason: Option<String>,
+    recorded_at: OffsetDateTime,
+}
+
 /// The outcome of a command, if it has been handled.
 pub async fn load_outcome(
     conn: &mut PgConnection,
     command_id: Uuid,
 ) -> Result<Option<CommandOutcome>, Error> {
-    let row: Option<(
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        OffsetDateTime,
-    )> = sqlx::query_as(
+    let row: Option<OutcomeRow> = sqlx::query_as(
         "select command_type, aggregate_id, outcome, code, reason, recorded_at
            from command_outcomes where command_id = $1",
     )
     .bind(command_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(
-        |(command_type, aggregate_id, outcome, code, reason, recorded_at)| CommandOutcome {
-            command_id,
-            command_type,
-            aggregate_id,
-            outcome: match outcome.as_str() {
-                "succeeded" => Outcome::Succeeded,
-                "already_applied" => Outcome::AlreadyApplied,
-                _ => Outcome::Rejected {
-                    code: code.unwrap_or_default(),
-                    reason: reason.unwrap_or_default(),
-                },
+    Ok(row.map(|row| CommandOutcome {
+        command_id,
+        command_type: row.command_type,
+        aggregate_id: row.aggregate_id,
+        outcome: match row.outcome.as_str() {
+            "succeeded" => Outcome::Succeeded,
+            "already_applied" => Outcome::AlreadyApplied,
+            _ => Outcome::Rejected {
+                code: row.code.unwrap_or_default(),
+                reason: row.reason.unwrap_or_default(),
             },
-            recorded_at,
         },
-    ))
+        recorded_at: row.recorded_at,
+    }))
 }

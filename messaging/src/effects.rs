@@ -36,6 +36,40 @@ pub fn caused_by<M: Message>(cause: &Properties, message_id: Uuid, message: &M) 
     }
 }
 
+/// A message ready for the outbox (or a direct publish): its body encoded for its topic.
+pub fn outgoing<M: Message>(
+    message: &M,
+    key: &str,
+    properties: &Properties,
+) -> Result<outbox::Message, schemas::Error> {
+    Ok(outbox::Message {
+        topic: M::TOPIC.name.to_owned(),
+        key: key.to_owned(),
+        payload: message.encode()?,
+        properties: properties.to_map(),
+    })
+}
+
+/// Properties for the first message of a flow (a client's command): its own correlation.
+pub fn first_of_flow<M: Message>(
+    message_id: Uuid,
+    message: &M,
+    tenant: Option<String>,
+    actor: Option<String>,
+) -> Properties {
+    Properties {
+        message_id,
+        message_type: message.message_type().to_owned(),
+        schema_version: M::TOPIC.version(),
+        correlation_id: Some(message_id),
+        causation_id: None,
+        saga_id: None,
+        tenant,
+        actor,
+        traceparent: crate::current_traceparent(),
+    }
+}
+
 /// Appends each stream's events (each event's id is also its message id on the wire), queues
 /// them for publishing keyed by `key`, and records that the command succeeded. A lost race is
 /// [`HandlerError::Transient`]: the runner retries, and the handler decides again on fresh state.

@@ -1,0 +1,155 @@
+//! The only place tracking's domain meets the wire: commands from Avro into domain commands, and
+//! domain events into `tracking-events` records (which are also the event store's payloads) and
+//! back. Upcasting happens here, by Avro schema resolution from a stored event's schema version.
+
+use crate::domain::{CampaignOrdersEvent, Money, Order, Recording, TrackingChange, TrackingKind};
+use eventstore::RecordedEvent;
+use schemas::Message;
+use schemas::commands::RecordTrackingEvent;
+use schemas::events::{
+    OrderClaimed, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed, TrackingEventRecorded,
+};
+use schemas::values;
+
+/// An event of one of tracking's streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Tracking(TrackingChange),
+    Orders(CampaignOrdersEvent),
+}
+
+pub fn recording(command: &RecordTrackingEvent) -> Recording {
+    Recording {
+        tracking_id: command.tracking_id,
+        campaign_id: command.campaign_id,
+        partner_id: command.partner_id,
+        kind: kind(command.kind),
+        order: command.order.as_ref().map(|order| Order {
+            order_id: order.order_id.clone(),
+            amount: Money::new(order.amount.amount, order.amount.currency.clone()),
+        }),
+        occurred_at: command.occurred_at,
+    }
+}
+
+fn kind(kind: values::TrackingKind) -> TrackingKind {
+    match kind {
+        values::TrackingKind::Click => TrackingKind::Click,
+        values::TrackingKind::Lead => TrackingKind::Lead,
+        values::TrackingKind::Conversion => TrackingKind::Conversion,
+    }
+}
+
+fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
+    match kind {
+        TrackingKind::Click => values::TrackingKind::Click,
+        TrackingKind::Lead => values::TrackingKind::Lead,
+        TrackingKind::Conversion => values::TrackingKind::Conversion,
+    }
+}
+
+pub fn tracking_event(change: &TrackingChange) -> TrackingEvent {
+    match change {
+        TrackingChange::Recorded(r) => TrackingEvent::Recorded(TrackingEventRecorded {
+            tracking_id: r.tracking_id,
+            campaign_id: r.campaign_id,
+            partner_id: r.partner_id,
+            kind: wire_kind(r.kind),
+            order: r.order.as_ref().map(|order| values::Order {
+                order_id: order.order_id.clone(),
+                amount: values::Money {
+                    amount: order.amount.amount,
+                    currency: order.amount.currency.clone(),
+                },
+            }),
+            occurred_at: r.occurred_at,
+        }),
+        TrackingChange::Confirmed {
+            tracking_id,
+            campaign_id,
+        } => TrackingEvent::Confirmed(TrackingEventConfirmed {
+            tracking_id: *tracking_id,
+            campaign_id: *campaign_id,
+        }),
+        TrackingChange::Failed {
+            tracking_id,
+            campaign_id,
+            reason,
+        } => TrackingEvent::Failed(TrackingEventFailed {
+            tracking_id: *tracking_id,
+            campaign_id: *campaign_id,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+pub fn orders_event(event: &CampaignOrdersEvent) -> TrackingEvent {
+    match event {
+        CampaignOrdersEvent::OrderClaimed {
+            campaign_id,
+            order_id,
+            tracking_id,
+        } => TrackingEvent::OrderClaimed(OrderClaimed {
+            campaign_id: *campaign_id,
+            order_id: order_id.clone(),
+            tracking_id: *tracking_id,
+        }),
+    }
+}
+
+/// Decodes a stored event of `tracking-events` (upcast from its schema version).
+pub fn decode(event: &RecordedEvent) -> Result<TrackingEvent, schemas::Error> {
+    let version = u32::try_from(event.schema_version).unwrap_or(0);
+    TrackingEvent::decode_version(&event.payload, version)
+}
+
+/// A stored event as a domain event; replies (rejections) are never stored.
+pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
+    Ok(match decode(event)? {
+        TrackingEvent::Recorded(r) => Some(Stored::Tracking(TrackingChange::Recorded(Recording {
+            tracking_id: r.tracking_id,
+            campaign_id: r.campaign_id,
+            partner_id: r.partner_id,
+            kind: kind(r.kind),
+            order: r.order.map(|order| Order {
+                order_id: order.order_id,
+                amount: Money::new(order.amount.amount, order.amount.currency),
+            }),
+            occurred_at: r.occurred_at,
+        }))),
+        TrackingEvent::Confirmed(c) => Some(Stored::Tracking(TrackingChange::Confirmed {
+            tracking_id: c.tracking_id,
+            campaign_id: c.campaign_id,
+        })),
+        TrackingEvent::Failed(f) => Some(Stored::Tracking(TrackingChange::Failed {
+            tracking_id: f.tracking_id,
+            campaign_id: f.campaign_id,
+            reason: f.reason,
+        })),
+        TrackingEvent::OrderClaimed(o) => Some(Stored::Orders(CampaignOrdersEvent::OrderClaimed {
+            campaign_id: o.campaign_id,
+            order_id: o.order_id,
+            tracking_id: o.tracking_id,
+        })),
+        TrackingEvent::CommandRejected(_) | TrackingEvent::CommandAlreadyApplied(_) => None,
+    })
+}
+
+/// The JSON the query API shows for a stored event.
+pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
+    let decoded = decode(event).ok()?;
+    // The union is rendered as its record: the event type is shown beside it.
+    match serde_json::to_value(decoded).ok()? {
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
+        other => Some(other),
+    }
+}
+
+/// The stream of one tracking event, and of one campaign's claimed orders.
+pub fn tracking_stream(tracking_id: uuid::Uuid) -> String {
+    format!("tracking-event-{tracking_id}")
+}
+
+pub fn orders_stream(campaign_id: uuid::Uuid) -> String {
+    format!("campaign-orders-{campaign_id}")
+}
