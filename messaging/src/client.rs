@@ -174,7 +174,7 @@ impl Client {
                 schema,
                 batch_size: None,
                 // Wait for room on the connection rather than fail a burst with SlowDown.
-                block_queue_if_full: false,
+                block_queue_if_full: true,
                 ..ProducerOptions::default()
             })
             .build()
