@@ -1,0 +1,105 @@
+//! The `pulsaga` binary as an operator runs it: real processes against the real PostgreSQL and
+//! pulsar-lite, including `kill -9` in the middle of a stream.
+
+mod crash;
+
+use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// A database of its own on the test server, dropped at the end.
+struct Database {
+    name: String,
+    server_url: String,
+}
+
+impl Database {
+    async fn create() -> Database {
+        let server_url =
+            std::env::var("DATABASE_URL").expect("DATABASE_URL (bash scripts/setup.sh exports it)");
+        let name = format!("pulsaga_cli_{}", Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&server_url).await.expect("server");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&pool)
+            .await
+            .expect("create");
+        pool.close().await;
+        Database { name, server_url }
+    }
+
+    async fn pool(&self) -> sqlx::PgPool {
+        let options: sqlx::postgres::PgConnectOptions = self.server_url.parse().expect("url");
+        sqlx::PgPool::connect_with(options.database(&self.name))
+            .await
+            .expect("pool")
+    }
+
+    async fn drop(self) {
+        let pool = sqlx::PgPool::connect(&self.server_url)
+            .await
+            .expect("server");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database {} with (force)",
+            self.name
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop");
+    }
+}
+
+async fn broker() -> LocalBroker {
+    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("broker-{}", Uuid::new_v4()));
+    LocalBroker::start(&PulsarLiteSettings {
+        binary: None,
+        data_dir,
+    })
+    .await
+    .expect("pulsar-lite")
+}
+
+fn free_address() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("port");
+    listener.local_addr().expect("address")
+}
+
+/// `pulsaga serve <service>` as a child process.
+fn serve(service: &str, database: &Database, broker: &LocalBroker, listen: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args([
+            "serve",
+            service,
+            "--database",
+            &database.name,
+            "--listen",
+            &listen.to_string(),
+        ])
+        .env("DATABASE_URL", &database.server_url)
+        .env("PULSAR_URL", broker.url())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn pulsaga")
+}
+
+/// Polls `url` until it answers 200 with JSON for which `done` holds.
+async fn wait_for(url: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+            && let Ok(body) = response.json::<serde_json::Value>().await
+            && done(&body)
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{url} never got there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
