@@ -61,9 +61,9 @@ impl Infrastructure {
                 .await;
             // Another process may have created it meanwhile.
             if let Err(error) = create
-                && !error
+                && error
                     .as_database_error()
-                    .is_some_and(|e| e.code().as_deref() == Some("42P04"))
+                    .is_none_or(|e| e.code().as_deref() != Some("42P04"))
             {
                 return Err(error).context(format!("creating database {name}"));
             }
