@@ -1,2 +1,4 @@
-//! The saga coordinator (SPEC §5): saga definitions as pure step functions and the runtime with
-//! its durable log and timers. Filled by the sagas issue; it holds nothing yet.
+//! The saga coordinator (SPEC §5): saga definitions as pure step functions, and (to come) the
+//! runtime with its durable log, timers and query API.
+
+pub mod definition;

@@ -1,0 +1,1425 @@
+//! The two saga types as data plus pure step functions (SPEC §5).
+//!
+//! A saga is event-sourced: [`Saga::on_input`] takes one input (the trigger, a reply, a timeout,
+//! an operator's action) and returns the log entries it causes; [`Saga::apply`] folds an entry
+//! into the state. The entries that send commands carry them, with ids derived from the saga id
+//! and the step, so replaying a saga's inputs reproduces exactly the commands that were sent. No
+//! IO, no clock: time comes in with each input.
+
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What the sagas know of money: integer minor units of one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaType {
+    /// Started by a recorded billable click or lead.
+    CommissionAssignment,
+    /// Started by a recorded conversion (an order).
+    OrderToPayment,
+}
+
+impl SagaType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SagaType::CommissionAssignment => "commission-assignment",
+            SagaType::OrderToPayment => "order-to-payment",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [SagaType::CommissionAssignment, SagaType::OrderToPayment]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
+    /// The forward steps, in order.
+    pub fn steps(self) -> &'static [Step] {
+        match self {
+            SagaType::CommissionAssignment => &[
+                Step::ReserveBudget,
+                Step::AssignCommission,
+                Step::ConfirmTracking,
+            ],
+            SagaType::OrderToPayment => &[
+                Step::ReserveBudget,
+                Step::AssignCommission,
+                Step::RequestPayment,
+                Step::ConfirmTracking,
+            ],
+        }
+    }
+}
+
+/// One forward step, and the compensation that undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    ReserveBudget,
+    AssignCommission,
+    RequestPayment,
+    ConfirmTracking,
+    /// The compensation of the trigger itself: the tracking event is failed with the reason.
+    Trigger,
+}
+
+/// How long a step's command may go unanswered, and how often it is sent before the step counts
+/// as timed out (a resend carries the same command id, so a service that did get it ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub timeout: Duration,
+    pub attempts: u32,
+}
+
+/// Compensations are retried this often, with growing timeouts, before the saga parks.
+pub const COMPENSATION_ATTEMPTS: u32 = 4;
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::ReserveBudget => "reserve-budget",
+            Step::AssignCommission => "assign-commission",
+            Step::RequestPayment => "request-payment",
+            Step::ConfirmTracking => "confirm-tracking",
+            Step::Trigger => "trigger",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Step::ReserveBudget,
+            Step::AssignCommission,
+            Step::RequestPayment,
+            Step::ConfirmTracking,
+            Step::Trigger,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    pub fn policy(self) -> Policy {
+        match self {
+            // The provider's own retries and resolution sit behind a payment: give it longer.
+            Step::RequestPayment => Policy {
+                timeout: Duration::from_secs(60),
+                attempts: 2,
+            },
+            _ => Policy {
+                timeout: Duration::from_secs(10),
+                attempts: 3,
+            },
+        }
+    }
+
+    /// The timeout of a compensation's `attempt` (1-based): doubling from the step's own.
+    pub fn compensation_timeout(self, attempt: u32) -> Duration {
+        self.policy()
+            .timeout
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+    }
+}
+
+/// What the trigger told the saga, and the ids it chose for what it creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaData {
+    pub tracking_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    /// `click`, `lead` or `conversion`.
+    pub kind: TrackingKind,
+    pub order: Option<Order>,
+    /// When the tracked event happened, microseconds since the epoch.
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingKind {
+    Click,
+    Lead,
+    Conversion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub amount: Money,
+}
+
+/// A command a saga sends; the coordinator maps it to its topic's wire type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    ReserveBudget {
+        reservation_id: Uuid,
+        campaign_id: Uuid,
+        partner_id: Uuid,
+        tracking_id: Uuid,
+        kind: TrackingKind,
+        order_amount: Option<Money>,
+        occurred_at: i64,
+    },
+    ReleaseBudget {
+        reservation_id: Uuid,
+        campaign_id: Uuid,
+        reason: String,
+    },
+    AssignCommission {
+        commission_id: Uuid,
+        campaign_id: Uuid,
+        partner_id: Uuid,
+        tracking_id: Uuid,
+        amount: Money,
+    },
+    ReverseCommission {
+        commission_id: Uuid,
+        reason: String,
+    },
+    RequestPayment {
+        payment_id: Uuid,
+        commission_id: Uuid,
+        partner_id: Uuid,
+        campaign_id: Uuid,
+        amount: Money,
+    },
+    ConfirmTracking {
+        tracking_id: Uuid,
+    },
+    FailTracking {
+        tracking_id: Uuid,
+        reason: String,
+    },
+}
+
+/// A service's answer to a command, matched to the command by its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Done (or already done). `amount` is what a budget reservation or commission came to.
+    Succeeded {
+        amount: Option<Money>,
+    },
+    Rejected {
+        code: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Send the failing compensation again.
+    Retry,
+    /// The operator fixed what the failing compensation was for: count it done and go on.
+    Resume,
+    /// Stop going forward (or stop retrying) and compensate what is left, skipping a failing
+    /// compensation.
+    Compensate,
+}
+
+impl OperatorAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatorAction::Retry => "retry",
+            OperatorAction::Resume => "resume",
+            OperatorAction::Compensate => "compensate",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            OperatorAction::Retry,
+            OperatorAction::Resume,
+            OperatorAction::Compensate,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
+    }
+}
+
+/// Everything that moves a saga. `at` is when it happened, microseconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Start {
+        saga_id: Uuid,
+        saga_type: SagaType,
+        data: SagaData,
+        at: i64,
+    },
+    Reply {
+        command_id: Uuid,
+        message_id: Uuid,
+        answer: Answer,
+        at: i64,
+    },
+    Timeout {
+        command_id: Uuid,
+        attempt: u32,
+        at: i64,
+    },
+    Operator {
+        action: OperatorAction,
+        actor: String,
+        at: i64,
+    },
+}
+
+/// A command the saga sends, as its log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub step: Step,
+    pub attempt: u32,
+    pub command_id: Uuid,
+    pub command: Command,
+    /// When to give up waiting (the coordinator keeps a durable timer).
+    pub timeout: Duration,
+}
+
+/// The saga log (SPEC §5): every entry of a saga's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Started {
+        saga_id: Uuid,
+        saga_type: SagaType,
+        data: SagaData,
+        at: i64,
+    },
+    StepCommandSent {
+        sent: Sent,
+        at: i64,
+    },
+    StepSucceeded {
+        step: Step,
+        command_id: Uuid,
+        message_id: Uuid,
+        amount: Option<Money>,
+        at: i64,
+    },
+    StepFailed {
+        step: Step,
+        command_id: Uuid,
+        message_id: Uuid,
+        code: String,
+        reason: String,
+        at: i64,
+    },
+    StepTimedOut {
+        step: Step,
+        command_id: Uuid,
+        attempt: u32,
+        at: i64,
+    },
+    CompensationStarted {
+        reason: String,
+        at: i64,
+    },
+    CompensationCommandSent {
+        sent: Sent,
+        at: i64,
+    },
+    CompensationSucceeded {
+        step: Step,
+        command_id: Uuid,
+        message_id: Uuid,
+        at: i64,
+    },
+    /// A compensation was refused or went unanswered (`message_id` is none for a timeout).
+    CompensationFailed {
+        step: Step,
+        command_id: Uuid,
+        attempt: u32,
+        message_id: Option<Uuid>,
+        reason: String,
+        at: i64,
+    },
+    Parked {
+        reason: String,
+        at: i64,
+    },
+    OperatorActed {
+        action: OperatorAction,
+        actor: String,
+        at: i64,
+    },
+    Completed {
+        at: i64,
+    },
+    Compensated {
+        at: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    NotStarted,
+    Running,
+    Compensating,
+    Parked,
+    Completed,
+    Compensated,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::NotStarted => "not_started",
+            Status::Running => "running",
+            Status::Compensating => "compensating",
+            Status::Parked => "parked",
+            Status::Completed => "completed",
+            Status::Compensated => "compensated",
+        }
+    }
+}
+
+/// A saga's state, folded from its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saga {
+    pub saga_id: Uuid,
+    pub saga_type: SagaType,
+    pub data: Option<SagaData>,
+    pub status: Status,
+    /// The command awaiting an answer, forward or compensating.
+    pub pending: Option<Sent>,
+    /// Forward steps that succeeded (or may have: timed out), in order.
+    pub done: Vec<Step>,
+    /// Compensations still to run, next first.
+    pub to_compensate: Vec<Step>,
+    /// Why the saga is compensating.
+    pub reason: Option<String>,
+    /// What the budget reservation came to: the commission and payment amount.
+    pub amount: Option<Money>,
+}
+
+impl Saga {
+    pub fn new(saga_id: Uuid, saga_type: SagaType) -> Self {
+        Saga {
+            saga_id,
+            saga_type,
+            data: None,
+            status: Status::NotStarted,
+            pending: None,
+            done: Vec::new(),
+            to_compensate: Vec::new(),
+            reason: None,
+            amount: None,
+        }
+    }
+
+    /// A command id, the same for every attempt: a resend is a duplicate the service ignores.
+    fn command_id(&self, step: Step, compensation: bool) -> Uuid {
+        let name = format!(
+            "{}/{}",
+            if compensation {
+                "compensate"
+            } else {
+                "forward"
+            },
+            step.name()
+        );
+        Uuid::new_v5(&self.saga_id, name.as_bytes())
+    }
+
+    /// The id of what a saga creates in a service, derived so that a replay chooses it again.
+    fn derived_id(&self, what: &str) -> Uuid {
+        Uuid::new_v5(&self.saga_id, what.as_bytes())
+    }
+
+    fn forward(&self, step: Step, attempt: u32) -> Option<Sent> {
+        let data = self.data.as_ref()?;
+        let reservation_id = self.derived_id("reservation");
+        let commission_id = self.derived_id("commission");
+        let command = match step {
+            Step::ReserveBudget => Command::ReserveBudget {
+                reservation_id,
+                campaign_id: data.campaign_id,
+                partner_id: data.partner_id,
+                tracking_id: data.tracking_id,
+                kind: data.kind,
+                order_amount: data.order.as_ref().map(|o| o.amount.clone()),
+                occurred_at: data.occurred_at,
+            },
+            Step::AssignCommission => Command::AssignCommission {
+                commission_id,
+                campaign_id: data.campaign_id,
+                partner_id: data.partner_id,
+                tracking_id: data.tracking_id,
+                amount: self.amount.clone()?,
+            },
+            Step::RequestPayment => Command::RequestPayment {
+                payment_id: self.derived_id("payment"),
+                commission_id,
+                partner_id: data.partner_id,
+                campaign_id: data.campaign_id,
+                amount: self.amount.clone()?,
+            },
+            Step::ConfirmTracking => Command::ConfirmTracking {
+                tracking_id: data.tracking_id,
+            },
+            Step::Trigger => return None,
+        };
+        Some(Sent {
+            step,
+            attempt,
+            command_id: self.command_id(step, false),
+            command,
+            timeout: step.policy().timeout,
+        })
+    }
+
+    fn compensation(&self, step: Step, attempt: u32) -> Option<Sent> {
+        let data = self.data.as_ref()?;
+        let reason = self.reason.clone().unwrap_or_default();
+        let command = match step {
+            Step::ReserveBudget => Command::ReleaseBudget {
+                reservation_id: self.derived_id("reservation"),
+                campaign_id: data.campaign_id,
+                reason,
+            },
+            Step::AssignCommission => Command::ReverseCommission {
+                commission_id: self.derived_id("commission"),
+                reason,
+            },
+            Step::Trigger => Command::FailTracking {
+                tracking_id: data.tracking_id,
+                reason,
+            },
+            // A payment that went out cannot be taken back; a confirmation is the last step.
+            Step::RequestPayment | Step::ConfirmTracking => return None,
+        };
+        Some(Sent {
+            step,
+            attempt,
+            command_id: self.command_id(step, true),
+            command,
+            timeout: step.compensation_timeout(attempt),
+        })
+    }
+
+    /// The compensations for the steps done so far, in reverse order, ending with the trigger's.
+    fn compensations(&self) -> Vec<Step> {
+        self.done
+            .iter()
+            .rev()
+            .copied()
+            .filter(|step| matches!(step, Step::ReserveBudget | Step::AssignCommission))
+            .chain([Step::Trigger])
+            .collect()
+    }
+
+    /// Entries for starting compensation now, as if `entry` (the failure) had been applied.
+    fn start_compensating(&self, reason: String, failure: Entry, at: i64) -> Vec<Entry> {
+        let mut next = self.clone();
+        next.apply(&failure);
+        let started = Entry::CompensationStarted { reason, at };
+        next.apply(&started);
+        let mut entries = vec![failure, started];
+        entries.extend(next.next_compensation(at));
+        entries
+    }
+
+    /// Sends the next compensation, or ends the saga as compensated.
+    fn next_compensation(&self, at: i64) -> Vec<Entry> {
+        match self
+            .to_compensate
+            .first()
+            .and_then(|step| self.compensation(*step, 1))
+        {
+            Some(sent) => vec![Entry::CompensationCommandSent { sent, at }],
+            None => vec![Entry::Compensated { at }],
+        }
+    }
+
+    /// The next forward step after `done`, or completion.
+    fn next_forward(&self, at: i64) -> Vec<Entry> {
+        let next = self.saga_type.steps().get(self.done.len()).copied();
+        match next.and_then(|step| self.forward(step, 1)) {
+            Some(sent) => vec![Entry::StepCommandSent { sent, at }],
+            None => vec![Entry::Completed { at }],
+        }
+    }
+
+    /// Decides what an input causes: the log entries to append. Inputs that do not fit the
+    /// saga's state (a duplicate or late reply, a stale timer) cause nothing.
+    pub fn on_input(&self, input: &Input) -> Vec<Entry> {
+        match (self.status, input) {
+            (
+                Status::NotStarted,
+                Input::Start {
+                    saga_id,
+                    saga_type,
+                    data,
+                    at,
+                },
+            ) => {
+                let started = Entry::Started {
+                    saga_id: *saga_id,
+                    saga_type: *saga_type,
+                    data: data.clone(),
+                    at: *at,
+                };
+                let mut next = self.clone();
+                next.apply(&started);
+                let mut entries = vec![started];
+                entries.extend(next.next_forward(*at));
+                entries
+            }
+            (
+                Status::Running,
+                Input::Reply {
+                    command_id,
+                    message_id,
+                    answer,
+                    at,
+                },
+            ) => {
+                let Some(pending) = self
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.command_id == *command_id)
+                else {
+                    return vec![];
+                };
+                match answer {
+                    Answer::Succeeded { amount } => {
+                        let succeeded = Entry::StepSucceeded {
+                            step: pending.step,
+                            command_id: *command_id,
+                            message_id: *message_id,
+                            amount: amount.clone(),
+                            at: *at,
+                        };
+                        let mut next = self.clone();
+                        next.apply(&succeeded);
+                        let mut entries = vec![succeeded];
+                        entries.extend(next.next_forward(*at));
+                        entries
+                    }
+                    Answer::Rejected { code, reason } => {
+                        let failed = Entry::StepFailed {
+                            step: pending.step,
+                            command_id: *command_id,
+                            message_id: *message_id,
+                            code: code.clone(),
+                            reason: reason.clone(),
+                            at: *at,
+                        };
+                        self.start_compensating(
+                            format!("{} rejected: {reason}", pending.step.name()),
+                            failed,
+                            *at,
+                        )
+                    }
+                }
+            }
+            (
+                Status::Running,
+                Input::Timeout {
+                    command_id,
+                    attempt,
+                    at,
+                },
+            ) => {
+                let Some(pending) = self
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.command_id == *command_id && p.attempt == *attempt)
+                else {
+                    return vec![];
+                };
+                let timed_out = Entry::StepTimedOut {
+                    step: pending.step,
+                    command_id: *command_id,
+                    attempt: *attempt,
+                    at: *at,
+                };
+                if *attempt < pending.step.policy().attempts {
+                    let resend = self.forward(pending.step, attempt + 1);
+                    let mut entries = vec![timed_out];
+                    entries.extend(resend.map(|sent| Entry::StepCommandSent { sent, at: *at }));
+                    entries
+                } else {
+                    let reason =
+                        format!("{} timed out after {attempt} attempts", pending.step.name());
+                    self.start_compensating(reason, timed_out, *at)
+                }
+            }
+            (
+                Status::Compensating,
+                Input::Reply {
+                    command_id,
+                    message_id,
+                    answer,
+                    at,
+                },
+            ) => {
+                let Some(pending) = self
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.command_id == *command_id)
+                else {
+                    return vec![];
+                };
+                match answer {
+                    Answer::Succeeded { .. } => {
+                        let succeeded = Entry::CompensationSucceeded {
+                            step: pending.step,
+                            command_id: *command_id,
+                            message_id: *message_id,
+                            at: *at,
+                        };
+                        let mut next = self.clone();
+                        next.apply(&succeeded);
+                        let mut entries = vec![succeeded];
+                        entries.extend(next.next_compensation(*at));
+                        entries
+                    }
+                    Answer::Rejected { code, reason } => self.compensation_failed(
+                        pending,
+                        Some(*message_id),
+                        format!("{code}: {reason}"),
+                        *at,
+                    ),
+                }
+            }
+            (
+                Status::Compensating,
+                Input::Timeout {
+                    command_id,
+                    attempt,
+                    at,
+                },
+            ) => {
+                let Some(pending) = self
+                    .pending
+                    .as_ref()
+                    .filter(|p| p.command_id == *command_id && p.attempt == *attempt)
+                else {
+                    return vec![];
+                };
+                self.compensation_failed(
+                    pending,
+                    None,
+                    format!("no answer within {:?}", pending.timeout),
+                    *at,
+                )
+            }
+            (Status::Parked, Input::Operator { action, actor, at }) => {
+                let acted = Entry::OperatorActed {
+                    action: *action,
+                    actor: actor.clone(),
+                    at: *at,
+                };
+                let mut next = self.clone();
+                next.apply(&acted);
+                let mut entries = vec![acted];
+                match action {
+                    OperatorAction::Retry => entries.extend(next.next_compensation(*at)),
+                    OperatorAction::Resume | OperatorAction::Compensate => {
+                        // The failing compensation counts as done (fixed by hand, or skipped).
+                        let skipped = Entry::CompensationSucceeded {
+                            step: next.to_compensate.first().copied().unwrap_or(Step::Trigger),
+                            command_id: Uuid::nil(),
+                            message_id: Uuid::nil(),
+                            at: *at,
+                        };
+                        next.apply(&skipped);
+                        entries.push(skipped);
+                        entries.extend(next.next_compensation(*at));
+                    }
+                }
+                entries
+            }
+            (
+                Status::Running,
+                Input::Operator {
+                    action: OperatorAction::Compensate,
+                    actor,
+                    at,
+                },
+            ) => {
+                let acted = Entry::OperatorActed {
+                    action: OperatorAction::Compensate,
+                    actor: actor.clone(),
+                    at: *at,
+                };
+                self.start_compensating(format!("compensation forced by {actor}"), acted, *at)
+            }
+            _ => vec![],
+        }
+    }
+
+    fn compensation_failed(
+        &self,
+        pending: &Sent,
+        message_id: Option<Uuid>,
+        reason: String,
+        at: i64,
+    ) -> Vec<Entry> {
+        let failed = Entry::CompensationFailed {
+            step: pending.step,
+            command_id: pending.command_id,
+            attempt: pending.attempt,
+            message_id,
+            reason: reason.clone(),
+            at,
+        };
+        let mut entries = vec![failed];
+        if pending.attempt < COMPENSATION_ATTEMPTS {
+            entries.extend(
+                self.compensation(pending.step, pending.attempt + 1)
+                    .map(|sent| Entry::CompensationCommandSent { sent, at }),
+            );
+        } else {
+            entries.push(Entry::Parked {
+                reason: format!(
+                    "compensation {} kept failing: {reason}",
+                    pending.step.name()
+                ),
+                at,
+            });
+        }
+        entries
+    }
+
+    /// Evolves the state by one log entry.
+    pub fn apply(&mut self, entry: &Entry) {
+        match entry {
+            Entry::Started {
+                saga_id,
+                saga_type,
+                data,
+                ..
+            } => {
+                self.saga_id = *saga_id;
+                self.saga_type = *saga_type;
+                self.data = Some(data.clone());
+                self.status = Status::Running;
+            }
+            Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. } => {
+                self.pending = Some(sent.clone())
+            }
+            Entry::StepSucceeded { step, amount, .. } => {
+                if *step == Step::ReserveBudget && amount.is_some() {
+                    self.amount = amount.clone();
+                }
+                self.done.push(*step);
+                self.pending = None;
+            }
+            Entry::StepFailed { .. } => self.pending = None,
+            Entry::StepTimedOut { step, attempt, .. } => {
+                // Exhausted: the command may still have taken effect, so it is compensated too.
+                if *attempt >= step.policy().attempts {
+                    self.done.push(*step);
+                    self.pending = None;
+                }
+            }
+            Entry::CompensationStarted { reason, .. } => {
+                self.status = Status::Compensating;
+                self.reason = Some(reason.clone());
+                self.to_compensate = self.compensations();
+            }
+            Entry::CompensationSucceeded { .. } => {
+                if !self.to_compensate.is_empty() {
+                    self.to_compensate.remove(0);
+                }
+                self.pending = None;
+            }
+            Entry::CompensationFailed { .. } => {}
+            Entry::Parked { .. } => {
+                self.status = Status::Parked;
+                self.pending = None;
+            }
+            Entry::OperatorActed { action, .. } => match self.status {
+                Status::Parked => self.status = Status::Compensating,
+                Status::Running if *action == OperatorAction::Compensate => {
+                    // The unanswered command may have taken effect: compensate it too.
+                    if let Some(pending) = self.pending.take() {
+                        self.done.push(pending.step);
+                    }
+                }
+                _ => {}
+            },
+            Entry::Completed { .. } => self.status = Status::Completed,
+            Entry::Compensated { .. } => self.status = Status::Compensated,
+        }
+    }
+
+    /// The input an entry records, if it is the first entry an input caused: what a replay feeds
+    /// back into [`Saga::on_input`].
+    pub fn input_of(entry: &Entry) -> Option<Input> {
+        Some(match entry {
+            Entry::Started {
+                saga_id,
+                saga_type,
+                data,
+                at,
+            } => Input::Start {
+                saga_id: *saga_id,
+                saga_type: *saga_type,
+                data: data.clone(),
+                at: *at,
+            },
+            Entry::StepSucceeded {
+                command_id,
+                message_id,
+                amount,
+                at,
+                ..
+            } => Input::Reply {
+                command_id: *command_id,
+                message_id: *message_id,
+                answer: Answer::Succeeded {
+                    amount: amount.clone(),
+                },
+                at: *at,
+            },
+            Entry::StepFailed {
+                command_id,
+                message_id,
+                code,
+                reason,
+                at,
+                ..
+            } => Input::Reply {
+                command_id: *command_id,
+                message_id: *message_id,
+                answer: Answer::Rejected {
+                    code: code.clone(),
+                    reason: reason.clone(),
+                },
+                at: *at,
+            },
+            Entry::StepTimedOut {
+                command_id,
+                attempt,
+                at,
+                ..
+            } => Input::Timeout {
+                command_id: *command_id,
+                attempt: *attempt,
+                at: *at,
+            },
+            Entry::CompensationSucceeded {
+                command_id,
+                message_id,
+                at,
+                ..
+            } if !command_id.is_nil() => Input::Reply {
+                command_id: *command_id,
+                message_id: *message_id,
+                answer: Answer::Succeeded { amount: None },
+                at: *at,
+            },
+            Entry::CompensationFailed {
+                command_id,
+                attempt,
+                message_id: None,
+                at,
+                ..
+            } => Input::Timeout {
+                command_id: *command_id,
+                attempt: *attempt,
+                at: *at,
+            },
+            Entry::CompensationFailed {
+                command_id,
+                message_id: Some(message_id),
+                reason,
+                at,
+                ..
+            } => {
+                let (code, reason) = reason.split_once(": ").unwrap_or((reason.as_str(), ""));
+                Input::Reply {
+                    command_id: *command_id,
+                    message_id: *message_id,
+                    answer: Answer::Rejected {
+                        code: code.to_owned(),
+                        reason: reason.to_owned(),
+                    },
+                    at: *at,
+                }
+            }
+            Entry::OperatorActed { action, actor, at } => Input::Operator {
+                action: *action,
+                actor: actor.clone(),
+                at: *at,
+            },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1_000_000;
+
+    fn eur(amount: i64) -> Money {
+        Money {
+            amount,
+            currency: "EUR".into(),
+        }
+    }
+
+    fn data(kind: TrackingKind) -> SagaData {
+        SagaData {
+            tracking_id: Uuid::from_u128(1),
+            campaign_id: Uuid::from_u128(2),
+            partner_id: Uuid::from_u128(3),
+            kind,
+            order: (kind == TrackingKind::Conversion).then(|| Order {
+                order_id: "o-1".into(),
+                amount: eur(10_000),
+            }),
+            occurred_at: 0,
+        }
+    }
+
+    /// How the services answer a command in a scenario.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Answering {
+        Succeed,
+        Reject,
+        /// Never answer: every attempt times out.
+        Silent,
+    }
+
+    /// A saga driven to its end by scripted services, with its whole log.
+    struct Run {
+        saga: Saga,
+        log: Vec<Entry>,
+        now: i64,
+        replies: u128,
+        /// Every input fed, for the duplicate and reordering checks.
+        inputs: Vec<Input>,
+    }
+
+    impl Run {
+        fn start(saga_type: SagaType) -> Run {
+            let kind = match saga_type {
+                SagaType::CommissionAssignment => TrackingKind::Click,
+                SagaType::OrderToPayment => TrackingKind::Conversion,
+            };
+            let mut run = Run {
+                saga: Saga::new(Uuid::nil(), saga_type),
+                log: vec![],
+                now: 0,
+                replies: 100,
+                inputs: vec![],
+            };
+            run.feed(Input::Start {
+                saga_id: Uuid::from_u128(42),
+                saga_type,
+                data: data(kind),
+                at: 0,
+            });
+            run
+        }
+
+        fn feed(&mut self, input: Input) -> Vec<Entry> {
+            let entries = self.saga.on_input(&input);
+            for entry in &entries {
+                self.saga.apply(entry);
+            }
+            self.inputs.push(input);
+            self.log.extend(entries.clone());
+            entries
+        }
+
+        fn answer(&mut self, sent: &Sent, answer: Answer) {
+            self.now += SECOND;
+            self.replies += 1;
+            let input = Input::Reply {
+                command_id: sent.command_id,
+                message_id: Uuid::from_u128(self.replies),
+                answer,
+                at: self.now,
+            };
+            self.feed(input);
+        }
+
+        /// Answers pending commands with `script(command)` until the saga stops waiting.
+        fn drive(&mut self, script: impl Fn(&Sent) -> Answering) {
+            for _ in 0..100 {
+                let Some(sent) = self.saga.pending.clone() else {
+                    return;
+                };
+                match script(&sent) {
+                    Answering::Succeed => {
+                        let amount = (sent.step == Step::ReserveBudget).then(|| eur(500));
+                        self.answer(&sent, Answer::Succeeded { amount });
+                    }
+                    Answering::Reject => {
+                        self.answer(
+                            &sent,
+                            Answer::Rejected {
+                                code: "refused".into(),
+                                reason: "scripted".into(),
+                            },
+                        );
+                    }
+                    Answering::Silent => {
+                        self.now += sent.timeout.as_micros() as i64;
+                        self.feed(Input::Timeout {
+                            command_id: sent.command_id,
+                            attempt: sent.attempt,
+                            at: self.now,
+                        });
+                    }
+                }
+            }
+            panic!("the saga never settled: {:?}", self.saga);
+        }
+
+        /// (step, forward or compensation) of every command sent, resends included.
+        fn commands(&self) -> Vec<(Step, bool)> {
+            self.log
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::StepCommandSent { sent, .. } => Some((sent.step, false)),
+                    Entry::CompensationCommandSent { sent, .. } => Some((sent.step, true)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn compensations(&self) -> Vec<Step> {
+            let mut steps: Vec<Step> = self
+                .commands()
+                .into_iter()
+                .filter(|(_, c)| *c)
+                .map(|(s, _)| s)
+                .collect();
+            steps.dedup();
+            steps
+        }
+    }
+
+    /// Replaying the inputs a log records reproduces the log, entry for entry.
+    fn assert_replays(run: &Run) {
+        let mut replayed = Saga::new(Uuid::nil(), run.saga.saga_type);
+        let mut log = Vec::new();
+        for input in run.log.iter().filter_map(Saga::input_of) {
+            let entries = replayed.on_input(&input);
+            for entry in &entries {
+                replayed.apply(entry);
+            }
+            log.extend(entries);
+        }
+        assert_eq!(log, run.log, "replay diverged");
+        assert_eq!(replayed, run.saga);
+    }
+
+    #[test]
+    fn happy_sagas_run_their_steps_in_order_and_complete() {
+        for (saga_type, expected) in [
+            (
+                SagaType::CommissionAssignment,
+                vec![
+                    Step::ReserveBudget,
+                    Step::AssignCommission,
+                    Step::ConfirmTracking,
+                ],
+            ),
+            (
+                SagaType::OrderToPayment,
+                vec![
+                    Step::ReserveBudget,
+                    Step::AssignCommission,
+                    Step::RequestPayment,
+                    Step::ConfirmTracking,
+                ],
+            ),
+        ] {
+            let mut run = Run::start(saga_type);
+            run.drive(|_| Answering::Succeed);
+            assert_eq!(run.saga.status, Status::Completed);
+            assert_eq!(
+                run.commands(),
+                expected.into_iter().map(|s| (s, false)).collect::<Vec<_>>()
+            );
+            let amounts: Vec<&Money> = run
+                .log
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::StepCommandSent {
+                        sent:
+                            Sent {
+                                command:
+                                    Command::AssignCommission { amount, .. }
+                                    | Command::RequestPayment { amount, .. },
+                                ..
+                            },
+                        ..
+                    } => Some(amount),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                amounts.iter().all(|a| **a == eur(500)),
+                "the reserved amount is what is assigned and paid"
+            );
+            assert_replays(&run);
+        }
+    }
+
+    #[test]
+    fn a_failure_at_every_step_compensates_exactly_the_completed_steps_in_reverse() {
+        for saga_type in [SagaType::CommissionAssignment, SagaType::OrderToPayment] {
+            let steps = saga_type.steps();
+            for (failing, &step) in steps.iter().enumerate() {
+                for how in [Answering::Reject, Answering::Silent] {
+                    let mut run = Run::start(saga_type);
+                    run.drive(|sent| {
+                        if sent.step == step
+                            && !matches!(
+                                sent.command,
+                                Command::ReleaseBudget { .. }
+                                    | Command::ReverseCommission { .. }
+                                    | Command::FailTracking { .. }
+                            )
+                        {
+                            how.clone()
+                        } else {
+                            Answering::Succeed
+                        }
+                    });
+                    // Done before the failure, plus the failing step itself when it timed out
+                    // (it may have happened); only budget and commission can be undone.
+                    let mut undone: Vec<Step> = steps[..failing].to_vec();
+                    if how == Answering::Silent {
+                        undone.push(step);
+                    }
+                    let mut expected: Vec<Step> = undone
+                        .into_iter()
+                        .rev()
+                        .filter(|s| matches!(s, Step::ReserveBudget | Step::AssignCommission))
+                        .collect();
+                    expected.push(Step::Trigger);
+                    let case =
+                        format!("{} failing at {} by {how:?}", saga_type.name(), step.name());
+                    assert_eq!(run.saga.status, Status::Compensated, "{case}");
+                    assert_eq!(run.compensations(), expected, "{case}");
+                    let sent_each_once = run.commands().iter().filter(|(_, c)| *c).count();
+                    assert_eq!(
+                        sent_each_once,
+                        expected.len(),
+                        "{case}: each compensation sent once"
+                    );
+                    let forward_after_failure = run
+                        .commands()
+                        .iter()
+                        .skip_while(|(s, c)| *c || *s != step)
+                        .filter(|(s, c)| !*c && *s != step)
+                        .count();
+                    assert_eq!(
+                        forward_after_failure, 0,
+                        "{case}: nothing goes forward after the failure"
+                    );
+                    assert_replays(&run);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_timed_out_command_is_resent_with_the_same_id_then_succeeds() {
+        let mut run = Run::start(SagaType::CommissionAssignment);
+        let first = run.saga.pending.clone().expect("reserve");
+        run.feed(Input::Timeout {
+            command_id: first.command_id,
+            attempt: 1,
+            at: 10 * SECOND,
+        });
+        let second = run.saga.pending.clone().expect("resent");
+        assert_eq!((second.command_id, second.attempt), (first.command_id, 2));
+        // The first attempt's timer is stale now.
+        assert!(
+            run.feed(Input::Timeout {
+                command_id: first.command_id,
+                attempt: 1,
+                at: 11 * SECOND
+            })
+            .is_empty()
+        );
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Completed);
+        assert_replays(&run);
+    }
+
+    #[test]
+    fn duplicated_and_reordered_replies_change_nothing() {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        run.drive(|_| Answering::Succeed);
+        let log = run.log.clone();
+        let replies: Vec<Input> = run
+            .inputs
+            .iter()
+            .filter(|i| matches!(i, Input::Reply { .. }))
+            .cloned()
+            .collect();
+        // Every reply again, newest first, and a reply to a command never sent.
+        for reply in replies.iter().rev() {
+            assert!(run.feed(reply.clone()).is_empty(), "{reply:?}");
+        }
+        let stray = Input::Reply {
+            command_id: Uuid::from_u128(7),
+            message_id: Uuid::from_u128(8),
+            answer: Answer::Succeeded { amount: None },
+            at: 0,
+        };
+        assert!(run.feed(stray).is_empty());
+        assert_eq!(run.log, log);
+
+        // During compensation: a late forward reply and a repeated compensation reply are ignored.
+        let mut run = Run::start(SagaType::OrderToPayment);
+        let reserve = run.saga.pending.clone().expect("reserve");
+        run.answer(
+            &reserve,
+            Answer::Succeeded {
+                amount: Some(eur(500)),
+            },
+        );
+        let assign = run.saga.pending.clone().expect("assign");
+        run.answer(
+            &assign,
+            Answer::Rejected {
+                code: "refused".into(),
+                reason: "no".into(),
+            },
+        );
+        let release = run.saga.pending.clone().expect("release");
+        let before = run.log.len();
+        run.answer(
+            &reserve,
+            Answer::Succeeded {
+                amount: Some(eur(500)),
+            },
+        );
+        run.answer(&assign, Answer::Succeeded { amount: None });
+        assert_eq!(run.log.len(), before);
+        run.answer(&release, Answer::Succeeded { amount: None });
+        run.answer(&release, Answer::Succeeded { amount: None });
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.compensations(), [Step::ReserveBudget, Step::Trigger]);
+        assert_eq!(run.saga.status, Status::Compensated);
+    }
+
+    #[test]
+    fn a_compensation_that_keeps_failing_parks_the_saga_for_an_operator() {
+        for (action, expect_resent) in [
+            (OperatorAction::Retry, true),
+            (OperatorAction::Resume, false),
+            (OperatorAction::Compensate, false),
+        ] {
+            let mut run = Run::start(SagaType::CommissionAssignment);
+            let reserve = run.saga.pending.clone().expect("reserve");
+            run.answer(
+                &reserve,
+                Answer::Rejected {
+                    code: "budget_exhausted".into(),
+                    reason: "no budget".into(),
+                },
+            );
+            // Failing the tracking event is refused every time.
+            run.drive(|_| Answering::Reject);
+            assert_eq!(run.saga.status, Status::Parked);
+            let attempts = run
+                .commands()
+                .iter()
+                .filter(|(s, c)| *c && *s == Step::Trigger)
+                .count();
+            assert_eq!(attempts as u32, COMPENSATION_ATTEMPTS);
+            let timeouts: Vec<Duration> = run
+                .log
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::CompensationCommandSent { sent, .. } => Some(sent.timeout),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                timeouts.windows(2).all(|w| w[1] > w[0]),
+                "growing waits: {timeouts:?}"
+            );
+
+            run.feed(Input::Operator {
+                action,
+                actor: "alice".into(),
+                at: run.now + SECOND,
+            });
+            assert!(
+                run.log
+                    .iter()
+                    .any(|e| matches!(e, Entry::OperatorActed { actor, .. } if actor == "alice"))
+            );
+            let resent = run
+                .commands()
+                .iter()
+                .filter(|(s, c)| *c && *s == Step::Trigger)
+                .count() as u32
+                > COMPENSATION_ATTEMPTS;
+            assert_eq!(resent, expect_resent, "{action:?}");
+            run.drive(|_| Answering::Succeed);
+            assert_eq!(run.saga.status, Status::Compensated, "{action:?}");
+            assert_replays(&run);
+        }
+    }
+
+    #[test]
+    fn an_operator_can_force_a_running_saga_to_compensate() {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        let reserve = run.saga.pending.clone().expect("reserve");
+        run.answer(
+            &reserve,
+            Answer::Succeeded {
+                amount: Some(eur(500)),
+            },
+        );
+        // The commission command is out, unanswered: it may have taken effect.
+        run.feed(Input::Operator {
+            action: OperatorAction::Compensate,
+            actor: "bob".into(),
+            at: 5 * SECOND,
+        });
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(
+            run.compensations(),
+            [Step::AssignCommission, Step::ReserveBudget, Step::Trigger]
+        );
+        assert_eq!(run.saga.status, Status::Compensated);
+        assert_replays(&run);
+        // Operators cannot act on a saga that ended.
+        let mut done = Run::start(SagaType::CommissionAssignment);
+        done.drive(|_| Answering::Succeed);
+        assert!(
+            done.feed(Input::Operator {
+                action: OperatorAction::Retry,
+                actor: "bob".into(),
+                at: 0
+            })
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_ids_a_saga_chooses_are_derived_from_it() {
+        let a = Run::start(SagaType::OrderToPayment);
+        let b = Run::start(SagaType::OrderToPayment);
+        assert_eq!(
+            a.log, b.log,
+            "the same trigger makes the same commands, ids included"
+        );
+        let mut other = Saga::new(Uuid::nil(), SagaType::OrderToPayment);
+        let entries = other.on_input(&Input::Start {
+            saga_id: Uuid::from_u128(43),
+            saga_type: SagaType::OrderToPayment,
+            data: data(TrackingKind::Conversion),
+            at: 0,
+        });
+        other.apply(&entries[0]);
+        assert_ne!(entries[1], a.log[1], "another saga chooses other ids");
+    }
+}
