@@ -530,12 +530,26 @@ impl Saga {
         }
     }
 
-    /// The next forward step after `done`, or completion.
+    /// The next forward step after `done`, or completion. A step that cannot be built (no
+    /// amount came back with the reservation) ends the saga by compensation.
     fn next_forward(&self, at: i64) -> Vec<Entry> {
-        let next = self.saga_type.steps().get(self.done.len()).copied();
-        match next.and_then(|step| self.forward(step, 1)) {
+        let Some(step) = self.saga_type.steps().get(self.done.len()).copied() else {
+            return vec![Entry::Completed { at }];
+        };
+        match self.forward(step, 1) {
             Some(sent) => vec![Entry::StepCommandSent { sent, at }],
-            None => vec![Entry::Completed { at }],
+            None => {
+                let reason = format!(
+                    "{} cannot be sent: the reservation reported no amount",
+                    step.name()
+                );
+                let started = Entry::CompensationStarted { reason, at };
+                let mut next = self.clone();
+                next.apply(&started);
+                let mut entries = vec![started];
+                entries.extend(next.next_compensation(at));
+                entries
+            }
         }
     }
 
@@ -1402,6 +1416,16 @@ mod tests {
             })
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_reservation_without_an_amount_is_compensated_not_completed() {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        let reserve = run.saga.pending.clone().expect("reserve");
+        run.answer(&reserve, Answer::Succeeded { amount: None });
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Compensated);
+        assert_eq!(run.compensations(), [Step::ReserveBudget, Step::Trigger]);
     }
 
     #[test]

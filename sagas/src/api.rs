@@ -1,0 +1,242 @@
+//! The coordinator's query API: sagas listed by type, status, campaign, partner, time and
+//! "stalled for longer than"; one saga with each step's status and its whole log as a timeline;
+//! its compensation log alone; and operator actions on a parked saga, recorded with who did it.
+
+use crate::coordinator::{self, stream_id};
+use crate::definition::{Entry, OperatorAction, Step};
+use crate::wire;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use eventstore::api::Problem;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+pub fn router(pool: PgPool) -> axum::Router {
+    axum::Router::new()
+        .route("/sagas", get(list))
+        .route("/sagas/{id}", get(detail))
+        .route("/sagas/{id}/compensations", get(compensations))
+        .route("/sagas/{id}/{action}", post(operate))
+        .with_state(pool.clone())
+        .merge(eventstore::api::routes(pool, wire::entry_json))
+}
+
+fn internal(error: impl Into<eventstore::Error>) -> Problem {
+    Problem::from(error.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    #[serde(rename = "type")]
+    saga_type: Option<String>,
+    status: Option<String>,
+    campaign_id: Option<Uuid>,
+    partner_id: Option<Uuid>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Seconds since the last change, for sagas that are neither completed nor compensated.
+    stalled_for: Option<f64>,
+    limit: Option<i64>,
+}
+
+fn time(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, Problem> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                Problem::bad_request(format!("{name} must be an RFC 3339 time, got {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+async fn list(
+    State(pool): State<PgPool>,
+    Query(filter): Query<Filter>,
+) -> Result<Json<Value>, Problem> {
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request("limit must be between 1 and 1000"));
+    }
+    if filter
+        .stalled_for
+        .is_some_and(|s| !s.is_finite() || s < 0.0)
+    {
+        return Err(Problem::bad_request("stalled_for is a number of seconds"));
+    }
+    let (from, to) = (
+        time("from", filter.from.as_deref())?,
+        time("to", filter.to.as_deref())?,
+    );
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "select to_jsonb(s) from sagas s
+          where ($1::text is null or saga_type = $1) and ($2::text is null or status = $2)
+            and ($3::uuid is null or campaign_id = $3) and ($4::uuid is null or partner_id = $4)
+            and ($5::timestamptz is null or started_at >= $5) and ($6::timestamptz is null or started_at < $6)
+            and ($7::float8 is null or (status not in ('completed', 'compensated')
+                                        and updated_at < now() - make_interval(secs => $7)))
+          order by started_at desc limit $8",
+    )
+    .bind(filter.saga_type)
+    .bind(filter.status)
+    .bind(filter.campaign_id)
+    .bind(filter.partner_id)
+    .bind(from)
+    .bind(to)
+    .bind(filter.stalled_for)
+    .bind(limit)
+    .fetch_all(&pool)
+    .await
+    .map_err(internal)?;
+    Ok(Json(json!({ "sagas": rows })))
+}
+
+/// The saga's log: (entry, when it was recorded, JSON as stored).
+async fn log(pool: &PgPool, id: Uuid) -> Result<Vec<(Entry, OffsetDateTime, Value)>, Problem> {
+    let mut conn = pool.acquire().await.map_err(internal)?;
+    let events = eventstore::read_stream(&mut conn, &stream_id(id), 1, None).await?;
+    if events.is_empty() {
+        return Err(Problem::not_found(format!("no saga {id}")));
+    }
+    events
+        .iter()
+        .map(|event| {
+            let entry = wire::decode_entry(&event.payload).map_err(|e| {
+                Problem::from(eventstore::Error::Database(sqlx::Error::Decode(Box::new(
+                    e,
+                ))))
+            })?;
+            let mut json = wire::entry_json(event).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut json {
+                map.insert(
+                    "recorded_at".into(),
+                    json!(event.recorded_at.format(&Rfc3339).unwrap_or_default()),
+                );
+                map.insert("version".into(), json!(event.version));
+            }
+            Ok((entry, event.recorded_at, json))
+        })
+        .collect()
+}
+
+/// Each step's status, as the log tells it.
+fn steps(entries: &[Entry], all: &[Step]) -> Vec<Value> {
+    all.iter()
+        .map(|step| {
+            let mut status = "not_started";
+            let mut attempts = 0;
+            for entry in entries {
+                match entry {
+                    Entry::StepCommandSent { sent, .. } if sent.step == *step => {
+                        status = "sent";
+                        attempts = sent.attempt;
+                    }
+                    Entry::StepSucceeded { step: s, .. } if s == step => status = "succeeded",
+                    Entry::StepFailed { step: s, .. } if s == step => status = "failed",
+                    Entry::StepTimedOut {
+                        step: s, attempt, ..
+                    } if s == step && *attempt >= s.policy().attempts => status = "timed_out",
+                    Entry::CompensationCommandSent { sent, .. } if sent.step == *step => {
+                        status = "compensating"
+                    }
+                    Entry::CompensationSucceeded { step: s, .. } if s == step => {
+                        status = "compensated"
+                    }
+                    Entry::CompensationFailed { step: s, .. } if s == step => {
+                        status = "compensation_failed"
+                    }
+                    _ => {}
+                }
+            }
+            json!({ "step": step.name(), "status": status, "attempts": attempts })
+        })
+        .collect()
+}
+
+async fn detail(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Result<Json<Value>, Problem> {
+    let row: Option<Value> =
+        sqlx::query_scalar("select to_jsonb(s) from sagas s where saga_id = $1")
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(internal)?;
+    let row = row.ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
+    let log = log(&pool, id).await?;
+    let entries: Vec<Entry> = log.iter().map(|(e, _, _)| e.clone()).collect();
+    let saga_type = row["saga_type"]
+        .as_str()
+        .and_then(crate::definition::SagaType::from_name);
+    let mut all: Vec<Step> = saga_type.map(|t| t.steps().to_vec()).unwrap_or_default();
+    all.push(Step::Trigger);
+    Ok(Json(json!({
+        "saga": row,
+        "steps": steps(&entries, &all),
+        "timeline": log.into_iter().map(|(_, _, json)| json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn compensations(
+    State(pool): State<PgPool>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, Problem> {
+    let log = log(&pool, id).await?;
+    let entries: Vec<Value> = log
+        .into_iter()
+        .filter(|(entry, _, _)| {
+            matches!(
+                entry,
+                Entry::CompensationStarted { .. }
+                    | Entry::CompensationCommandSent { .. }
+                    | Entry::CompensationSucceeded { .. }
+                    | Entry::CompensationFailed { .. }
+                    | Entry::Parked { .. }
+                    | Entry::OperatorActed { .. }
+                    | Entry::Compensated { .. }
+            )
+        })
+        .map(|(_, _, json)| json)
+        .collect();
+    Ok(Json(json!({ "saga_id": id, "compensations": entries })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Operator {
+    actor: String,
+}
+
+async fn operate(
+    State(pool): State<PgPool>,
+    Path((id, action)): Path<(Uuid, String)>,
+    Json(body): Json<Operator>,
+) -> Result<Json<Value>, Problem> {
+    let action = OperatorAction::from_name(&action)
+        .ok_or_else(|| Problem::not_found(format!("no operator action {action}")))?;
+    if body.actor.trim().is_empty() {
+        return Err(Problem::bad_request("actor names who acts"));
+    }
+    let entries = coordinator::operate(&pool, id, action, &body.actor)
+        .await
+        .map_err(|e| Problem {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            detail: format!("try again: {e}"),
+        })?;
+    match entries {
+        None => Err(Problem::not_found(format!("no saga {id}"))),
+        Some(entries) if entries.is_empty() => Err(Problem {
+            status: axum::http::StatusCode::CONFLICT,
+            detail: format!(
+                "{} does not apply to saga {id} in its current state",
+                action.name()
+            ),
+        }),
+        Some(entries) => Ok(Json(
+            json!({ "saga_id": id, "action": action.name(), "entries": entries.len() }),
+        )),
+    }
+}

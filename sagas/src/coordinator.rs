@@ -1,0 +1,438 @@
+//! The coordinator: feeds inputs to sagas durably. One input is one transaction: the saga's log
+//! is loaded and folded, the definition decides, and the new entries are appended (with the
+//! expected version: a concurrent input for the same saga loses and is retried), the commands they
+//! carry are queued in the outbox (keyed by saga id), their timers are stored, and the saga's row
+//! is updated. Inputs arrive from the services' event topics (replies and triggers), from the timer
+//! worker, and from operators.
+
+use crate::definition::{Entry, Input, Saga, SagaType};
+use crate::wire;
+use eventstore::{ExpectedVersion, Metadata, NewEvent, outbox};
+use messaging::Properties;
+use messaging::consume::{Handler, HandlerError, Incoming};
+use schemas::events::{CampaignsEvent, CommissionsEvent, PaymentsEvent, TrackingEvent};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub fn stream_id(saga_id: Uuid) -> String {
+    format!("saga-{saga_id}")
+}
+
+pub fn now_micros() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// A saga's state and log version, folded from its stream.
+pub async fn load(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    saga_type: SagaType,
+) -> Result<(Saga, Vec<Entry>, ExpectedVersion), HandlerError> {
+    let events = eventstore::read_stream(conn, &stream_id(saga_id), 1, None).await?;
+    let mut saga = Saga::new(saga_id, saga_type);
+    let mut entries = Vec::with_capacity(events.len());
+    for event in &events {
+        let entry = wire::decode_entry(&event.payload).map_err(|e| {
+            HandlerError::Transient(format!("saga log of {saga_id} unreadable: {e}"))
+        })?;
+        saga.apply(&entry);
+        entries.push(entry);
+    }
+    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
+        ExpectedVersion::Exact(e.version)
+    });
+    Ok((saga, entries, version))
+}
+
+/// Where an input came from: the message (if any) that carried it, for the log's metadata and
+/// the properties of the commands it causes.
+#[derive(Debug, Clone, Default)]
+pub struct Cause {
+    pub message_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub actor: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+impl Cause {
+    fn of(properties: &Properties) -> Cause {
+        Cause {
+            message_id: Some(properties.message_id),
+            correlation_id: properties.correlation_id.or(Some(properties.message_id)),
+            tenant: properties.tenant.clone(),
+            actor: properties.actor.clone(),
+            traceparent: properties.traceparent.clone(),
+        }
+    }
+}
+
+/// Feeds one input to a saga inside `tx`; returns the entries appended (none: the input did not
+/// fit, e.g. a duplicate reply or a stale timer).
+pub async fn feed(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    saga_type: SagaType,
+    input: &Input,
+    cause: &Cause,
+) -> Result<Vec<Entry>, HandlerError> {
+    let (saga, _, version) = load(tx, saga_id, saga_type).await?;
+    let entries = saga.on_input(input);
+    if entries.is_empty() {
+        return Ok(entries);
+    }
+    let mut next = saga.clone();
+    for entry in &entries {
+        next.apply(entry);
+    }
+    // The flow's identity comes from the saga's row once it exists, from the trigger before.
+    let row: Option<(Option<Uuid>, Option<String>, Option<String>)> =
+        sqlx::query_as("select correlation_id, tenant, actor from sagas where saga_id = $1")
+            .bind(saga_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (correlation_id, tenant, actor) = row.unwrap_or((
+        cause.correlation_id,
+        cause.tenant.clone(),
+        cause.actor.clone(),
+    ));
+    let traceparent = messaging::current_traceparent().or_else(|| cause.traceparent.clone());
+    let metadata = Metadata {
+        message_id: cause.message_id,
+        correlation_id,
+        causation_id: cause.message_id,
+        saga_id: Some(saga_id),
+        tenant: tenant.clone(),
+        actor: cause.actor.clone().or(actor.clone()),
+        traceparent: traceparent.clone(),
+    };
+    let new_events: Vec<NewEvent> = entries
+        .iter()
+        .map(|entry| NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: wire::entry_type(entry).to_owned(),
+            schema_version: 1,
+            payload: wire::encode_entry(entry),
+            metadata: metadata.clone(),
+        })
+        .collect();
+    eventstore::append(tx, &stream_id(saga_id), "saga", version, &new_events).await?;
+
+    for entry in &entries {
+        if let Entry::StepSucceeded { command_id, .. }
+        | Entry::StepFailed { command_id, .. }
+        | Entry::CompensationSucceeded { command_id, .. }
+        | Entry::CompensationFailed { command_id, .. } = entry
+        {
+            sqlx::query("delete from saga_timers where saga_id = $1 and command_id = $2")
+                .bind(saga_id)
+                .bind(command_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let mut messages = Vec::new();
+    for entry in &entries {
+        let (Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. }) =
+            entry
+        else {
+            continue;
+        };
+        let (topic, message_type, schema_version, payload) = wire::encode_command(&sent.command)
+            .map_err(|e| HandlerError::Permanent {
+                code: "unencodable_command".into(),
+                reason: e.to_string(),
+            })?;
+        let properties = Properties {
+            message_id: sent.command_id,
+            message_type: message_type.to_owned(),
+            schema_version,
+            correlation_id,
+            causation_id: cause.message_id,
+            saga_id: Some(saga_id),
+            tenant: tenant.clone(),
+            actor: Some("sagas".to_owned()),
+            traceparent: traceparent.clone(),
+        };
+        messages.push(outbox::Message {
+            topic: topic.to_owned(),
+            key: saga_id.to_string(),
+            payload,
+            properties: properties.to_map(),
+        });
+        sqlx::query(
+            "insert into saga_timers (saga_id, command_id, attempt, due_at)
+             values ($1, $2, $3, now() + make_interval(secs => $4)) on conflict do nothing",
+        )
+        .bind(saga_id)
+        .bind(sent.command_id)
+        .bind(i32::try_from(sent.attempt).unwrap_or(i32::MAX))
+        .bind(sent.timeout.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+    }
+    outbox::enqueue(tx, &messages).await?;
+    upsert_row(tx, &next, correlation_id, tenant, actor).await?;
+    Ok(entries)
+}
+
+async fn upsert_row(
+    tx: &mut PgConnection,
+    saga: &Saga,
+    correlation_id: Option<Uuid>,
+    tenant: Option<String>,
+    actor: Option<String>,
+) -> Result<(), HandlerError> {
+    let Some(data) = &saga.data else {
+        return Ok(());
+    };
+    let current_step = saga.pending.as_ref().map(|p| p.step.name());
+    sqlx::query(
+        "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id, correlation_id,
+                            tenant, actor, current_step, reason, started_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())
+         on conflict (saga_id) do update
+            set status = excluded.status, current_step = excluded.current_step, reason = excluded.reason,
+                updated_at = now()",
+    )
+    .bind(saga.saga_id)
+    .bind(saga.saga_type.name())
+    .bind(saga.status.name())
+    .bind(data.tracking_id)
+    .bind(data.campaign_id)
+    .bind(data.partner_id)
+    .bind(correlation_id)
+    .bind(tenant)
+    .bind(actor)
+    .bind(current_step)
+    .bind(&saga.reason)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The saga type of an existing saga (replies carry only its id).
+async fn saga_type_of(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+) -> Result<Option<SagaType>, HandlerError> {
+    let name: Option<String> = sqlx::query_scalar("select saga_type from sagas where saga_id = $1")
+        .bind(saga_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(name.as_deref().and_then(SagaType::from_name))
+}
+
+/// Feeds an answer to the saga whose command caused it (its `saga_id` and `causation_id`).
+async fn answer(
+    tx: &mut PgConnection,
+    properties: &Properties,
+    answer: Option<crate::definition::Answer>,
+) -> Result<(), HandlerError> {
+    let (Some(answer), Some(saga_id), Some(command_id)) =
+        (answer, properties.saga_id, properties.causation_id)
+    else {
+        return Ok(());
+    };
+    let Some(saga_type) = saga_type_of(tx, saga_id).await? else {
+        tracing::warn!(%saga_id, "answer for an unknown saga ignored");
+        return Ok(());
+    };
+    let input = Input::Reply {
+        command_id,
+        message_id: properties.message_id,
+        answer,
+        at: now_micros(),
+    };
+    feed(tx, saga_id, saga_type, &input, &Cause::of(properties))
+        .await
+        .map(drop)
+}
+
+/// `tracking-events`: a recorded tracking event starts its saga; confirmations, failures and
+/// refusals answer saga commands.
+#[derive(Debug, Default)]
+pub struct TrackingReplies;
+
+impl Handler for TrackingReplies {
+    type Message = TrackingEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<TrackingEvent>,
+    ) -> Result<(), HandlerError> {
+        if let Some((saga_id, saga_type, data)) = wire::trigger(&incoming.message) {
+            let input = Input::Start {
+                saga_id,
+                saga_type,
+                data,
+                at: now_micros(),
+            };
+            return feed(
+                tx,
+                saga_id,
+                saga_type,
+                &input,
+                &Cause::of(&incoming.properties),
+            )
+            .await
+            .map(drop);
+        }
+        answer(
+            tx,
+            &incoming.properties,
+            wire::tracking_answer(&incoming.message),
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CampaignsReplies;
+
+impl Handler for CampaignsReplies {
+    type Message = CampaignsEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<CampaignsEvent>,
+    ) -> Result<(), HandlerError> {
+        answer(
+            tx,
+            &incoming.properties,
+            wire::campaigns_answer(&incoming.message),
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CommissionsReplies;
+
+impl Handler for CommissionsReplies {
+    type Message = CommissionsEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<CommissionsEvent>,
+    ) -> Result<(), HandlerError> {
+        answer(
+            tx,
+            &incoming.properties,
+            wire::commissions_answer(&incoming.message),
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PaymentsReplies;
+
+impl Handler for PaymentsReplies {
+    type Message = PaymentsEvent;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<PaymentsEvent>,
+    ) -> Result<(), HandlerError> {
+        answer(
+            tx,
+            &incoming.properties,
+            wire::payments_answer(&incoming.message),
+        )
+        .await
+    }
+}
+
+/// Feeds due timers to their sagas, one transaction each, until `stop`. Several coordinators may
+/// run: a timer is claimed with SKIP LOCKED and deleted in the transaction that feeds it.
+pub async fn run_timers(
+    pool: &PgPool,
+    poll: Duration,
+    stop: impl Future<Output = ()>,
+) -> Result<(), eventstore::Error> {
+    tokio::pin!(stop);
+    loop {
+        let fired = fire_due_timers(pool, 64).await?;
+        if fired == 0 {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+/// Fires up to `limit` due timers; returns how many fired.
+pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, eventstore::Error> {
+    let mut fired = 0;
+    while fired < limit {
+        let mut tx = pool.begin().await?;
+        let due: Option<(Uuid, Uuid, i32)> = sqlx::query_as(
+            "delete from saga_timers where (saga_id, command_id, attempt) = (
+                 select saga_id, command_id, attempt from saga_timers where due_at <= now()
+                  order by due_at limit 1 for update skip locked)
+             returning saga_id, command_id, attempt",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((saga_id, command_id, attempt)) = due else {
+            break;
+        };
+        let input = Input::Timeout {
+            command_id,
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            at: now_micros(),
+        };
+        let fed = match saga_type_of(&mut tx, saga_id).await {
+            Ok(Some(saga_type)) => feed(&mut tx, saga_id, saga_type, &input, &Cause::default())
+                .await
+                .map(drop),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        match fed {
+            Ok(()) => tx.commit().await?,
+            Err(error) => {
+                // Left in place (rolled back) and tried again on the next round.
+                tracing::warn!(%saga_id, %command_id, %error, "firing a saga timer failed");
+                tx.rollback().await?;
+                break;
+            }
+        }
+        fired += 1;
+    }
+    Ok(fired)
+}
+
+/// Records an operator's action on a saga and feeds it; returns the entries it caused (none:
+/// the action does not apply to the saga's state).
+pub async fn operate(
+    pool: &PgPool,
+    saga_id: Uuid,
+    action: crate::definition::OperatorAction,
+    actor: &str,
+) -> Result<Option<Vec<Entry>>, HandlerError> {
+    let mut tx = pool.begin().await?;
+    let Some(saga_type) = saga_type_of(&mut tx, saga_id).await? else {
+        return Ok(None);
+    };
+    let cause = Cause {
+        actor: Some(actor.to_owned()),
+        ..Cause::default()
+    };
+    let input = Input::Operator {
+        action,
+        actor: actor.to_owned(),
+        at: now_micros(),
+    };
+    let entries = feed(&mut tx, saga_id, saga_type, &input, &cause).await?;
+    tx.commit().await?;
+    Ok(Some(entries))
+}

@@ -1,0 +1,95 @@
+//! The coordinator against the real PostgreSQL: inputs fed in transactions the way its consumers,
+//! timer worker and operators feed them, the commands it queues, its timers, its query API, and
+//! deterministic replay of what it recorded.
+
+mod runtime;
+
+use sagas::coordinator::{self, Cause};
+use sagas::definition::{Answer, Input, Money, Order, SagaData, SagaType, TrackingKind};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+async fn database(connect: PgConnectOptions) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(connect)
+        .await
+        .expect("database");
+    sagas::migrate(&pool).await.expect("migrate");
+    pool
+}
+
+fn conversion() -> (Uuid, SagaType, SagaData) {
+    let tracking_id = Uuid::new_v4();
+    let data = SagaData {
+        tracking_id,
+        campaign_id: Uuid::new_v4(),
+        partner_id: Uuid::new_v4(),
+        kind: TrackingKind::Conversion,
+        order: Some(Order {
+            order_id: "o-1".into(),
+            amount: Money {
+                amount: 10_000,
+                currency: "EUR".into(),
+            },
+        }),
+        occurred_at: 0,
+    };
+    (
+        sagas::wire::saga_id_for(tracking_id),
+        SagaType::OrderToPayment,
+        data,
+    )
+}
+
+/// Feeds one input in its own transaction, as a consumer would.
+async fn feed(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, input: Input) -> usize {
+    let mut tx = pool.begin().await.expect("begin");
+    let cause = Cause {
+        message_id: Some(Uuid::new_v4()),
+        ..Cause::default()
+    };
+    let entries = coordinator::feed(&mut tx, saga_id, saga_type, &input, &cause)
+        .await
+        .expect("feed");
+    tx.commit().await.expect("commit");
+    entries.len()
+}
+
+/// The commands queued so far: (topic, message id), in order.
+async fn commands(pool: &PgPool) -> Vec<(String, Uuid)> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("select topic, properties->>'message_id' from outbox order by id")
+            .fetch_all(pool)
+            .await
+            .expect("outbox");
+    rows.into_iter()
+        .map(|(topic, id)| (topic, id.parse().expect("uuid")))
+        .collect()
+}
+
+/// Answers the saga's pending command.
+async fn answer(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, answer: Answer) {
+    let (saga, _, _) = {
+        let mut conn = pool.acquire().await.expect("connection");
+        coordinator::load(&mut conn, saga_id, saga_type)
+            .await
+            .expect("load")
+    };
+    let pending = saga.pending.expect("a command is pending");
+    let input = Input::Reply {
+        command_id: pending.command_id,
+        message_id: Uuid::new_v4(),
+        answer,
+        at: coordinator::now_micros(),
+    };
+    feed(pool, saga_id, saga_type, input).await;
+}
+
+fn eur(amount: i64) -> Option<Money> {
+    Some(Money {
+        amount,
+        currency: "EUR".into(),
+    })
+}

@@ -1,0 +1,399 @@
+//! Starting once per trigger, replies, timers, operators, crash-before-commit, and replay.
+
+use super::{answer, commands, conversion, database, eur, feed};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use sagas::coordinator;
+use sagas::definition::{Answer, Entry, Input, Saga, Sent};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let response = router
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_trigger_delivered_twice_starts_one_saga(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = database(connect).await;
+    let (saga_id, saga_type, data) = conversion();
+    let start = Input::Start {
+        saga_id,
+        saga_type,
+        data,
+        at: 0,
+    };
+    assert_eq!(
+        feed(&pool, saga_id, saga_type, start.clone()).await,
+        2,
+        "started, first command sent"
+    );
+    assert_eq!(feed(&pool, saga_id, saga_type, start).await, 0);
+    let queued = commands(&pool).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].0, "campaign-budget-reservation");
+    let timers: i64 = sqlx::query_scalar("select count(*) from saga_timers")
+        .fetch_one(&pool)
+        .await
+        .expect("timers");
+    assert_eq!(timers, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn replies_drive_the_saga_and_replay_reproduces_every_command(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = database(connect).await;
+    let (saga_id, saga_type, data) = conversion();
+    feed(
+        &pool,
+        saga_id,
+        saga_type,
+        Input::Start {
+            saga_id,
+            saga_type,
+            data,
+            at: 0,
+        },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Succeeded { amount: eur(500) },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Succeeded { amount: eur(500) },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Rejected {
+            code: "payment_failed".into(),
+            reason: "account closed".into(),
+        },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Succeeded { amount: None },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Succeeded { amount: None },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Succeeded { amount: None },
+    )
+    .await;
+
+    let topics: Vec<String> = commands(&pool).await.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        topics,
+        [
+            "campaign-budget-reservation",
+            "assign-commission-to-partner",
+            "payments-request",
+            "commission-reversal",
+            "campaign-budget-release",
+            "fail-tracking-events",
+        ]
+    );
+    let status: String = sqlx::query_scalar("select status from sagas where saga_id = $1")
+        .bind(saga_id)
+        .fetch_one(&pool)
+        .await
+        .expect("row");
+    assert_eq!(status, "compensated");
+    let timers: i64 = sqlx::query_scalar("select count(*) from saga_timers")
+        .fetch_one(&pool)
+        .await
+        .expect("timers");
+    assert_eq!(timers, 0, "answered commands leave no timers");
+
+    // Deterministic replay: the recorded inputs, fed to a fresh saga, send exactly the commands
+    // that went to the outbox, ids included.
+    let (_, log, _) = {
+        let mut conn = pool.acquire().await.expect("connection");
+        coordinator::load(&mut conn, saga_id, saga_type)
+            .await
+            .expect("load")
+    };
+    let mut replayed = Saga::new(saga_id, saga_type);
+    let mut sent: Vec<Sent> = Vec::new();
+    for input in log.iter().filter_map(Saga::input_of) {
+        for entry in replayed.on_input(&input) {
+            replayed.apply(&entry);
+            if let Entry::StepCommandSent { sent: s, .. }
+            | Entry::CompensationCommandSent { sent: s, .. } = entry
+            {
+                sent.push(s);
+            }
+        }
+    }
+    let replayed_ids: Vec<Uuid> = sent.iter().map(|s| s.command_id).collect();
+    let queued_ids: Vec<Uuid> = commands(&pool)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(replayed_ids, queued_ids);
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar("select payload from outbox order by id")
+        .fetch_all(&pool)
+        .await
+        .expect("payloads");
+    let replayed_bodies: Vec<Vec<u8>> = sent
+        .iter()
+        .map(|s| sagas::wire::encode_command(&s.command).expect("encode").3)
+        .collect();
+    assert_eq!(replayed_bodies, bodies, "the same commands, byte for byte");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = database(connect).await;
+    let (saga_id, saga_type, data) = conversion();
+    let start = Input::Start {
+        saga_id,
+        saga_type,
+        data,
+        at: 0,
+    };
+    // Decided, logged and queued, then the process dies before commit.
+    let mut tx = pool.begin().await.expect("begin");
+    let entries = coordinator::feed(
+        &mut tx,
+        saga_id,
+        saga_type,
+        &start,
+        &coordinator::Cause::default(),
+    )
+    .await
+    .expect("feed");
+    assert_eq!(entries.len(), 2);
+    drop(tx);
+    assert!(commands(&pool).await.is_empty());
+    // The broker redelivers the trigger.
+    feed(&pool, saga_id, saga_type, start).await;
+    let queued = commands(&pool).await;
+    assert_eq!(queued.len(), 1);
+    let Entry::StepCommandSent { sent, .. } = &entries[1] else {
+        panic!("a command")
+    };
+    assert_eq!(
+        queued[0].1, sent.command_id,
+        "the same command id as the lost attempt chose"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = database(connect).await;
+    let (saga_id, saga_type, data) = conversion();
+    feed(
+        &pool,
+        saga_id,
+        saga_type,
+        Input::Start {
+            saga_id,
+            saga_type,
+            data,
+            at: 0,
+        },
+    )
+    .await;
+    assert_eq!(
+        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        0,
+        "not due yet"
+    );
+    sqlx::query("update saga_timers set due_at = now() - interval '1 second'")
+        .execute(&pool)
+        .await
+        .expect("due");
+    assert_eq!(
+        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        1
+    );
+    let attempts: Vec<i32> = sqlx::query_scalar("select attempt from saga_timers")
+        .fetch_all(&pool)
+        .await
+        .expect("timers");
+    assert_eq!(attempts, [2], "the command was resent with a new timer");
+    let queued = commands(&pool).await;
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].1, queued[1].1, "a resend keeps the command id");
+}
+
+#[sqlx::test(migrations = false)]
+async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = database(connect).await;
+    let router = sagas::api::router(pool.clone());
+    let (saga_id, saga_type, data) = conversion();
+    feed(
+        &pool,
+        saga_id,
+        saga_type,
+        Input::Start {
+            saga_id,
+            saga_type,
+            data,
+            at: 0,
+        },
+    )
+    .await;
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Rejected {
+            code: "budget_exhausted".into(),
+            reason: "no budget".into(),
+        },
+    )
+    .await;
+    // Failing the tracking event is refused every time: the saga parks.
+    for _ in 0..sagas::definition::COMPENSATION_ATTEMPTS {
+        answer(
+            &pool,
+            saga_id,
+            saga_type,
+            Answer::Rejected {
+                code: "tracking_event_already_confirmed".into(),
+                reason: "too late".into(),
+            },
+        )
+        .await;
+    }
+    let (_, parked) = call(&router, "GET", "/sagas?status=parked", None).await;
+    assert_eq!(parked["sagas"][0]["saga_id"], saga_id.to_string());
+    let (_, none) = call(
+        &router,
+        "GET",
+        "/sagas?status=parked&stalled_for=3600",
+        None,
+    )
+    .await;
+    assert_eq!(
+        none["sagas"],
+        serde_json::json!([]),
+        "not stalled for an hour yet"
+    );
+
+    let (status, _) = call(
+        &router,
+        "POST",
+        &format!("/sagas/{saga_id}/resume"),
+        Some(serde_json::json!({ "actor": "alice" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(
+        &router,
+        "POST",
+        &format!("/sagas/{saga_id}/retry"),
+        Some(serde_json::json!({ "actor": "alice" })),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "nothing to retry once it is compensated"
+    );
+    let (status, _) = call(
+        &router,
+        "POST",
+        &format!("/sagas/{}/retry", Uuid::new_v4()),
+        Some(serde_json::json!({ "actor": "x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(
+        &router,
+        "POST",
+        &format!("/sagas/{saga_id}/dance"),
+        Some(serde_json::json!({ "actor": "x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, detail) = call(&router, "GET", &format!("/sagas/{saga_id}"), None).await;
+    assert_eq!(detail["saga"]["status"], "compensated");
+    assert_eq!(
+        detail["steps"][0],
+        serde_json::json!({ "step": "reserve-budget", "status": "failed", "attempts": 1 })
+    );
+    let timeline = detail["timeline"].as_array().expect("timeline");
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["entry"] == "operator_acted" && e["actor"] == "alice"),
+        "{timeline:?}"
+    );
+    let (_, log) = call(
+        &router,
+        "GET",
+        &format!("/sagas/{saga_id}/compensations"),
+        None,
+    )
+    .await;
+    let kinds: Vec<&str> = log["compensations"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|e| e["entry"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"compensation_started"));
+    assert_eq!(kinds.last(), Some(&"compensated"));
+    assert!(kinds.contains(&"parked"), "{kinds:?}");
+    let failures = log["compensations"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter(|e| e["entry"] == "compensation_failed")
+        .count();
+    assert_eq!(failures as u32, sagas::definition::COMPENSATION_ATTEMPTS);
+}
