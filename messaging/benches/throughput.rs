@@ -10,7 +10,7 @@ use eventstore::outbox;
 use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::consume::{self, ConsumerSettings, ConsumerStats, Handler, HandlerError, Incoming};
 use messaging::relay::{self, RelaySettings};
-use messaging::{Client, Properties, PulsarSettings};
+use messaging::{Broker, Client, Properties, PulsarSettings};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -101,7 +101,7 @@ async fn main() {
     .await
     .expect("broker");
     let client = Arc::new(
-        Client::connect(PulsarSettings::new(broker.url(), false))
+        Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
             .await
             .expect("client"),
     );

@@ -13,6 +13,31 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// Which broker is at the URL: what the client must do differently for pulsar-lite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    ApachePulsar,
+    PulsarLite,
+}
+
+impl Broker {
+    /// Register each topic's Avro schema with the broker: pulsar-lite never answers schema
+    /// requests (a client asking waits for a timeout).
+    pub fn register_schemas(self) -> bool {
+        self == Broker::ApachePulsar
+    }
+
+    /// Re-subscribe a consumer that has been idle this long. pulsar-lite keeps dispatching a
+    /// Key_Shared key range to a consumer whose process died until it notices, and then holds
+    /// those messages until some consumer subscribes again: a fresh subscription gets them.
+    pub fn idle_resubscribe(self) -> Option<std::time::Duration> {
+        match self {
+            Broker::ApachePulsar => None,
+            Broker::PulsarLite => Some(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
 /// How to reach Pulsar and name topics.
 #[derive(Debug, Clone)]
 pub struct PulsarSettings {
@@ -20,19 +45,17 @@ pub struct PulsarSettings {
     pub url: String,
     pub tenant: String,
     pub namespace: String,
-    /// Register each topic's Avro schema with the broker. On for Apache Pulsar; off for
-    /// pulsar-lite, which never answers schema requests (a client asking waits for a timeout).
-    pub register_schemas: bool,
+    pub broker: Broker,
 }
 
 impl PulsarSettings {
     /// Settings for `url` with the default tenant and namespace (`public/default`).
-    pub fn new(url: impl Into<String>, register_schemas: bool) -> Self {
+    pub fn new(url: impl Into<String>, broker: Broker) -> Self {
         PulsarSettings {
             url: url.into(),
             tenant: "public".into(),
             namespace: "default".into(),
-            register_schemas,
+            broker,
         }
     }
 
@@ -157,7 +180,8 @@ impl Client {
     async fn producer(&self, topic: &str) -> Result<Producer<TokioExecutor>, Error> {
         let schema = self
             .settings
-            .register_schemas
+            .broker
+            .register_schemas()
             .then(|| schemas::TOPICS.iter().find(|t| t.name == topic))
             .flatten()
             .map(|t| Schema {

@@ -170,19 +170,11 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let topic = H::Message::TOPIC;
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = client
-        .pulsar
-        .consumer()
-        .with_topic(client.settings.topic(topic.name))
-        .with_subscription(settings.subscription.clone())
-        .with_subscription_type(SubType::KeyShared)
-        .with_options(ConsumerOptions {
-            initial_position: InitialPosition::Earliest,
-            durable: Some(true),
-            ..ConsumerOptions::default()
-        })
-        .build()
-        .await?;
+    let mut consumer = subscribe(&client, topic.name, &settings.subscription).await?;
+    let idle_resubscribe = client.settings.broker.idle_resubscribe();
+    let mut idle_check =
+        tokio::time::interval(idle_resubscribe.unwrap_or(Duration::from_secs(3600)) / 2);
+    let mut last_activity = tokio::time::Instant::now();
     let worker = Arc::new(Worker {
         client,
         pool,
@@ -227,9 +219,20 @@ pub async fn run<H: Handler>(
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
             }
+            _ = idle_check.tick(), if !stopping && idle_resubscribe.is_some() => {
+                if lanes.in_flight == 0 && idle_resubscribe.is_some_and(|idle| last_activity.elapsed() >= idle) {
+                    tracing::debug!(topic = topic.name, "re-subscribing an idle consumer");
+                    if let Err(error) = consumer.close().await {
+                        tracing::debug!(%error, "closing the idle consumer failed");
+                    }
+                    consumer = subscribe(&worker.client, topic.name, &worker.settings.subscription).await?;
+                    last_activity = tokio::time::Instant::now();
+                }
+            }
             next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
                     Some(Ok(message)) => {
+                        last_activity = tokio::time::Instant::now();
                         ConsumerStats::add(&worker.settings.stats.received);
                         lanes.in_flight += 1;
                         let key = message.key().unwrap_or_else(|| format!("{:?}", message.message_id()));
@@ -251,6 +254,26 @@ pub async fn run<H: Handler>(
         tracing::debug!(%error, "closing the consumer failed");
     }
     Ok(())
+}
+
+async fn subscribe(
+    client: &Client,
+    topic: &str,
+    subscription: &str,
+) -> Result<Consumer<Vec<u8>, TokioExecutor>, Error> {
+    Ok(client
+        .pulsar
+        .consumer()
+        .with_topic(client.settings.topic(topic))
+        .with_subscription(subscription.to_owned())
+        .with_subscription_type(SubType::KeyShared)
+        .with_options(ConsumerOptions {
+            initial_position: InitialPosition::Earliest,
+            durable: Some(true),
+            ..ConsumerOptions::default()
+        })
+        .build()
+        .await?)
 }
 
 struct Worker<H> {

@@ -12,7 +12,7 @@ pub mod proxy;
 pub mod relay;
 mod trace;
 
-pub use client::{Client, PulsarSettings};
+pub use client::{Broker, Client, PulsarSettings};
 pub use properties::{Properties, PropertyError};
 pub use trace::current_traceparent;
 

@@ -9,7 +9,7 @@ mod tracing;
 use eventstore::outbox;
 use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::consume::{self, Backoff, ConsumerSettings, Handler, HandlerError, Incoming};
-use messaging::{Client, Properties, PulsarSettings};
+use messaging::{Broker, Client, Properties, PulsarSettings};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -40,7 +40,7 @@ impl Fixture {
         .await
         .expect("start pulsar-lite (run bash scripts/setup.sh, which installs it)");
         let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), false))
+            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
                 .await
                 .expect("connect"),
         );
