@@ -237,6 +237,16 @@ impl Campaign {
         self.spent
     }
 
+    /// The associated partners, in id order.
+    pub fn partners(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.partners.iter().copied()
+    }
+
+    /// The associated content, in content id order.
+    pub fn content(&self) -> impl Iterator<Item = &Content> {
+        self.content.values()
+    }
+
     pub fn decide(&self, command: &CampaignCommand) -> Result<Vec<CampaignEvent>, Error> {
         match command {
             CampaignCommand::Create(details) => self.create(details),

@@ -1,0 +1,258 @@
+//! The budget under truly concurrent reservations. Through the broker, one campaign's commands
+//! from different sagas may reach different consumers (they are keyed by saga id); here the
+//! handler runs from many tasks at once, each in its own transaction exactly as the consumer
+//! runner runs it, so the only thing standing between them and an overspent budget is the
+//! campaign stream's expected version.
+
+use super::{association, campaign, database, reservation};
+use campaigns::domain::{Campaign, CampaignCommand};
+use campaigns::handlers::{BudgetReservation, Creation, PartnerAssociation};
+use campaigns::wire::{self, Stored};
+use eventstore::{ExpectedVersion, Outcome};
+use messaging::consume::{Handler, HandlerError, Incoming};
+use messaging::effects::{self, StreamEvents};
+use schemas::commands::ReserveBudget;
+use schemas::events::CampaignsEvent;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const COMMISSION: i64 = 300;
+
+fn incoming<M: schemas::Message>(message: M) -> Incoming<M> {
+    let properties = effects::first_of_flow(Uuid::new_v4(), &message, None, None);
+    Incoming {
+        key: Uuid::new_v4().to_string(),
+        message,
+        properties,
+    }
+}
+
+/// Handles a message as the consumer runner does: begin, record it in the inbox, handle, commit;
+/// a transient failure is retried at once on fresh state. Returns how many attempts lost a race
+/// for the campaign's next version.
+async fn handle_like_the_runner<H: Handler>(
+    pool: &PgPool,
+    handler: &H,
+    message: &Incoming<H::Message>,
+) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conflicts = 0;
+    loop {
+        let mut tx = pool.begin().await.expect("begin");
+        let first = eventstore::record_message(
+            &mut tx,
+            campaigns::SUBSCRIPTION,
+            message.properties.message_id,
+        )
+        .await
+        .expect("inbox");
+        assert!(first, "each message is handled once");
+        match handler.handle(&mut tx, message).await {
+            Ok(()) => {
+                tx.commit().await.expect("commit");
+                return conflicts;
+            }
+            Err(HandlerError::Transient(reason)) => {
+                // Dropping the transaction rolls it back, inbox record included.
+                drop(tx);
+                if reason.contains("the append expected") {
+                    conflicts += 1;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "still failing after a minute: {reason}"
+                );
+            }
+            Err(permanent) => panic!("a reservation failed permanently: {permanent}"),
+        }
+    }
+}
+
+/// A running campaign with room for exactly `room` reservations, and its associated partner.
+async fn running_campaign(pool: &PgPool, room: i64) -> (Uuid, Uuid) {
+    let create = campaign(Uuid::new_v4(), room * COMMISSION, COMMISSION);
+    let id = create.campaign_id;
+    let partner = Uuid::new_v4();
+    handle_like_the_runner(pool, &Creation, &incoming(create)).await;
+    handle_like_the_runner(
+        pool,
+        &PartnerAssociation,
+        &incoming(association(id, partner)),
+    )
+    .await;
+    (id, partner)
+}
+
+/// The amount held after each event of the campaign's stream, in order.
+async fn held_after_each_event(pool: &PgPool, id: Uuid) -> Vec<i64> {
+    let mut conn = pool.acquire().await.expect("connection");
+    let events = eventstore::read_stream(&mut conn, &wire::campaign_stream(id), 1, None)
+        .await
+        .expect("stream");
+    let mut campaign = Campaign::default();
+    let mut held = Vec::new();
+    for event in &events {
+        if let Ok(Some(Stored::Campaign(change))) = wire::stored(event) {
+            campaign.apply(&change);
+        }
+        held.push(campaign.spent());
+    }
+    held
+}
+
+#[sqlx::test(migrations = false)]
+async fn fifty_concurrent_reservations_never_overspend_the_budget(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    const ATTEMPTS: usize = 50;
+    const ROOM: i64 = 12;
+    let pool = database(connect, 16).await;
+    let (id, partner) = running_campaign(&pool, ROOM).await;
+
+    let reservations: Vec<Arc<Incoming<ReserveBudget>>> = (0..ATTEMPTS)
+        .map(|_| Arc::new(incoming(reservation(id, partner))))
+        .collect();
+    let start = Arc::new(Barrier::new(ATTEMPTS));
+    let mut tasks = JoinSet::new();
+    for message in &reservations {
+        let (pool, start, message) = (pool.clone(), start.clone(), message.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            handle_like_the_runner(&pool, &BudgetReservation, &message).await
+        });
+    }
+    let mut conflicts = 0;
+    while let Some(done) = tasks.join_next().await {
+        conflicts += done.expect("reservation task");
+    }
+
+    let mut conn = pool.acquire().await.expect("connection");
+    let (mut succeeded, mut exhausted) = (0, 0);
+    for message in &reservations {
+        let outcome = eventstore::load_outcome(&mut conn, message.properties.message_id)
+            .await
+            .expect("outcome")
+            .expect("every reservation has an outcome");
+        match outcome.outcome {
+            Outcome::Succeeded => succeeded += 1,
+            Outcome::Rejected { code, .. } if code == "budget_exhausted" => exhausted += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    drop(conn);
+    assert_eq!(
+        (succeeded, exhausted),
+        (ROOM, ATTEMPTS as i64 - ROOM),
+        "exactly the budget's room succeeded"
+    );
+    let budget = ROOM * COMMISSION;
+    let held = held_after_each_event(&pool, id).await;
+    assert!(held.iter().all(|h| *h <= budget), "{held:?}");
+    assert_eq!(held.last(), Some(&budget));
+    assert!(
+        conflicts > 0,
+        "no attempt ever lost a race: the test did not exercise concurrency"
+    );
+
+    // The read model agrees, once the global log hands it the last reservation: the log waits for
+    // the cluster's oldest running transaction, so catching up once is not enough.
+    let views = campaigns::projections::CampaignViews;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last_version = held.len() as i64;
+    loop {
+        eventstore::projection::apply_batch(&pool, &views)
+            .await
+            .expect("projection");
+        let version: Option<i64> =
+            sqlx::query_scalar("select version from campaigns where campaign_id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .expect("read model");
+        if version == Some(last_version) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projection stayed at {version:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (reserved, available, held_rows): (i64, i64, i64) = sqlx::query_as(
+        "select reserved, available,
+                (select count(*) from budget_reservations r
+                  where r.campaign_id = c.campaign_id and r.status = 'held')
+           from campaigns c where campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("read model");
+    assert_eq!((reserved, available, held_rows), (budget, 0, ROOM));
+    println!("{ATTEMPTS} concurrent reservations: {conflicts} lost a race and were retried");
+}
+
+/// Negative control: the same concurrent deciders, appending without the expected version,
+/// overspend. Every task reads the campaign before any of them appends (the barrier makes the
+/// race certain), so each decides there is room.
+#[sqlx::test(migrations = false)]
+async fn without_the_expected_version_concurrent_reservations_overspend(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    const ATTEMPTS: usize = 8;
+    const ROOM: i64 = 3;
+    let pool = database(connect, ATTEMPTS as u32 + 2).await;
+    let (id, partner) = running_campaign(&pool, ROOM).await;
+    let decided = Arc::new(Barrier::new(ATTEMPTS));
+    let mut tasks = JoinSet::new();
+    for _ in 0..ATTEMPTS {
+        let (pool, decided) = (pool.clone(), decided.clone());
+        let message = incoming(reservation(id, partner));
+        tasks.spawn(async move {
+            let mut tx = pool.begin().await.expect("begin");
+            let stream_id = wire::campaign_stream(id);
+            let events = eventstore::read_stream(&mut tx, &stream_id, 1, None)
+                .await
+                .expect("stream");
+            let mut campaign = Campaign::default();
+            for event in &events {
+                if let Ok(Some(Stored::Campaign(change))) = wire::stored(event) {
+                    campaign.apply(&change);
+                }
+            }
+            let command: CampaignCommand = wire::reserve_budget(&message.message);
+            let decision = campaign.decide(&command).expect("room, as far as it knows");
+            decided.wait().await;
+            let streams = [StreamEvents {
+                stream_id: &stream_id,
+                stream_type: "campaign",
+                expected: ExpectedVersion::Any,
+                events: decision
+                    .iter()
+                    .map(wire::campaign_event)
+                    .collect::<Vec<CampaignsEvent>>(),
+            }];
+            effects::commit_events(&mut tx, &message.properties, &id.to_string(), &streams)
+                .await
+                .expect("append");
+            tx.commit().await.expect("commit");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("reservation task");
+    }
+    let held = held_after_each_event(&pool, id).await;
+    assert_eq!(
+        held.last(),
+        Some(&(ATTEMPTS as i64 * COMMISSION)),
+        "every stale decision was appended"
+    );
+    assert!(held.iter().any(|h| *h > ROOM * COMMISSION), "{held:?}");
+}
