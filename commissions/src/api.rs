@@ -1,0 +1,178 @@
+//! Commissions' internal query API: one commission, a partner's commissions and totals, a
+//! campaign's totals, and the event store's routes (streams, the global log, command outcomes).
+//! Every error, a malformed path or query included, is problem+json.
+
+use crate::wire;
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use eventstore::api::Problem;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const MAX_PAGE: i64 = 1000;
+const STATUSES: [&str; 3] = ["assigned", "reversed", "voided"];
+
+pub fn router(pool: PgPool) -> axum::Router {
+    axum::Router::new()
+        .route("/commissions/{id}", get(commission))
+        .route("/partners/{id}/commissions", get(partner_commissions))
+        .route("/partners/{id}/balance", get(partner_balance))
+        .route("/campaigns/{id}/commissions/summary", get(campaign_summary))
+        .with_state(pool.clone())
+        .merge(eventstore::api::routes(pool, wire::json))
+}
+
+/// The query of a route that takes none: any field is unknown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn internal(error: impl Into<eventstore::Error>) -> Problem {
+    Problem::from(error.into())
+}
+
+fn id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Problem> {
+    path.map(|Path(id)| id)
+        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+}
+
+async fn commission(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+    no_query: Result<Query<NoQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let id = id(path)?;
+    query(no_query)?;
+    let row: Option<Value> = sqlx::query_scalar(
+        "select to_jsonb(c) - 'position' from commissions c where commission_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await
+    .map_err(internal)?;
+    row.map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no commission {id}")))
+}
+
+/// A partner's commissions in the order they were recorded, a page at a time; `next` is null on
+/// the last page.
+async fn partner_commissions(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let partner_id = id(path)?;
+    let list = query(list)?;
+    let limit = list.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    if let Some(status) = list.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(Problem::bad_request(format!(
+            "status must be one of {}, got {status:?}",
+            STATUSES.join(", ")
+        )));
+    }
+    // One row more than the page tells whether another page follows.
+    let mut rows: Vec<(i64, Value)> = sqlx::query_as(
+        "select position, to_jsonb(c) - 'position' from commissions c
+          where partner_id = $1 and ($2::text is null or status = $2) and position > $3
+          order by position limit $4",
+    )
+    .bind(partner_id)
+    .bind(list.status)
+    .bind(list.after.unwrap_or(0))
+    .bind(limit + 1)
+    .fetch_all(&pool)
+    .await
+    .map_err(internal)?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = if more {
+        rows.last().map(|(position, _)| *position)
+    } else {
+        None
+    };
+    let commissions: Vec<Value> = rows.into_iter().map(|(_, row)| row).collect();
+    Ok(Json(json!({
+        "partner_id": partner_id,
+        "commissions": commissions,
+        "next": next,
+    })))
+}
+
+/// The totals of one partner or campaign: counts over all currencies, amounts per currency.
+/// `table` and `key` are one of the totals tables and its id column.
+async fn totals(
+    pool: &PgPool,
+    table: &'static str,
+    key: &'static str,
+    id: Uuid,
+) -> Result<Json<Value>, Problem> {
+    let sql = format!(
+        "select jsonb_build_object(
+                '{key}', $1::uuid,
+                'commissions', coalesce(sum(assigned_count), 0)::bigint,
+                'reversed_commissions', coalesce(sum(reversed_count), 0)::bigint,
+                'currencies', coalesce(jsonb_agg(jsonb_build_object(
+                    'currency', currency, 'assigned', assigned, 'reversed', reversed,
+                    'net', assigned - reversed, 'assigned_count', assigned_count,
+                    'reversed_count', reversed_count) order by currency), '[]'::jsonb))
+           from {table} where {key} = $1"
+    );
+    let totals: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(internal)?;
+    Ok(Json(totals))
+}
+
+/// What a partner was assigned and what was reversed, per currency. Payments owns what was paid;
+/// the partner's balance is `net` minus that.
+async fn partner_balance(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+    no_query: Result<Query<NoQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let partner_id = id(path)?;
+    query(no_query)?;
+    totals(&pool, "partner_balances", "partner_id", partner_id).await
+}
+
+async fn campaign_summary(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+    no_query: Result<Query<NoQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let campaign_id = id(path)?;
+    query(no_query)?;
+    totals(
+        &pool,
+        "campaign_commission_stats",
+        "campaign_id",
+        campaign_id,
+    )
+    .await
+}

@@ -1,0 +1,173 @@
+//! Commissions' read models: each commission with its status, each partner's totals assigned and
+//! reversed per currency, and each campaign's. All are fed from the service's global log by one
+//! projection and can be rebuilt from zero. What was paid is not here: payments owns it, and the
+//! BFF subtracts it from a partner's totals.
+
+use crate::domain::{Assignment, CommissionEvent, Money};
+use crate::wire;
+use eventstore::projection::Projection;
+use eventstore::{Error, RecordedEvent};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The `commissions`, `partner_balances` and `campaign_commission_stats` tables.
+#[derive(Debug, Default)]
+pub struct CommissionViews;
+
+/// Which totals a commission counts in.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Assigned,
+    Reversed,
+}
+
+impl Side {
+    /// The amount and count columns of both totals tables.
+    fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Side::Assigned => ("assigned", "assigned_count"),
+            Side::Reversed => ("reversed", "reversed_count"),
+        }
+    }
+}
+
+async fn assigned(
+    tx: &mut PgConnection,
+    a: &Assignment,
+    event: &RecordedEvent,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into commissions (commission_id, campaign_id, partner_id, tracking_id, amount, currency,
+                                  status, assigned_at, updated_at, position)
+         values ($1, $2, $3, $4, $5, $6, 'assigned', $7, $7, $8)",
+    )
+    .bind(a.commission_id)
+    .bind(a.campaign_id)
+    .bind(a.partner_id)
+    .bind(a.tracking_id)
+    .bind(a.amount.amount)
+    .bind(&a.amount.currency)
+    .bind(event.recorded_at)
+    .bind(event.position)
+    .execute(&mut *tx)
+    .await?;
+    add(tx, a.partner_id, a.campaign_id, &a.amount, Side::Assigned).await
+}
+
+async fn reversed(
+    tx: &mut PgConnection,
+    commission_id: Uuid,
+    reason: &str,
+    at: OffsetDateTime,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update commissions set status = 'reversed', reason = $2, reversed_at = $3, updated_at = $3
+          where commission_id = $1",
+    )
+    .bind(commission_id)
+    .bind(reason)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn voided(
+    tx: &mut PgConnection,
+    commission_id: Uuid,
+    reason: &str,
+    event: &RecordedEvent,
+) -> Result<(), Error> {
+    sqlx::query(
+        "insert into commissions (commission_id, status, reason, reversed_at, updated_at, position)
+         values ($1, 'voided', $2, $3, $3, $4)",
+    )
+    .bind(commission_id)
+    .bind(reason)
+    .bind(event.recorded_at)
+    .bind(event.position)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds one commission of `amount` to one side of its partner's and its campaign's totals.
+async fn add(
+    tx: &mut PgConnection,
+    partner_id: Uuid,
+    campaign_id: Uuid,
+    amount: &Money,
+    side: Side,
+) -> Result<(), Error> {
+    let (sum, count) = side.columns();
+    let sql = format!(
+        "with partner as (
+             insert into partner_balances (partner_id, currency, {sum}, {count}) values ($1, $3, $4, 1)
+             on conflict (partner_id, currency) do update
+                set {sum} = partner_balances.{sum} + excluded.{sum},
+                    {count} = partner_balances.{count} + 1
+         )
+         insert into campaign_commission_stats (campaign_id, currency, {sum}, {count}) values ($2, $3, $4, 1)
+         on conflict (campaign_id, currency) do update
+            set {sum} = campaign_commission_stats.{sum} + excluded.{sum},
+                {count} = campaign_commission_stats.{count} + 1"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(partner_id)
+        .bind(campaign_id)
+        .bind(&amount.currency)
+        .bind(amount.amount)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+impl Projection for CommissionViews {
+    fn name(&self) -> &'static str {
+        "commission-views"
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
+        let Ok(Some(change)) = wire::stored(event) else {
+            return Ok(());
+        };
+        match &change {
+            CommissionEvent::Assigned(a) => assigned(tx, a, event).await,
+            CommissionEvent::Reversed {
+                commission_id,
+                campaign_id,
+                partner_id,
+                amount,
+                reason,
+            } => {
+                reversed(tx, *commission_id, reason, event.recorded_at).await?;
+                add(tx, *partner_id, *campaign_id, amount, Side::Reversed).await
+            }
+            CommissionEvent::Voided {
+                commission_id,
+                reason,
+            } => voided(tx, *commission_id, reason, event).await,
+        }
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), Error> {
+        sqlx::raw_sql("truncate commissions, partner_balances, campaign_commission_stats")
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, conn: &mut PgConnection) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "select c::text from (select * from commissions order by commission_id) c
+             union all
+             select p::text from (select * from partner_balances order by partner_id, currency) p
+             union all
+             select s::text from (select * from campaign_commission_stats
+                                   order by campaign_id, currency) s",
+        )
+        .fetch_all(conn)
+        .await?)
+    }
+}

@@ -1,0 +1,128 @@
+//! The only place commissions' domain meets the wire: commands from Avro into domain commands, and
+//! domain events into `commissions-events` records (which are also the event store's payloads)
+//! and back. Upcasting happens here, by Avro schema resolution from a stored event's schema
+//! version.
+
+use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule, Money};
+use eventstore::RecordedEvent;
+use schemas::Message;
+use schemas::commands::{AssignCommission, ReverseCommission};
+use schemas::events::{CommissionAssigned, CommissionReversed, CommissionVoided, CommissionsEvent};
+use schemas::values;
+
+pub fn assign(command: &AssignCommission) -> CommissionCommand {
+    CommissionCommand::Assign {
+        commission_id: command.commission_id,
+        campaign_id: command.campaign_id,
+        partner_id: command.partner_id,
+        tracking_id: command.tracking_id,
+        rule: rule(command.rule),
+        order_amount: command.order_amount.clone().map(money),
+        currency: command.currency.clone(),
+    }
+}
+
+pub fn reverse(command: &ReverseCommission) -> CommissionCommand {
+    CommissionCommand::Reverse {
+        commission_id: command.commission_id,
+        reason: command.reason.clone(),
+    }
+}
+
+fn rule(rule: values::CommissionRule) -> CommissionRule {
+    match rule {
+        values::CommissionRule::Fixed { amount } => CommissionRule::Fixed { amount },
+        values::CommissionRule::Percent { basis_points } => {
+            CommissionRule::Percent { basis_points }
+        }
+    }
+}
+
+fn money(money: values::Money) -> Money {
+    Money::new(money.amount, money.currency)
+}
+
+fn wire_money(money: &Money) -> values::Money {
+    values::Money {
+        amount: money.amount,
+        currency: money.currency.clone(),
+    }
+}
+
+pub fn event(event: &CommissionEvent) -> CommissionsEvent {
+    match event {
+        CommissionEvent::Assigned(a) => CommissionsEvent::CommissionAssigned(CommissionAssigned {
+            commission_id: a.commission_id,
+            campaign_id: a.campaign_id,
+            partner_id: a.partner_id,
+            tracking_id: a.tracking_id,
+            amount: wire_money(&a.amount),
+        }),
+        CommissionEvent::Reversed {
+            commission_id,
+            campaign_id,
+            partner_id,
+            amount,
+            reason,
+        } => CommissionsEvent::CommissionReversed(CommissionReversed {
+            commission_id: *commission_id,
+            campaign_id: *campaign_id,
+            partner_id: *partner_id,
+            amount: wire_money(amount),
+            reason: reason.clone(),
+        }),
+        CommissionEvent::Voided {
+            commission_id,
+            reason,
+        } => CommissionsEvent::CommissionVoided(CommissionVoided {
+            commission_id: *commission_id,
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// Decodes a stored event of `commissions-events` (upcast from its schema version).
+pub fn decode(event: &RecordedEvent) -> Result<CommissionsEvent, schemas::Error> {
+    let version = u32::try_from(event.schema_version).unwrap_or(0);
+    CommissionsEvent::decode_version(&event.payload, version)
+}
+
+/// A stored event as a domain event; replies (rejections) are never stored.
+pub fn stored(event: &RecordedEvent) -> Result<Option<CommissionEvent>, schemas::Error> {
+    Ok(match decode(event)? {
+        CommissionsEvent::CommissionAssigned(a) => Some(CommissionEvent::Assigned(Assignment {
+            commission_id: a.commission_id,
+            campaign_id: a.campaign_id,
+            partner_id: a.partner_id,
+            tracking_id: a.tracking_id,
+            amount: money(a.amount),
+        })),
+        CommissionsEvent::CommissionReversed(r) => Some(CommissionEvent::Reversed {
+            commission_id: r.commission_id,
+            campaign_id: r.campaign_id,
+            partner_id: r.partner_id,
+            amount: money(r.amount),
+            reason: r.reason,
+        }),
+        CommissionsEvent::CommissionVoided(v) => Some(CommissionEvent::Voided {
+            commission_id: v.commission_id,
+            reason: v.reason,
+        }),
+        CommissionsEvent::CommandRejected(_) | CommissionsEvent::CommandAlreadyApplied(_) => None,
+    })
+}
+
+/// The JSON the query API shows for a stored event.
+pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
+    let decoded = decode(event).ok()?;
+    // The union is rendered as its record: the event type is shown beside it.
+    match serde_json::to_value(decoded).ok()? {
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
+        other => Some(other),
+    }
+}
+
+/// The stream of one commission.
+pub fn commission_stream(commission_id: uuid::Uuid) -> String {
+    format!("commission-{commission_id}")
+}
