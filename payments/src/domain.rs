@@ -6,8 +6,8 @@
 //! afterwards: `Complete`, `Fail`, or `RecordOutcomeUnknown` on a timeout. Once an attempt is
 //! recorded, whatever happened next (a timeout, a crash before the answer was recorded), `decide`
 //! refuses another attempt: the outcome is resolved by asking the provider about the key
-//! ([`Payment::needs_resolution`]) and recording its answer; a provider that never saw the key
-//! resolves to `Fail`.
+//! ([`Payment::needs_resolution`]) and recording its answer. A provider that never saw the key is
+//! called again with the same key: it executes a key at most once, so that is no second attempt.
 //!
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.
@@ -87,7 +87,7 @@ pub enum PaymentCommand {
         payment_id: Uuid,
         provider_reference: String,
     },
-    /// The provider refused the payout, or has no record of the attempt.
+    /// The provider refused the payout.
     Fail {
         payment_id: Uuid,
         reason: String,

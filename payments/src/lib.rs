@@ -1,5 +1,110 @@
 //! The `payments` bounded context (SPEC §1 and §4): payouts of commissions through an external
-//! provider, each attempted at most once. Today it holds the pure domain; handlers, the provider
-//! client, projections and the query API follow.
+//! provider, each executed at most once. It consumes `payments-request`, calls the provider from
+//! its payout worker (never inside a consumer's transaction), publishes `payments-events` through
+//! its outbox, and serves its read models over HTTP. `simulator` is the payout provider that
+//! development and tests run against.
 
+pub mod api;
 pub mod domain;
+pub mod handlers;
+pub mod payouts;
+pub mod projections;
+pub mod provider;
+pub mod simulator;
+pub mod wire;
+
+pub use payouts::PayoutSettings;
+
+use messaging::Client;
+use messaging::consume::{self, ConsumerSettings};
+use messaging::relay::{self, RelaySettings};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The subscription (and inbox) name of every payments consumer.
+pub const SUBSCRIPTION: &str = "payments";
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("migrating the payments database failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("event store")]
+    EventStore(#[from] eventstore::Error),
+    #[error("messaging")]
+    Messaging(#[from] messaging::Error),
+    #[error("the payout worker lost its database")]
+    Payouts(#[from] sqlx::Error),
+    #[error("payout provider settings")]
+    Provider(#[from] provider::SetupError),
+    #[error("serving the query API failed")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Creates or upgrades the event store, payments' read models and its payout table.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    eventstore::migrate(pool).await?;
+    sqlx::migrate!().run(pool).await?;
+    Ok(())
+}
+
+/// Runs the service until `shutdown`: its consumer, outbox relay, projection, payout worker and
+/// query API. If any of them fails, the others are stopped and the first error is returned.
+pub async fn run(
+    pool: PgPool,
+    client: Arc<Client>,
+    listener: TcpListener,
+    payouts: PayoutSettings,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)?;
+    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+    let consumer = consume::run(
+        client.clone(),
+        pool.clone(),
+        ConsumerSettings::new(SUBSCRIPTION),
+        Arc::new(handlers::Request),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { Ok(consumer.await?) });
+    let relay = relay::run(
+        client.clone(),
+        pool.clone(),
+        RelaySettings::new(format!("payments-{}", uuid::Uuid::new_v4())),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { Ok(relay.await?) });
+    let (projection_pool, stop) = (pool.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let views = projections::PaymentViews;
+        Ok(eventstore::projection::run(
+            &projection_pool,
+            &views,
+            Duration::from_millis(50),
+            stop.cancelled(),
+        )
+        .await?)
+    });
+    let worker = payouts::run(pool.clone(), provider, payouts, shutdown.clone());
+    tasks.spawn(async move { Ok(worker.await?) });
+    let serve = axum::serve(listener, api::router(pool.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tasks.spawn(async move { Ok(serve.await?) });
+
+    let mut outcome = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let result = done.unwrap_or_else(|panic| Err(Error::Serve(std::io::Error::other(panic))));
+        if let Err(error) = result {
+            tracing::error!(%error, "payments task failed; stopping the service");
+            shutdown.cancel();
+            if outcome.is_ok() {
+                outcome = Err(error);
+            }
+        }
+    }
+    outcome
+}

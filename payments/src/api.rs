@@ -1,0 +1,98 @@
+//! Payments' internal query API: one payment, a partner's payments with what they were paid, and
+//! the event store's routes (streams, the global log, command outcomes).
+
+use crate::wire;
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use eventstore::api::Problem;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const MAX_PAGE: i64 = 1000;
+
+pub fn router(pool: PgPool) -> axum::Router {
+    axum::Router::new()
+        .route("/payments/{id}", get(payment))
+        .route("/partners/{id}/payments", get(partner_payments))
+        .with_state(pool.clone())
+        .merge(eventstore::api::routes(pool, wire::json))
+}
+
+fn internal(error: impl Into<eventstore::Error>) -> Problem {
+    Problem::from(error.into())
+}
+
+fn id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Problem> {
+    path.map(|Path(id)| id)
+        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+}
+
+async fn payment(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<Value>, Problem> {
+    let id = id(path)?;
+    let row: Option<Value> =
+        sqlx::query_scalar("select to_jsonb(p) from payments p where payment_id = $1")
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(internal)?;
+    row.map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no payment {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// A partner's payments, newest first and paged, with the totals paid per currency.
+async fn partner_payments(
+    State(pool): State<PgPool>,
+    path: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let id = id(path)?;
+    let Query(page) = query.map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let offset = page.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(Problem::bad_request("offset must not be negative"));
+    }
+    let payments: Vec<Value> = sqlx::query_scalar(
+        "select to_jsonb(p) from payments p where partner_id = $1
+          order by requested_at desc, payment_id limit $2 offset $3",
+    )
+    .bind(id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&pool)
+    .await
+    .map_err(internal)?;
+    let totals: Vec<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('currency', currency, 'paid_amount', paid_amount,
+                                   'paid_count', paid_count)
+           from partner_payouts where partner_id = $1 order by currency",
+    )
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .map_err(internal)?;
+    Ok(Json(json!({
+        "partner_id": id,
+        "payments": payments,
+        "paid": totals,
+    })))
+}

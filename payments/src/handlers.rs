@@ -1,0 +1,116 @@
+//! The handler of `payments-request`: it runs in the transaction the consumer runner opened (with
+//! the inbox record), decides the request and the payout attempt, and leaves the provider call to
+//! the payout worker through a `payouts_due` row committed with the events. No HTTP happens here.
+
+use crate::domain::{Error, Payment, PaymentCommand};
+use crate::payouts;
+use crate::wire;
+use eventstore::ExpectedVersion;
+use messaging::consume::{Handler, HandlerError, Incoming};
+use messaging::effects::{self, StreamEvents};
+use schemas::commands::RequestPayment;
+use schemas::events::PaymentsEvent;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A payment folded from its stream, and the stream's version.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<(Payment, ExpectedVersion), HandlerError> {
+    let events = eventstore::read_stream(conn, &wire::payment_stream(payment_id), 1, None).await?;
+    let mut payment = Payment::default();
+    for event in &events {
+        let stored = wire::stored(event).map_err(|e| {
+            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
+        })?;
+        if let Some(stored) = stored {
+            payment.apply(&stored);
+        }
+    }
+    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
+        ExpectedVersion::Exact(e.version)
+    });
+    Ok((payment, version))
+}
+
+/// Appends a payment's new events and queues them on `payments-events`, caused by `cause`.
+pub(crate) async fn commit(
+    tx: &mut PgConnection,
+    cause: &messaging::Properties,
+    payment_id: Uuid,
+    expected: ExpectedVersion,
+    events: &[crate::domain::PaymentEvent],
+) -> Result<(), HandlerError> {
+    let stream_id = wire::payment_stream(payment_id);
+    let streams = [StreamEvents {
+        stream_id: &stream_id,
+        stream_type: "payment",
+        expected,
+        events: events.iter().map(wire::payment_event).collect(),
+    }];
+    effects::commit_events(tx, cause, &payment_id.to_string(), &streams).await
+}
+
+/// `payments-request`: records the request and the payout attempt (its idempotency key is the
+/// payment id), and schedules the provider call. A retried request is already applied and
+/// schedules nothing, so a payment is paid out at most once however often it is requested.
+#[derive(Debug, Default)]
+pub struct Request;
+
+impl Handler for Request {
+    type Message = RequestPayment;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<RequestPayment>,
+    ) -> Result<(), HandlerError> {
+        let request = wire::request(&incoming.message);
+        let payment_id = request.payment_id;
+        let key = payment_id.to_string();
+        let (mut payment, version) = load(tx, payment_id).await?;
+        let requested = match payment.decide(&PaymentCommand::Request(request)) {
+            Err(error) => return reject(tx, &incoming.properties, &key, &error).await,
+            Ok(events) if events.is_empty() => {
+                return effects::commit_already_applied(
+                    tx,
+                    &incoming.properties,
+                    &key,
+                    PaymentsEvent::CommandAlreadyApplied,
+                )
+                .await;
+            }
+            Ok(events) => events,
+        };
+        requested.iter().for_each(|event| payment.apply(event));
+        // Attempted in the same transaction as the request: a requested payment always has its
+        // payout scheduled, and once attempted it can only be resolved, never attempted again.
+        let attempted = payment
+            .decide(&PaymentCommand::AttemptPayout { payment_id })
+            .map_err(|error| HandlerError::Permanent {
+                code: error.code().into(),
+                reason: error.to_string(),
+            })?;
+        let events: Vec<_> = requested.into_iter().chain(attempted).collect();
+        commit(tx, &incoming.properties, payment_id, version, &events).await?;
+        payouts::schedule(tx, payment_id, &incoming.properties).await?;
+        Ok(())
+    }
+}
+
+async fn reject(
+    tx: &mut PgConnection,
+    incoming_props: &messaging::Properties,
+    aggregate: &str,
+    error: &Error,
+) -> Result<(), HandlerError> {
+    effects::commit_rejection(
+        tx,
+        incoming_props,
+        aggregate,
+        (error.code(), &error.to_string()),
+        PaymentsEvent::CommandRejected,
+    )
+    .await
+}

@@ -1,0 +1,132 @@
+//! The only place payments' domain meets the wire: `RequestPayment` from Avro into a domain
+//! request, and domain events into `payments-events` records (which are also the event store's
+//! payloads) and back. Upcasting happens here, by Avro schema resolution from a stored event's
+//! schema version.
+
+use crate::domain::{Money, PaymentEvent, PaymentRequest};
+use eventstore::RecordedEvent;
+use schemas::Message;
+use schemas::commands::RequestPayment;
+use schemas::events::{
+    PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted,
+    PayoutOutcomeUnknown,
+};
+use schemas::values;
+use uuid::Uuid;
+
+/// Why a stored event cannot be read back as a domain event.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("stored event undecodable")]
+    Decode(#[from] schemas::Error),
+    #[error("payout of payment {payment_id} has an idempotency key that is not a UUID: {key:?}")]
+    IdempotencyKey { payment_id: Uuid, key: String },
+}
+
+pub fn request(command: &RequestPayment) -> PaymentRequest {
+    PaymentRequest {
+        payment_id: command.payment_id,
+        commission_id: command.commission_id,
+        partner_id: command.partner_id,
+        campaign_id: command.campaign_id,
+        amount: Money::new(command.amount.amount, command.amount.currency.clone()),
+    }
+}
+
+pub fn payment_event(event: &PaymentEvent) -> PaymentsEvent {
+    match event {
+        PaymentEvent::Requested(r) => PaymentsEvent::PaymentRequested(PaymentRequested {
+            payment_id: r.payment_id,
+            commission_id: r.commission_id,
+            campaign_id: r.campaign_id,
+            partner_id: r.partner_id,
+            amount: values::Money {
+                amount: r.amount.amount,
+                currency: r.amount.currency.clone(),
+            },
+        }),
+        PaymentEvent::PayoutAttempted {
+            payment_id,
+            idempotency_key,
+        } => PaymentsEvent::PayoutAttempted(PayoutAttempted {
+            payment_id: *payment_id,
+            idempotency_key: idempotency_key.to_string(),
+        }),
+        PaymentEvent::PayoutOutcomeUnknown { payment_id, reason } => {
+            PaymentsEvent::PayoutOutcomeUnknown(PayoutOutcomeUnknown {
+                payment_id: *payment_id,
+                reason: reason.clone(),
+            })
+        }
+        PaymentEvent::Completed {
+            payment_id,
+            provider_reference,
+        } => PaymentsEvent::PaymentCompleted(PaymentCompleted {
+            payment_id: *payment_id,
+            provider_reference: provider_reference.clone(),
+        }),
+        PaymentEvent::Failed { payment_id, reason } => {
+            PaymentsEvent::PaymentFailed(PaymentFailed {
+                payment_id: *payment_id,
+                reason: reason.clone(),
+            })
+        }
+    }
+}
+
+/// Decodes a stored event of `payments-events` (upcast from its schema version).
+pub fn decode(event: &RecordedEvent) -> Result<PaymentsEvent, schemas::Error> {
+    let version = u32::try_from(event.schema_version).unwrap_or(0);
+    PaymentsEvent::decode_version(&event.payload, version)
+}
+
+/// A stored event as a domain event; replies (rejections) are never stored.
+pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
+    Ok(match decode(event)? {
+        PaymentsEvent::PaymentRequested(r) => Some(PaymentEvent::Requested(PaymentRequest {
+            payment_id: r.payment_id,
+            commission_id: r.commission_id,
+            partner_id: r.partner_id,
+            campaign_id: r.campaign_id,
+            amount: Money::new(r.amount.amount, r.amount.currency),
+        })),
+        PaymentsEvent::PayoutAttempted(a) => Some(PaymentEvent::PayoutAttempted {
+            payment_id: a.payment_id,
+            idempotency_key: a
+                .idempotency_key
+                .parse()
+                .map_err(|_| Error::IdempotencyKey {
+                    payment_id: a.payment_id,
+                    key: a.idempotency_key.clone(),
+                })?,
+        }),
+        PaymentsEvent::PayoutOutcomeUnknown(u) => Some(PaymentEvent::PayoutOutcomeUnknown {
+            payment_id: u.payment_id,
+            reason: u.reason,
+        }),
+        PaymentsEvent::PaymentCompleted(c) => Some(PaymentEvent::Completed {
+            payment_id: c.payment_id,
+            provider_reference: c.provider_reference,
+        }),
+        PaymentsEvent::PaymentFailed(f) => Some(PaymentEvent::Failed {
+            payment_id: f.payment_id,
+            reason: f.reason,
+        }),
+        PaymentsEvent::CommandRejected(_) | PaymentsEvent::CommandAlreadyApplied(_) => None,
+    })
+}
+
+/// The JSON the query API shows for a stored event.
+pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
+    let decoded = decode(event).ok()?;
+    // The union is rendered as its record: the event type is shown beside it.
+    match serde_json::to_value(decoded).ok()? {
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
+        other => Some(other),
+    }
+}
+
+/// The stream of one payment.
+pub fn payment_stream(payment_id: Uuid) -> String {
+    format!("payment-{payment_id}")
+}

@@ -1,0 +1,241 @@
+//! The payments service end to end: commands published to the real broker (pulsar-lite behind the
+//! proxy), handled against the real PostgreSQL, paid out through the payout-provider simulator
+//! over HTTP, and read back over the service's query API.
+
+// Named for the crate: `#[sqlx::test]` names its database after the test path, which must not
+// collide with another crate's test run at the same time.
+mod payment_flows;
+
+use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::consume::Backoff;
+use messaging::effects;
+use messaging::{Broker, Client, PulsarSettings};
+use payments::PayoutSettings;
+use payments::provider::Provider;
+use payments::simulator::{self, SimulatorRules, Stats};
+use schemas::Message;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The service's provider timeout. Generous, so that a loaded machine does not time out an
+/// ordinary call; the simulator's slow answers take longer still.
+const TIMEOUT: Duration = Duration::from_secs(2);
+const SLOW_DELAY: Duration = Duration::from_secs(3);
+
+/// The payout-provider simulator on a free port.
+struct Simulator {
+    base: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Simulator {
+    async fn start() -> Simulator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let rules = SimulatorRules {
+            slow_delay: SLOW_DELAY,
+        };
+        let task = tokio::spawn(simulator::serve(listener, rules, shutdown.clone()));
+        Simulator {
+            base,
+            http: reqwest::Client::new(),
+            shutdown,
+            task,
+        }
+    }
+
+    /// A client of the simulator, as the service builds it.
+    fn provider(&self) -> Provider {
+        Provider::new(&self.base, TIMEOUT).expect("provider")
+    }
+
+    async fn stats(&self) -> Stats {
+        self.http
+            .get(format!("{}/stats", self.base))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats body")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("simulator task").expect("simulator");
+    }
+}
+
+/// A fresh, migrated payments database.
+async fn database(connect: PgConnectOptions) -> PgPool {
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with(connect)
+        .await
+        .expect("database");
+    payments::migrate(&pool).await.expect("migrate");
+    pool
+}
+
+/// The payments service running on its own broker and database, with its API on a free port and
+/// its payouts going to its own simulator.
+struct Service {
+    _broker: LocalBroker,
+    client: Arc<Client>,
+    pool: PgPool,
+    base: String,
+    http: reqwest::Client,
+    simulator: Simulator,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), payments::Error>>,
+}
+
+impl Service {
+    async fn start(connect: PgConnectOptions) -> Service {
+        let simulator = Simulator::start().await;
+        Service::start_with(database(connect).await, simulator).await
+    }
+
+    /// Starts the service on a database and simulator prepared by the test.
+    async fn start_with(pool: PgPool, simulator: Simulator) -> Service {
+        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("broker-{}", Uuid::new_v4()));
+        let broker = LocalBroker::start(&PulsarLiteSettings {
+            binary: None,
+            data_dir,
+        })
+        .await
+        .expect("pulsar-lite");
+        let client = Arc::new(
+            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
+                .await
+                .expect("connect"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let payouts = PayoutSettings {
+            timeout: TIMEOUT,
+            backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(1),
+            },
+            poll: Duration::from_millis(25),
+            ..PayoutSettings::new(simulator.base.clone())
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(payments::run(
+            pool.clone(),
+            client.clone(),
+            listener,
+            payouts,
+            shutdown.clone(),
+        ));
+        Service {
+            _broker: broker,
+            client,
+            pool,
+            base,
+            http: reqwest::Client::new(),
+            simulator,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Publishes a command as a client would; returns its message id.
+    async fn send<M: Message>(&self, key: Uuid, command: &M) -> Uuid {
+        let id = Uuid::new_v4();
+        self.send_as(id, key, command).await;
+        id
+    }
+
+    async fn send_as<M: Message>(&self, id: Uuid, key: Uuid, command: &M) {
+        let properties =
+            effects::first_of_flow(id, command, Some("partner-1".into()), Some("test".into()));
+        let message = effects::outgoing(command, &key.to_string(), &properties).expect("encode");
+        self.client.publish(&message).await.expect("publish");
+    }
+
+    async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `path` until `done` holds for its JSON, or fails after a deadline.
+    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(path).await;
+            if status.is_success() && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never got there; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn outcome(&self, command: Uuid) -> Value {
+        self.wait_for(&format!("/commands/{command}"), |b| {
+            b["status"] != "pending"
+        })
+        .await
+    }
+
+    /// The payment's view once it has reached `status`.
+    async fn payment(&self, payment_id: Uuid, status: &str) -> Value {
+        self.wait_for(&format!("/payments/{payment_id}"), |b| {
+            b["status"] == status
+        })
+        .await
+    }
+
+    /// The event types of a payment's stream, in order.
+    async fn history(&self, payment_id: Uuid) -> Vec<String> {
+        let (_, events) = self.get(&format!("/streams/payment-{payment_id}")).await;
+        events
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Payouts the worker still has to call the provider for.
+    async fn payouts_due(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from payouts_due")
+            .fetch_one(&self.pool)
+            .await
+            .expect("payouts_due")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("service task").expect("service");
+        self.simulator.stop().await;
+    }
+}
