@@ -24,38 +24,91 @@ struct Cli {
 /// The services with a database and a query API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Service {
+    Campaigns,
     Tracking,
+    Commissions,
+    Payments,
+    Sagas,
 }
 
 impl Service {
-    pub const ALL: [Service; 1] = [Service::Tracking];
+    pub const ALL: [Service; 4] = [
+        Service::Tracking,
+        Service::Commissions,
+        Service::Payments,
+        Service::Sagas,
+    ];
 
     /// The service's database name, and its query API's default address.
     pub fn name(self) -> &'static str {
         match self {
+            Service::Campaigns => "campaigns",
             Service::Tracking => "tracking",
+            Service::Commissions => "commissions",
+            Service::Payments => "payments",
+            Service::Sagas => "sagas",
         }
     }
 
     pub fn default_listen(self) -> SocketAddr {
         let port = match self {
+            Service::Campaigns => 7101,
             Service::Tracking => 7102,
+            Service::Commissions => 7103,
+            Service::Payments => 7104,
+            Service::Sagas => 7105,
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 }
 
+/// What `serve` can run: a service, or the payout-provider simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Process {
+    Campaigns,
+    Tracking,
+    Commissions,
+    Payments,
+    Sagas,
+    PayoutSim,
+}
+
+impl Process {
+    fn service(self) -> Option<Service> {
+        match self {
+            Process::Campaigns => Some(Service::Campaigns),
+            Process::Tracking => Some(Service::Tracking),
+            Process::Commissions => Some(Service::Commissions),
+            Process::Payments => Some(Service::Payments),
+            Process::Sagas => Some(Service::Sagas),
+            Process::PayoutSim => None,
+        }
+    }
+}
+
+/// The payout-provider simulator's default address.
+pub const PAYOUT_SIM_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7199);
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one service: its consumers, outbox relay, projections and query API.
+    /// Run one process: a service (its consumers, outbox relay, projections and query API), or
+    /// the payout-provider simulator.
     Serve {
-        service: Service,
+        process: Process,
         /// Where the query API listens (default: the service's port on 127.0.0.1).
         #[arg(long, env = "PULSAGA_LISTEN")]
         listen: Option<SocketAddr>,
         /// The service's database (default: named after the service).
         #[arg(long, env = "PULSAGA_DATABASE")]
         database: Option<String>,
+        /// The payout provider the payments service calls.
+        #[arg(
+            long,
+            env = "PAYOUT_PROVIDER_URL",
+            default_value = "http://127.0.0.1:7199"
+        )]
+        payout_provider_url: String,
         #[command(flatten)]
         infrastructure: Infrastructure,
     },
@@ -84,20 +137,26 @@ async fn main() -> ExitCode {
     settings::init_logging();
     let result = match cli.command {
         Command::Serve {
-            service,
+            process,
             listen,
             database,
+            payout_provider_url,
             infrastructure,
-        } => {
-            let database = database.as_deref().unwrap_or(service.name());
-            serve::serve(
-                service,
-                database,
-                listen.unwrap_or(service.default_listen()),
-                &infrastructure,
-            )
-            .await
-        }
+        } => match process.service() {
+            Some(service) => {
+                let database = database.as_deref().unwrap_or(service.name());
+                let listen = listen.unwrap_or(service.default_listen());
+                serve::serve(
+                    service,
+                    database,
+                    listen,
+                    &payout_provider_url,
+                    &infrastructure,
+                )
+                .await
+            }
+            None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
+        },
         Command::Migrate { infrastructure } => serve::migrate_all(&infrastructure).await,
         Command::Replay {
             service,

@@ -18,6 +18,16 @@ pub async fn replay(
     let mut differ = Vec::new();
     let mut found = false;
     match service {
+        Service::Campaigns => {
+            rebuild_one(
+                &pool,
+                &campaigns::projections::CampaignViews,
+                only,
+                &mut found,
+                &mut differ,
+            )
+            .await?;
+        }
         Service::Tracking => {
             rebuild_one(
                 &pool,
@@ -28,6 +38,29 @@ pub async fn replay(
             )
             .await?;
         }
+        Service::Commissions => {
+            rebuild_one(
+                &pool,
+                &commissions::projections::CommissionViews,
+                only,
+                &mut found,
+                &mut differ,
+            )
+            .await?;
+        }
+        Service::Payments => {
+            rebuild_one(
+                &pool,
+                &payments::projections::PaymentViews,
+                only,
+                &mut found,
+                &mut differ,
+            )
+            .await?;
+        }
+        // The coordinator keeps its saga rows in the transactions that append to the logs: it
+        // has no projection to rebuild.
+        Service::Sagas => {}
     }
     if !found {
         bail!(

@@ -19,7 +19,13 @@ pub async fn database(
 ) -> anyhow::Result<PgPool> {
     let pool = infrastructure.database(name, 16).await?;
     match service {
-        Service::Tracking => tracking::migrate(&pool).await,
+        Service::Campaigns => campaigns::migrate(&pool).await.map_err(anyhow::Error::from),
+        Service::Tracking => tracking::migrate(&pool).await.map_err(anyhow::Error::from),
+        Service::Commissions => commissions::migrate(&pool)
+            .await
+            .map_err(anyhow::Error::from),
+        Service::Payments => payments::migrate(&pool).await.map_err(anyhow::Error::from),
+        Service::Sagas => sagas::migrate(&pool).await.map_err(anyhow::Error::from),
     }
     .with_context(|| format!("migrating {}", service.name()))?;
     Ok(pool)
@@ -40,6 +46,7 @@ pub async fn serve(
     service: Service,
     database_name: &str,
     listen: SocketAddr,
+    payout_provider_url: &str,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
     let pool = database(service, database_name, infrastructure).await?;
@@ -54,11 +61,43 @@ pub async fn serve(
     let shutdown = stop_on_signal();
     tracing::info!(service = service.name(), address = %listener.local_addr()?, "serving");
     let run = match service {
-        Service::Tracking => tracking::run(pool.clone(), client.clone(), listener, shutdown).await,
+        Service::Campaigns => campaigns::run(pool.clone(), client.clone(), listener, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        Service::Tracking => tracking::run(pool.clone(), client.clone(), listener, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        Service::Commissions => commissions::run(pool.clone(), client.clone(), listener, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        Service::Payments => {
+            let payouts = payments::PayoutSettings::new(payout_provider_url);
+            payments::run(pool.clone(), client.clone(), listener, payouts, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        Service::Sagas => sagas::run(pool.clone(), client.clone(), listener, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
     };
     client.close().await;
     pool.close().await;
     run.with_context(|| format!("{} stopped", service.name()))
+}
+
+/// The payout-provider simulator (see `payments::simulator` for its deterministic rules).
+pub async fn payout_simulator(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "payout simulator serving");
+    payments::simulator::serve(
+        listener,
+        payments::simulator::SimulatorRules::default(),
+        stop_on_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A token cancelled by Ctrl-C or SIGTERM: the process then stops receiving, finishes what it

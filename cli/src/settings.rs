@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use messaging::PulsarSettings;
+use messaging::{Broker, PulsarSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
@@ -25,9 +25,16 @@ pub struct Infrastructure {
     pub pulsar_tenant: String,
     #[arg(long, env = "PULSAR_NAMESPACE", default_value = "default")]
     pub pulsar_namespace: String,
-    /// Register topic schemas with the broker: on for Apache Pulsar, off for pulsar-lite.
-    #[arg(long, env = "PULSAR_REGISTER_SCHEMAS", default_value_t = false)]
-    pub register_schemas: bool,
+    /// Which broker `PULSAR_URL` points at: Apache Pulsar gets the topic schemas registered;
+    /// pulsar-lite gets the workarounds for its gaps.
+    #[arg(long, env = "PULSAR_BROKER", value_enum, default_value_t = BrokerKind::PulsarLite)]
+    pub pulsar_broker: BrokerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerKind {
+    ApachePulsar,
+    PulsarLite,
 }
 
 impl Infrastructure {
@@ -35,7 +42,13 @@ impl Infrastructure {
         PulsarSettings {
             tenant: self.pulsar_tenant.clone(),
             namespace: self.pulsar_namespace.clone(),
-            ..PulsarSettings::new(self.pulsar_url.clone(), self.register_schemas)
+            ..PulsarSettings::new(
+                self.pulsar_url.clone(),
+                match self.pulsar_broker {
+                    BrokerKind::ApachePulsar => Broker::ApachePulsar,
+                    BrokerKind::PulsarLite => Broker::PulsarLite,
+                },
+            )
         }
     }
 

@@ -122,6 +122,49 @@ fn a_forbidden_edge_is_reported() {
     );
 }
 
+/// Integration-test targets that share a name with another crate's. `#[sqlx::test]` names a
+/// test's database after its module path, which starts with the target name; two crates with
+/// `tests/it` and a test at the same path would share (and break) one database.
+fn shared_test_target_names(metadata: &Value) -> Vec<String> {
+    let mut names: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    let mut shared: Vec<String> = names
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+        .collect();
+    shared.dedup();
+    shared
+}
+
+#[test]
+fn integration_test_targets_have_workspace_unique_names() {
+    assert_eq!(
+        shared_test_target_names(&cargo_metadata()),
+        Vec::<String>::new()
+    );
+    let clash = serde_json::json!({ "packages": [
+        { "targets": [{ "name": "it", "kind": ["test"] }, { "name": "a", "kind": ["lib"] }] },
+        { "targets": [{ "name": "it", "kind": ["test"] }, { "name": "a", "kind": ["lib"] }] },
+    ]});
+    assert_eq!(
+        shared_test_target_names(&clash),
+        ["it"],
+        "the check can fail"
+    );
+}
+
 /// The Rust files under `dir` whose first line is not a `//!` line.
 fn files_without_purpose(dir: &Path) -> Vec<PathBuf> {
     let mut missing = Vec::new();

@@ -2,12 +2,12 @@
 
 use super::{Database, broker, free_address, serve, wait_for};
 use messaging::effects;
-use messaging::{Client, PulsarSettings};
+use messaging::{Broker, Client, PulsarSettings};
 use schemas::commands::RecordTrackingEvent;
 use schemas::values::TrackingKind;
 use uuid::Uuid;
 
-const COMMANDS: usize = 300;
+const COMMANDS: usize = 5_000;
 
 #[tokio::test]
 async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
@@ -18,7 +18,7 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let base = format!("http://{listen}");
     wait_for(&format!("{base}/events"), |_| true).await;
 
-    let client = Client::connect(PulsarSettings::new(broker.url(), false))
+    let client = Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
         .await
         .expect("client");
     let campaign = Uuid::new_v4();

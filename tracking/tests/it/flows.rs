@@ -246,6 +246,8 @@ async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: Pg
         };
         last = service.send(record.tracking_id, &record).await;
         if n == 3 {
+            // Topics carry no order between them: confirm once the recording is in, as a saga does.
+            service.outcome(last).await;
             service
                 .send(
                     record.tracking_id,

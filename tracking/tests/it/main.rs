@@ -5,7 +5,7 @@ mod flows;
 
 use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::effects;
-use messaging::{Client, PulsarSettings};
+use messaging::{Broker, Client, PulsarSettings};
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -38,7 +38,7 @@ impl Service {
         .await
         .expect("pulsar-lite");
         let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), false))
+            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
                 .await
                 .expect("connect"),
         );
