@@ -170,7 +170,9 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let topic = H::Message::TOPIC;
-    let mut consumer = subscribe(&client, topic.name, &settings.subscription).await?;
+    let Some(mut consumer) = subscribe(&client, topic.name, &settings, &shutdown).await else {
+        return Ok(());
+    };
     let idle_resubscribe = client.settings.broker.idle_resubscribe();
     let mut idle_check =
         tokio::time::interval(idle_resubscribe.unwrap_or(Duration::from_secs(3600)) / 2);
@@ -225,7 +227,10 @@ pub async fn run<H: Handler>(
                     if let Err(error) = consumer.close().await {
                         tracing::debug!(%error, "closing the idle consumer failed");
                     }
-                    consumer = subscribe(&worker.client, topic.name, &worker.settings.subscription).await?;
+                    match subscribe(&worker.client, topic.name, &worker.settings, &shutdown).await {
+                        Some(fresh) => consumer = fresh,
+                        None => break,
+                    }
                     last_activity = tokio::time::Instant::now();
                 }
             }
@@ -256,24 +261,42 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
+/// Subscribes, retrying with growing delays while the broker refuses; `None` once `shutdown`
+/// fires first.
 async fn subscribe(
     client: &Client,
     topic: &str,
-    subscription: &str,
-) -> Result<Consumer<Vec<u8>, TokioExecutor>, Error> {
-    Ok(client
-        .pulsar
-        .consumer()
-        .with_topic(client.settings.topic(topic))
-        .with_subscription(subscription.to_owned())
-        .with_subscription_type(SubType::KeyShared)
-        .with_options(ConsumerOptions {
-            initial_position: InitialPosition::Earliest,
-            durable: Some(true),
-            ..ConsumerOptions::default()
-        })
-        .build()
-        .await?)
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
+    let mut attempt = 1;
+    loop {
+        let built = client
+            .pulsar
+            .consumer()
+            .with_topic(client.settings.topic(topic))
+            .with_subscription(settings.subscription.clone())
+            .with_subscription_type(SubType::KeyShared)
+            .with_options(ConsumerOptions {
+                initial_position: InitialPosition::Earliest,
+                durable: Some(true),
+                ..ConsumerOptions::default()
+            })
+            .build()
+            .await;
+        match built {
+            Ok(consumer) => return Some(consumer),
+            Err(error) => {
+                let delay = settings.backoff.delay(attempt);
+                tracing::warn!(%topic, error = %crate::error_chain(&error), ?delay, "subscribing failed; trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                attempt += 1;
+            }
+        }
+    }
 }
 
 struct Worker<H> {

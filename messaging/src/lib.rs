@@ -7,6 +7,7 @@ pub mod broker;
 mod client;
 pub mod consume;
 pub mod effects;
+pub mod host;
 mod properties;
 pub mod proxy;
 pub mod relay;

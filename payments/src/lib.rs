@@ -16,13 +16,10 @@ pub mod wire;
 pub use payouts::PayoutSettings;
 
 use messaging::Client;
-use messaging::consume::{self, ConsumerSettings};
-use messaging::relay::{self, RelaySettings};
+use messaging::host::Tasks;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of every payments consumer.
@@ -62,49 +59,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)?;
-    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
-    let consumer = consume::run(
-        client.clone(),
-        pool.clone(),
-        ConsumerSettings::new(SUBSCRIPTION),
-        Arc::new(handlers::Request),
-        shutdown.clone(),
-    );
-    tasks.spawn(async move { Ok(consumer.await?) });
-    let relay = relay::run(
-        client.clone(),
-        pool.clone(),
-        RelaySettings::new(format!("payments-{}", uuid::Uuid::new_v4())),
-        shutdown.clone(),
-    );
-    tasks.spawn(async move { Ok(relay.await?) });
-    let (projection_pool, stop) = (pool.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        let views = projections::PaymentViews;
-        Ok(eventstore::projection::run(
-            &projection_pool,
-            &views,
-            Duration::from_millis(50),
-            stop.cancelled(),
-        )
-        .await?)
-    });
     let worker = payouts::run(pool.clone(), provider, payouts, shutdown.clone());
-    tasks.spawn(async move { Ok(worker.await?) });
     let serve = axum::serve(listener, api::router(pool.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tasks.spawn(async move { Ok(serve.await?) });
-
-    let mut outcome = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let result = done.unwrap_or_else(|panic| Err(Error::Serve(std::io::Error::other(panic))));
-        if let Err(error) = result {
-            tracing::error!(%error, "payments task failed; stopping the service");
-            shutdown.cancel();
-            if outcome.is_ok() {
-                outcome = Err(error);
-            }
-        }
-    }
-    outcome
+    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    tasks
+        .consume(handlers::Request)
+        .relay()
+        .project(projections::PaymentViews)
+        .spawn(async move { Ok(worker.await?) })
+        .spawn(async move { Ok(serve.await?) });
+    tasks.join().await
 }

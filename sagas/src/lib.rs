@@ -9,13 +9,11 @@ pub mod definition;
 pub mod wire;
 
 use messaging::Client;
-use messaging::consume::{self, ConsumerSettings};
-use messaging::relay::{self, RelaySettings};
+use messaging::host::Tasks;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of the coordinator's consumers.
@@ -49,75 +47,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
-    tasks.spawn(consume_with(
-        &client,
-        &pool,
-        &shutdown,
-        coordinator::TrackingReplies,
-    ));
-    tasks.spawn(consume_with(
-        &client,
-        &pool,
-        &shutdown,
-        coordinator::CampaignsReplies,
-    ));
-    tasks.spawn(consume_with(
-        &client,
-        &pool,
-        &shutdown,
-        coordinator::CommissionsReplies,
-    ));
-    tasks.spawn(consume_with(
-        &client,
-        &pool,
-        &shutdown,
-        coordinator::PaymentsReplies,
-    ));
-    let relay = relay::run(
-        client.clone(),
-        pool.clone(),
-        RelaySettings::new(format!("sagas-{}", uuid::Uuid::new_v4())),
-        shutdown.clone(),
-    );
-    tasks.spawn(async move { Ok(relay.await?) });
-    let (timer_pool, stop) = (pool.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        Ok(
-            coordinator::run_timers(&timer_pool, Duration::from_millis(100), stop.cancelled())
-                .await?,
-        )
-    });
+    let timers = {
+        let (pool, stop) = (pool.clone(), shutdown.clone());
+        async move {
+            Ok(
+                coordinator::run_timers(&pool, Duration::from_millis(100), stop.cancelled())
+                    .await?,
+            )
+        }
+    };
     let serve = axum::serve(listener, api::router(pool.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tasks.spawn(async move { Ok(serve.await?) });
-
-    let mut outcome = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let result = done.unwrap_or_else(|panic| Err(Error::Serve(std::io::Error::other(panic))));
-        if let Err(error) = result {
-            tracing::error!(%error, "coordinator task failed; stopping");
-            shutdown.cancel();
-            if outcome.is_ok() {
-                outcome = Err(error);
-            }
-        }
-    }
-    outcome
-}
-
-fn consume_with<H: consume::Handler>(
-    client: &Arc<Client>,
-    pool: &PgPool,
-    shutdown: &CancellationToken,
-    handler: H,
-) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-    let run = consume::run(
-        client.clone(),
-        pool.clone(),
-        ConsumerSettings::new(SUBSCRIPTION),
-        Arc::new(handler),
-        shutdown.clone(),
-    );
-    async move { Ok(run.await?) }
+    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    tasks
+        .consume(coordinator::TrackingReplies)
+        .consume(coordinator::CampaignsReplies)
+        .consume(coordinator::CommissionsReplies)
+        .consume(coordinator::PaymentsReplies)
+        .relay()
+        .spawn(timers)
+        .spawn(async move { Ok(serve.await?) });
+    tasks.join().await
 }

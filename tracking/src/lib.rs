@@ -10,13 +10,10 @@ pub mod projections;
 pub mod wire;
 
 use messaging::Client;
-use messaging::consume::{self, ConsumerSettings};
-use messaging::relay::{self, RelaySettings};
+use messaging::host::Tasks;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of every tracking consumer.
@@ -50,58 +47,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
-    tasks.spawn(consume_with(&client, &pool, &shutdown, handlers::Record));
-    tasks.spawn(consume_with(&client, &pool, &shutdown, handlers::Confirm));
-    tasks.spawn(consume_with(&client, &pool, &shutdown, handlers::Fail));
-    let relay = relay::run(
-        client.clone(),
-        pool.clone(),
-        RelaySettings::new(format!("tracking-{}", uuid::Uuid::new_v4())),
-        shutdown.clone(),
-    );
-    tasks.spawn(async move { Ok(relay.await?) });
-    let (projection_pool, stop) = (pool.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        let views = projections::TrackingViews;
-        Ok(eventstore::projection::run(
-            &projection_pool,
-            &views,
-            Duration::from_millis(50),
-            stop.cancelled(),
-        )
-        .await?)
-    });
     let serve = axum::serve(listener, api::router(pool.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    tasks.spawn(async move { Ok(serve.await?) });
-
-    let mut outcome = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let result = done.unwrap_or_else(|panic| Err(Error::Serve(std::io::Error::other(panic))));
-        if let Err(error) = result {
-            tracing::error!(%error, "tracking task failed; stopping the service");
-            shutdown.cancel();
-            if outcome.is_ok() {
-                outcome = Err(error);
-            }
-        }
-    }
-    outcome
-}
-
-fn consume_with<H: consume::Handler>(
-    client: &Arc<Client>,
-    pool: &PgPool,
-    shutdown: &CancellationToken,
-    handler: H,
-) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-    let run = consume::run(
-        client.clone(),
-        pool.clone(),
-        ConsumerSettings::new(SUBSCRIPTION),
-        Arc::new(handler),
-        shutdown.clone(),
-    );
-    async move { Ok(run.await?) }
+    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    tasks
+        .consume(handlers::Record)
+        .consume(handlers::Confirm)
+        .consume(handlers::Fail)
+        .relay()
+        .project(projections::TrackingViews)
+        .spawn(async move { Ok(serve.await?) });
+    tasks.join().await
 }

@@ -1,0 +1,114 @@
+//! Runs one service's long-lived tasks together: its consumers (one per command or event topic,
+//! on the service's subscription), its outbox relay, its projections, and whatever else it has
+//! (an HTTP server, a worker). When one task fails the others are stopped, and the first error is
+//! returned; when `shutdown` fires they all finish what they hold and return.
+
+use crate::Client;
+use crate::consume::{self, ConsumerSettings, Handler};
+use crate::relay::{self, RelaySettings};
+use eventstore::projection::{self, Projection};
+use sqlx::PgPool;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often a caught-up projection looks for new events.
+const PROJECTION_POLL: Duration = Duration::from_millis(50);
+
+/// The tasks of one service. `E` is the service's error type.
+#[derive(Debug)]
+pub struct Tasks<E> {
+    service: &'static str,
+    client: Arc<Client>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    set: JoinSet<Result<(), E>>,
+}
+
+impl<E> Tasks<E>
+where
+    E: From<crate::Error>
+        + From<eventstore::Error>
+        + From<std::io::Error>
+        + std::error::Error
+        + Send
+        + 'static,
+{
+    /// `service` names the subscription, the inbox and the relay of its tasks.
+    pub fn new(
+        service: &'static str,
+        client: Arc<Client>,
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Tasks {
+            service,
+            client,
+            pool,
+            shutdown,
+            set: JoinSet::new(),
+        }
+    }
+
+    /// Consumes `H::Message`'s topic on the service's subscription.
+    pub fn consume<H: Handler>(&mut self, handler: H) -> &mut Self {
+        let run = consume::run(
+            self.client.clone(),
+            self.pool.clone(),
+            ConsumerSettings::new(self.service),
+            Arc::new(handler),
+            self.shutdown.clone(),
+        );
+        self.set.spawn(async move { Ok(run.await?) });
+        self
+    }
+
+    /// Relays the service's outbox, under a name unique to this process.
+    pub fn relay(&mut self) -> &mut Self {
+        let name = format!("{}-{}", self.service, uuid::Uuid::new_v4());
+        let run = relay::run(
+            self.client.clone(),
+            self.pool.clone(),
+            RelaySettings::new(name),
+            self.shutdown.clone(),
+        );
+        self.set.spawn(async move { Ok(run.await?) });
+        self
+    }
+
+    /// Keeps a read model up to date.
+    pub fn project<P: Projection + 'static>(&mut self, projection: P) -> &mut Self {
+        let (pool, stop) = (self.pool.clone(), self.shutdown.clone());
+        self.set.spawn(async move {
+            Ok(projection::run(&pool, &projection, PROJECTION_POLL, stop.cancelled()).await?)
+        });
+        self
+    }
+
+    /// Any other task; it must end when the shutdown token it was given is cancelled.
+    pub fn spawn(
+        &mut self,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) -> &mut Self {
+        self.set.spawn(task);
+        self
+    }
+
+    /// Waits for every task; the first failure stops the others and is returned.
+    pub async fn join(mut self) -> Result<(), E> {
+        let mut outcome = Ok(());
+        while let Some(done) = self.set.join_next().await {
+            let result = done.unwrap_or_else(|panic| Err(E::from(std::io::Error::other(panic))));
+            if let Err(error) = result {
+                tracing::error!(service = self.service, error = %crate::error_chain(&error), "task failed; stopping the service");
+                self.shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+}
