@@ -1,0 +1,229 @@
+//! The whole platform in one test process: pulsar-lite behind the proxy, the four services and the
+//! saga coordinator each on its own database and HTTP port, and the payout simulator.
+
+use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::{Broker, Client, PulsarSettings, effects};
+use schemas::Message;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct Platform {
+    _broker: LocalBroker,
+    pub client: Arc<Client>,
+    server: PgConnectOptions,
+    databases: Vec<(String, PgPool)>,
+    pub urls: Urls,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where each query API listens.
+pub struct Urls {
+    pub campaigns: String,
+    pub tracking: String,
+    pub commissions: String,
+    pub payments: String,
+    pub sagas: String,
+}
+
+async fn listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    (listener, url)
+}
+
+fn report<E: std::fmt::Display>(name: &'static str, result: Result<(), E>) {
+    if let Err(error) = result {
+        panic!("{name} stopped: {error}");
+    }
+}
+
+impl Platform {
+    /// Starts everything; `connect` names the test's own database, beside which the five service
+    /// databases are created.
+    pub async fn start(connect: PgConnectOptions) -> Platform {
+        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("broker-{}", Uuid::new_v4()));
+        let broker = LocalBroker::start(&PulsarLiteSettings {
+            binary: None,
+            data_dir,
+        })
+        .await
+        .expect("pulsar-lite");
+        let client = Arc::new(
+            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
+                .await
+                .expect("client"),
+        );
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .expect("admin");
+        let mut databases = Vec::new();
+        for service in ["campaigns", "tracking", "commissions", "payments", "sagas"] {
+            let name = format!("e2e_{service}_{}", Uuid::new_v4().simple());
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+                .execute(&admin)
+                .await
+                .expect("create");
+            let pool = PgPoolOptions::new()
+                .max_connections(12)
+                .connect_with(connect.clone().database(&name))
+                .await
+                .expect("pool");
+            databases.push((name, pool));
+        }
+        admin.close().await;
+        let pool = |n: usize| databases[n].1.clone();
+        campaigns::migrate(&pool(0))
+            .await
+            .expect("migrate campaigns");
+        tracking::migrate(&pool(1)).await.expect("migrate tracking");
+        commissions::migrate(&pool(2))
+            .await
+            .expect("migrate commissions");
+        payments::migrate(&pool(3)).await.expect("migrate payments");
+        sagas::migrate(&pool(4)).await.expect("migrate sagas");
+
+        let shutdown = CancellationToken::new();
+        let (sim_listener, sim_url) = listener().await;
+        let mut tasks = vec![tokio::spawn({
+            let stop = shutdown.clone();
+            async move {
+                report(
+                    "payout simulator",
+                    payments::simulator::serve(sim_listener, Default::default(), stop).await,
+                )
+            }
+        })];
+        let (l0, campaigns_url) = listener().await;
+        let (l1, tracking_url) = listener().await;
+        let (l2, commissions_url) = listener().await;
+        let (l3, payments_url) = listener().await;
+        let (l4, sagas_url) = listener().await;
+        let (c, s) = (client.clone(), shutdown.clone());
+        tasks.push(tokio::spawn({
+            let run = campaigns::run(pool(0), c.clone(), l0, s.clone());
+            async move { report("campaigns", run.await) }
+        }));
+        tasks.push(tokio::spawn({
+            let run = tracking::run(pool(1), c.clone(), l1, s.clone());
+            async move { report("tracking", run.await) }
+        }));
+        tasks.push(tokio::spawn({
+            let run = commissions::run(pool(2), c.clone(), l2, s.clone());
+            async move { report("commissions", run.await) }
+        }));
+        tasks.push(tokio::spawn({
+            let run = payments::run(
+                pool(3),
+                c.clone(),
+                l3,
+                payments::PayoutSettings::new(sim_url),
+                s.clone(),
+            );
+            async move { report("payments", run.await) }
+        }));
+        tasks.push(tokio::spawn({
+            let run = sagas::run(pool(4), c.clone(), l4, s.clone());
+            async move { report("sagas", run.await) }
+        }));
+        Platform {
+            _broker: broker,
+            client,
+            server: connect,
+            databases,
+            urls: Urls {
+                campaigns: campaigns_url,
+                tracking: tracking_url,
+                commissions: commissions_url,
+                payments: payments_url,
+                sagas: sagas_url,
+            },
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub fn sagas_pool(&self) -> &PgPool {
+        &self.databases[4].1
+    }
+
+    /// Publishes a command as a client would, keyed by `key`; returns its id.
+    pub async fn send<M: Message>(&self, key: Uuid, command: &M) -> Uuid {
+        let id = Uuid::new_v4();
+        let properties =
+            effects::first_of_flow(id, command, Some("advertiser-1".into()), Some("e2e".into()));
+        let message = effects::outgoing(command, &key.to_string(), &properties).expect("encode");
+        self.client.publish(&message).await.expect("publish");
+        id
+    }
+
+    pub async fn get(&self, url: &str) -> (reqwest::StatusCode, Value) {
+        let response = self.http.get(url).send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `url` until its JSON satisfies `done`.
+    pub async fn wait_for(
+        &self,
+        url: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(url).await;
+            if status.is_success() && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} never got there; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the service at `base` has handled `command`, and returns its outcome.
+    pub async fn outcome(&self, base: &str, command: Uuid) -> Value {
+        self.wait_for(
+            &format!("{base}/commands/{command}"),
+            Duration::from_secs(30),
+            |b| b["status"] != "pending",
+        )
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.expect("service task");
+        }
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.server.clone())
+            .await
+            .expect("admin");
+        for (name, pool) in self.databases {
+            pool.close().await;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "drop database {name} with (force)"
+            )))
+            .execute(&admin)
+            .await
+            .expect("drop");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Order-to-payment sagas across the four services and the coordinator, on the real broker and
+//! databases: one paid out, one compensated because the payout provider declined it. Every saga
+//! the test creates is then replayed from its log and must reproduce the commands it sent.
+
+use crate::platform::Platform;
+use sagas::coordinator;
+use sagas::definition::{Entry, Saga, SagaType};
+use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};
+use schemas::values::{CommissionRule, Money, Order, TrackingKind};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn micros(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).expect("micros")
+}
+
+fn eur(amount: i64) -> Money {
+    Money {
+        amount,
+        currency: "EUR".into(),
+    }
+}
+
+/// A campaign paying 10 % of each order, with one partner associated.
+async fn set_up(platform: &Platform) -> (Uuid, Uuid) {
+    let (partner, campaign) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = time::OffsetDateTime::now_utc();
+    let registered = platform
+        .send(
+            partner,
+            &RegisterPartner {
+                partner_id: partner,
+                name: "Pat".into(),
+                email: "pat@example.com".into(),
+                payout_account: "NL00BANK01".into(),
+            },
+        )
+        .await;
+    let created = platform
+        .send(
+            campaign,
+            &CreateCampaign {
+                campaign_id: campaign,
+                advertiser_id: Uuid::new_v4(),
+                name: "Spring sale".into(),
+                budget: eur(100_000),
+                commission_rule: CommissionRule::Percent {
+                    basis_points: 1_000,
+                },
+                valid_from: micros(now - time::Duration::hours(1)),
+                valid_until: micros(now + time::Duration::days(1)),
+            },
+        )
+        .await;
+    for command in [registered, created] {
+        assert_eq!(
+            platform.outcome(&platform.urls.campaigns, command).await["status"],
+            "succeeded"
+        );
+    }
+    let associated = platform
+        .send(
+            campaign,
+            &AssociatePartner {
+                campaign_id: campaign,
+                partner_id: partner,
+            },
+        )
+        .await;
+    assert_eq!(
+        platform.outcome(&platform.urls.campaigns, associated).await["status"],
+        "succeeded"
+    );
+    (partner, campaign)
+}
+
+/// Records a conversion and waits for its saga to end; returns the saga id, its tracking id and
+/// the saga's detail.
+async fn convert(
+    platform: &Platform,
+    partner: Uuid,
+    campaign: Uuid,
+    order_id: &str,
+    amount: i64,
+) -> (Uuid, Uuid, Value) {
+    let tracking_id = Uuid::new_v4();
+    let conversion = RecordTrackingEvent {
+        tracking_id,
+        campaign_id: campaign,
+        partner_id: partner,
+        kind: TrackingKind::Conversion,
+        order: Some(Order {
+            order_id: order_id.into(),
+            amount: eur(amount),
+        }),
+        occurred_at: micros(time::OffsetDateTime::now_utc()),
+    };
+    platform.send(tracking_id, &conversion).await;
+    let saga_id = sagas::wire::saga_id_for(tracking_id);
+    let url = format!("{}/sagas/{saga_id}", platform.urls.sagas);
+    let detail = platform
+        .wait_for(&url, Duration::from_secs(90), |b| {
+            matches!(
+                b["saga"]["status"].as_str(),
+                Some("completed" | "compensated" | "parked")
+            )
+        })
+        .await;
+    (saga_id, tracking_id, detail)
+}
+
+/// The saga's log, replayed through its definition, sends exactly the commands the coordinator
+/// queued for it.
+async fn assert_replays(platform: &Platform, saga_id: Uuid) {
+    let pool = platform.sagas_pool();
+    let mut conn = pool.acquire().await.expect("connection");
+    let (_, log, _) = coordinator::load(&mut conn, saga_id, SagaType::OrderToPayment)
+        .await
+        .expect("load");
+    let mut replayed = Saga::new(saga_id, SagaType::OrderToPayment);
+    let mut sent = Vec::new();
+    for input in log.iter().filter_map(Saga::input_of) {
+        for entry in replayed.on_input(&input) {
+            replayed.apply(&entry);
+            if let Entry::StepCommandSent { sent: s, .. }
+            | Entry::CompensationCommandSent { sent: s, .. } = &entry
+            {
+                sent.push((
+                    s.command_id.to_string(),
+                    sagas::wire::encode_command(&s.command).expect("encode").3,
+                ));
+            }
+        }
+    }
+    let queued: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "select properties->>'message_id', payload from outbox where properties->>'saga_id' = $1 order by id",
+    )
+    .bind(saga_id.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .expect("outbox");
+    assert!(!queued.is_empty());
+    assert_eq!(
+        sent, queued,
+        "saga {saga_id}: replay must reproduce the commands sent"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let platform = Platform::start(connect).await;
+    let (partner, campaign) = set_up(&platform).await;
+
+    // 10 % of 5 000 is 500: the simulator pays it.
+    let (paid, paid_tracking, detail) =
+        convert(&platform, partner, campaign, "order-1", 5_000).await;
+    assert_eq!(detail["saga"]["status"], "completed", "{detail}");
+    let steps: Vec<(&str, &str)> = detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("reserve-budget", "succeeded"),
+            ("assign-commission", "succeeded"),
+            ("request-payment", "succeeded"),
+            ("confirm-tracking", "succeeded"),
+            ("trigger", "not_started"),
+        ]
+    );
+
+    // 10 % of 6 660 is 666: the simulator declines it ("account closed").
+    let (declined, declined_tracking, detail) =
+        convert(&platform, partner, campaign, "order-2", 6_660).await;
+    assert_eq!(detail["saga"]["status"], "compensated", "{detail}");
+    let log = platform
+        .wait_for(
+            &format!("{}/sagas/{declined}/compensations", platform.urls.sagas),
+            Duration::from_secs(5),
+            |_| true,
+        )
+        .await;
+    let entries = log["compensations"].as_array().expect("log");
+    assert_eq!(entries[0]["entry"], "compensation_started");
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("account closed")),
+        "{}",
+        entries[0]
+    );
+    let compensated: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["entry"] == "compensation_succeeded")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(
+        compensated,
+        ["assign-commission", "reserve-budget", "trigger"],
+        "each once, in reverse order"
+    );
+    assert_eq!(
+        entries.last().map(|e| &e["entry"]),
+        Some(&Value::from("compensated"))
+    );
+
+    // What the services show for both flows.
+    let tracking = |id: Uuid| format!("{}/tracking-events/{id}", platform.urls.tracking);
+    platform
+        .wait_for(&tracking(paid_tracking), Duration::from_secs(10), |t| {
+            t["status"] == "confirmed"
+        })
+        .await;
+    let failed = platform
+        .wait_for(&tracking(declined_tracking), Duration::from_secs(10), |t| {
+            t["status"] == "failed"
+        })
+        .await;
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("account closed")),
+        "{failed}"
+    );
+    let (_, commissions) = platform
+        .get(&format!(
+            "{}/partners/{partner}/commissions",
+            platform.urls.commissions
+        ))
+        .await;
+    let mut statuses: Vec<(i64, &str)> = commissions["commissions"]
+        .as_array()
+        .expect("commissions")
+        .iter()
+        .map(|c| {
+            (
+                c["amount"].as_i64().unwrap_or_default(),
+                c["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [(500, "assigned"), (666, "reversed")]);
+    let (_, payments) = platform
+        .get(&format!(
+            "{}/partners/{partner}/payments",
+            platform.urls.payments
+        ))
+        .await;
+    let mut paid_out: Vec<(i64, &str)> = payments["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .map(|p| {
+            (
+                p["amount"].as_i64().unwrap_or_default(),
+                p["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    paid_out.sort();
+    assert_eq!(paid_out, [(500, "completed"), (666, "failed")]);
+    let (_, reservations) = platform
+        .get(&format!(
+            "{}/campaigns/{campaign}/reservations",
+            platform.urls.campaigns
+        ))
+        .await;
+    let mut held: Vec<(i64, &str)> = reservations
+        .as_array()
+        .expect("reservations")
+        .iter()
+        .map(|r| {
+            (
+                r["amount"].as_i64().unwrap_or_default(),
+                r["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(held, [(500, "held"), (666, "released")]);
+
+    for saga_id in [paid, declined] {
+        assert_replays(&platform, saga_id).await;
+    }
+    platform.stop().await;
+}
