@@ -22,7 +22,8 @@ pub struct Platform {
     pub urls: Urls,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each process's task and its own stop token (a child of `shutdown`).
+    tasks: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
 }
 
 /// Where each query API listens.
@@ -96,47 +97,87 @@ impl Platform {
 
         let shutdown = CancellationToken::new();
         let (sim_listener, sim_url) = listener().await;
-        let mut tasks = vec![tokio::spawn({
-            let stop = shutdown.clone();
-            async move {
-                report(
-                    "payout simulator",
-                    payments::simulator::serve(sim_listener, Default::default(), stop).await,
-                )
-            }
-        })];
+        let mut tasks = Vec::new();
+        let mut spawn =
+            |name: &'static str, task: Box<dyn FnOnce(CancellationToken) -> JoinHandle<()>>| {
+                let stop = shutdown.child_token();
+                tasks.push((name, stop.clone(), task(stop)));
+            };
+        spawn(
+            "payout-sim",
+            Box::new(move |stop| {
+                tokio::spawn(async move {
+                    report(
+                        "payout simulator",
+                        payments::simulator::serve(sim_listener, Default::default(), stop).await,
+                    )
+                })
+            }),
+        );
         let (l0, campaigns_url) = listener().await;
         let (l1, tracking_url) = listener().await;
         let (l2, commissions_url) = listener().await;
         let (l3, payments_url) = listener().await;
         let (l4, sagas_url) = listener().await;
-        let (c, s) = (client.clone(), shutdown.clone());
-        tasks.push(tokio::spawn({
-            let run = campaigns::run(pool(0), c.clone(), l0, s.clone());
-            async move { report("campaigns", run.await) }
-        }));
-        tasks.push(tokio::spawn({
-            let run = tracking::run(pool(1), c.clone(), l1, s.clone());
-            async move { report("tracking", run.await) }
-        }));
-        tasks.push(tokio::spawn({
-            let run = commissions::run(pool(2), c.clone(), l2, s.clone());
-            async move { report("commissions", run.await) }
-        }));
-        tasks.push(tokio::spawn({
-            let run = payments::run(
-                pool(3),
-                c.clone(),
-                l3,
-                payments::PayoutSettings::new(sim_url),
-                s.clone(),
-            );
-            async move { report("payments", run.await) }
-        }));
-        tasks.push(tokio::spawn({
-            let run = sagas::run(pool(4), c.clone(), l4, s.clone());
-            async move { report("sagas", run.await) }
-        }));
+        let c = client.clone();
+        let (p0, p1, p2, p3, p4) = (pool(0), pool(1), pool(2), pool(3), pool(4));
+        spawn(
+            "campaigns",
+            Box::new({
+                let c = c.clone();
+                move |stop| {
+                    tokio::spawn(async move {
+                        report("campaigns", campaigns::run(p0, c, l0, stop).await)
+                    })
+                }
+            }),
+        );
+        spawn(
+            "tracking",
+            Box::new({
+                let c = c.clone();
+                move |stop| {
+                    tokio::spawn(
+                        async move { report("tracking", tracking::run(p1, c, l1, stop).await) },
+                    )
+                }
+            }),
+        );
+        spawn(
+            "commissions",
+            Box::new({
+                let c = c.clone();
+                move |stop| {
+                    tokio::spawn(async move {
+                        report("commissions", commissions::run(p2, c, l2, stop).await)
+                    })
+                }
+            }),
+        );
+        spawn(
+            "payments",
+            Box::new({
+                let c = c.clone();
+                move |stop| {
+                    tokio::spawn(async move {
+                        report(
+                            "payments",
+                            payments::run(p3, c, l3, payments::PayoutSettings::new(sim_url), stop)
+                                .await,
+                        )
+                    })
+                }
+            }),
+        );
+        spawn(
+            "sagas",
+            Box::new({
+                let c = c.clone();
+                move |stop| {
+                    tokio::spawn(async move { report("sagas", sagas::run(p4, c, l4, stop).await) })
+                }
+            }),
+        );
         Platform {
             _broker: broker,
             client,
@@ -153,6 +194,18 @@ impl Platform {
             shutdown,
             tasks,
         }
+    }
+
+    /// Stops one process (as an outage would) and waits until it has.
+    pub async fn stop_process(&mut self, name: &str) {
+        let index = self
+            .tasks
+            .iter()
+            .position(|(n, _, _)| *n == name)
+            .expect("a process of the platform");
+        let (_, stop, task) = self.tasks.remove(index);
+        stop.cancel();
+        task.await.expect("process task");
     }
 
     pub fn sagas_pool(&self) -> &PgPool {
@@ -208,8 +261,8 @@ impl Platform {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            task.await.expect("service task");
+        for (_, _, task) in self.tasks {
+            task.await.expect("process task");
         }
         let admin = PgPoolOptions::new()
             .max_connections(1)

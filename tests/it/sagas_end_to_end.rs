@@ -298,3 +298,85 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
     }
     platform.stop().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_payout_step_that_times_out_is_compensated(_: PgPoolOptions, connect: PgConnectOptions) {
+    let mut platform = Platform::start(connect).await;
+    let (partner, campaign) = set_up(&platform).await;
+    // Payments is down: the payout request goes unanswered.
+    platform.stop_process("payments").await;
+    let tracking_id = Uuid::new_v4();
+    let conversion = RecordTrackingEvent {
+        tracking_id,
+        campaign_id: campaign,
+        partner_id: partner,
+        kind: TrackingKind::Conversion,
+        order: Some(Order {
+            order_id: "order-3".into(),
+            amount: eur(5_000),
+        }),
+        occurred_at: micros(time::OffsetDateTime::now_utc()),
+    };
+    platform.send(tracking_id, &conversion).await;
+    let saga_id = sagas::wire::saga_id_for(tracking_id);
+    let url = format!("{}/sagas/{saga_id}", platform.urls.sagas);
+    platform
+        .wait_for(&url, Duration::from_secs(60), |b| {
+            b["saga"]["current_step"] == "request-payment"
+        })
+        .await;
+
+    // Time passes for the coordinator: its durable timers come due (every attempt's, in turn).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        sqlx::query("update saga_timers set due_at = now() where saga_id = $1")
+            .bind(saga_id)
+            .execute(platform.sagas_pool())
+            .await
+            .expect("fast-forward");
+        let (_, detail) = platform.get(&url).await;
+        if matches!(
+            detail["saga"]["status"].as_str(),
+            Some("compensated" | "parked")
+        ) {
+            break detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the saga never timed out: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(detail["saga"]["status"], "compensated", "{detail}");
+    let timeline = detail["timeline"].as_array().expect("timeline");
+    let timeouts = timeline
+        .iter()
+        .filter(|e| e["entry"] == "step_timed_out" && e["step"] == "request-payment")
+        .count();
+    assert_eq!(
+        timeouts as u32,
+        sagas::definition::Step::RequestPayment.policy().attempts,
+        "every attempt timed out"
+    );
+    let started = timeline
+        .iter()
+        .find(|e| e["entry"] == "compensation_started")
+        .expect("compensation");
+    assert!(
+        started["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("request-payment timed out")),
+        "{started}"
+    );
+    let compensated: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e["entry"] == "compensation_succeeded")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(
+        compensated,
+        ["assign-commission", "reserve-budget", "trigger"]
+    );
+    assert_replays(&platform, saga_id).await;
+    platform.stop().await;
+}
