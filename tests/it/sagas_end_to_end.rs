@@ -2,7 +2,7 @@
 //! databases: one paid out, one compensated because the payout provider declined it. Every saga
 //! the test creates is then replayed from its log and must reproduce the commands it sent.
 
-use crate::platform::Platform;
+use pulsaga_tests::platform::Platform;
 use sagas::coordinator;
 use sagas::definition::{Entry, Saga, SagaType};
 use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};

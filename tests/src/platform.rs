@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[derive(Debug)]
 pub struct Platform {
     _broker: LocalBroker,
     pub client: Arc<Client>,
@@ -27,6 +28,7 @@ pub struct Platform {
 }
 
 /// Where each query API listens.
+#[derive(Debug)]
 pub struct Urls {
     pub campaigns: String,
     pub tracking: String,
@@ -51,8 +53,7 @@ impl Platform {
     /// Starts everything; `connect` names the test's own database, beside which the five service
     /// databases are created.
     pub async fn start(connect: PgConnectOptions) -> Platform {
-        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("broker-{}", Uuid::new_v4()));
+        let data_dir = std::env::temp_dir().join(format!("broker-{}", Uuid::new_v4()));
         let broker = LocalBroker::start(&PulsarLiteSettings {
             binary: None,
             data_dir,
