@@ -71,6 +71,8 @@ pub enum Process {
     Payments,
     Sagas,
     PayoutSim,
+    /// pulsar-lite behind the compatibility proxy, for development.
+    Broker,
 }
 
 impl Process {
@@ -81,10 +83,14 @@ impl Process {
             Process::Commissions => Some(Service::Commissions),
             Process::Payments => Some(Service::Payments),
             Process::Sagas => Some(Service::Sagas),
-            Process::PayoutSim => None,
+            Process::PayoutSim | Process::Broker => None,
         }
     }
 }
+
+/// The local broker's default address (its proxy's), which `PULSAR_URL` defaults to.
+pub const BROKER_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6650);
 
 /// The payout-provider simulator's default address.
 pub const PAYOUT_SIM_LISTEN: SocketAddr =
@@ -154,6 +160,9 @@ async fn main() -> ExitCode {
                     &infrastructure,
                 )
                 .await
+            }
+            None if process == Process::Broker => {
+                serve::local_broker(listen.unwrap_or(BROKER_LISTEN)).await
             }
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },

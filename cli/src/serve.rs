@@ -85,6 +85,23 @@ pub async fn serve(
     run.with_context(|| format!("{} stopped", service.name()))
 }
 
+/// pulsar-lite (from the project's .venv, `PULSAR_LITE_BIN` or PATH) behind the compatibility
+/// proxy, with its data under `.pulsaga/broker`, until Ctrl-C.
+pub async fn local_broker(listen: SocketAddr) -> anyhow::Result<()> {
+    use messaging::broker::{LocalBroker, PulsarLiteSettings};
+    let settings = PulsarLiteSettings {
+        binary: None,
+        data_dir: ".pulsaga/broker".into(),
+    };
+    let broker = LocalBroker::start_at(&settings, listen)
+        .await
+        .context("starting pulsar-lite")?;
+    tracing::info!(url = %broker.url(), "local broker serving");
+    stop_on_signal().cancelled().await;
+    drop(broker);
+    Ok(())
+}
+
 /// The payout-provider simulator (see `payments::simulator` for its deterministic rules).
 pub async fn payout_simulator(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)

@@ -170,10 +170,18 @@ pub struct LocalBroker {
 }
 
 impl LocalBroker {
+    /// pulsar-lite with the proxy on a free loopback port.
     pub async fn start(settings: &PulsarLiteSettings) -> Result<Self, BrokerError> {
+        Self::start_at(settings, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// pulsar-lite with the proxy listening on `proxy` (what clients' `PULSAR_URL` names).
+    pub async fn start_at(
+        settings: &PulsarLiteSettings,
+        proxy: SocketAddr,
+    ) -> Result<Self, BrokerError> {
         let broker = PulsarLite::start(settings).await?;
-        let proxy =
-            Proxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), broker.address()).await?;
+        let proxy = Proxy::start(proxy, broker.address()).await?;
         Ok(LocalBroker { broker, proxy })
     }
 

@@ -27,6 +27,17 @@ impl Broker {
         self == Broker::ApachePulsar
     }
 
+    /// How consumers subscribe unless told otherwise. pulsar-lite's Key_Shared dispatcher stalls
+    /// under a burst over many keys (about 50 messages delivered, then nothing, while the same
+    /// burst on a Shared subscription arrives in a second), so on pulsar-lite a service runs one
+    /// consumer per subscription and the runner's key lanes keep per-key order.
+    pub fn subscription(self) -> Subscription {
+        match self {
+            Broker::ApachePulsar => Subscription::KeyShared,
+            Broker::PulsarLite => Subscription::Shared,
+        }
+    }
+
     /// Re-subscribe a consumer that has been idle this long. pulsar-lite keeps dispatching a
     /// Key_Shared key range to a consumer whose process died until it notices, and then holds
     /// those messages until some consumer subscribes again: a fresh subscription gets them.
@@ -36,6 +47,15 @@ impl Broker {
             Broker::PulsarLite => Some(std::time::Duration::from_secs(5)),
         }
     }
+}
+
+/// The subscription type of a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    /// Keys spread over a subscription's consumers, each key to one consumer, in order.
+    KeyShared,
+    /// Messages spread over the consumers without regard to keys: per-key order only with one.
+    Shared,
 }
 
 /// How to reach Pulsar and name topics.

@@ -1,8 +1,9 @@
 //! The consumer runner every service uses: receive → decode → run the handler in one Postgres
 //! transaction that also records the message id in the inbox → commit → ack.
 //!
-//! Subscriptions are Key_Shared, keyed by aggregate id, and the runner keeps one lane per key: a
-//! key's messages are handled one after another, in order, while other keys go on concurrently.
+//! Subscriptions are Key_Shared (on Apache Pulsar; see `Broker::subscription` for pulsar-lite),
+//! keyed by aggregate id, and the runner keeps one lane per key: a key's messages are handled one
+//! after another, in order, while other keys go on concurrently.
 //! A transient failure is retried in its lane after a growing delay (pulsar-rs would redeliver a
 //! negative ack at once, and out of order), up to `max_attempts`; then, or at once for a permanent
 //! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
@@ -126,6 +127,8 @@ pub struct ConsumerSettings {
     pub backoff: Backoff,
     /// Messages received but not yet acknowledged, across all keys.
     pub max_in_flight: usize,
+    /// The subscription type; `None` takes the broker's (see [`crate::Broker::subscription`]).
+    pub subscription_type: Option<crate::Subscription>,
     pub stats: Arc<ConsumerStats>,
 }
 
@@ -141,6 +144,7 @@ impl ConsumerSettings {
                 max: Duration::from_secs(10),
             },
             max_in_flight: 256,
+            subscription_type: None,
             stats: Arc::default(),
         }
     }
@@ -276,7 +280,15 @@ async fn subscribe(
             .consumer()
             .with_topic(client.settings.topic(topic))
             .with_subscription(settings.subscription.clone())
-            .with_subscription_type(SubType::KeyShared)
+            .with_subscription_type(
+                match settings
+                    .subscription_type
+                    .unwrap_or(client.settings.broker.subscription())
+                {
+                    crate::Subscription::KeyShared => SubType::KeyShared,
+                    crate::Subscription::Shared => SubType::Shared,
+                },
+            )
             .with_options(ConsumerOptions {
                 initial_position: InitialPosition::Earliest,
                 durable: Some(true),

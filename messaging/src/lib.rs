@@ -13,7 +13,7 @@ pub mod proxy;
 pub mod relay;
 mod trace;
 
-pub use client::{Broker, Client, PulsarSettings};
+pub use client::{Broker, Client, PulsarSettings, Subscription};
 pub use properties::{Properties, PropertyError};
 pub use trace::current_traceparent;
 
