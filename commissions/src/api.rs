@@ -33,6 +33,12 @@ struct NoQuery {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AsOf {
+    as_of: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
     /// The `next` of the previous page.
@@ -58,10 +64,12 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
 async fn commission(
     State(pool): State<PgPool>,
     path: Result<Path<Uuid>, PathRejection>,
-    no_query: Result<Query<NoQuery>, QueryRejection>,
+    as_of: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let id = id(path)?;
-    query(no_query)?;
+    if let Some(at) = query(as_of)?.as_of {
+        return commission_as_of(&pool, id, &at).await;
+    }
     let row: Option<Value> = sqlx::query_scalar(
         "select to_jsonb(c) - 'position' from commissions c where commission_id = $1",
     )
@@ -71,6 +79,42 @@ async fn commission(
     .map_err(internal)?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no commission {id}")))
+}
+
+/// The commission as it stood at `at`, folded from the events recorded until then.
+async fn commission_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Value>, Problem> {
+    use time::format_description::well_known::Rfc3339;
+    let time = time::OffsetDateTime::parse(at, &Rfc3339)
+        .map_err(|_| Problem::bad_request(format!("as_of must be an RFC 3339 time, got {at:?}")))?;
+    let mut conn = pool.acquire().await.map_err(internal)?;
+    let events =
+        eventstore::read_stream_as_of(&mut conn, &wire::commission_stream(id), time).await?;
+    let mut state = crate::domain::Commission::default();
+    for event in &events {
+        if let Ok(Some(event)) = wire::stored(event) {
+            state.apply(&event);
+        }
+    }
+    let Some(last) = events.last() else {
+        return Err(Problem::not_found(format!("no commission {id} at {at}")));
+    };
+    let assignment = state.assignment();
+    let status = match (assignment.is_some(), state.is_reversed()) {
+        (true, false) => "assigned",
+        (true, true) => "reversed",
+        (false, _) => "voided",
+    };
+    Ok(Json(json!({
+        "commission_id": id,
+        "campaign_id": assignment.map(|a| a.campaign_id),
+        "partner_id": assignment.map(|a| a.partner_id),
+        "tracking_id": assignment.map(|a| a.tracking_id),
+        "amount": assignment.map(|a| a.amount.amount),
+        "currency": assignment.map(|a| a.amount.currency.clone()),
+        "status": status,
+        "version": last.version,
+        "as_of": at,
+    })))
 }
 
 /// A partner's commissions in the order they were recorded, a page at a time; `next` is null on

@@ -38,13 +38,14 @@ impl Broker {
         }
     }
 
-    /// Re-subscribe a consumer that has been idle this long. pulsar-lite keeps dispatching a
-    /// Key_Shared key range to a consumer whose process died until it notices, and then holds
-    /// those messages until some consumer subscribes again: a fresh subscription gets them.
-    pub fn idle_resubscribe(self) -> Option<std::time::Duration> {
+    /// Nudge a subscription whose consumer has been idle this long: pulsar-lite's dispatcher can
+    /// stall with messages held back (a Key_Shared burst over many keys, or after a consumer's
+    /// process died), and it dispatches again when a consumer joins. The nudge is a consumer
+    /// without permits, added and removed at once, so it takes no message.
+    pub fn idle_nudge(self) -> Option<std::time::Duration> {
         match self {
             Broker::ApachePulsar => None,
-            Broker::PulsarLite => Some(std::time::Duration::from_secs(5)),
+            Broker::PulsarLite => Some(std::time::Duration::from_secs(3)),
         }
     }
 }

@@ -164,6 +164,32 @@ struct Lanes {
     in_flight: usize,
 }
 
+/// Where a worker reports how its message left the runner.
+type Done = mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>;
+
+impl Lanes {
+    /// Takes a received message: handled at once if its key is free, else queued behind it.
+    fn admit<H: Handler>(
+        &mut self,
+        worker: &Arc<Worker<H>>,
+        message: Received<Vec<u8>>,
+        done: &Done,
+    ) {
+        ConsumerStats::add(&worker.settings.stats.received);
+        self.in_flight += 1;
+        let key = message
+            .key()
+            .unwrap_or_else(|| format!("{:?}", message.message_id()));
+        match self.waiting.get_mut(&key) {
+            Some(queue) => queue.push_back(message),
+            None => {
+                self.waiting.insert(key.clone(), VecDeque::new());
+                tokio::spawn(worker.clone().handle(key, message, done.clone()));
+            }
+        }
+    }
+}
+
 /// Consumes `topic` with `handler` until `shutdown`, then stops receiving, lets the messages in
 /// hand finish (or abandons those waiting for a retry), and closes the consumer.
 pub async fn run<H: Handler>(
@@ -177,9 +203,8 @@ pub async fn run<H: Handler>(
     let Some(mut consumer) = subscribe(&client, topic.name, &settings, &shutdown).await else {
         return Ok(());
     };
-    let idle_resubscribe = client.settings.broker.idle_resubscribe();
-    let mut idle_check =
-        tokio::time::interval(idle_resubscribe.unwrap_or(Duration::from_secs(3600)) / 2);
+    let idle_nudge = client.settings.broker.idle_nudge();
+    let mut idle_check = tokio::time::interval(idle_nudge.unwrap_or(Duration::from_secs(3600)) / 2);
     let mut last_activity = tokio::time::Instant::now();
     let worker = Arc::new(Worker {
         client,
@@ -225,36 +250,32 @@ pub async fn run<H: Handler>(
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
             }
-            _ = idle_check.tick(), if !stopping && idle_resubscribe.is_some() => {
-                if lanes.in_flight == 0 && idle_resubscribe.is_some_and(|idle| last_activity.elapsed() >= idle) {
-                    tracing::debug!(topic = topic.name, "re-subscribing an idle consumer");
-                    if let Err(error) = consumer.close().await {
-                        tracing::debug!(%error, "closing the idle consumer failed");
-                    }
-                    match subscribe(&worker.client, topic.name, &worker.settings, &shutdown).await {
-                        Some(fresh) => consumer = fresh,
-                        None => break,
-                    }
-                    last_activity = tokio::time::Instant::now();
-                }
-            }
             next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
                     Some(Ok(message)) => {
                         last_activity = tokio::time::Instant::now();
-                        ConsumerStats::add(&worker.settings.stats.received);
-                        lanes.in_flight += 1;
-                        let key = message.key().unwrap_or_else(|| format!("{:?}", message.message_id()));
-                        match lanes.waiting.get_mut(&key) {
-                            Some(queue) => queue.push_back(message),
-                            None => {
-                                lanes.waiting.insert(key.clone(), VecDeque::new());
-                                tokio::spawn(worker.clone().handle(key, message, done_sender.clone()));
-                            }
-                        }
+                        lanes.admit(&worker, message, &done_sender);
                     }
                     Some(Err(error)) => tracing::warn!(%error, "receiving failed"),
                     None => break,
+                }
+            }
+            // Last in the biased order, so that a message that has arrived is taken first.
+            _ = idle_check.tick(), if !stopping && idle_nudge.is_some() => {
+                let idle = lanes.in_flight == 0 && idle_nudge.is_some_and(|idle| last_activity.elapsed() >= idle);
+                // Never close a consumer holding a message it has not handed over yet: pulsar-lite
+                // does not give a closed consumer's messages to the next one.
+                if idle {
+                    // A consumer without permits, added and removed: pulsar-lite then dispatches
+                    // what it held back, to the consumer that has permits. Nothing is taken from
+                    // the real consumer, so nothing in flight to it can be lost.
+                    tracing::debug!(topic = topic.name, "nudging the subscription");
+                    if let Some(mut nudge) = subscribe_with(&worker.client, topic.name, &worker.settings, &shutdown, 0).await
+                        && let Err(error) = nudge.close().await
+                    {
+                        tracing::debug!(%error, "closing the nudge consumer failed");
+                    }
+                    last_activity = tokio::time::Instant::now();
                 }
             }
         }
@@ -273,11 +294,28 @@ async fn subscribe(
     settings: &ConsumerSettings,
     shutdown: &CancellationToken,
 ) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
+    subscribe_with(client, topic, settings, shutdown, RECEIVER_QUEUE).await
+}
+
+/// How many messages a consumer asks the broker for at a time (pulsar-rs's default).
+const RECEIVER_QUEUE: u32 = 1000;
+
+async fn subscribe_with(
+    client: &Client,
+    topic: &str,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+    permits: u32,
+) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
     let mut attempt = 1;
     loop {
         let built = client
             .pulsar
             .consumer()
+            .with_batch_size(permits)
+            // pulsar-rs numbers consumers from 0 in every process; pulsar-lite confuses equal ids
+            // of different connections (a process that dies takes another's consumer with it).
+            .with_consumer_id(uuid::Uuid::new_v4().as_u64_pair().0)
             .with_topic(client.settings.topic(topic))
             .with_subscription(settings.subscription.clone())
             .with_subscription_type(

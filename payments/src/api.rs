@@ -31,11 +31,22 @@ fn id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Problem> {
         .map_err(|rejection| Problem::bad_request(rejection.body_text()))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AsOf {
+    as_of: Option<String>,
+}
+
 async fn payment(
     State(pool): State<PgPool>,
     path: Result<Path<Uuid>, PathRejection>,
+    as_of: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let id = id(path)?;
+    let Query(as_of) = as_of.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if let Some(at) = as_of.as_of {
+        return payment_as_of(&pool, id, &at).await;
+    }
     let row: Option<Value> =
         sqlx::query_scalar("select to_jsonb(p) from payments p where payment_id = $1")
             .bind(id)
@@ -44,6 +55,45 @@ async fn payment(
             .map_err(internal)?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no payment {id}")))
+}
+
+/// The payment as it stood at `at`, folded from the events recorded until then.
+async fn payment_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Value>, Problem> {
+    use crate::domain::{Payment, Status};
+    use time::format_description::well_known::Rfc3339;
+    let time = time::OffsetDateTime::parse(at, &Rfc3339)
+        .map_err(|_| Problem::bad_request(format!("as_of must be an RFC 3339 time, got {at:?}")))?;
+    let mut conn = pool.acquire().await.map_err(internal)?;
+    let events = eventstore::read_stream_as_of(&mut conn, &wire::payment_stream(id), time).await?;
+    let mut state = Payment::default();
+    for event in &events {
+        if let Ok(Some(event)) = wire::stored(event) {
+            state.apply(&event);
+        }
+    }
+    let (Some(request), Some(status), Some(last)) =
+        (state.request(), state.status(), events.last())
+    else {
+        return Err(Problem::not_found(format!("no payment {id} at {at}")));
+    };
+    let status = match status {
+        Status::Requested => "requested",
+        Status::PayoutAttempted => "attempted",
+        Status::OutcomeUnknown => "unknown",
+        Status::Completed => "completed",
+        Status::Failed => "failed",
+    };
+    Ok(Json(json!({
+        "payment_id": id,
+        "commission_id": request.commission_id,
+        "partner_id": request.partner_id,
+        "campaign_id": request.campaign_id,
+        "amount": request.amount.amount,
+        "currency": request.amount.currency,
+        "status": status,
+        "version": last.version,
+        "as_of": at,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -239,6 +239,9 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
     assert_eq!(service.outcome(first).await["status"], "succeeded");
     let assigned = service.send(taken_back.commission_id, &taken_back).await;
     assert_eq!(service.outcome(assigned).await["status"], "succeeded");
+    let before_reversal = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
     let reversal = reverse(taken_back.commission_id, "payout declined");
     let reversed = service.send(taken_back.commission_id, &reversal).await;
     assert_eq!(service.outcome(reversed).await["status"], "succeeded");
@@ -253,6 +256,20 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
         (Some("payout declined"), Some(300))
     );
     assert!(view["reversed_at"].is_string(), "{view}");
+    // As it stood before the reversal, and before it existed.
+    let path = format!("/commissions/{}", taken_back.commission_id);
+    let (_, then) = service
+        .get(&format!("{path}?as_of={before_reversal}"))
+        .await;
+    assert_eq!(
+        (then["status"].as_str(), then["amount"].as_i64()),
+        (Some("assigned"), Some(300)),
+        "{then}"
+    );
+    let (status, _) = service
+        .get(&format!("{path}?as_of=2000-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
     let balance = service
         .wait_for(&format!("/partners/{partner}/balance"), |b| {
             b["reversed_commissions"] == 1

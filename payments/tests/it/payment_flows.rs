@@ -55,6 +55,28 @@ async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnec
     assert_eq!(service.outcome(command).await["status"], "succeeded");
 
     let view = service.payment(request.payment_id, "completed").await;
+    // As of each of its first two events (requested, then attempted), as of now, and before.
+    let (_, events) = service
+        .get(&format!("/streams/payment-{}", request.payment_id))
+        .await;
+    let path = format!("/payments/{}", request.payment_id);
+    for (n, expected) in [(0, "requested"), (1, "attempted")] {
+        let at = events[n]["recorded_at"].as_str().expect("recorded_at");
+        let (_, then) = service.get(&format!("{path}?as_of={at}")).await;
+        assert_eq!(then["status"], expected, "{then}");
+    }
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let (_, latest) = service.get(&format!("{path}?as_of={now}")).await;
+    assert_eq!(
+        (latest["status"].as_str(), latest["amount"].as_i64()),
+        (Some("completed"), Some(12_000))
+    );
+    let (status, _) = service
+        .get(&format!("{path}?as_of=2000-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
     assert_eq!(
         (
             view["partner_id"].as_str(),
