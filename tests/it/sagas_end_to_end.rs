@@ -111,6 +111,23 @@ async fn convert(
     (saga_id, tracking_id, detail)
 }
 
+/// The (amount, status) of every item of a list the services answer with, sorted.
+fn amounts_and_statuses<'a>(list: &'a Value, what: &str) -> Vec<(i64, &'a str)> {
+    let mut items: Vec<(i64, &str)> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("{what} is a list"))
+        .iter()
+        .map(|item| {
+            (
+                item["amount"].as_i64().unwrap_or_default(),
+                item["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    items.sort();
+    items
+}
+
 /// The saga's log, replayed through its definition, sends exactly the commands the coordinator
 /// queued for it.
 async fn assert_replays(platform: &Platform, saga_id: Uuid) {
@@ -241,18 +258,7 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
             platform.urls.commissions
         ))
         .await;
-    let mut statuses: Vec<(i64, &str)> = commissions["commissions"]
-        .as_array()
-        .expect("commissions")
-        .iter()
-        .map(|c| {
-            (
-                c["amount"].as_i64().unwrap_or_default(),
-                c["status"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    statuses.sort();
+    let statuses = amounts_and_statuses(&commissions["commissions"], "commissions");
     assert_eq!(statuses, [(500, "assigned"), (666, "reversed")]);
     let (_, payments) = platform
         .get(&format!(
@@ -260,18 +266,7 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
             platform.urls.payments
         ))
         .await;
-    let mut paid_out: Vec<(i64, &str)> = payments["payments"]
-        .as_array()
-        .expect("payments")
-        .iter()
-        .map(|p| {
-            (
-                p["amount"].as_i64().unwrap_or_default(),
-                p["status"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    paid_out.sort();
+    let paid_out = amounts_and_statuses(&payments["payments"], "payments");
     assert_eq!(paid_out, [(500, "completed"), (666, "failed")]);
     let (_, reservations) = platform
         .get(&format!(
@@ -279,18 +274,7 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
             platform.urls.campaigns
         ))
         .await;
-    let mut held: Vec<(i64, &str)> = reservations
-        .as_array()
-        .expect("reservations")
-        .iter()
-        .map(|r| {
-            (
-                r["amount"].as_i64().unwrap_or_default(),
-                r["status"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    held.sort();
+    let held = amounts_and_statuses(&reservations, "reservations");
     assert_eq!(held, [(500, "held"), (666, "released")]);
 
     for saga_id in [paid, declined] {
