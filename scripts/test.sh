@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: sets up what is missing, then runs the format check, clippy and the whole
-# test suite against the real PostgreSQL (and, once messaging lands, the real broker).
+# test suite against the real PostgreSQL and the real broker (pulsar-lite).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

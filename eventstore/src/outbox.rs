@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// A message to publish: its topic, its key (the aggregate or saga id; per-key order is kept),
 /// its body and its properties (SPEC §3).
@@ -71,6 +72,28 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Message]) -> Result<()
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Queues again what the message `cause` led to, once each message id, in the order first
+/// queued, so that a sender whose answer was lost gets it again under the same message ids
+/// (consumers skip what they already had). Does nothing while any of it still waits to be
+/// published: that copy is the answer. Returns how many messages were queued.
+pub async fn requeue_caused_by(conn: &mut PgConnection, cause: Uuid) -> Result<u64, Error> {
+    let queued = sqlx::query(
+        "insert into outbox (topic, key, payload, properties)
+         select topic, key, payload, properties
+           from (select distinct on (properties ->> 'message_id') id, topic, key, payload, properties
+                   from outbox
+                  where properties ->> 'causation_id' = $1
+                  order by properties ->> 'message_id', id) first_sent
+          where not exists (select 1 from outbox
+                             where properties ->> 'causation_id' = $1 and published_at is null)
+          order by id",
+    )
+    .bind(cause.to_string())
+    .execute(conn)
+    .await?;
+    Ok(queued.rows_affected())
 }
 
 #[derive(sqlx::FromRow)]

@@ -9,6 +9,10 @@
 //! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
 //! original properties plus the error, and is acknowledged. A failing key holds up only itself.
 //! The attempt count lives in the process: after a restart a message starts counting again.
+//!
+//! A command found in the inbox is not applied again, but what it sent the first time is queued
+//! again under the same message ids (`outbox::requeue_caused_by`): a sender resends a command when
+//! its answer never came, and that answer may be lost for good with the consumer it went to.
 
 use crate::properties::Properties;
 use crate::{Client, Error};
@@ -16,7 +20,7 @@ use eventstore::outbox;
 use futures_util::StreamExt;
 use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
 use pulsar::{Consumer, SubType, TokioExecutor};
-use schemas::{Message, properties as names};
+use schemas::{Message, TopicKind, properties as names};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -438,8 +442,17 @@ impl<H: Handler> Worker<H> {
         )
         .await?
         {
-            tracing::debug!(message_id = %incoming.properties.message_id, "duplicate message skipped");
             ConsumerStats::add(&self.settings.stats.duplicates);
+            if H::Message::TOPIC.kind == TopicKind::Command {
+                // Its answer may have gone to a consumer that died before handling it (pulsar-lite
+                // does not redeliver those): whoever resent the command gets the answer again.
+                let requeued =
+                    outbox::requeue_caused_by(&mut tx, incoming.properties.message_id).await?;
+                tx.commit().await?;
+                tracing::debug!(message_id = %incoming.properties.message_id, requeued, "duplicate command answered again");
+            } else {
+                tracing::debug!(message_id = %incoming.properties.message_id, "duplicate message skipped");
+            }
             return Ok(());
         }
         self.handler.handle(&mut tx, incoming).await?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 #[derive(Debug)]
 pub struct Platform {
-    _broker: LocalBroker,
+    broker: LocalBroker,
     pub client: Arc<Client>,
     server: PgConnectOptions,
     databases: Vec<(String, PgPool)>,
@@ -180,7 +180,7 @@ impl Platform {
             }),
         );
         Platform {
-            _broker: broker,
+            broker,
             client,
             server: connect,
             databases,
@@ -207,6 +207,20 @@ impl Platform {
         let (_, stop, task) = self.tasks.remove(index);
         stop.cancel();
         task.await.expect("process task");
+    }
+
+    /// The database of one of the five services (`campaigns` … `sagas`).
+    pub fn database_name(&self, service: &str) -> &str {
+        let index = ["campaigns", "tracking", "commissions", "payments", "sagas"]
+            .iter()
+            .position(|s| *s == service)
+            .expect("a service of the platform");
+        &self.databases[index].0
+    }
+
+    /// The broker's URL (its proxy's).
+    pub fn broker_url(&self) -> String {
+        self.broker.url()
     }
 
     pub fn sagas_pool(&self) -> &PgPool {

@@ -79,3 +79,170 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
     pool.close().await;
     database.drop().await;
 }
+
+/// Records `count` conversions on a fresh campaign, each once tracking has it; returns their saga
+/// ids.
+async fn conversions(platform: &pulsaga_tests::platform::Platform, count: usize) -> Vec<Uuid> {
+    use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner};
+    use schemas::values::{CommissionRule, Money, Order};
+    let eur = |amount| Money {
+        amount,
+        currency: "EUR".into(),
+    };
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+    let (partner, campaign) = (Uuid::new_v4(), Uuid::new_v4());
+    let a = platform
+        .send(
+            partner,
+            &RegisterPartner {
+                partner_id: partner,
+                name: "P".into(),
+                email: "p@e.com".into(),
+                payout_account: "NL".into(),
+            },
+        )
+        .await;
+    let b = platform
+        .send(
+            campaign,
+            &CreateCampaign {
+                campaign_id: campaign,
+                advertiser_id: Uuid::new_v4(),
+                name: "C".into(),
+                budget: eur(10_000_000),
+                commission_rule: CommissionRule::Percent {
+                    basis_points: 1_000,
+                },
+                valid_from: now - 3_600_000_000,
+                valid_until: now + 86_400_000_000,
+            },
+        )
+        .await;
+    for command in [a, b] {
+        platform.outcome(&platform.urls.campaigns, command).await;
+    }
+    let c = platform
+        .send(
+            campaign,
+            &AssociatePartner {
+                campaign_id: campaign,
+                partner_id: partner,
+            },
+        )
+        .await;
+    platform.outcome(&platform.urls.campaigns, c).await;
+    let mut sagas = Vec::new();
+    for n in 0..count {
+        let tracking_id = Uuid::new_v4();
+        let conversion = RecordTrackingEvent {
+            tracking_id,
+            campaign_id: campaign,
+            partner_id: partner,
+            kind: TrackingKind::Conversion,
+            order: Some(Order {
+                order_id: format!("order-{n}"),
+                amount: eur(5_000),
+            }),
+            occurred_at: now,
+        };
+        // One at a time: a burst into the in-process services' shared connection can stall on
+        // pulsar-lite (ADR 4, open), which is not what this test is about.
+        let recorded = platform.send(tracking_id, &conversion).await;
+        platform.outcome(&platform.urls.tracking, recorded).await;
+        sagas.push(sagas::wire::saga_id_for(tracking_id));
+    }
+    sagas
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(
+    _: sqlx::postgres::PgPoolOptions,
+    connect: sqlx::postgres::PgConnectOptions,
+) {
+    let mut platform = pulsaga_tests::platform::Platform::start(connect).await;
+    // The coordinator runs as its own process, on the platform's sagas database and address.
+    platform.stop_process("sagas").await;
+    let listen: std::net::SocketAddr = platform
+        .urls
+        .sagas
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let database = platform.database_name("sagas").to_owned();
+    let coordinator = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+            .args([
+                "serve",
+                "sagas",
+                "--database",
+                &database,
+                "--listen",
+                &listen.to_string(),
+            ])
+            .env("PULSAR_URL", platform.broker_url())
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the coordinator")
+    };
+    // The triggers wait on their topic; the coordinator then takes them as one burst.
+    let sagas = conversions(&platform, 40).await;
+    let mut process = coordinator();
+    let done = |status: &str| matches!(status, "completed" | "compensated" | "parked");
+    let pool = platform.sagas_pool().clone();
+    let count_done = || {
+        let pool = pool.clone();
+        async move {
+            let statuses: Vec<String> = sqlx::query_scalar("select status from sagas")
+                .fetch_all(&pool)
+                .await
+                .expect("sagas");
+            statuses.iter().filter(|s| done(s)).count()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_done().await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no saga finished before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    process.start_kill().expect("kill -9 the coordinator");
+    process.wait().await.expect("reap");
+    let finished_before = count_done().await;
+    assert!(
+        finished_before < sagas.len(),
+        "the coordinator died with sagas in flight ({finished_before})"
+    );
+
+    let mut restarted = coordinator();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while count_done().await < sagas.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} sagas finished after the restart",
+            count_done().await,
+            sagas.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let statuses: Vec<String> = sqlx::query_scalar("select status from sagas")
+        .fetch_all(&pool)
+        .await
+        .expect("sagas");
+    assert!(statuses.iter().all(|s| s == "completed"), "{statuses:?}");
+    // No command went out twice under different ids: one id per saga and topic, however often
+    // it was sent.
+    let doubled: i64 = sqlx::query_scalar(
+        "select count(*) from (select properties->>'saga_id', topic from outbox
+                                group by 1, 2 having count(distinct properties->>'message_id') > 1) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("outbox");
+    assert_eq!(doubled, 0);
+    restarted.start_kill().expect("stop");
+    restarted.wait().await.expect("reap");
+    platform.stop().await;
+}

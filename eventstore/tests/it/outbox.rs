@@ -1,5 +1,6 @@
 //! The outbox drained by several relays at once: each row published once per claim, per-key
-//! order kept — and a naive SKIP LOCKED claim shown to break that order.
+//! order kept — and a naive SKIP LOCKED claim shown to break that order; a command's answer
+//! queued again.
 
 use super::store;
 use eventstore::outbox::{self, Claimed, Message};
@@ -285,4 +286,76 @@ async fn a_dead_relays_rows_go_to_another_relay_in_order(
         3
     );
     assert_eq!(outbox::pending(&mut conn).await.expect("pending"), 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_commands_answer_is_queued_again_once_published(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let command = uuid::Uuid::now_v7();
+    let caused = |cause: uuid::Uuid, id: &str, n: u8| Message {
+        topic: "answers".into(),
+        key: "k".into(),
+        payload: vec![n],
+        properties: BTreeMap::from([
+            ("causation_id".into(), cause.to_string()),
+            ("message_id".into(), id.into()),
+        ]),
+    };
+    outbox::enqueue(
+        &mut conn,
+        &[
+            caused(command, "a", 1),
+            caused(uuid::Uuid::now_v7(), "x", 9),
+            caused(command, "b", 2),
+        ],
+    )
+    .await
+    .expect("enqueue");
+    assert_eq!(
+        outbox::requeue_caused_by(&mut conn, command)
+            .await
+            .expect("requeue"),
+        0,
+        "the first answer is still waiting: it is the answer"
+    );
+
+    let publish_all = async |conn: &mut sqlx::PgConnection| {
+        let claimed = outbox::claim(conn, "relay", 100, LEASE)
+            .await
+            .expect("claim");
+        let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+        outbox::mark_published(conn, "relay", &ids)
+            .await
+            .expect("mark");
+        claimed
+    };
+    publish_all(&mut conn).await;
+    for round in 0..2 {
+        assert_eq!(
+            outbox::requeue_caused_by(&mut conn, command)
+                .await
+                .expect("requeue"),
+            2,
+            "round {round}"
+        );
+        let again = publish_all(&mut conn).await;
+        let sent: Vec<(String, u8)> = again
+            .iter()
+            .map(|c| {
+                (
+                    c.message.properties["message_id"].clone(),
+                    c.message.payload[0],
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [("a".to_owned(), 1), ("b".to_owned(), 2)],
+            "round {round}: the same messages, in their order, once each"
+        );
+    }
 }

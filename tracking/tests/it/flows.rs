@@ -103,30 +103,32 @@ async fn a_conversion_is_recorded_confirmed_and_published(
         messages,
         expected.map(|(t, c)| (t.to_owned(), c.to_string()))
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut conn = service.pool.acquire().await.expect("connection");
-    while eventstore::outbox::pending(&mut conn)
-        .await
-        .expect("pending")
-        > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay never published"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    drop(conn);
+    service.wait_until_published().await;
     service.stop().await;
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConnectOptions) {
+async fn the_same_command_twice_has_one_effect_and_is_answered_again(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
     let service = Service::start(connect).await;
     let record = click(Uuid::new_v4());
     let id = Uuid::new_v4();
     service.send_as(id, record.tracking_id, &record).await;
+    assert_eq!(service.outcome(id).await["status"], "succeeded");
+    service.wait_until_published().await;
+    // Redelivered, or resent by a sender whose answer was lost: not applied again, but its answer
+    // is published again under the same message id.
     service.send_as(id, record.tracking_id, &record).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while published(&service).await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the duplicate was never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // A new command with the same data is a retry by a client: accepted, nothing changes.
     let retry = service.send(record.tracking_id, &record).await;
     let outcome = service.outcome(retry).await;
@@ -134,7 +136,6 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
         (outcome["status"].as_str(), outcome["code"].as_str()),
         (Some("succeeded"), Some("already_applied"))
     );
-    assert_eq!(service.outcome(id).await["status"], "succeeded");
 
     let (_, events) = service
         .get(&format!("/streams/tracking-event-{}", record.tracking_id))
@@ -145,12 +146,24 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
         .await
         .expect("inbox");
     assert_eq!(inbox, 2, "the duplicate delivery was skipped by the inbox");
-    let types: Vec<String> = published(&service)
-        .await
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(types, ["TrackingEventRecorded", "CommandAlreadyApplied"]);
+    let answers: Vec<(String, String)> = sqlx::query_as(
+        "select properties->>'message_type', properties->>'message_id' from outbox
+          where topic = 'tracking-events' order by id",
+    )
+    .fetch_all(&service.pool)
+    .await
+    .expect("outbox");
+    let types: Vec<&str> = answers.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "TrackingEventRecorded",
+            "TrackingEventRecorded",
+            "CommandAlreadyApplied"
+        ]
+    );
+    assert_eq!(answers[0].1, answers[1].1, "the same message again");
+    service.wait_until_published().await;
     service.stop().await;
 }
 

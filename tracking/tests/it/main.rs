@@ -122,6 +122,20 @@ impl Service {
         .await
     }
 
+    /// Waits until the relay has published everything in the outbox.
+    async fn wait_until_published(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = self.pool.acquire().await.expect("connection");
+        while eventstore::outbox::pending(&mut conn)
+            .await
+            .expect("pending")
+            > 0
+        {
+            assert!(Instant::now() < deadline, "the relay never published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.expect("service task").expect("service");
