@@ -4,6 +4,8 @@
 //! Subscriptions are Key_Shared (on Apache Pulsar; see `Broker::subscription` for pulsar-lite),
 //! keyed by aggregate id, and the runner keeps one lane per key: a key's messages are handled one
 //! after another, in order, while other keys go on concurrently.
+//! A conflict with a concurrent writer is decided again after a short random pause, as often as it
+//! takes (another write went through each time).
 //! A transient failure is retried in its lane after a growing delay (pulsar-rs would redeliver a
 //! negative ack at once, and out of order), up to `max_attempts`; then, or at once for a permanent
 //! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
@@ -45,9 +47,15 @@ pub enum HandlerError {
     /// Trying again cannot help: the message goes to the dead-letter topic.
     #[error("{code}: {reason}")]
     Permanent { code: String, reason: String },
-    /// Worth another attempt after a delay (a database hiccup, a conflict with a concurrent writer).
+    /// Worth another attempt after a delay (a database hiccup, the broker away).
     #[error("{0}")]
     Transient(String),
+    /// A concurrent writer changed what the handler decided on: decide again on fresh state. A
+    /// conflict means another write went through, so it is retried after a short random pause
+    /// and never counts toward `max_attempts`: a hot aggregate under load is slow, never a
+    /// dead letter.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
@@ -63,6 +71,7 @@ impl From<eventstore::Error> for HandlerError {
                 code: "id_reused".into(),
                 reason: error.to_string(),
             },
+            eventstore::Error::Conflict { .. } => HandlerError::Conflict(error.to_string()),
             other => HandlerError::Transient(crate::error_chain(&other)),
         }
     }
@@ -105,6 +114,8 @@ pub struct ConsumerStats {
     pub duplicates: AtomicU64,
     /// Transient failures that were retried.
     pub retries: AtomicU64,
+    /// Conflicts with concurrent writers, decided again.
+    pub conflicts: AtomicU64,
     pub dead_lettered: AtomicU64,
 }
 
@@ -402,6 +413,7 @@ impl<H: Handler> Worker<H> {
             attempts: 1,
         })?;
         let mut attempt = 1;
+        let mut conflicts = 0;
         loop {
             match self.attempt(&incoming).await {
                 Ok(()) => return Ok(()),
@@ -418,6 +430,15 @@ impl<H: Handler> Worker<H> {
                         error: reason,
                         attempts: attempt,
                     });
+                }
+                Err(HandlerError::Conflict(reason)) => {
+                    conflicts += 1;
+                    tracing::debug!(message_id = %incoming.properties.message_id, conflicts, %reason, "deciding again after a conflict");
+                    ConsumerStats::add(&self.settings.stats.conflicts);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(conflict_pause(conflicts)) => {}
+                    }
                 }
                 Err(HandlerError::Transient(reason)) => {
                     let delay = self.settings.backoff.delay(attempt);
@@ -508,6 +529,13 @@ impl<H: Handler> Worker<H> {
             }
         }
     }
+}
+
+/// The pause before deciding again after the `conflicts`-th conflict: random, so that writers
+/// that collided spread out, within a window that doubles from 2 ms up to 256 ms.
+fn conflict_pause(conflicts: u32) -> Duration {
+    let window_ms = 2u64 << conflicts.clamp(1, 8).saturating_sub(1);
+    Duration::from_micros(rand::random_range(0..window_ms * 1000))
 }
 
 /// The dead-letter topic of a subscription, by Pulsar's convention.

@@ -72,7 +72,7 @@ pub fn first_of_flow<M: Message>(
 
 /// Appends each stream's events (each event's id is also its message id on the wire), queues
 /// them for publishing keyed by `key`, and records that the command succeeded. A lost race is
-/// [`HandlerError::Transient`]: the runner retries, and the handler decides again on fresh state.
+/// [`HandlerError::Conflict`]: the runner retries, and the handler decides again on fresh state.
 pub async fn commit_events<E: Message>(
     tx: &mut PgConnection,
     cause: &Properties,

@@ -1,11 +1,13 @@
 //! The tracking domain, pure: a `TrackingEvent` aggregate per tracking id (recorded → confirmed or
-//! failed) and a `CampaignOrders` aggregate per campaign id that rejects an order id seen twice
-//! on one campaign as fraud. [`decide_record`] decides a recording against both.
+//! failed) and `CampaignOrders`, the claims on a campaign's order ids, which rejects an order id
+//! seen twice on one campaign as fraud. [`decide_record`] decides a recording against both.
 //!
 //! The fraud rule spans tracking events, so it cannot live in one tracking event's stream: the
-//! campaign's stream of claimed order ids is the consistency boundary. Recording a conversion
-//! appends to the tracking event's stream and to its campaign's orders stream in one transaction,
-//! each with its expected version, so two conversions racing for one order id cannot both win.
+//! consistency boundary is the claim of one order id on one campaign, a stream of its own, and a
+//! recording loads only the claim of its own order id. Recording a conversion appends to the
+//! tracking event's stream and to that claim's stream in one transaction, each with its expected
+//! version, so two conversions racing for one order id cannot both win, while a campaign's other
+//! conversions never wait for each other.
 //!
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.

@@ -68,7 +68,8 @@ async fn reject(
 }
 
 /// `campaign-tracking-events`: records a click, lead or conversion; a conversion also claims its
-/// order id on the campaign, so the same order twice is refused as fraud.
+/// order id on the campaign (the order claim's own stream), so the same order twice is refused as
+/// fraud.
 #[derive(Debug, Default)]
 pub struct Record;
 
@@ -82,7 +83,9 @@ impl Handler for Record {
     ) -> Result<(), HandlerError> {
         let recording = wire::recording(&incoming.message);
         let tracking_stream = wire::tracking_stream(recording.tracking_id);
-        let orders_stream = wire::orders_stream(recording.campaign_id);
+        let orders_stream = recording.order.as_ref().map_or_else(String::new, |order| {
+            wire::order_claim_stream(recording.campaign_id, &order.order_id)
+        });
         let (tracking, tracking_version) = load_tracking(tx, recording.tracking_id).await?;
         let (orders, orders_version) = if recording.order.is_some() {
             load(tx, &orders_stream, |state: &mut CampaignOrders, stored| {
@@ -116,7 +119,7 @@ impl Handler for Record {
                     },
                     StreamEvents {
                         stream_id: &orders_stream,
-                        stream_type: "campaign-orders",
+                        stream_type: "campaign-order",
                         expected: orders_version,
                         events: decision.orders.iter().map(wire::orders_event).collect(),
                     },

@@ -145,11 +145,17 @@ pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
     }
 }
 
-/// The stream of one tracking event, and of one campaign's claimed orders.
+/// The stream of one tracking event.
 pub fn tracking_stream(tracking_id: uuid::Uuid) -> String {
     format!("tracking-event-{tracking_id}")
 }
 
-pub fn orders_stream(campaign_id: uuid::Uuid) -> String {
-    format!("campaign-orders-{campaign_id}")
+/// The stream of one order id's claim on a campaign, named by a UUID derived from both (an order
+/// id is any text a client sends). Conversions of one campaign with different order ids never
+/// contend; two conversions claiming the same order id race for this one stream.
+pub fn order_claim_stream(campaign_id: uuid::Uuid, order_id: &str) -> String {
+    format!(
+        "campaign-order-{}",
+        uuid::Uuid::new_v5(&campaign_id, order_id.as_bytes())
+    )
 }

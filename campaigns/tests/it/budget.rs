@@ -33,7 +33,7 @@ fn incoming<M: schemas::Message>(message: M) -> Incoming<M> {
 }
 
 /// Handles a message as the consumer runner does: begin, record it in the inbox, handle, commit;
-/// a transient failure is retried at once on fresh state. Returns how many attempts lost a race
+/// a conflict is decided again at once on fresh state. Returns how many attempts lost a race
 /// for the campaign's next version.
 async fn handle_like_the_runner<H: Handler>(
     pool: &PgPool,
@@ -57,12 +57,10 @@ async fn handle_like_the_runner<H: Handler>(
                 tx.commit().await.expect("commit");
                 return conflicts;
             }
-            Err(HandlerError::Transient(reason)) => {
+            Err(HandlerError::Conflict(reason)) => {
                 // Dropping the transaction rolls it back, inbox record included.
                 drop(tx);
-                if reason.contains("the append expected") {
-                    conflicts += 1;
-                }
+                conflicts += 1;
                 assert!(
                     Instant::now() < deadline,
                     "still failing after a minute: {reason}"

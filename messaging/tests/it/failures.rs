@@ -1,5 +1,5 @@
-//! Retries with growing delays, dead letters after exactly the configured attempts, and other
-//! keys flowing while one key fails.
+//! Retries with growing delays, dead letters after exactly the configured attempts, conflicts
+//! retried without limit, and other keys flowing while one key fails.
 
 use super::{Fixture, Recorder, Script, message, settings};
 use messaging::consume::{ConsumerStats, dead_letter_topic};
@@ -70,6 +70,8 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
         .script("slow", Script::FailTransiently(3))
         .script("poison", Script::Poison);
     let settings = settings("effects");
+    let contended = 3 * settings.max_attempts;
+    let recorder = recorder.script("contended", Script::Conflicts(contended));
     let (stats, backoff, max_attempts) = (
         settings.stats.clone(),
         settings.backoff,
@@ -89,6 +91,11 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
         .publish(&message("p", "after-poison"))
         .await
         .expect("publish");
+    fixture
+        .client
+        .publish(&message("c", "contended"))
+        .await
+        .expect("publish");
     for n in 0..10 {
         fixture
             .client
@@ -97,12 +104,16 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
             .expect("publish");
     }
 
-    let effects = fixture.wait_for_effects(12, Duration::from_secs(60)).await;
+    let effects = fixture.wait_for_effects(13, Duration::from_secs(60)).await;
     let bodies: Vec<&str> = effects
         .iter()
         .map(|(_, _, _, body)| body.as_str())
         .collect();
     assert!(!bodies.contains(&"poison"));
+    // Lost races are decided again as often as it takes: far more than max_attempts, no letter.
+    assert!(bodies.contains(&"contended"));
+    assert_eq!(recorder.attempts("contended").len(), contended as usize + 1);
+    assert_eq!(ConsumerStats::get(&stats.conflicts), u64::from(contended));
 
     // The slow message succeeded on its fourth attempt, each wait longer than the one before.
     let slow = recorder.attempts("slow");

@@ -154,6 +154,8 @@ enum Script {
     FailTransiently(u32),
     /// Fail transiently forever.
     Poison,
+    /// Lose a race with a concurrent writer this many more times, then succeed.
+    Conflicts(u32),
     /// Fail permanently.
     Reject,
 }
@@ -221,6 +223,13 @@ impl Handler for Recorder {
                     .expect("lock")
                     .insert(body, Script::FailTransiently(n - 1));
                 return Err(HandlerError::Transient("scripted transient failure".into()));
+            }
+            Some(Script::Conflicts(n)) if n > 0 => {
+                self.script
+                    .lock()
+                    .expect("lock")
+                    .insert(body, Script::Conflicts(n - 1));
+                return Err(HandlerError::Conflict("scripted conflict".into()));
             }
             Some(Script::Poison) => return Err(HandlerError::Transient("scripted poison".into())),
             Some(Script::Reject) => {
