@@ -1,1 +1,207 @@
-//! The HTTP API of SPEC §6 (backend for frontend). Filled by the BFF issue; it holds nothing yet.
+//! The HTTP API of SPEC §6 (backend for frontend): writes become Avro commands on their topics,
+//! reads call the services' query APIs over HTTP, both behind JWT authentication, roles and
+//! tenancy. The BFF reads no database. OpenAPI 3 at `/openapi.json`, Swagger UI at `/docs`
+//! (assets inside the binary), errors as `application/problem+json`.
+
+pub mod auth;
+pub mod problem;
+mod reads;
+pub mod services;
+mod writes;
+
+use crate::auth::{Caller, Verifier};
+use crate::problem::Problem;
+use crate::services::{Service, Services};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use messaging::Client;
+use serde_json::json;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the API needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub services: services::ServiceUrls,
+    pub verifier: Verifier,
+    /// Requests per second each caller (token subject) may make, in bursts of twice that.
+    pub rate_per_second: NonZeroU32,
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    client: Arc<Client>,
+    services: Services,
+    verifier: Arc<Verifier>,
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("services", &self.services)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    /// Authenticates the bearer token, then spends one of the caller's requests.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
+        let caller = state.verifier.verify(token.trim())?;
+        if state.limiter.check_key(&caller.subject).is_err() {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests; slow down",
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Pulsaga API", description = "Campaigns, tracking, commissions, payments and the sagas between them."),
+    paths(
+        writes::register_partner, writes::create_campaign, writes::associate_partner,
+        writes::associate_content, writes::record_tracking_event,
+        reads::command, reads::campaigns, reads::campaign, reads::campaign_stats, reads::partner,
+        reads::partner_commissions, reads::partner_payments, reads::tracking_event, reads::sagas,
+        reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream,
+        reads::audit_events, reads::audit_correlation,
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The whole API.
+pub fn router(client: Arc<Client>, settings: Settings) -> Router {
+    let quota = Quota::per_second(settings.rate_per_second).allow_burst(
+        settings
+            .rate_per_second
+            .saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN)),
+    );
+    let state = AppState {
+        client,
+        services: Services::new(settings.services),
+        verifier: Arc::new(settings.verifier),
+        limiter: Arc::new(RateLimiter::keyed(quota)),
+    };
+    let v1 = Router::new()
+        .route("/partners", post(writes::register_partner))
+        .route(
+            "/campaigns",
+            post(writes::create_campaign).get(reads::campaigns),
+        )
+        .route("/campaigns/{id}", get(reads::campaign))
+        .route("/campaigns/{id}/stats", get(reads::campaign_stats))
+        .route("/campaigns/{id}/partners", post(writes::associate_partner))
+        .route("/campaigns/{id}/content", post(writes::associate_content))
+        .route("/tracking-events", post(writes::record_tracking_event))
+        .route("/tracking-events/{id}", get(reads::tracking_event))
+        .route("/commands/{id}", get(reads::command))
+        .route("/partners/{id}", get(reads::partner))
+        .route(
+            "/partners/{id}/commissions",
+            get(reads::partner_commissions),
+        )
+        .route("/partners/{id}/payments", get(reads::partner_payments))
+        .route("/sagas", get(reads::sagas))
+        .route("/sagas/{id}", get(reads::saga))
+        .route("/sagas/{id}/compensations", get(reads::saga_compensations))
+        .route("/sagas/{id}/{action}", post(reads::saga_action))
+        .route("/audit/correlations/{id}", get(reads::audit_correlation))
+        .route(
+            "/audit/{service}/streams/{stream_id}",
+            get(reads::audit_stream),
+        )
+        .route("/audit/{service}/events", get(reads::audit_events));
+    Router::new()
+        .nest("/v1", v1)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// 200 when the broker and every service (each with its database) answer, else 503 naming
+/// what does not.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let mut down: Vec<&str> = Vec::new();
+    if !state.client.reachable().await {
+        down.push("broker");
+    }
+    for service in Service::ALL {
+        if !state.services.ready(service).await {
+            down.push(service.name());
+        }
+    }
+    if down.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not reachable: {}", down.join(", ")),
+        )
+        .into_response()
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    client: Arc<Client>,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(client, settings))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

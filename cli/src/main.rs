@@ -1,5 +1,6 @@
 //! The `pulsaga` binary (SPEC §7): wires the crates together. It runs one process of the platform
-//! (`serve`), migrates the service databases, and rebuilds read models (`replay`).
+//! (`serve`), migrates the service databases, rebuilds read models (`replay`) and mints
+//! development tokens (`token`).
 
 mod replay;
 mod serve;
@@ -32,7 +33,8 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
+        Service::Campaigns,
         Service::Tracking,
         Service::Commissions,
         Service::Payments,
@@ -73,6 +75,8 @@ pub enum Process {
     PayoutSim,
     /// pulsar-lite behind the compatibility proxy, for development.
     Broker,
+    /// The HTTP API.
+    Bff,
 }
 
 impl Process {
@@ -83,7 +87,7 @@ impl Process {
             Process::Commissions => Some(Service::Commissions),
             Process::Payments => Some(Service::Payments),
             Process::Sagas => Some(Service::Sagas),
-            Process::PayoutSim | Process::Broker => None,
+            Process::PayoutSim | Process::Broker | Process::Bff => None,
         }
     }
 }
@@ -92,9 +96,33 @@ impl Process {
 pub const BROKER_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6650);
 
+/// The HTTP API's default address.
+pub const BFF_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7100);
+
 /// The payout-provider simulator's default address.
 pub const PAYOUT_SIM_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7199);
+
+/// A caller's role, as tokens carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Admin,
+    Advertiser,
+    Partner,
+    Auditor,
+}
+
+impl Role {
+    fn claim(self) -> bff::auth::Role {
+        match self {
+            Role::Admin => bff::auth::Role::Admin,
+            Role::Advertiser => bff::auth::Role::Advertiser,
+            Role::Partner => bff::auth::Role::Partner,
+            Role::Auditor => bff::auth::Role::Auditor,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -117,6 +145,25 @@ enum Command {
         payout_provider_url: String,
         #[command(flatten)]
         infrastructure: Infrastructure,
+        /// The API's settings (boxed: the largest of the commands' settings).
+        #[command(flatten)]
+        api: Box<settings::Api>,
+    },
+    /// Mint a development token (HS256, signed with JWT_SECRET).
+    Token {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The advertiser or partner id the caller acts for.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The caller's name (default: the role).
+        #[arg(long)]
+        subject: Option<String>,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[command(flatten)]
+        jwt: settings::Jwt,
     },
     /// Create the service databases that are missing and migrate them.
     Migrate {
@@ -137,6 +184,27 @@ enum Command {
     },
 }
 
+fn token(
+    role: Role,
+    tenant: Option<&str>,
+    subject: Option<&str>,
+    ttl: u64,
+    jwt: &settings::Jwt,
+) -> anyhow::Result<()> {
+    let role = role.claim();
+    let token = bff::auth::mint_hs256(
+        jwt.secret()?,
+        &jwt.jwt_issuer,
+        &jwt.jwt_audience,
+        subject.unwrap_or(role.name()),
+        role,
+        tenant,
+        ttl,
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -148,6 +216,7 @@ async fn main() -> ExitCode {
             database,
             payout_provider_url,
             infrastructure,
+            api,
         } => match process.service() {
             Some(service) => {
                 let database = database.as_deref().unwrap_or(service.name());
@@ -161,11 +230,21 @@ async fn main() -> ExitCode {
                 )
                 .await
             }
+            None if process == Process::Bff => {
+                serve::bff(listen.unwrap_or(BFF_LISTEN), &api, &infrastructure).await
+            }
             None if process == Process::Broker => {
                 serve::local_broker(listen.unwrap_or(BROKER_LISTEN)).await
             }
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },
+        Command::Token {
+            role,
+            tenant,
+            subject,
+            ttl,
+            jwt,
+        } => token(role, tenant.as_deref(), subject.as_deref(), ttl, &jwt),
         Command::Migrate { infrastructure } => serve::migrate_all(&infrastructure).await,
         Command::Replay {
             service,

@@ -85,6 +85,27 @@ pub async fn serve(
     run.with_context(|| format!("{} stopped", service.name()))
 }
 
+/// The HTTP API, until Ctrl-C.
+pub async fn bff(
+    listen: SocketAddr,
+    api: &crate::settings::Api,
+    infrastructure: &Infrastructure,
+) -> anyhow::Result<()> {
+    let settings = api.bff()?;
+    let client = Arc::new(
+        Client::connect(infrastructure.pulsar())
+            .await
+            .context("connecting to Pulsar")?,
+    );
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "API serving");
+    let served = bff::serve(listener, client.clone(), settings, stop_on_signal()).await;
+    client.close().await;
+    Ok(served?)
+}
+
 /// pulsar-lite (from the project's .venv, `PULSAR_LITE_BIN` or PATH) behind the compatibility
 /// proxy, with its data under `.pulsaga/broker`, until Ctrl-C.
 pub async fn local_broker(listen: SocketAddr) -> anyhow::Result<()> {

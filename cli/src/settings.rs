@@ -90,6 +90,101 @@ impl Infrastructure {
     }
 }
 
+/// How the BFF finds the services and verifies tokens.
+#[derive(Debug, Clone, Args)]
+pub struct Api {
+    #[arg(long, env = "CAMPAIGNS_URL", default_value = "http://127.0.0.1:7101")]
+    pub campaigns_url: String,
+    #[arg(long, env = "TRACKING_URL", default_value = "http://127.0.0.1:7102")]
+    pub tracking_url: String,
+    #[arg(long, env = "COMMISSIONS_URL", default_value = "http://127.0.0.1:7103")]
+    pub commissions_url: String,
+    #[arg(long, env = "PAYMENTS_URL", default_value = "http://127.0.0.1:7104")]
+    pub payments_url: String,
+    #[arg(long, env = "SAGAS_URL", default_value = "http://127.0.0.1:7105")]
+    pub sagas_url: String,
+    #[command(flatten)]
+    pub jwt: Jwt,
+    /// Requests per second per caller (bursts of twice as many).
+    #[arg(long, env = "PULSAGA_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+}
+
+/// How tokens are signed and checked: the algorithm is pinned here, never read from a token.
+#[derive(Debug, Clone, Args)]
+pub struct Jwt {
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithm::Hs256)]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// The HS256 secret (at least 32 bytes), for development.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// A PEM file with the RS256 or ES256 public key, for production.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    #[arg(long, env = "JWT_ISSUER", default_value = "pulsaga")]
+    pub jwt_issuer: String,
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "pulsaga-api")]
+    pub jwt_audience: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl Jwt {
+    /// The HS256 secret, required for development tokens.
+    pub fn secret(&self) -> anyhow::Result<&[u8]> {
+        self.jwt_secret
+            .as_deref()
+            .map(str::as_bytes)
+            .context("JWT_SECRET is required with JWT_ALGORITHM=hs256")
+    }
+
+    pub fn verifier(&self) -> anyhow::Result<bff::auth::Verifier> {
+        use bff::auth::Key;
+        let pem = || -> anyhow::Result<Vec<u8>> {
+            let path = self
+                .jwt_public_key
+                .as_ref()
+                .context("JWT_PUBLIC_KEY names the PEM file with the public key")?;
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let key = match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => Key::Hs256 {
+                secret: self.secret()?.to_vec(),
+            },
+            JwtAlgorithm::Rs256 => Key::Rs256 { public_pem: pem()? },
+            JwtAlgorithm::Es256 => Key::Es256 { public_pem: pem()? },
+        };
+        Ok(bff::auth::Verifier::new(
+            &key,
+            &self.jwt_issuer,
+            &self.jwt_audience,
+            bff::auth::MAX_LEEWAY_SECS,
+        )?)
+    }
+}
+
+impl Api {
+    pub fn bff(&self) -> anyhow::Result<bff::Settings> {
+        Ok(bff::Settings {
+            services: bff::services::ServiceUrls {
+                campaigns: self.campaigns_url.clone(),
+                tracking: self.tracking_url.clone(),
+                commissions: self.commissions_url.clone(),
+                payments: self.payments_url.clone(),
+                sagas: self.sagas_url.clone(),
+            },
+            verifier: self.jwt.verifier()?,
+            rate_per_second: std::num::NonZeroU32::new(self.rate_limit)
+                .context("PULSAGA_RATE_LIMIT must be at least 1")?,
+        })
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: info, quieter for the libraries).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;

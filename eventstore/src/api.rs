@@ -28,11 +28,12 @@ struct Api {
 }
 
 /// The routes, to be merged into the service's router: `GET /streams/{stream_id}`,
-/// `GET /events`, `GET /commands/{command_id}`.
+/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`.
 pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
     axum::Router::new()
         .route("/streams/{stream_id}", get(stream))
         .route("/events", get(events))
+        .route("/correlations/{correlation_id}", get(correlation))
         .route("/commands/{command_id}", get(command))
         .with_state(Api { pool, decode })
 }
@@ -236,6 +237,22 @@ async fn events(
             .collect(),
         next: page.next,
     }))
+}
+
+/// A flow's events in this service, in causal order (see [`crate::read_correlation`]); at most
+/// `MAX_PAGE`.
+async fn correlation(
+    State(api): State<Api>,
+    Path(correlation_id): Path<Uuid>,
+) -> Result<Json<Vec<EventView>>, Problem> {
+    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let events = crate::read_correlation(&mut conn, correlation_id, MAX_PAGE).await?;
+    Ok(Json(
+        events
+            .iter()
+            .map(|e| EventView::new(e, api.decode))
+            .collect(),
+    ))
 }
 
 async fn command(

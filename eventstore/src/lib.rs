@@ -18,8 +18,8 @@ pub use inbox::record_message;
 pub use log::{Page, read_all, read_all_between};
 pub use outcome::{CommandOutcome, Outcome, load_outcome, record_outcome};
 pub use stream::{
-    Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_stream,
-    read_stream_as_of,
+    Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_correlation,
+    read_stream, read_stream_as_of,
 };
 
 use sqlx::PgPool;

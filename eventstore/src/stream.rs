@@ -279,3 +279,21 @@ pub async fn read_stream_as_of(
     .await?;
     Ok(rows.into_iter().map(RecordedEvent::from).collect())
 }
+
+/// The events of one business flow (one correlation id), at most `limit`, in the order they were
+/// recorded. `recorded_at` is read inside the event's transaction, which begins only after its
+/// cause committed, so on one database server this order is causal.
+pub async fn read_correlation(
+    conn: &mut PgConnection,
+    correlation_id: Uuid,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(select_events!(
+        "where correlation_id = $1 order by recorded_at, position limit $2",
+    ))
+    .bind(correlation_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+}

@@ -131,6 +131,22 @@ impl Client {
         &self.settings
     }
 
+    /// Whether the broker accepts a connection now (for readiness checks), within two seconds.
+    pub async fn reachable(&self) -> bool {
+        let address = self
+            .settings
+            .url
+            .split_once("://")
+            .map_or(self.settings.url.as_str(), |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_owned();
+        let connect = tokio::net::TcpStream::connect(address);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Publishes one message and waits for the broker's receipt.
     pub async fn publish(&self, message: &outbox::Message) -> Result<(), Error> {
         self.publish_all(std::slice::from_ref(message))

@@ -817,9 +817,4 @@ pub fn trigger(event: &TrackingEvent) -> Option<(Uuid, SagaType, SagaData)> {
     Some((saga_id_for(r.tracking_id), saga_type, data))
 }
 
-/// Namespace of saga ids derived from tracking ids.
-const SAGA_NAMESPACE: Uuid = Uuid::from_u128(0x5a6a_0000_0000_4000_8000_7061_6c73_6167);
-
-pub fn saga_id_for(tracking_id: Uuid) -> Uuid {
-    Uuid::new_v5(&SAGA_NAMESPACE, tracking_id.as_bytes())
-}
+pub use schemas::ids::saga_id_for;

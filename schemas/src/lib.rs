@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod commands;
 pub mod events;
+pub mod ids;
 pub mod properties;
 pub mod topics;
 pub mod values;

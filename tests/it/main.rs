@@ -1,5 +1,6 @@
 //! The workspace-wide tests: tidy checks on the code base itself, and end-to-end scenarios across
 //! every service and the saga coordinator.
 
+mod api;
 mod sagas_end_to_end;
 mod tidy;

@@ -1,5 +1,6 @@
 //! The query routes through a real router (`tower::ServiceExt::oneshot`): events decoded by the
-//! service's decoder, pages, time ranges, command outcomes, and problem+json errors.
+//! service's decoder, pages, time ranges, one flow by correlation id, command outcomes, and
+//! problem+json errors.
 
 use super::{event, store};
 use axum::body::Body;
@@ -92,6 +93,38 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
     assert_eq!(window["events"], json!([]));
     let (_, _, all) = get(&router, "/events?from=2000-01-01T00:00:00Z").await;
     assert_eq!(all["events"].as_array().expect("events").len(), 3);
+
+    // One flow across two streams, in the order recorded; another flow's event left out.
+    let flow = Uuid::new_v4();
+    let in_flow = |event_type: &str, correlation: Uuid| {
+        let mut e = event(event_type, b"flow");
+        e.metadata.correlation_id = Some(correlation);
+        e
+    };
+    for (stream, event_type, correlation) in [
+        ("order-1", "OrderPlaced", flow),
+        ("other", "Unrelated", Uuid::new_v4()),
+        ("payment-1", "PaymentRequested", flow),
+    ] {
+        append(
+            &mut conn,
+            stream,
+            "flow",
+            ExpectedVersion::Any,
+            &[in_flow(event_type, correlation)],
+        )
+        .await
+        .expect("append");
+    }
+    let (status, _, events) = get(&router, &format!("/correlations/{flow}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let types: Vec<&str> = events
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(types, ["OrderPlaced", "PaymentRequested"]);
 
     let command = Uuid::new_v4();
     let (_, _, pending) = get(&router, &format!("/commands/{command}")).await;

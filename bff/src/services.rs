@@ -1,0 +1,148 @@
+//! The services' query APIs, called over HTTP with the caller's identity in headers. A service's
+//! 404 stays a 404; anything else unexpected is a 502 for the caller and a warning in the log.
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+/// One of the five processes with a query API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Campaigns,
+    Tracking,
+    Commissions,
+    Payments,
+    Sagas,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [
+        Service::Campaigns,
+        Service::Tracking,
+        Service::Commissions,
+        Service::Payments,
+        Service::Sagas,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Campaigns => "campaigns",
+            Service::Tracking => "tracking",
+            Service::Commissions => "commissions",
+            Service::Payments => "payments",
+            Service::Sagas => "sagas",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Where each service's query API answers.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub campaigns: String,
+    pub tracking: String,
+    pub commissions: String,
+    pub payments: String,
+    pub sagas: String,
+}
+
+impl ServiceUrls {
+    fn of(&self, service: Service) -> &str {
+        match service {
+            Service::Campaigns => &self.campaigns,
+            Service::Tracking => &self.tracking,
+            Service::Commissions => &self.commissions,
+            Service::Payments => &self.payments,
+            Service::Sagas => &self.sagas,
+        }
+    }
+}
+
+/// The HTTP client for the services.
+#[derive(Debug, Clone)]
+pub struct Services {
+    http: reqwest::Client,
+    urls: ServiceUrls,
+}
+
+/// Header names carrying the caller to the services (for their logs).
+const ACTOR: &str = "x-pulsaga-actor";
+const TENANT: &str = "x-pulsaga-tenant";
+
+impl Services {
+    pub fn new(urls: ServiceUrls) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Services { http, urls }
+    }
+
+    /// GETs `path` (with its query) from `service`: the JSON of a 2xx, `None` for a 404.
+    pub async fn get(
+        &self,
+        service: Service,
+        path: &str,
+        caller: &Caller,
+    ) -> Result<Option<Value>, Problem> {
+        let request = self.http.get(format!("{}{path}", self.urls.of(service)));
+        self.send(service, request, caller).await
+    }
+
+    /// POSTs `body` to `path` of `service`.
+    pub async fn post(
+        &self,
+        service: Service,
+        path: &str,
+        body: &Value,
+        caller: &Caller,
+    ) -> Result<Option<Value>, Problem> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.urls.of(service)))
+            .json(body);
+        self.send(service, request, caller).await
+    }
+
+    async fn send(
+        &self,
+        service: Service,
+        request: reqwest::RequestBuilder,
+        caller: &Caller,
+    ) -> Result<Option<Value>, Problem> {
+        let what = service.name();
+        let response = request
+            .header(ACTOR, &caller.subject)
+            .header(TENANT, caller.tenant.as_deref().unwrap_or(""))
+            .send()
+            .await
+            .map_err(|e| Problem::upstream(what, e))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match status {
+            s if s.is_success() => Ok(Some(body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            // The service's own word on bad input (a filter, a time) is the caller's answer.
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(Problem::new(
+                    status,
+                    body["detail"].as_str().unwrap_or("refused").to_owned(),
+                ))
+            }
+            other => Err(Problem::upstream(what, format!("answered {other}: {body}"))),
+        }
+    }
+
+    /// Whether `service` answers a query (it reaches its database).
+    pub async fn ready(&self, service: Service) -> bool {
+        self.http
+            .get(format!("{}/events?limit=1", self.urls.of(service)))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}

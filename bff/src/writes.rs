@@ -1,0 +1,444 @@
+//! The write routes: each validates its body, publishes one Avro command to its topic (the
+//! broker's receipt makes it durable) and answers `202 Accepted` with the command id and the ids
+//! it created. Server-owned fields (ids, the owning advertiser) come from the server, never from
+//! the body. With an `Idempotency-Key` header the command id and the created ids derive from the
+//! caller and the key, so a retried write is the same command, which the service applies once.
+
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::problem::{Body, Problem};
+use crate::services::Service;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use messaging::effects;
+use schemas::Message;
+use schemas::commands::{
+    AssociateContent, AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner,
+};
+use schemas::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Names the space of command ids derived from idempotency keys.
+const IDEMPOTENCY: Uuid = Uuid::from_u128(0x6f1c_3c55_9a0e_4b7e_8f7b_2d1c_0a9e_5b31);
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// What a write answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Poll `GET /v1/commands/{command_id}` for its outcome.
+    pub command_id: Uuid,
+    /// The ids the command creates, by name (`partner_id`, `campaign_id`, …).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub created: serde_json::Map<String, Value>,
+}
+
+/// An amount in minor units (cents) and its ISO 4217 currency.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyBody {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// How the campaign pays: `{"type": "fixed", "amount": 250}` or
+/// `{"type": "percent", "basis_points": 1000}`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleBody {
+    Fixed { amount: i64 },
+    Percent { basis_points: i32 },
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPartner {
+    pub name: String,
+    pub email: String,
+    pub payout_account: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    pub name: String,
+    pub budget: MoneyBody,
+    pub commission_rule: RuleBody,
+    /// RFC 3339; defaults to now.
+    pub valid_from: Option<String>,
+    /// RFC 3339.
+    pub valid_until: String,
+    /// Admins only: the advertiser the campaign is for. An advertiser's campaign is its own.
+    pub advertiser_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAssociation {
+    pub partner_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKindBody {
+    Banner,
+    Link,
+    Text,
+    Video,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewContent {
+    pub kind: ContentKindBody,
+    pub url: String,
+    pub title: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KindBody {
+    Click,
+    Lead,
+    Conversion,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBody {
+    pub order_id: String,
+    pub amount: MoneyBody,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTrackingEvent {
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub kind: KindBody,
+    /// Required for a conversion, refused otherwise.
+    pub order: Option<OrderBody>,
+    /// RFC 3339; defaults to now.
+    pub occurred_at: Option<String>,
+}
+
+fn text(name: &str, value: &str, max: usize) -> Result<String, Problem> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(Problem::unprocessable(format!(
+            "{name} must have 1 to {max} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn money(name: &str, body: &MoneyBody) -> Result<Money, Problem> {
+    let currency_ok =
+        body.currency.len() == 3 && body.currency.bytes().all(|b| b.is_ascii_uppercase());
+    if body.amount <= 0 || !currency_ok {
+        return Err(Problem::unprocessable(format!(
+            "{name} needs a positive amount in minor units and an ISO 4217 currency such as EUR"
+        )));
+    }
+    Ok(Money {
+        amount: body.amount,
+        currency: body.currency.clone(),
+    })
+}
+
+fn micros(name: &str, value: Option<&str>) -> Result<i64, Problem> {
+    let at = match value {
+        None => OffsetDateTime::now_utc(),
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+            Problem::unprocessable(format!("{name} must be an RFC 3339 time, got {text:?}"))
+        })?,
+    };
+    i64::try_from(at.unix_timestamp_nanos() / 1000)
+        .map_err(|_| Problem::unprocessable(format!("{name} is out of range")))
+}
+
+/// The command id: derived from the caller and its `Idempotency-Key`, or new.
+fn command_id(caller: &Caller, headers: &HeaderMap) -> Result<Uuid, Problem> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(Uuid::now_v7());
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+            ))
+        })?;
+    Ok(Uuid::new_v5(
+        &IDEMPOTENCY,
+        format!("{}\n{key}", caller.subject).as_bytes(),
+    ))
+}
+
+/// An id the command creates, derived from the command id (so a retry creates the same one).
+fn created(command_id: Uuid, what: &str) -> Uuid {
+    Uuid::new_v5(&command_id, what.as_bytes())
+}
+
+async fn publish<M: Message>(
+    state: &AppState,
+    caller: &Caller,
+    key: Uuid,
+    command_id: Uuid,
+    command: &M,
+) -> Result<(), Problem> {
+    let properties = effects::first_of_flow(
+        command_id,
+        command,
+        caller.tenant.clone(),
+        Some(caller.subject.clone()),
+    );
+    let message = effects::outgoing(command, &key.to_string(), &properties)
+        .map_err(|e| Problem::unprocessable(format!("the command cannot be encoded: {e}")))?;
+    state
+        .client
+        .publish(&message)
+        .await
+        .map_err(|e| Problem::upstream("publishing the command", e))?;
+    Ok(())
+}
+
+fn accepted(command_id: Uuid, created: &[(&str, Uuid)]) -> (StatusCode, Json<Accepted>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            command_id,
+            created: created
+                .iter()
+                .map(|(name, id)| ((*name).to_owned(), Value::String(id.to_string())))
+                .collect(),
+        }),
+    )
+}
+
+/// Answers 404 unless the caller may act on the campaign: admins on any, an advertiser on its
+/// own. The campaign must be in the read model already.
+pub async fn owned_campaign(
+    state: &AppState,
+    caller: &Caller,
+    campaign_id: Uuid,
+) -> Result<Value, Problem> {
+    let campaign = state
+        .services
+        .get(
+            Service::Campaigns,
+            &format!("/campaigns/{campaign_id}"),
+            caller,
+        )
+        .await?
+        .filter(|c| {
+            caller.sees_all()
+                || c["advertiser_id"]
+                    .as_str()
+                    .is_some_and(|a| caller.is_tenant(a))
+        });
+    campaign.ok_or_else(|| Problem::not_found(format!("no campaign {campaign_id}")))
+}
+
+#[utoipa::path(post, path = "/v1/partners", tag = "writes", request_body = NewPartner,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry the same command")),
+    responses((status = 202, body = Accepted), (status = 422, description = "invalid body")),
+    security(("bearer" = [])))]
+pub async fn register_partner(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<NewPartner>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    caller.require(&[Role::Admin, Role::Advertiser])?;
+    let email = text("email", &body.email, 254)?;
+    if !email.contains('@') {
+        return Err(Problem::unprocessable("email must be an e-mail address"));
+    }
+    let command_id = command_id(&caller, &headers)?;
+    let partner_id = created(command_id, "partner");
+    let command = RegisterPartner {
+        partner_id,
+        name: text("name", &body.name, 200)?,
+        email,
+        payout_account: text("payout_account", &body.payout_account, 64)?,
+    };
+    publish(&state, &caller, partner_id, command_id, &command).await?;
+    Ok(accepted(command_id, &[("partner_id", partner_id)]))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns", tag = "writes", request_body = NewCampaign,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry the same command")),
+    responses((status = 202, body = Accepted), (status = 422, description = "invalid body")),
+    security(("bearer" = [])))]
+pub async fn create_campaign(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<NewCampaign>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    caller.require(&[Role::Admin, Role::Advertiser])?;
+    let advertiser_id = match (caller.role, body.advertiser_id) {
+        (Role::Admin, Some(id)) => id,
+        (Role::Admin, None) => {
+            return Err(Problem::unprocessable("an admin names the advertiser_id"));
+        }
+        (_, Some(_)) => {
+            return Err(Problem::unprocessable(
+                "advertiser_id is set by the server: a campaign belongs to its creator",
+            ));
+        }
+        (_, None) => caller
+            .tenant
+            .as_deref()
+            .and_then(|t| Uuid::parse_str(t).ok())
+            .ok_or_else(|| Problem::forbidden("the token names no advertiser tenant"))?,
+    };
+    let commission_rule = match body.commission_rule {
+        RuleBody::Fixed { amount } if amount > 0 => CommissionRule::Fixed { amount },
+        RuleBody::Percent { basis_points } if (1..=10_000).contains(&basis_points) => {
+            CommissionRule::Percent { basis_points }
+        }
+        _ => {
+            return Err(Problem::unprocessable(
+                "commission_rule needs a positive fixed amount or 1 to 10000 basis points",
+            ));
+        }
+    };
+    let valid_from = micros("valid_from", body.valid_from.as_deref())?;
+    let valid_until = micros("valid_until", Some(&body.valid_until))?;
+    if valid_until <= valid_from {
+        return Err(Problem::unprocessable(
+            "valid_until must be after valid_from",
+        ));
+    }
+    let command_id = command_id(&caller, &headers)?;
+    let campaign_id = created(command_id, "campaign");
+    let command = CreateCampaign {
+        campaign_id,
+        advertiser_id,
+        name: text("name", &body.name, 200)?,
+        budget: money("budget", &body.budget)?,
+        commission_rule,
+        valid_from,
+        valid_until,
+    };
+    publish(&state, &caller, campaign_id, command_id, &command).await?;
+    Ok(accepted(command_id, &[("campaign_id", campaign_id)]))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/partners", tag = "writes", request_body = NewAssociation,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "makes a retry the same command")),
+    responses((status = 202, body = Accepted), (status = 404, description = "no such campaign for the caller")),
+    security(("bearer" = [])))]
+pub async fn associate_partner(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(campaign_id): Path<Uuid>,
+    headers: HeaderMap,
+    Body(body): Body<NewAssociation>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    caller.require(&[Role::Admin, Role::Advertiser])?;
+    owned_campaign(&state, &caller, campaign_id).await?;
+    let command_id = command_id(&caller, &headers)?;
+    let command = AssociatePartner {
+        campaign_id,
+        partner_id: body.partner_id,
+    };
+    publish(&state, &caller, campaign_id, command_id, &command).await?;
+    Ok(accepted(command_id, &[]))
+}
+
+#[utoipa::path(post, path = "/v1/campaigns/{id}/content", tag = "writes", request_body = NewContent,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "makes a retry the same command")),
+    responses((status = 202, body = Accepted), (status = 404, description = "no such campaign for the caller")),
+    security(("bearer" = [])))]
+pub async fn associate_content(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(campaign_id): Path<Uuid>,
+    headers: HeaderMap,
+    Body(body): Body<NewContent>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    caller.require(&[Role::Admin, Role::Advertiser])?;
+    owned_campaign(&state, &caller, campaign_id).await?;
+    let url = text("url", &body.url, 2048)?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(Problem::unprocessable("url must be an http(s) URL"));
+    }
+    let command_id = command_id(&caller, &headers)?;
+    let content_id = created(command_id, "content");
+    let command = AssociateContent {
+        campaign_id,
+        content_id,
+        kind: match body.kind {
+            ContentKindBody::Banner => ContentKind::Banner,
+            ContentKindBody::Link => ContentKind::Link,
+            ContentKindBody::Text => ContentKind::Text,
+            ContentKindBody::Video => ContentKind::Video,
+        },
+        url,
+        title: text("title", &body.title, 200)?,
+        tags: body.tags,
+    };
+    publish(&state, &caller, campaign_id, command_id, &command).await?;
+    Ok(accepted(command_id, &[("content_id", content_id)]))
+}
+
+#[utoipa::path(post, path = "/v1/tracking-events", tag = "writes", request_body = NewTrackingEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry the same command")),
+    responses((status = 202, body = Accepted), (status = 404, description = "no such campaign for the caller"),
+        (status = 422, description = "invalid body")),
+    security(("bearer" = [])))]
+pub async fn record_tracking_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<NewTrackingEvent>,
+) -> Result<(StatusCode, Json<Accepted>), Problem> {
+    caller.require(&[Role::Admin, Role::Advertiser])?;
+    let (kind, order) = match (body.kind, &body.order) {
+        (KindBody::Conversion, Some(order)) => (
+            TrackingKind::Conversion,
+            Some(Order {
+                order_id: text("order.order_id", &order.order_id, 200)?,
+                amount: money("order.amount", &order.amount)?,
+            }),
+        ),
+        (KindBody::Conversion, None) => {
+            return Err(Problem::unprocessable("a conversion carries its order"));
+        }
+        (KindBody::Click | KindBody::Lead, Some(_)) => {
+            return Err(Problem::unprocessable("only a conversion carries an order"));
+        }
+        (KindBody::Click, None) => (TrackingKind::Click, None),
+        (KindBody::Lead, None) => (TrackingKind::Lead, None),
+    };
+    owned_campaign(&state, &caller, body.campaign_id).await?;
+    let command_id = command_id(&caller, &headers)?;
+    let tracking_id = created(command_id, "tracking-event");
+    let command = RecordTrackingEvent {
+        tracking_id,
+        campaign_id: body.campaign_id,
+        partner_id: body.partner_id,
+        kind,
+        order,
+        occurred_at: micros("occurred_at", body.occurred_at.as_deref())?,
+    };
+    publish(&state, &caller, tracking_id, command_id, &command).await?;
+    let saga_id = schemas::ids::saga_id_for(tracking_id);
+    Ok(accepted(
+        command_id,
+        &[("tracking_id", tracking_id), ("saga_id", saga_id)],
+    ))
+}

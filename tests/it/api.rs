@@ -1,0 +1,506 @@
+//! The HTTP API end to end, with a real server in front of the whole platform: a campaign, a
+//! partner and conversions through `/v1`, one saga paid out and one compensated, seen in the
+//! partner views, the saga routes and the correlation view — and the requests the API refuses.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bff::auth::{Key, Role, Verifier, mint_hs256};
+use pulsaga_tests::platform::Platform;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SECRET: &[u8] = b"a development secret of at least 32 bytes";
+const ISSUER: &str = "pulsaga";
+const AUDIENCE: &str = "pulsaga-api";
+
+/// The API served on a free port in front of `platform`.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Api {
+    async fn start(platform: &Platform, key: &Key) -> Api {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let settings = bff::Settings {
+            services: bff::services::ServiceUrls {
+                campaigns: platform.urls.campaigns.clone(),
+                tracking: platform.urls.tracking.clone(),
+                commissions: platform.urls.commissions.clone(),
+                payments: platform.urls.payments.clone(),
+                sagas: platform.urls.sagas.clone(),
+            },
+            verifier: Verifier::new(key, ISSUER, AUDIENCE, 30).expect("verifier"),
+            rate_per_second: std::num::NonZeroU32::new(1000).expect("rate"),
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(bff::serve(
+            listener,
+            platform.client.clone(),
+            settings,
+            stop.clone(),
+        ));
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            stop,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// POSTs and expects `202 Accepted`; returns the answer.
+    async fn post(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, answer) = self
+            .call(reqwest::Method::POST, path, token, Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}: {answer}");
+        answer
+    }
+
+    /// Polls `path` until it answers 200 with a body that satisfies `done`.
+    async fn wait_for(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.get(path, token).await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never got there; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a command's outcome and expects success.
+    async fn succeeded(&self, accepted: &Value, token: &str) {
+        let path = format!(
+            "/v1/commands/{}",
+            accepted["command_id"].as_str().expect("id")
+        );
+        let outcome = self
+            .wait_for(&path, token, |b| b["status"] != "pending")
+            .await;
+        assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    }
+}
+
+fn token(role: Role, tenant: Option<&str>) -> String {
+    mint_hs256(SECRET, ISSUER, AUDIENCE, role.name(), role, tenant, 600).expect("token")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let platform = Platform::start(connect).await;
+    let api = Api::start(
+        &platform,
+        &Key::Hs256 {
+            secret: SECRET.to_vec(),
+        },
+    )
+    .await;
+    let advertiser_id = Uuid::new_v4().to_string();
+    let advertiser = token(Role::Advertiser, Some(&advertiser_id));
+    let admin = token(Role::Admin, None);
+
+    let partner = api
+        .post(
+            "/v1/partners",
+            &advertiser,
+            json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00BANK01" }),
+        )
+        .await;
+    let partner_id = partner["partner_id"]
+        .as_str()
+        .expect("partner id")
+        .to_owned();
+    let campaign = api
+        .post(
+            "/v1/campaigns",
+            &advertiser,
+            json!({
+                "name": "Spring sale",
+                "budget": { "amount": 100_000, "currency": "EUR" },
+                "commission_rule": { "type": "percent", "basis_points": 1_000 },
+                "valid_until": "2099-01-01T00:00:00Z",
+            }),
+        )
+        .await;
+    api.succeeded(&partner, &advertiser).await;
+    api.succeeded(&campaign, &advertiser).await;
+    let campaign_id = campaign["campaign_id"]
+        .as_str()
+        .expect("campaign id")
+        .to_owned();
+    let shown = api
+        .wait_for(&format!("/v1/campaigns/{campaign_id}"), &advertiser, |_| {
+            true
+        })
+        .await;
+    assert_eq!(
+        shown["advertiser_id"],
+        advertiser_id.as_str(),
+        "owned by its creator"
+    );
+    let associated = api
+        .post(
+            &format!("/v1/campaigns/{campaign_id}/partners"),
+            &advertiser,
+            json!({ "partner_id": partner_id }),
+        )
+        .await;
+    api.succeeded(&associated, &advertiser).await;
+
+    // 10 % of 5 000 is paid; 10 % of 6 660 is 666, which the payout simulator declines.
+    let mut sagas = Vec::new();
+    for (order, amount) in [("order-1", 5_000), ("order-2", 6_660)] {
+        let recorded = api
+            .post(
+                "/v1/tracking-events",
+                &advertiser,
+                json!({
+                    "campaign_id": campaign_id,
+                    "partner_id": partner_id,
+                    "kind": "conversion",
+                    "order": { "order_id": order, "amount": { "amount": amount, "currency": "EUR" } },
+                }),
+            )
+            .await;
+        sagas.push((
+            recorded["saga_id"].as_str().expect("saga id").to_owned(),
+            recorded["command_id"]
+                .as_str()
+                .expect("command id")
+                .to_owned(),
+        ));
+    }
+    let finished = |b: &Value| {
+        matches!(
+            b["saga"]["status"].as_str(),
+            Some("completed" | "compensated")
+        )
+    };
+    let paid = api
+        .wait_for(&format!("/v1/sagas/{}", sagas[0].0), &admin, finished)
+        .await;
+    assert_eq!(paid["saga"]["status"], "completed", "{paid}");
+    let declined = api
+        .wait_for(&format!("/v1/sagas/{}", sagas[1].0), &admin, finished)
+        .await;
+    assert_eq!(declined["saga"]["status"], "compensated", "{declined}");
+    let (_, log) = api
+        .get(&format!("/v1/sagas/{}/compensations", sagas[1].0), &admin)
+        .await;
+    let entries = log["compensations"].as_array().expect("compensation log");
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("account closed")),
+        "the reason is named: {}",
+        entries[0]
+    );
+    let compensated: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["entry"] == "compensation_succeeded")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(
+        compensated,
+        ["assign-commission", "reserve-budget", "trigger"]
+    );
+
+    // The partner sees its commission and payment for each order; another partner sees nothing.
+    let as_partner = token(Role::Partner, Some(&partner_id));
+    let statuses = |list: &Value, key: &str| -> Vec<(i64, String)> {
+        let mut pairs: Vec<(i64, String)> = list[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["amount"].as_i64().unwrap_or_default(),
+                    c["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let commissions = api
+        .wait_for(
+            &format!("/v1/partners/{partner_id}/commissions"),
+            &as_partner,
+            |l| {
+                statuses(l, "commissions")
+                    == [(500, "assigned".to_owned()), (666, "reversed".to_owned())]
+            },
+        )
+        .await;
+    assert_eq!(statuses(&commissions, "commissions").len(), 2);
+    api.wait_for(
+        &format!("/v1/partners/{partner_id}/payments"),
+        &as_partner,
+        |l| statuses(l, "payments") == [(500, "completed".to_owned()), (666, "failed".to_owned())],
+    )
+    .await;
+    let stranger = token(Role::Partner, Some(&Uuid::new_v4().to_string()));
+    let (status, _) = api
+        .get(&format!("/v1/partners/{partner_id}/payments"), &stranger)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The whole paid flow, across the services, in causal order.
+    let auditor = token(Role::Auditor, None);
+    let flow = api
+        .wait_for(
+            &format!("/v1/audit/correlations/{}", sagas[0].1),
+            &auditor,
+            |f| {
+                f["events"].as_array().is_some_and(|events| {
+                    events
+                        .iter()
+                        .any(|e| e["event_type"] == "TrackingEventConfirmed")
+                })
+            },
+        )
+        .await;
+    let events = flow["events"].as_array().expect("events");
+    let services: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["service"].as_str())
+        .collect();
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        ["campaigns", "commissions", "payments", "sagas", "tracking"]
+    );
+    let position = |event_type: &str| {
+        events
+            .iter()
+            .position(|e| e["event_type"] == event_type)
+            .unwrap_or_else(|| panic!("{event_type} in the flow"))
+    };
+    assert!(position("TrackingEventRecorded") < position("BudgetReserved"));
+    assert!(position("BudgetReserved") < position("CommissionAssigned"));
+    assert!(position("CommissionAssigned") < position("TrackingEventConfirmed"));
+
+    api.stop.cancel();
+    platform.stop().await;
+}
+
+/// A token signed by hand: `header` and `claims` as given, HS256 over them with `secret`.
+fn signed(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jwt_header.typ = header["typ"].as_str().map(str::to_owned);
+    jsonwebtoken::encode(&jwt_header, claims, &key).expect("sign")
+}
+
+fn claims(role: &str, tenant: Option<&str>) -> Value {
+    json!({ "sub": "someone", "role": role, "tenant": tenant, "iss": ISSUER, "aud": AUDIENCE,
+            "exp": now() + 600, "nbf": now() })
+}
+
+#[sqlx::test(migrations = false)]
+async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let platform = Platform::start(connect).await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let public_pem = std::fs::read(fixtures.join("jwt-test-rs256.pub")).expect("public key");
+    let private_pem = std::fs::read(fixtures.join("jwt-test-rs256.key")).expect("private key");
+    let rs_api = Api::start(
+        &platform,
+        &Key::Rs256 {
+            public_pem: public_pem.clone(),
+        },
+    )
+    .await;
+    let rs_token = |claims: &Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&private_pem).expect("private key"),
+        )
+        .expect("sign")
+    };
+    let good = rs_token(&claims("admin", None));
+    let (status, _) = rs_api.get("/v1/sagas", &good).await;
+    assert_eq!(status, StatusCode::OK, "the control: a good RS256 token");
+
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims("admin", None).to_string())
+    );
+    let mut wrong_aud = claims("admin", None);
+    wrong_aud["aud"] = json!("someone-else");
+    let mut wrong_iss = claims("admin", None);
+    wrong_iss["iss"] = json!("https://evil.example");
+    let mut expired = claims("admin", None);
+    expired["exp"] = json!(now() - 120);
+    let mut nbf_text = claims("admin", None);
+    nbf_text["nbf"] = json!(now().to_string());
+    let mut no_exp = claims("admin", None);
+    no_exp.as_object_mut().expect("object").remove("exp");
+    let refused = [
+        ("alg none", unsigned),
+        // The RS public key used as an HS secret: the classic algorithm confusion.
+        (
+            "HS256 against RS256",
+            signed(&json!({"typ": "JWT"}), &claims("admin", None), &public_pem),
+        ),
+        ("wrong aud", rs_token(&wrong_aud)),
+        ("wrong iss", rs_token(&wrong_iss)),
+        ("expired", rs_token(&expired)),
+        ("nbf as a string", rs_token(&nbf_text)),
+        ("no exp", rs_token(&no_exp)),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (what, token) in refused {
+        let (status, problem) = rs_api.get("/v1/sagas", &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {problem}");
+        assert_eq!(problem["status"], 401, "{what}: problem+json");
+    }
+    let (status, _) = rs_api.get("/v1/sagas", "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
+    rs_api.stop.cancel();
+
+    let api = Api::start(
+        &platform,
+        &Key::Hs256 {
+            secret: SECRET.to_vec(),
+        },
+    )
+    .await;
+    let owner = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
+    let campaign = api
+        .post(
+            "/v1/campaigns",
+            &owner,
+            json!({
+                "name": "Mine",
+                "budget": { "amount": 1_000, "currency": "EUR" },
+                "commission_rule": { "type": "fixed", "amount": 10 },
+                "valid_until": "2099-01-01T00:00:00Z",
+            }),
+        )
+        .await;
+    let campaign_id = campaign["campaign_id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/campaigns/{campaign_id}");
+    api.wait_for(&path, &owner, |_| true).await;
+    let other = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
+    let (status, problem) = api.get(&path, &other).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's campaign: {problem}"
+    );
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/tracking-events",
+            &other,
+            Some(&json!({ "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "click" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nor can it track on it");
+    let (status, _) = api.get("/v1/sagas", &owner).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an advertiser is no operator"
+    );
+
+    let valid = json!({ "name": "P", "email": "p@example.com", "payout_account": "NL00" });
+    let mut unknown = valid.clone();
+    unknown["colour"] = json!("red");
+    let mut server_owned = valid.clone();
+    server_owned["partner_id"] = json!(Uuid::new_v4());
+    let big = json!({ "name": "x".repeat(bff::BODY_LIMIT), "email": "p@example.com", "payout_account": "NL00" });
+    for (what, body, expected) in [
+        ("unknown field", unknown, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "server-owned id",
+            server_owned,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("over 64 KiB", big, StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let (status, problem) = api
+            .call(reqwest::Method::POST, "/v1/partners", &owner, Some(&body))
+            .await;
+        assert_eq!(status, expected, "{what}: {problem}");
+        assert_eq!(problem["status"], expected.as_u16(), "{what}: problem+json");
+    }
+
+    // The same Idempotency-Key is the same command, with the same ids.
+    let retried: Vec<Value> = post_twice_with_one_key(&api, &owner, &valid).await;
+    assert_eq!(retried[0], retried[1]);
+
+    let (status, document) = api.get("/openapi.json", &owner).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["paths"]["/v1/tracking-events"]["post"].is_object());
+    api.stop.cancel();
+    platform.stop().await;
+}
+
+/// Posts `body` twice under one Idempotency-Key; returns both answers.
+async fn post_twice_with_one_key(api: &Api, token: &str, body: &Value) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = api
+            .http
+            .post(format!("{}/v1/partners", api.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "register-pat-once")
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        answers.push(response.json().await.expect("json"));
+    }
+    answers
+}
