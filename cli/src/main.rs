@@ -1,10 +1,12 @@
 //! The `pulsaga` binary (SPEC §7): wires the crates together. It runs one process of the platform
-//! (`serve`), migrates the service databases, rebuilds read models (`replay`) and mints
-//! development tokens (`token`).
+//! (`serve`) or all of them (`up`), drives a demo through the API (`demo`), migrates the service
+//! databases, rebuilds read models (`replay`) and mints development tokens (`token`).
 
+mod demo;
 mod replay;
 mod serve;
 mod settings;
+mod up;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use settings::Infrastructure;
@@ -149,6 +151,22 @@ enum Command {
         #[command(flatten)]
         api: Box<settings::Api>,
     },
+    /// The whole platform on this machine, until Ctrl-C: every service, the coordinator, the
+    /// payout simulator and the API, on the local PostgreSQL and pulsar-lite unless told otherwise.
+    Up {
+        #[command(flatten)]
+        options: Box<up::Options>,
+        #[command(flatten)]
+        jwt: settings::Jwt,
+    },
+    /// Drive a realistic scenario through the API and print what happened.
+    Demo {
+        /// The API's base URL.
+        #[arg(long, env = "PULSAGA_API", default_value = "http://127.0.0.1:7100")]
+        api: String,
+        #[command(flatten)]
+        jwt: settings::Jwt,
+    },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
         #[arg(long, value_enum)]
@@ -238,6 +256,8 @@ async fn main() -> ExitCode {
             }
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },
+        Command::Up { options, jwt } => up::up(*options, &jwt).await,
+        Command::Demo { api, jwt } => demo::run(&api, &jwt).await,
         Command::Token {
             role,
             tenant,

@@ -3,6 +3,7 @@
 
 mod compose;
 mod crash;
+mod up;
 
 use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -1,0 +1,251 @@
+//! `pulsaga demo`: a realistic scenario through the HTTP API, printed as it goes. An advertiser
+//! registers a partner and creates a campaign paying 10 % of each order; the partner brings two
+//! clicks and three orders, one of which the payout provider declines (10 % of 6 660 is 666, the
+//! simulator's "account closed"). The demo waits for every saga and shows the partner's
+//! commissions and payments and the compensated saga's log. It fails if a saga ends otherwise.
+
+use crate::settings::Jwt;
+use anyhow::Context;
+use bff::auth::Role;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+struct Client<'a> {
+    api: &'a str,
+    http: reqwest::Client,
+}
+
+impl Client<'_> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, answer) = self
+            .send(reqwest::Method::POST, path, token, Some(body))
+            .await?;
+        anyhow::ensure!(status.is_success(), "POST {path}: {status} {answer}");
+        Ok(answer)
+    }
+
+    /// Polls `path` until it answers 200 with a body `done` accepts (at most a minute).
+    async fn wait_for(
+        &self,
+        path: &str,
+        token: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.send(reqwest::Method::GET, path, token, None).await?;
+            if status.is_success() && done(&body) {
+                return Ok(body);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "GET {path} did not get there within a minute: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn succeeded(&self, accepted: &Value, token: &str) -> anyhow::Result<()> {
+        let id = accepted["command_id"].as_str().context("a command id")?;
+        let outcome = self
+            .wait_for(&format!("/v1/commands/{id}"), token, |b| {
+                b["status"] != "pending"
+            })
+            .await?;
+        anyhow::ensure!(outcome["status"] == "succeeded", "command {id}: {outcome}");
+        Ok(())
+    }
+}
+
+fn id(value: &Value, name: &str) -> anyhow::Result<String> {
+    value[name]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{name} in {value}"))
+}
+
+/// Runs the scenario against the API at `api`, with tokens signed by `jwt`'s secret.
+pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
+    let secret = jwt.secret()?;
+    let mint = |role: Role, subject: &str, tenant: Option<&str>| {
+        bff::auth::mint_hs256(
+            secret,
+            &jwt.jwt_issuer,
+            &jwt.jwt_audience,
+            subject,
+            role,
+            tenant,
+            3600,
+        )
+    };
+    let advertiser_id = uuid::Uuid::new_v4().to_string();
+    let advertiser = mint(Role::Advertiser, "demo-advertiser", Some(&advertiser_id))?;
+    let admin = mint(Role::Admin, "demo-admin", None)?;
+    let client = Client {
+        api,
+        http: reqwest::Client::new(),
+    };
+
+    println!("demo: advertiser {advertiser_id}");
+    let partner = client
+        .post(
+            "/v1/partners",
+            &advertiser,
+            json!({ "name": "Pat's Deals", "email": "pat@example.com", "payout_account": "NL91ABNA0417164300" }),
+        )
+        .await?;
+    let campaign = client
+        .post(
+            "/v1/campaigns",
+            &advertiser,
+            json!({
+                "name": "Spring sale",
+                "budget": { "amount": 1_000_000, "currency": "EUR" },
+                "commission_rule": { "type": "percent", "basis_points": 1_000 },
+                "valid_until": "2099-01-01T00:00:00Z",
+            }),
+        )
+        .await?;
+    client.succeeded(&partner, &advertiser).await?;
+    client.succeeded(&campaign, &advertiser).await?;
+    let (partner_id, campaign_id) = (id(&partner, "partner_id")?, id(&campaign, "campaign_id")?);
+    println!(
+        "demo: partner {partner_id} registered, campaign {campaign_id} created (10 % per order)"
+    );
+    client
+        .wait_for(&format!("/v1/campaigns/{campaign_id}"), &advertiser, |_| {
+            true
+        })
+        .await?;
+    let associated = client
+        .post(
+            &format!("/v1/campaigns/{campaign_id}/partners"),
+            &advertiser,
+            json!({ "partner_id": partner_id }),
+        )
+        .await?;
+    client.succeeded(&associated, &advertiser).await?;
+    println!("demo: partner associated with the campaign");
+
+    let mut sagas = Vec::new();
+    for kind in ["click", "click"] {
+        let recorded = client
+            .post(
+                "/v1/tracking-events",
+                &advertiser,
+                json!({ "campaign_id": campaign_id, "partner_id": partner_id, "kind": kind }),
+            )
+            .await?;
+        println!("demo: recorded a {kind}");
+        client.succeeded(&recorded, &advertiser).await?;
+    }
+    for (order, amount, expected) in [
+        ("order-1001", 5_000, "completed"),
+        ("order-1002", 12_000, "completed"),
+        ("order-1003", 6_660, "compensated"),
+    ] {
+        let recorded = client
+            .post(
+                "/v1/tracking-events",
+                &advertiser,
+                json!({
+                    "campaign_id": campaign_id,
+                    "partner_id": partner_id,
+                    "kind": "conversion",
+                    "order": { "order_id": order, "amount": { "amount": amount, "currency": "EUR" } },
+                }),
+            )
+            .await?;
+        println!("demo: recorded the conversion of {order} ({amount} cents)");
+        sagas.push((order, id(&recorded, "saga_id")?, expected));
+    }
+
+    println!();
+    println!("{:<12} {:<38} status", "order", "saga");
+    for (order, saga, expected) in &sagas {
+        let detail = client
+            .wait_for(&format!("/v1/sagas/{saga}"), &admin, |b| {
+                matches!(
+                    b["saga"]["status"].as_str(),
+                    Some("completed" | "compensated" | "parked")
+                )
+            })
+            .await?;
+        let status = detail["saga"]["status"].as_str().unwrap_or_default();
+        println!("{order:<12} {saga:<38} {status}");
+        anyhow::ensure!(
+            status == *expected,
+            "saga {saga} ended {status}, not {expected}"
+        );
+    }
+
+    let (_, declined) = &sagas
+        .iter()
+        .find(|(_, _, expected)| *expected == "compensated")
+        .map(|(order, saga, _)| (order, saga))
+        .context("the declined order")?;
+    let (_, log) = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/sagas/{declined}/compensations"),
+            &admin,
+            None,
+        )
+        .await?;
+    println!();
+    println!("compensation log of saga {declined}:");
+    for entry in log["compensations"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {:<18} {}",
+            entry["entry"].as_str().unwrap_or_default(),
+            entry["step"].as_str().unwrap_or_default(),
+            entry["reason"].as_str().unwrap_or_default()
+        );
+    }
+
+    let partner_token = mint(Role::Partner, "demo-partner", Some(&partner_id))?;
+    for (what, key) in [("commissions", "commissions"), ("payments", "payments")] {
+        let list = client
+            .wait_for(
+                &format!("/v1/partners/{partner_id}/{what}"),
+                &partner_token,
+                |l| l[key].as_array().is_some_and(|items| items.len() == 3),
+            )
+            .await?;
+        println!();
+        println!("the partner's {what}:");
+        for item in list[key].as_array().into_iter().flatten() {
+            println!(
+                "  {:>8} {}  {}",
+                item["amount"].as_i64().unwrap_or_default(),
+                item["currency"].as_str().unwrap_or_default(),
+                item["status"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!();
+    println!("demo: done; the API is at {api}/docs");
+    Ok(())
+}

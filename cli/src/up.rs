@@ -1,0 +1,438 @@
+//! `pulsaga up`: the whole platform on one machine. It uses `DATABASE_URL` and `PULSAR_URL` when
+//! given; otherwise the PostgreSQL answering on 127.0.0.1:5432, or one it initialises and starts
+//! from the system's binaries (data under `.pulsaga/postgres`, run as the `postgres` user when
+//! started as root), and pulsar-lite behind the compatibility proxy (data under
+//! `.pulsaga/broker`). It migrates the databases, starts every service, the coordinator, the
+//! payout simulator and the API as child processes of this binary, prints the URLs and a token
+//! per role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds).
+
+use crate::settings::{Infrastructure, Jwt};
+use crate::{Service, serve};
+use anyhow::Context;
+use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// How `up` runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The PostgreSQL server (any database on it); default: local, found or started.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The Pulsar broker; default: pulsar-lite started here.
+    #[arg(long, env = "PULSAR_URL")]
+    pub pulsar_url: Option<String>,
+    /// Which broker `PULSAR_URL` points at.
+    #[arg(long, env = "PULSAR_BROKER", value_enum, default_value_t = crate::settings::BrokerKind::PulsarLite)]
+    pub pulsar_broker: crate::settings::BrokerKind,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub listen: SocketAddr,
+    /// Give every process a free port instead of its default (several platforms on one machine).
+    #[arg(long)]
+    pub any_ports: bool,
+    /// Prefixed to each service's database name.
+    #[arg(long, default_value = "")]
+    pub database_prefix: String,
+    /// Where the embedded PostgreSQL and broker keep their data.
+    #[arg(long, default_value = ".pulsaga")]
+    pub data_dir: PathBuf,
+    /// Start a PostgreSQL of its own (under `--data-dir`) even if one answers on 5432.
+    #[arg(long)]
+    pub embedded_postgres: bool,
+    /// Run `pulsaga demo` against the platform once it is ready.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// A port for a process: its default, or a free one.
+fn port(default: u16, any: bool) -> anyhow::Result<u16> {
+    if !any {
+        return Ok(default);
+    }
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(socket.local_addr()?.port())
+}
+
+pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
+    let secret = jwt
+        .secret()
+        .context("JWT_SECRET signs the development tokens `up` prints (any 32 bytes or more)")?;
+    let mut postgres = None;
+    let database_url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let (url, started) = local_postgres(
+                &options.data_dir,
+                options.embedded_postgres,
+                options.any_ports,
+            )
+            .await?;
+            postgres = started;
+            url
+        }
+    };
+    let mut broker = None;
+    let pulsar_url = match &options.pulsar_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = SocketAddr::from(([127, 0, 0, 1], port(6650, options.any_ports)?));
+            let local = LocalBroker::start_at(
+                &PulsarLiteSettings {
+                    binary: None,
+                    data_dir: options.data_dir.join("broker"),
+                },
+                address,
+            )
+            .await
+            .context("starting pulsar-lite")?;
+            let url = local.url();
+            broker = Some(local);
+            url
+        }
+    };
+    let broker_kind = match (&options.pulsar_url, options.pulsar_broker) {
+        (None, _) | (Some(_), crate::settings::BrokerKind::PulsarLite) => "pulsar-lite",
+        (Some(_), crate::settings::BrokerKind::ApachePulsar) => "apache-pulsar",
+    };
+    let infrastructure = Infrastructure {
+        database_url: database_url.clone(),
+        pulsar_url: pulsar_url.clone(),
+        pulsar_tenant: "public".into(),
+        pulsar_namespace: "default".into(),
+        pulsar_broker: options.pulsar_broker,
+    };
+    let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
+    for service in Service::ALL {
+        serve::database(service, &database(service), &infrastructure)
+            .await?
+            .close()
+            .await;
+    }
+
+    let shared_env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("PULSAR_URL", pulsar_url.as_str()),
+        ("PULSAR_BROKER", broker_kind),
+    ];
+    let mut children: Vec<(&str, Child)> = Vec::new();
+    let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
+    children.push((
+        "payout-sim",
+        spawn(&["serve", "payout-sim", "--listen", &sim], &[])?,
+    ));
+    let mut urls = Vec::new();
+    for service in Service::ALL {
+        let listen = format!(
+            "127.0.0.1:{}",
+            port(service.default_listen().port(), options.any_ports)?
+        );
+        let name = database(service);
+        let mut args = vec![
+            "serve",
+            service.name(),
+            "--listen",
+            &listen,
+            "--database",
+            &name,
+        ];
+        let provider = format!("http://{sim}");
+        if service == Service::Payments {
+            args.extend(["--payout-provider-url", &provider]);
+        }
+        children.push((service.name(), spawn(&args, &shared_env)?));
+        urls.push((service, format!("http://{listen}")));
+    }
+    let api_listen = if options.any_ports {
+        SocketAddr::from(([127, 0, 0, 1], port(0, true)?))
+    } else {
+        options.listen
+    };
+    let api = format!("http://{api_listen}");
+    let url_of = |s: Service| {
+        urls.iter()
+            .find(|(service, _)| *service == s)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_default()
+    };
+    let api_env = [
+        ("PULSAR_URL", pulsar_url.clone()),
+        ("PULSAR_BROKER", broker_kind.to_owned()),
+        ("CAMPAIGNS_URL", url_of(Service::Campaigns)),
+        ("TRACKING_URL", url_of(Service::Tracking)),
+        ("COMMISSIONS_URL", url_of(Service::Commissions)),
+        ("PAYMENTS_URL", url_of(Service::Payments)),
+        ("SAGAS_URL", url_of(Service::Sagas)),
+        ("JWT_SECRET", String::from_utf8_lossy(secret).into_owned()),
+        ("JWT_ISSUER", jwt.jwt_issuer.clone()),
+        ("JWT_AUDIENCE", jwt.jwt_audience.clone()),
+    ];
+    let api_env: Vec<(&str, &str)> = api_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    children.push((
+        "bff",
+        spawn(
+            &["serve", "bff", "--listen", &api_listen.to_string()],
+            &api_env,
+        )?,
+    ));
+
+    let ready = wait_ready(&api, &mut children).await;
+    if let Err(error) = ready {
+        stop(children, postgres, broker).await;
+        return Err(error);
+    }
+    println!("Pulsaga is up.");
+    println!();
+    println!("  API        {api}/v1   (OpenAPI {api}/openapi.json, Swagger UI {api}/docs)");
+    println!("  ready      {api}/readyz");
+    for (service, url) in &urls {
+        println!("  {:<10} {url}", service.name());
+    }
+    println!("  payout-sim http://{sim}");
+    println!("  broker     {pulsar_url}");
+    println!();
+    println!("Tokens (valid 12 h; `pulsaga token --role R --tenant T` mints more):");
+    let advertiser = uuid::Uuid::new_v4().to_string();
+    for (role, tenant) in [
+        (bff::auth::Role::Admin, None),
+        (bff::auth::Role::Auditor, None),
+        (bff::auth::Role::Advertiser, Some(advertiser.as_str())),
+    ] {
+        let token = bff::auth::mint_hs256(
+            secret,
+            &jwt.jwt_issuer,
+            &jwt.jwt_audience,
+            role.name(),
+            role,
+            tenant,
+            12 * 3600,
+        )?;
+        println!("  {:<10} {token}", role.name());
+    }
+    println!(
+        "  (a partner's token names its partner id: pulsaga token --role partner --tenant <id>)"
+    );
+    println!();
+    let outcome = if options.demo {
+        crate::demo::run(&api, jwt).await
+    } else {
+        Ok(())
+    };
+    match &outcome {
+        Ok(()) => {
+            println!("Ctrl-C stops everything.");
+            serve::stop_on_signal().cancelled().await;
+        }
+        Err(error) => eprintln!("pulsaga: the demo failed: {error:#}"),
+    }
+    stop(children, postgres, broker).await;
+    outcome
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    let binary = std::env::current_exe().context("finding this binary")?;
+    Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting pulsaga {}", args.join(" ")))
+}
+
+/// Waits until the API answers `/readyz`, failing early if a process exits.
+async fn wait_ready(api: &str, children: &mut [(&str, Child)]) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("{name} exited ({status}) before the platform was ready");
+            }
+        }
+        if let Ok(response) = http.get(format!("{api}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the platform was not ready within two minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops the API first and the payout simulator last, each with SIGTERM and a grace period.
+async fn stop(
+    children: Vec<(&str, Child)>,
+    postgres: Option<LocalPostgres>,
+    broker: Option<LocalBroker>,
+) {
+    for (name, mut child) in children.into_iter().rev() {
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("pulsaga: {name} did not stop within 20 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+    drop(broker);
+    if let Some(postgres) = postgres {
+        postgres.stop().await;
+    }
+}
+
+/// A PostgreSQL this command started.
+struct LocalPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+}
+
+impl LocalPostgres {
+    async fn stop(self) {
+        let _ = pg_command(&self.bin, "pg_ctl", self.as_postgres)
+            .args([
+                "-D",
+                &self.data.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ])
+            .status()
+            .await;
+    }
+}
+
+/// `tool` from `bin`, run as the `postgres` user when this process is root (PostgreSQL refuses
+/// to run as root).
+fn pg_command(bin: &Path, tool: &str, as_postgres: bool) -> Command {
+    let path = bin.join(tool);
+    if as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+/// The PostgreSQL answering on 127.0.0.1:5432 (unless `own`), or one started from the system's
+/// binaries with its data under `data_dir/postgres`.
+async fn local_postgres(
+    data_dir: &Path,
+    own: bool,
+    any_port: bool,
+) -> anyhow::Result<(String, Option<LocalPostgres>)> {
+    let default = "postgres://postgres@127.0.0.1:5432/postgres".to_owned();
+    if !own
+        && tokio::net::TcpStream::connect("127.0.0.1:5432")
+            .await
+            .is_ok()
+    {
+        return Ok((default, None));
+    }
+    let bin = postgres_bin().context(
+        "no PostgreSQL answers on 127.0.0.1:5432 and none is installed (apt-get install postgresql)",
+    )?;
+    let as_postgres = is_root().await;
+    let data = std::path::absolute(data_dir.join("postgres"))?;
+    if !data.join("PG_VERSION").exists() {
+        std::fs::create_dir_all(&data)?;
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres", &data.to_string_lossy()])
+                .status()
+                .await?;
+            anyhow::ensure!(status.success(), "chown of {} failed", data.display());
+            let reachable = Command::new("runuser")
+                .args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    "test",
+                    "-w",
+                    &data.to_string_lossy(),
+                ])
+                .status()
+                .await?;
+            anyhow::ensure!(
+                reachable.success(),
+                "the postgres user cannot reach {} (a parent folder is closed to it); pass --data-dir \
+                 a folder it can reach, such as /var/tmp/pulsaga",
+                data.display()
+            );
+        }
+        let status = pg_command(&bin, "initdb", as_postgres)
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "initdb failed");
+    }
+    let port = port(5432, any_port)?;
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
+        data.display()
+    );
+    let status = pg_command(&bin, "pg_ctl", as_postgres)
+        .args(["-D", &data.to_string_lossy(), "-l"])
+        .arg(data.join("server.log"))
+        .args(["-o", &options, "-w", "start"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(
+        status.success(),
+        "PostgreSQL did not start; see {}",
+        data.join("server.log").display()
+    );
+    Ok((
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        Some(LocalPostgres {
+            bin,
+            data,
+            as_postgres,
+        }),
+    ))
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+async fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .await
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
