@@ -1,9 +1,11 @@
 //! The HTTP API of SPEC §6 (backend for frontend): writes become Avro commands on their topics,
 //! reads call the services' query APIs over HTTP, both behind JWT authentication, roles and
 //! tenancy. The BFF reads no database. OpenAPI 3 at `/openapi.json`, Swagger UI at `/docs`
-//! (assets inside the binary), errors as `application/problem+json`.
+//! (assets inside the binary), errors as `application/problem+json`, request counts and
+//! latencies at `/metrics`.
 
 pub mod auth;
+mod metrics;
 pub mod problem;
 mod reads;
 pub mod services;
@@ -46,6 +48,7 @@ pub struct AppState {
     services: Services,
     verifier: Arc<Verifier>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    http_metrics: metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -128,7 +131,10 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         services: Services::new(settings.services),
         verifier: Arc::new(settings.verifier),
         limiter: Arc::new(RateLimiter::keyed(quota)),
+        http_metrics: metrics::HttpMetrics::default(),
     };
+    let registry = messaging::metrics::Metrics::default();
+    registry.register(|r| state.http_metrics.register(r));
     let v1 = Router::new()
         .route("/partners", post(writes::register_partner))
         .route(
@@ -166,8 +172,13 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         )
         .route("/readyz", get(readyz))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(registry.route())
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            metrics::record,
+        ))
         .with_state(state)
 }
 

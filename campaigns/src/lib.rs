@@ -48,8 +48,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let serve = axum::serve(listener, api::router(pool.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
         .consume(handlers::Registration)
@@ -60,6 +59,6 @@ pub async fn run(
         .consume(handlers::BudgetRelease)
         .relay()
         .project(projections::CampaignViews)
-        .spawn(async move { Ok(serve.await?) });
+        .serve(listener, api);
     tasks.join().await
 }

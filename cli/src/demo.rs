@@ -1,8 +1,9 @@
 //! `pulsaga demo`: a realistic scenario through the HTTP API, printed as it goes. An advertiser
-//! registers a partner and creates a campaign paying 10 % of each order; the partner brings two
-//! clicks and three orders, one of which the payout provider declines (10 % of 6 660 is 666, the
-//! simulator's "account closed"). The demo waits for every saga and shows the partner's
-//! commissions and payments and the compensated saga's log. It fails if a saga ends otherwise.
+//! registers a partner and creates two campaigns, one paying 25 cents per click and one paying
+//! 10 % of each order; the partner brings two clicks and three orders, one of which the payout
+//! provider declines (10 % of 6 660 is 666, the simulator's "account closed"). The demo waits for
+//! every saga and shows the partner's commissions and payments and the compensated saga's log.
+//! It fails if a saga ends otherwise.
 
 use crate::settings::Jwt;
 use anyhow::Context;
@@ -116,50 +117,66 @@ pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
             json!({ "name": "Pat's Deals", "email": "pat@example.com", "payout_account": "NL91ABNA0417164300" }),
         )
         .await?;
-    let campaign = client
+    let campaign = |name: &str, rule: Value| {
+        json!({
+            "name": name,
+            "budget": { "amount": 1_000_000, "currency": "EUR" },
+            "commission_rule": rule,
+            "valid_until": "2099-01-01T00:00:00Z",
+        })
+    };
+    let clicks = client
         .post(
             "/v1/campaigns",
             &advertiser,
-            json!({
-                "name": "Spring sale",
-                "budget": { "amount": 1_000_000, "currency": "EUR" },
-                "commission_rule": { "type": "percent", "basis_points": 1_000 },
-                "valid_until": "2099-01-01T00:00:00Z",
-            }),
+            campaign("Newsletter", json!({ "type": "fixed", "amount": 25 })),
+        )
+        .await?;
+    let orders = client
+        .post(
+            "/v1/campaigns",
+            &advertiser,
+            campaign(
+                "Spring sale",
+                json!({ "type": "percent", "basis_points": 1_000 }),
+            ),
         )
         .await?;
     client.succeeded(&partner, &advertiser).await?;
-    client.succeeded(&campaign, &advertiser).await?;
-    let (partner_id, campaign_id) = (id(&partner, "partner_id")?, id(&campaign, "campaign_id")?);
-    println!(
-        "demo: partner {partner_id} registered, campaign {campaign_id} created (10 % per order)"
-    );
-    client
-        .wait_for(&format!("/v1/campaigns/{campaign_id}"), &advertiser, |_| {
-            true
-        })
-        .await?;
-    let associated = client
-        .post(
-            &format!("/v1/campaigns/{campaign_id}/partners"),
-            &advertiser,
-            json!({ "partner_id": partner_id }),
-        )
-        .await?;
-    client.succeeded(&associated, &advertiser).await?;
-    println!("demo: partner associated with the campaign");
+    let partner_id = id(&partner, "partner_id")?;
+    let mut campaigns = Vec::new();
+    for (accepted, what) in [(&clicks, "25 cents per click"), (&orders, "10 % per order")] {
+        client.succeeded(accepted, &advertiser).await?;
+        let campaign_id = id(accepted, "campaign_id")?;
+        client
+            .wait_for(&format!("/v1/campaigns/{campaign_id}"), &advertiser, |_| {
+                true
+            })
+            .await?;
+        let associated = client
+            .post(
+                &format!("/v1/campaigns/{campaign_id}/partners"),
+                &advertiser,
+                json!({ "partner_id": partner_id }),
+            )
+            .await?;
+        client.succeeded(&associated, &advertiser).await?;
+        println!("demo: campaign {campaign_id} ({what}), partner {partner_id} associated");
+        campaigns.push(campaign_id);
+    }
+    let (click_campaign, order_campaign) = (&campaigns[0], &campaigns[1]);
 
     let mut sagas = Vec::new();
-    for kind in ["click", "click"] {
+    for n in 1..=2 {
         let recorded = client
             .post(
                 "/v1/tracking-events",
                 &advertiser,
-                json!({ "campaign_id": campaign_id, "partner_id": partner_id, "kind": kind }),
+                json!({ "campaign_id": click_campaign, "partner_id": partner_id, "kind": "click" }),
             )
             .await?;
-        println!("demo: recorded a {kind}");
-        client.succeeded(&recorded, &advertiser).await?;
+        println!("demo: recorded a click");
+        sagas.push((format!("click-{n}"), id(&recorded, "saga_id")?, "completed"));
     }
     for (order, amount, expected) in [
         ("order-1001", 5_000, "completed"),
@@ -171,7 +188,7 @@ pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
                 "/v1/tracking-events",
                 &advertiser,
                 json!({
-                    "campaign_id": campaign_id,
+                    "campaign_id": order_campaign,
                     "partner_id": partner_id,
                     "kind": "conversion",
                     "order": { "order_id": order, "amount": { "amount": amount, "currency": "EUR" } },
@@ -179,11 +196,11 @@ pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
             )
             .await?;
         println!("demo: recorded the conversion of {order} ({amount} cents)");
-        sagas.push((order, id(&recorded, "saga_id")?, expected));
+        sagas.push((order.to_owned(), id(&recorded, "saga_id")?, expected));
     }
 
     println!();
-    println!("{:<12} {:<38} status", "order", "saga");
+    println!("{:<12} {:<38} status", "event", "saga");
     for (order, saga, expected) in &sagas {
         let detail = client
             .wait_for(&format!("/v1/sagas/{saga}"), &admin, |b| {
@@ -226,17 +243,18 @@ pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
     }
 
     let partner_token = mint(Role::Partner, "demo-partner", Some(&partner_id))?;
-    for (what, key) in [("commissions", "commissions"), ("payments", "payments")] {
+    // A commission per click and order; a payment per order.
+    for (what, count) in [("commissions", 5), ("payments", 3)] {
         let list = client
             .wait_for(
                 &format!("/v1/partners/{partner_id}/{what}"),
                 &partner_token,
-                |l| l[key].as_array().is_some_and(|items| items.len() == 3),
+                |l| l[what].as_array().is_some_and(|items| items.len() == count),
             )
             .await?;
         println!();
         println!("the partner's {what}:");
-        for item in list[key].as_array().into_iter().flatten() {
+        for item in list[what].as_array().into_iter().flatten() {
             println!(
                 "  {:>8} {}  {}",
                 item["amount"].as_i64().unwrap_or_default(),

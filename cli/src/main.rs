@@ -1,8 +1,10 @@
 //! The `pulsaga` binary (SPEC §7): wires the crates together. It runs one process of the platform
-//! (`serve`) or all of them (`up`), drives a demo through the API (`demo`), migrates the service
-//! databases, rebuilds read models (`replay`) and mints development tokens (`token`).
+//! (`serve`) or all of them (`up`), drives a demo through the API (`demo`), shows sagas and events
+//! to an operator (`saga`, `events`), migrates the service databases, rebuilds read models
+//! (`replay`) and mints development tokens (`token`).
 
 mod demo;
+mod inspect;
 mod replay;
 mod serve;
 mod settings;
@@ -127,6 +129,17 @@ impl Role {
 }
 
 #[derive(Debug, Subcommand)]
+enum SagaCommand {
+    /// Sagas by type, status, campaign, partner or how long they have been stalled.
+    List {
+        #[command(flatten)]
+        filter: inspect::SagaFilter,
+    },
+    /// One saga: each step's status and its whole log.
+    Show { id: uuid::Uuid },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run one process: a service (its consumers, outbox relay, projections and query API), or
     /// the payout-provider simulator.
@@ -166,6 +179,27 @@ enum Command {
         api: String,
         #[command(flatten)]
         jwt: settings::Jwt,
+    },
+    /// Sagas as the coordinator sees them.
+    Saga {
+        #[command(subcommand)]
+        command: SagaCommand,
+        #[arg(long, value_enum, default_value_t = inspect::Output::Table, global = true)]
+        output: inspect::Output,
+        #[command(flatten)]
+        services: settings::ServiceUrls,
+    },
+    /// A service's events: one stream, or its whole log (and, with --follow, what comes next).
+    Events {
+        service: Service,
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = inspect::Output::Table)]
+        output: inspect::Output,
+        #[command(flatten)]
+        services: settings::ServiceUrls,
     },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
@@ -258,6 +292,21 @@ async fn main() -> ExitCode {
         },
         Command::Up { options, jwt } => up::up(*options, &jwt).await,
         Command::Demo { api, jwt } => demo::run(&api, &jwt).await,
+        Command::Saga {
+            command,
+            output,
+            services,
+        } => match command {
+            SagaCommand::List { filter } => inspect::saga_list(&services, &filter, output).await,
+            SagaCommand::Show { id } => inspect::saga_show(&services, id, output).await,
+        },
+        Command::Events {
+            service,
+            stream,
+            follow,
+            output,
+            services,
+        } => inspect::events(services.of(service), stream.as_deref(), follow, output).await,
         Command::Token {
             role,
             tenant,

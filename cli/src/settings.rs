@@ -90,9 +90,9 @@ impl Infrastructure {
     }
 }
 
-/// How the BFF finds the services and verifies tokens.
+/// Where the services' query APIs answer.
 #[derive(Debug, Clone, Args)]
-pub struct Api {
+pub struct ServiceUrls {
     #[arg(long, env = "CAMPAIGNS_URL", default_value = "http://127.0.0.1:7101")]
     pub campaigns_url: String,
     #[arg(long, env = "TRACKING_URL", default_value = "http://127.0.0.1:7102")]
@@ -103,6 +103,25 @@ pub struct Api {
     pub payments_url: String,
     #[arg(long, env = "SAGAS_URL", default_value = "http://127.0.0.1:7105")]
     pub sagas_url: String,
+}
+
+impl ServiceUrls {
+    pub fn of(&self, service: crate::Service) -> &str {
+        match service {
+            crate::Service::Campaigns => &self.campaigns_url,
+            crate::Service::Tracking => &self.tracking_url,
+            crate::Service::Commissions => &self.commissions_url,
+            crate::Service::Payments => &self.payments_url,
+            crate::Service::Sagas => &self.sagas_url,
+        }
+    }
+}
+
+/// How the BFF finds the services and verifies tokens.
+#[derive(Debug, Clone, Args)]
+pub struct Api {
+    #[command(flatten)]
+    pub services: ServiceUrls,
     #[command(flatten)]
     pub jwt: Jwt,
     /// Requests per second per caller (bursts of twice as many).
@@ -172,11 +191,11 @@ impl Api {
     pub fn bff(&self) -> anyhow::Result<bff::Settings> {
         Ok(bff::Settings {
             services: bff::services::ServiceUrls {
-                campaigns: self.campaigns_url.clone(),
-                tracking: self.tracking_url.clone(),
-                commissions: self.commissions_url.clone(),
-                payments: self.payments_url.clone(),
-                sagas: self.sagas_url.clone(),
+                campaigns: self.services.campaigns_url.clone(),
+                tracking: self.services.tracking_url.clone(),
+                commissions: self.services.commissions_url.clone(),
+                payments: self.services.payments_url.clone(),
+                sagas: self.services.sagas_url.clone(),
             },
             verifier: self.jwt.verifier()?,
             rate_per_second: std::num::NonZeroU32::new(self.rate_limit)

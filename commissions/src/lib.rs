@@ -48,14 +48,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let serve = axum::serve(listener, api::router(pool.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
         .consume(handlers::Assign)
         .consume(handlers::Reverse)
         .relay()
         .project(projections::CommissionViews)
-        .spawn(async move { Ok(serve.await?) });
+        .serve(listener, api);
     tasks.join().await
 }

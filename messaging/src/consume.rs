@@ -20,6 +20,9 @@ use crate::properties::Properties;
 use crate::{Client, Error};
 use eventstore::outbox;
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
 use pulsar::{Consumer, SubType, TokioExecutor};
 use schemas::{Message, TopicKind, properties as names};
@@ -27,7 +30,6 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -104,28 +106,88 @@ impl Backoff {
     }
 }
 
-/// What a runner has done, counted as it goes (for metrics and tests).
-#[derive(Debug, Default)]
+/// What a runner has done, counted as it goes: exported as Prometheus metrics (see
+/// [`crate::metrics`]) and read by tests.
+#[derive(Debug)]
 pub struct ConsumerStats {
-    pub received: AtomicU64,
+    pub received: Counter,
     /// Handled and committed.
-    pub applied: AtomicU64,
+    pub applied: Counter,
     /// Found in the inbox and skipped.
-    pub duplicates: AtomicU64,
+    pub duplicates: Counter,
     /// Transient failures that were retried.
-    pub retries: AtomicU64,
+    pub retries: Counter,
     /// Conflicts with concurrent writers, decided again.
-    pub conflicts: AtomicU64,
-    pub dead_lettered: AtomicU64,
+    pub conflicts: Counter,
+    pub dead_lettered: Counter,
+    /// Seconds from receiving a message to its commit (or dead letter), retries included.
+    pub handling: Histogram,
+}
+
+impl Default for ConsumerStats {
+    fn default() -> Self {
+        ConsumerStats {
+            received: Counter::default(),
+            applied: Counter::default(),
+            duplicates: Counter::default(),
+            retries: Counter::default(),
+            conflicts: Counter::default(),
+            dead_lettered: Counter::default(),
+            handling: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
 }
 
 impl ConsumerStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn add(counter: &Counter) {
+        counter.inc();
+    }
+
+    /// Registers the counters under `pulsaga_consumer_*`, labelled with the topic.
+    pub fn register(&self, registry: &mut Registry, topic: &str) {
+        let registry = registry.sub_registry_with_label((
+            std::borrow::Cow::Borrowed("topic"),
+            std::borrow::Cow::Owned(topic.to_owned()),
+        ));
+        for (name, help, counter) in [
+            ("consumer_received", "Messages received", &self.received),
+            (
+                "consumer_applied",
+                "Messages handled and committed",
+                &self.applied,
+            ),
+            (
+                "consumer_duplicates",
+                "Messages found in the inbox and skipped",
+                &self.duplicates,
+            ),
+            (
+                "consumer_retries",
+                "Transient failures retried",
+                &self.retries,
+            ),
+            (
+                "consumer_conflicts",
+                "Lost races decided again",
+                &self.conflicts,
+            ),
+            (
+                "consumer_dead_lettered",
+                "Messages sent to the dead-letter topic",
+                &self.dead_lettered,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "consumer_handling_seconds",
+            "From receipt to commit or dead letter",
+            self.handling.clone(),
+        );
     }
 }
 
@@ -394,6 +456,7 @@ impl<H: Handler> Worker<H> {
             .find(|kv| kv.key == names::TRACEPARENT)
             .map(|kv| kv.value.as_str());
         crate::trace::continue_trace(&span, traceparent);
+        let started = std::time::Instant::now();
         let outcome = async {
             match self.process(&key, &received).await {
                 Ok(()) => Outcome::Done,
@@ -402,6 +465,10 @@ impl<H: Handler> Worker<H> {
         }
         .instrument(span)
         .await;
+        self.settings
+            .stats
+            .handling
+            .observe(started.elapsed().as_secs_f64());
         // The runner is gone only when shutting down; the message is then redelivered later.
         let _ = done.send((key, received, outcome));
     }

@@ -1,10 +1,12 @@
 //! Runs one service's long-lived tasks together: its consumers (one per command or event topic,
 //! on the service's subscription), its outbox relay, its projections, and whatever else it has
-//! (an HTTP server, a worker). When one task fails the others are stopped, and the first error is
-//! returned; when `shutdown` fires they all finish what they hold and return.
+//! (a worker). It serves the service's query API with the process's metrics at `/metrics`. When
+//! one task fails the others are stopped, and the first error is returned; when `shutdown` fires
+//! they all finish what they hold and return.
 
 use crate::Client;
 use crate::consume::{self, ConsumerSettings, Handler};
+use crate::metrics::Metrics;
 use crate::relay::{self, RelaySettings};
 use eventstore::projection::{self, Projection};
 use sqlx::PgPool;
@@ -25,6 +27,7 @@ pub struct Tasks<E> {
     pool: PgPool,
     shutdown: CancellationToken,
     set: JoinSet<Result<(), E>>,
+    metrics: Metrics,
 }
 
 impl<E> Tasks<E>
@@ -49,15 +52,27 @@ where
             pool,
             shutdown,
             set: JoinSet::new(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The process's metrics, for the service's own to join them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Consumes `H::Message`'s topic on the service's subscription.
     pub fn consume<H: Handler>(&mut self, handler: H) -> &mut Self {
+        let settings = ConsumerSettings::new(self.service);
+        self.metrics.register(|registry| {
+            settings
+                .stats
+                .register(registry, <H::Message as schemas::Message>::TOPIC.name);
+        });
         let run = consume::run(
             self.client.clone(),
             self.pool.clone(),
-            ConsumerSettings::new(self.service),
+            settings,
             Arc::new(handler),
             self.shutdown.clone(),
         );
@@ -84,6 +99,15 @@ where
         self.set.spawn(async move {
             Ok(projection::run(&pool, &projection, PROJECTION_POLL, stop.cancelled()).await?)
         });
+        self
+    }
+
+    /// Serves `router` (the query API) and `/metrics` on `listener` until shutdown.
+    pub fn serve(&mut self, listener: tokio::net::TcpListener, router: axum::Router) -> &mut Self {
+        let app = router.merge(self.metrics.route());
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
+        self.set.spawn(async move { Ok(serve.await?) });
         self
     }
 

@@ -8,6 +8,7 @@ mod client;
 pub mod consume;
 pub mod effects;
 pub mod host;
+pub mod metrics;
 mod properties;
 pub mod proxy;
 pub mod relay;

@@ -60,14 +60,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)?;
     let worker = payouts::run(pool.clone(), provider, payouts, shutdown.clone());
-    let serve = axum::serve(listener, api::router(pool.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
         .consume(handlers::Request)
         .relay()
         .project(projections::PaymentViews)
         .spawn(async move { Ok(worker.await?) })
-        .spawn(async move { Ok(serve.await?) });
+        .serve(listener, api);
     tasks.join().await
 }

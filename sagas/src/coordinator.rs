@@ -5,7 +5,7 @@
 //! is updated. Inputs arrive from the services' event topics (replies and triggers), from the timer
 //! worker, and from operators.
 
-use crate::definition::{Entry, Input, Saga, SagaType};
+use crate::definition::{Entry, Input, Saga, SagaType, Status};
 use crate::wire;
 use eventstore::{ExpectedVersion, Metadata, NewEvent, outbox};
 use messaging::Properties;
@@ -174,28 +174,50 @@ pub async fn feed(
         .await?;
     }
     outbox::enqueue(tx, &messages).await?;
-    upsert_row(tx, &next, correlation_id, tenant, actor).await?;
+    let age = upsert_row(tx, &next, correlation_id, tenant, actor).await?;
+    if next.status != saga.status {
+        let labels = crate::metrics::SagaLabels {
+            saga_type: saga_type.name().to_owned(),
+            status: next.status.name().to_owned(),
+        };
+        crate::metrics::SAGAS
+            .transitions
+            .get_or_create(&labels)
+            .inc();
+        if matches!(
+            next.status,
+            Status::Completed | Status::Compensated | Status::Parked
+        ) && let Some(seconds) = age
+        {
+            crate::metrics::SAGAS
+                .duration
+                .get_or_create(&labels)
+                .observe(seconds);
+        }
+    }
     Ok(entries)
 }
 
+/// Writes the saga's row; returns the saga's age in seconds.
 async fn upsert_row(
     tx: &mut PgConnection,
     saga: &Saga,
     correlation_id: Option<Uuid>,
     tenant: Option<String>,
     actor: Option<String>,
-) -> Result<(), HandlerError> {
+) -> Result<Option<f64>, HandlerError> {
     let Some(data) = &saga.data else {
-        return Ok(());
+        return Ok(None);
     };
     let current_step = saga.pending.as_ref().map(|p| p.step.name());
-    sqlx::query(
+    sqlx::query_scalar::<_, f64>(
         "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id, correlation_id,
                             tenant, actor, current_step, reason, started_at, updated_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())
          on conflict (saga_id) do update
             set status = excluded.status, current_step = excluded.current_step, reason = excluded.reason,
-                updated_at = now()",
+                updated_at = now()
+         returning extract(epoch from now() - started_at)::float8",
     )
     .bind(saga.saga_id)
     .bind(saga.saga_type.name())
@@ -208,9 +230,10 @@ async fn upsert_row(
     .bind(actor)
     .bind(current_step)
     .bind(&saga.reason)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *tx)
+    .await
+    .map(Some)
+    .map_err(HandlerError::from)
 }
 
 /// The saga type of an existing saga (replies carry only its id).

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod coordinator;
 pub mod definition;
+pub mod metrics;
 pub mod wire;
 
 use messaging::Client;
@@ -56,9 +57,11 @@ pub async fn run(
             )
         }
     };
-    let serve = axum::serve(listener, api::router(pool.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    tasks
+        .metrics()
+        .register(|registry| metrics::SAGAS.register(registry));
     tasks
         .consume(coordinator::TrackingReplies)
         .consume(coordinator::CampaignsReplies)
@@ -66,6 +69,6 @@ pub async fn run(
         .consume(coordinator::PaymentsReplies)
         .relay()
         .spawn(timers)
-        .spawn(async move { Ok(serve.await?) });
+        .serve(listener, api);
     tasks.join().await
 }

@@ -1,6 +1,7 @@
 //! The HTTP API end to end, with a real server in front of the whole platform: a campaign, a
 //! partner and conversions through `/v1`, one saga paid out and one compensated, seen in the
-//! partner views, the saga routes and the correlation view — and the requests the API refuses.
+//! partner views, the saga routes, the correlation view and the metrics — and the requests the
+//! API refuses.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -323,6 +324,38 @@ async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
     assert!(position("TrackingEventRecorded") < position("BudgetReserved"));
     assert!(position("BudgetReserved") < position("CommissionAssigned"));
     assert!(position("CommissionAssigned") < position("TrackingEventConfirmed"));
+
+    // Metrics: the API's requests, and each process's consumers and sagas.
+    let metrics = |url: String| async move {
+        reqwest::get(url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let api_metrics = metrics(format!("{}/metrics", api.base)).await;
+    assert!(
+        api_metrics.contains(
+            r#"pulsaga_http_requests_total{method="POST",route="/v1/tracking-events",status="202"} 2"#
+        ),
+        "{api_metrics}"
+    );
+    let saga_metrics = metrics(format!("{}/metrics", platform.urls.sagas)).await;
+    for line in [
+        r#"pulsaga_saga_transitions_total{saga_type="order-to-payment",status="completed"} 1"#,
+        r#"pulsaga_saga_transitions_total{saga_type="order-to-payment",status="compensated"} 1"#,
+        r#"pulsaga_saga_duration_seconds_count{saga_type="order-to-payment",status="completed"} 1"#,
+        r#"pulsaga_consumer_applied_total{topic="payments-events"}"#,
+    ] {
+        assert!(saga_metrics.contains(line), "{line} in {saga_metrics}");
+    }
+    let tracking_metrics = metrics(format!("{}/metrics", platform.urls.tracking)).await;
+    assert!(
+        tracking_metrics
+            .contains(r#"pulsaga_consumer_applied_total{topic="campaign-tracking-events"} 2"#),
+        "{tracking_metrics}"
+    );
 
     api.stop.cancel();
     platform.stop().await;

@@ -47,8 +47,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let serve = axum::serve(listener, api::router(pool.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
         .consume(handlers::Record)
@@ -56,6 +55,6 @@ pub async fn run(
         .consume(handlers::Fail)
         .relay()
         .project(projections::TrackingViews)
-        .spawn(async move { Ok(serve.await?) });
+        .serve(listener, api);
     tasks.join().await
 }
