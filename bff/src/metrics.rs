@@ -1,5 +1,5 @@
-//! Requests and their latency by method, route (its pattern, not the path) and status, for
-//! `/metrics`.
+//! Every request in a span of the caller's trace, and counted and timed by method, route (its
+//! pattern, not the path) and status for `/metrics`.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -50,7 +51,8 @@ impl HttpMetrics {
     }
 }
 
-/// The middleware: counts and times every request.
+/// The middleware: handles every request in a span (continuing the caller's `traceparent`, so
+/// the trace goes on through Pulsar into the services), and counts and times it.
 pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
@@ -59,7 +61,15 @@ pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: 
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!("http request", %method, %route);
+    messaging::continue_trace(
+        &span,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let response = next.run(request).instrument(span).await;
     let labels = HttpLabels {
         method,
         route,

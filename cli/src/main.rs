@@ -84,6 +84,16 @@ pub enum Process {
 }
 
 impl Process {
+    /// The process's name, as its traces carry it.
+    fn name(self) -> &'static str {
+        match self {
+            Process::PayoutSim => "payout-sim",
+            Process::Broker => "broker",
+            Process::Bff => "bff",
+            other => other.service().map_or("pulsaga", Service::name),
+        }
+    }
+
     fn service(self) -> Option<Service> {
         match self {
             Process::Campaigns => Some(Service::Campaigns),
@@ -257,11 +267,31 @@ fn token(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    settings::init_logging();
-    let result = match cli.command {
+    let service = match &cli.command {
+        Command::Serve { process, .. } => process.name(),
+        _ => "pulsaga",
+    };
+    // Outside the runtime: the exporter's blocking HTTP client is made and dropped here.
+    let telemetry = settings::init_telemetry(service);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    drop(telemetry);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pulsaga: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve {
             process,
             listen,
@@ -323,13 +353,6 @@ async fn main() -> ExitCode {
         } => {
             let database = database.as_deref().unwrap_or(service.name());
             replay::replay(service, database, projection.as_deref(), &infrastructure).await
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("pulsaga: {error:#}");
-            ExitCode::FAILURE
         }
     }
 }

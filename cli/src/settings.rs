@@ -204,13 +204,61 @@ impl Api {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info, quieter for the libraries).
-pub fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default: info, quieter for the libraries), and traces:
+/// every span belongs to an OpenTelemetry trace, carried through Pulsar by `traceparent`, and is
+/// exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set.
+/// The returned guard flushes the spans still buffered when the process ends.
+pub fn init_telemetry(service: &'static str) -> Telemetry {
+    use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,pulsar=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let mut provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service)
+            .build(),
+    );
+    let export = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some());
+    if export {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
+            Err(error) => eprintln!("pulsaga: not exporting traces: {error}"),
+        }
+    }
+    let provider = provider.build();
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("pulsaga"))
+        .with_filter(EnvFilter::new("info,sqlx=off,pulsar=off"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(logs),
+        )
+        .with(traces)
         .init();
+    Telemetry(provider)
+}
+
+/// Flushes and stops trace export when dropped.
+#[derive(Debug)]
+pub struct Telemetry(opentelemetry_sdk::trace::SdkTracerProvider);
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.shutdown() {
+            eprintln!("pulsaga: flushing traces failed: {error}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ mod trace;
 
 pub use client::{Broker, Client, PulsarSettings, Subscription};
 pub use properties::{Properties, PropertyError};
-pub use trace::current_traceparent;
+pub use trace::{continue_trace, current_traceparent};
 
 /// Why a messaging operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ pub fn current_traceparent() -> Option<String> {
 }
 
 /// Makes `span` a child of the remote span that `traceparent` names (ignored when malformed).
-pub(crate) fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else {
         return;
     };

@@ -1,6 +1,7 @@
 //! `pulsaga up` from a clean state, as a new user runs it: its own PostgreSQL initialised from the
 //! system's binaries and pulsar-lite, every process started; `/readyz` answers, `pulsaga demo`
-//! runs its scenario through the API, `saga` and `events` show what it did, and SIGTERM stops
+//! runs its scenario through the API, `saga` and `events` show what it did, each conversion's
+//! trace reaches an OTLP collector from every process it went through, and SIGTERM stops
 //! everything.
 
 use std::process::Stdio;
@@ -9,6 +10,58 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const SECRET: &str = "a development secret of at least 32 bytes";
+
+/// A stand-in OTLP/HTTP collector: keeps the body of every `POST /v1/traces`.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            kept.lock().expect("lock").push(body.to_vec());
+            async { "" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, bodies)
+}
+
+/// For each trace id, the processes (`service.name`) that exported spans of it.
+fn services_by_trace(
+    bodies: &[Vec<u8>],
+) -> std::collections::HashMap<Vec<u8>, std::collections::BTreeSet<String>> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use otlp_prost::Message;
+    let mut traces: std::collections::HashMap<Vec<u8>, std::collections::BTreeSet<String>> =
+        std::collections::HashMap::new();
+    for body in bodies {
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for resource_spans in request.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                traces
+                    .entry(span.trace_id.clone())
+                    .or_default()
+                    .insert(service.clone());
+            }
+        }
+    }
+    traces
+}
 
 /// `pulsaga up`, stopped with SIGTERM when dropped — also when the test fails — so that it stops
 /// its processes (a SIGKILL would leave them running).
@@ -37,6 +90,7 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     let data_dir =
         std::env::temp_dir().join(format!("pulsaga-up-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).expect("data dir");
+    let (otlp, exported) = collector().await;
     let mut up = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
         .args(["up", "--any-ports", "--embedded-postgres", "--data-dir"])
         .arg(&data_dir)
@@ -44,6 +98,7 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         .env_remove("PULSAR_URL")
         .env("JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
         .stdout(Stdio::piped())
         .spawn()
         .expect("pulsaga up");
@@ -147,5 +202,26 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         .expect("up stopped within 90 s of SIGTERM")
         .expect("wait");
     assert!(exited.success(), "up exited with {exited}");
+
+    // Each process flushed its spans on the way out: a conversion's trace runs from the API
+    // through every service and the coordinator.
+    let traces = services_by_trace(&exported.lock().expect("lock"));
+    let everywhere: std::collections::BTreeSet<String> = [
+        "bff",
+        "campaigns",
+        "commissions",
+        "payments",
+        "sagas",
+        "tracking",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert!(
+        traces
+            .values()
+            .any(|services| everywhere.is_subset(services)),
+        "no trace went through every process: {:?}",
+        traces.values().collect::<Vec<_>>()
+    );
     std::fs::remove_dir_all(&data_dir).ok();
 }
