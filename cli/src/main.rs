@@ -1,8 +1,9 @@
 //! The `pulsaga` binary (SPEC §7): wires the crates together. It runs one process of the platform
 //! (`serve`) or all of them (`up`), drives a demo through the API (`demo`), shows sagas and events
-//! to an operator (`saga`, `events`), migrates the service databases, rebuilds read models
+//! to an operator (`saga`, `events`), measures the platform (`bench`), migrates the service databases, rebuilds read models
 //! (`replay`) and mints development tokens (`token`).
 
+mod bench;
 mod demo;
 mod inspect;
 mod replay;
@@ -211,6 +212,11 @@ enum Command {
         #[command(flatten)]
         services: settings::ServiceUrls,
     },
+    /// Measure the figures of SPEC §9 against their limits; writes JSON, Markdown and a chart.
+    Bench {
+        #[command(flatten)]
+        options: bench::Options,
+    },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
         #[arg(long, value_enum)]
@@ -321,6 +327,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },
         Command::Up { options, jwt } => up::up(*options, &jwt).await,
+        Command::Bench { options } => bench::run(&options).await,
         Command::Demo { api, jwt } => demo::run(&api, &jwt).await,
         Command::Saga {
             command,

@@ -45,6 +45,9 @@ pub struct Options {
     /// Run `pulsaga demo` against the platform once it is ready.
     #[arg(long)]
     pub demo: bool,
+    /// `RUST_LOG` for the processes (default: this process's environment).
+    #[arg(skip)]
+    pub log_filter: Option<String>,
 }
 
 /// A port for a process: its default, or a free one.
@@ -56,7 +59,84 @@ fn port(default: u16, any: bool) -> anyhow::Result<u16> {
     Ok(socket.local_addr()?.port())
 }
 
+/// A running platform: its processes, and the PostgreSQL and broker it started.
+pub struct Platform {
+    /// The API's base URL (`http://host:port`).
+    pub api: String,
+    /// Each service's query API.
+    pub urls: Vec<(Service, String)>,
+    pub simulator: String,
+    pub pulsar_url: String,
+    children: Vec<(&'static str, Child)>,
+    postgres: Option<LocalPostgres>,
+    broker: Option<LocalBroker>,
+}
+
+impl Platform {
+    /// Starts everything and waits until the API is ready.
+    pub async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
+        start(options, jwt).await
+    }
+
+    /// Stops the processes (API first), then the broker and PostgreSQL it started.
+    pub async fn stop(self) {
+        stop(self.children, self.postgres, self.broker).await;
+    }
+}
+
 pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
+    let platform = Platform::start(&options, jwt).await?;
+    let secret = jwt.secret()?;
+    let api = platform.api.clone();
+    println!("Pulsaga is up.");
+    println!();
+    println!("  API        {api}/v1   (OpenAPI {api}/openapi.json, Swagger UI {api}/docs)");
+    println!("  ready      {api}/readyz");
+    for (service, url) in &platform.urls {
+        println!("  {:<10} {url}", service.name());
+    }
+    println!("  payout-sim {}", platform.simulator);
+    println!("  broker     {}", platform.pulsar_url);
+    println!();
+    println!("Tokens (valid 12 h; `pulsaga token --role R --tenant T` mints more):");
+    let advertiser = uuid::Uuid::new_v4().to_string();
+    for (role, tenant) in [
+        (bff::auth::Role::Admin, None),
+        (bff::auth::Role::Auditor, None),
+        (bff::auth::Role::Advertiser, Some(advertiser.as_str())),
+    ] {
+        let token = bff::auth::mint_hs256(
+            secret,
+            &jwt.jwt_issuer,
+            &jwt.jwt_audience,
+            role.name(),
+            role,
+            tenant,
+            12 * 3600,
+        )?;
+        println!("  {:<10} {token}", role.name());
+    }
+    println!(
+        "  (a partner's token names its partner id: pulsaga token --role partner --tenant <id>)"
+    );
+    println!();
+    let outcome = if options.demo {
+        crate::demo::run(&api, jwt).await
+    } else {
+        Ok(())
+    };
+    match &outcome {
+        Ok(()) => {
+            println!("Ctrl-C stops everything.");
+            serve::stop_on_signal().cancelled().await;
+        }
+        Err(error) => eprintln!("pulsaga: the demo failed: {error:#}"),
+    }
+    platform.stop().await;
+    outcome
+}
+
+async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     let secret = jwt
         .secret()
         .context("JWT_SECRET signs the development tokens `up` prints (any 32 bytes or more)")?;
@@ -117,11 +197,15 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
         ("PULSAR_URL", pulsar_url.as_str()),
         ("PULSAR_BROKER", broker_kind),
     ];
-    let mut children: Vec<(&str, Child)> = Vec::new();
+    let mut children: Vec<(&'static str, Child)> = Vec::new();
     let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
     children.push((
         "payout-sim",
-        spawn(&["serve", "payout-sim", "--listen", &sim], &[])?,
+        spawn(
+            &["serve", "payout-sim", "--listen", &sim],
+            &[],
+            options.log_filter.as_deref(),
+        )?,
     ));
     let mut urls = Vec::new();
     for service in Service::ALL {
@@ -142,7 +226,10 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
         if service == Service::Payments {
             args.extend(["--payout-provider-url", &provider]);
         }
-        children.push((service.name(), spawn(&args, &shared_env)?));
+        children.push((
+            service.name(),
+            spawn(&args, &shared_env, options.log_filter.as_deref())?,
+        ));
         urls.push((service, format!("http://{listen}")));
     }
     let api_listen = if options.any_ports {
@@ -175,65 +262,32 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
         spawn(
             &["serve", "bff", "--listen", &api_listen.to_string()],
             &api_env,
+            options.log_filter.as_deref(),
         )?,
     ));
 
-    let ready = wait_ready(&api, &mut children).await;
-    if let Err(error) = ready {
+    if let Err(error) = wait_ready(&api, &mut children).await {
         stop(children, postgres, broker).await;
         return Err(error);
     }
-    println!("Pulsaga is up.");
-    println!();
-    println!("  API        {api}/v1   (OpenAPI {api}/openapi.json, Swagger UI {api}/docs)");
-    println!("  ready      {api}/readyz");
-    for (service, url) in &urls {
-        println!("  {:<10} {url}", service.name());
-    }
-    println!("  payout-sim http://{sim}");
-    println!("  broker     {pulsar_url}");
-    println!();
-    println!("Tokens (valid 12 h; `pulsaga token --role R --tenant T` mints more):");
-    let advertiser = uuid::Uuid::new_v4().to_string();
-    for (role, tenant) in [
-        (bff::auth::Role::Admin, None),
-        (bff::auth::Role::Auditor, None),
-        (bff::auth::Role::Advertiser, Some(advertiser.as_str())),
-    ] {
-        let token = bff::auth::mint_hs256(
-            secret,
-            &jwt.jwt_issuer,
-            &jwt.jwt_audience,
-            role.name(),
-            role,
-            tenant,
-            12 * 3600,
-        )?;
-        println!("  {:<10} {token}", role.name());
-    }
-    println!(
-        "  (a partner's token names its partner id: pulsaga token --role partner --tenant <id>)"
-    );
-    println!();
-    let outcome = if options.demo {
-        crate::demo::run(&api, jwt).await
-    } else {
-        Ok(())
-    };
-    match &outcome {
-        Ok(()) => {
-            println!("Ctrl-C stops everything.");
-            serve::stop_on_signal().cancelled().await;
-        }
-        Err(error) => eprintln!("pulsaga: the demo failed: {error:#}"),
-    }
-    stop(children, postgres, broker).await;
-    outcome
+    Ok(Platform {
+        api,
+        urls,
+        simulator: format!("http://{sim}"),
+        pulsar_url,
+        children,
+        postgres,
+        broker,
+    })
 }
 
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
+fn spawn(args: &[&str], env: &[(&str, &str)], log: Option<&str>) -> anyhow::Result<Child> {
     let binary = std::env::current_exe().context("finding this binary")?;
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(filter) = log {
+        command.env("RUST_LOG", filter);
+    }
+    command
         .args(args)
         .envs(env.iter().copied())
         .kill_on_drop(true)
@@ -242,7 +296,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Child> {
 }
 
 /// Waits until the API answers `/readyz`, failing early if a process exits.
-async fn wait_ready(api: &str, children: &mut [(&str, Child)]) -> anyhow::Result<()> {
+async fn wait_ready(api: &str, children: &mut [(&'static str, Child)]) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -266,7 +320,7 @@ async fn wait_ready(api: &str, children: &mut [(&str, Child)]) -> anyhow::Result
 
 /// Stops the API first and the payout simulator last, each with SIGTERM and a grace period.
 async fn stop(
-    children: Vec<(&str, Child)>,
+    children: Vec<(&'static str, Child)>,
     postgres: Option<LocalPostgres>,
     broker: Option<LocalBroker>,
 ) {

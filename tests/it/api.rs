@@ -27,6 +27,10 @@ struct Api {
 
 impl Api {
     async fn start(platform: &Platform, key: &Key) -> Api {
+        Api::start_with_rate(platform, key, 1000).await
+    }
+
+    async fn start_with_rate(platform: &Platform, key: &Key, rate: u32) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("listen");
@@ -40,7 +44,7 @@ impl Api {
                 sagas: platform.urls.sagas.clone(),
             },
             verifier: Verifier::new(key, ISSUER, AUDIENCE, 30).expect("verifier"),
-            rate_per_second: std::num::NonZeroU32::new(1000).expect("rate"),
+            rate_per_second: std::num::NonZeroU32::new(rate).expect("rate"),
         };
         let stop = CancellationToken::new();
         tokio::spawn(bff::serve(
@@ -516,6 +520,36 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     assert_eq!(status, StatusCode::OK);
     assert!(document["paths"]["/v1/tracking-events"]["post"].is_object());
     api.stop.cancel();
+
+    // One request a second, in bursts of two: the third at once is refused, for that caller only.
+    let slow = Api::start_with_rate(
+        &platform,
+        &Key::Hs256 {
+            secret: SECRET.to_vec(),
+        },
+        1,
+    )
+    .await;
+    let auditor = token(Role::Auditor, None);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(slow.get("/v1/sagas", &auditor).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let (status, _) = slow.get("/v1/sagas", &token(Role::Admin, None)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another caller has its own allowance"
+    );
+    slow.stop.cancel();
     platform.stop().await;
 }
 

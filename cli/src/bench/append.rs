@@ -1,14 +1,11 @@
-//! Append throughput against its physical limit: `eventstore::append` next to a plain INSERT of
+//! Event-store append against its physical limit: `eventstore::append` next to a plain INSERT of
 //! the same rows into a table with the same columns and indexes, durable commits, 1 and 8
-//! clients, single events and batches of 10. Variants alternate round by round on one database
-//! and the median ratio is printed, so the machine's noise hits both sides alike.
-//!
-//! Run: `cargo bench -p eventstore --bench append` (needs `DATABASE_URL`; `-- --quick` for a
-//! short run). It creates and drops its own database.
+//! clients, single events and batches of 10; variants alternate round by round on one database.
 
+use super::{Figure, median};
 use eventstore::{ExpectedVersion, Metadata, NewEvent, append};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{PgConnection, PgPool};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -103,7 +100,7 @@ async fn plain_insert(
     .bind(events.iter().map(|e| e.metadata.traceparent.clone()).collect::<Vec<_>>())
     .execute(conn)
     .await
-    .expect("plain insert");
+    .expect("plain insert during the bench");
 }
 
 /// One client writing to its own stream for `duration`; returns the events it wrote.
@@ -124,7 +121,7 @@ async fn client(pool: PgPool, variant: Variant, batch: usize, duration: Duration
                 };
                 version = append(&mut conn, &stream_id, "bench", expected, &events)
                     .await
-                    .expect("append")
+                    .expect("append during the bench")
                     .version();
             }
             Variant::PlainInsert => {
@@ -153,63 +150,19 @@ async fn events_per_second(
     total as f64 / duration.as_secs_f64()
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-#[tokio::main]
-async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub async fn measure(server: &PgConnectOptions, quick: bool) -> anyhow::Result<Vec<Figure>> {
     let (rounds, duration) = if quick {
         (3, Duration::from_millis(700))
     } else {
         (7, Duration::from_secs(2))
     };
-    let url =
-        std::env::var("DATABASE_URL").expect("DATABASE_URL names the PostgreSQL server to measure");
-    let server: PgConnectOptions = url.parse().expect("DATABASE_URL");
-    let mut admin = server.connect().await.expect("connect");
-    sqlx::raw_sql(concat!(
-        "drop database if exists ",
-        "pulsaga_bench_append",
-        " with (force)"
-    ))
-    .execute(&mut admin)
-    .await
-    .expect("drop");
-    sqlx::raw_sql(concat!("create database ", "pulsaga_bench_append"))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let pool = PgPoolOptions::new()
-        .max_connections(9)
-        .connect_with(server.clone().database(DATABASE))
-        .await
-        .expect("pool");
-    eventstore::migrate(&pool).await.expect("migrate");
-    // Same columns, defaults, identity and indexes as events; no stream table, no function.
+    let pool = super::create_database(server, DATABASE).await?;
+    eventstore::migrate(&pool).await?;
+    // Same columns, defaults, identity and indexes as events; no function.
     sqlx::raw_sql("create table plain_events (like events including all)")
         .execute(&pool)
-        .await
-        .expect("plain table");
-    let synchronous_commit: String = sqlx::query_scalar("show synchronous_commit")
-        .fetch_one(&pool)
-        .await
-        .expect("show");
-    let fsync: String = sqlx::query_scalar("show fsync")
-        .fetch_one(&pool)
-        .await
-        .expect("show");
-
-    println!(
-        "append vs plain INSERT, synchronous_commit={synchronous_commit}, fsync={fsync}, {rounds} rounds of {duration:?}"
-    );
-    println!();
-    println!(
-        "| clients | batch | append events/s | plain INSERT events/s | ratio (median) | goal |"
-    );
-    println!("|---|---|---|---|---|---|");
+        .await?;
+    let mut figures = Vec::new();
     for scenario in SCENARIOS {
         let (mut appends, mut plains, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
@@ -229,28 +182,26 @@ async fn main() {
             ratios.push(rate[0] / rate[1]);
         }
         let ratio = median(&mut ratios);
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | ≥ {:.1} {} |",
-            scenario.clients,
-            scenario.batch,
-            median(&mut appends),
-            median(&mut plains),
-            ratio,
-            scenario.goal,
-            if ratio >= scenario.goal {
-                "met"
-            } else {
-                "missed"
-            }
+        let (append_rate, plain_rate) = (median(&mut appends), median(&mut plains));
+        let mut figure = Figure::info(
+            format!(
+                "append, {} client(s), batch of {}",
+                scenario.clients, scenario.batch
+            ),
+            append_rate,
+            "events/s",
+        )
+        .against(
+            "plain INSERT",
+            plain_rate,
+            &format!("≥ {:.1}", scenario.goal),
+            |r| r >= scenario.goal,
         );
+        // The median of the per-round ratios, not the ratio of the medians.
+        figure.ratio = Some(ratio);
+        figure.met = Some(ratio >= scenario.goal);
+        figures.push(figure);
     }
-    pool.close().await;
-    sqlx::raw_sql(concat!(
-        "drop database ",
-        "pulsaga_bench_append",
-        " with (force)"
-    ))
-    .execute(&mut admin)
-    .await
-    .expect("drop");
+    super::drop_database(server, pool, DATABASE).await?;
+    Ok(figures)
 }

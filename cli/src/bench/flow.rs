@@ -1,0 +1,424 @@
+//! The platform as deployed (every process of `pulsaga up`, on pulsar-lite and PostgreSQL),
+//! driven through its HTTP API: order-to-payment sagas at rising offered loads, from the
+//! recorded conversion to the completed saga, next to the lower bound of the durable commits on
+//! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
+
+use super::Figure;
+use crate::settings::Jwt;
+use crate::up::{Options, Platform};
+use anyhow::Context;
+use bff::auth::Role;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One offered load and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Sagas started per second.
+    pub offered: f64,
+    /// Sagas completed per second, from the first conversion to the last completion.
+    pub achieved: f64,
+    pub completed: usize,
+    pub sent: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Per saga: the conversion's record, four steps each sent by the coordinator and handled by a
+/// service, four replies fed to the coordinator, and the completion, each a transaction; plus one
+/// relay commit marking each of the nine messages published.
+const COMMITS_ON_PATH: u32 = 1 + 4 * 2 + 4 + 9;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "POST {path}: {status} {answer}");
+        Ok(answer)
+    }
+
+    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?;
+            if response.status().is_success() && done(&response.json().await?) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{path} never got there");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn succeeded(&self, accepted: &Value) -> anyhow::Result<()> {
+        let id = accepted["command_id"].as_str().context("command id")?;
+        self.wait_for(&format!("/v1/commands/{id}"), |b| {
+            b["status"] == "succeeded"
+        })
+        .await
+    }
+}
+
+/// A campaign paying 10 % of each order, with one partner; returns (campaign, partner).
+async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
+    let partner = api
+        .post(
+            "/v1/partners",
+            &json!({ "name": "Bench", "email": "bench@example.com", "payout_account": "NL00" }),
+        )
+        .await?;
+    let campaign = api
+        .post(
+            "/v1/campaigns",
+            &json!({
+                "name": "Bench",
+                "budget": { "amount": 1_000_000_000_000_i64, "currency": "EUR" },
+                "commission_rule": { "type": "percent", "basis_points": 1_000 },
+                "valid_until": "2099-01-01T00:00:00Z",
+            }),
+        )
+        .await?;
+    api.succeeded(&partner).await?;
+    api.succeeded(&campaign).await?;
+    let (partner, campaign) = (
+        partner["partner_id"]
+            .as_str()
+            .context("partner")?
+            .to_owned(),
+        campaign["campaign_id"]
+            .as_str()
+            .context("campaign")?
+            .to_owned(),
+    );
+    api.wait_for(&format!("/v1/campaigns/{campaign}"), |_| true)
+        .await?;
+    let associated = api
+        .post(
+            &format!("/v1/campaigns/{campaign}/partners"),
+            &json!({ "partner_id": partner }),
+        )
+        .await?;
+    api.succeeded(&associated).await?;
+    Ok((campaign, partner))
+}
+
+/// Sends conversions at `rate` per second for `duration`, then waits for their sagas.
+async fn load(
+    api: &Api,
+    sagas_url: &str,
+    (campaign, partner): (&str, &str),
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Point> {
+    let since =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let started = Instant::now();
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut sends = tokio::task::JoinSet::new();
+    let total = (rate * duration.as_secs_f64()).round() as usize;
+    for n in 0..total {
+        ticker.tick().await;
+        let body = json!({
+            "campaign_id": campaign,
+            "partner_id": partner,
+            "kind": "conversion",
+            "order": { "order_id": format!("bench-{rate}-{n}"), "amount": { "amount": 5_000, "currency": "EUR" } },
+        });
+        let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
+        sends.spawn(async move {
+            let sent = Instant::now();
+            let response = http
+                .post(format!("{base}/v1/tracking-events"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?;
+            let answer: Value = response.error_for_status()?.json().await?;
+            anyhow::Ok((
+                answer["saga_id"].as_str().unwrap_or_default().to_owned(),
+                sent,
+            ))
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        let (saga, at) = sent??;
+        pending.insert(saga, at);
+    }
+    let sent = pending.len();
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    let mut last_done = started;
+    let mut last_progress = Instant::now();
+    while !pending.is_empty() && last_progress.elapsed() < Duration::from_secs(30) {
+        let list: Value = http
+            .get(format!(
+                "{sagas_url}/sagas?campaign_id={campaign}&status=completed&from={since}&limit=1000"
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let now = Instant::now();
+        for saga in list["sagas"].as_array().into_iter().flatten() {
+            if let Some(at) = saga["saga_id"].as_str().and_then(|id| pending.remove(id)) {
+                latencies.push(now - at);
+                last_done = now;
+                last_progress = now;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(Point {
+        offered: rate,
+        achieved: latencies.len() as f64 / (last_done - started).as_secs_f64().max(1e-9),
+        completed: latencies.len(),
+        sent,
+        p50_ms: ms(percentile(&latencies, 0.5)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
+    })
+}
+
+/// Requests per second and p99 of `POST /v1/tracking-events` with `concurrency` callers.
+async fn acceptance(
+    api: &Api,
+    (campaign, partner): (&str, &str),
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Duration)> {
+    let end = Instant::now() + duration;
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
+        let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "lead" });
+        callers.spawn(async move {
+            let mut times = Vec::new();
+            while Instant::now() < end {
+                let sent = Instant::now();
+                http.post(format!("{base}/v1/tracking-events"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                times.push(sent.elapsed());
+            }
+            anyhow::Ok(times)
+        });
+    }
+    let mut times = Vec::new();
+    while let Some(done) = callers.join_next().await {
+        times.extend(done??);
+    }
+    times.sort();
+    Ok((
+        times.len() as f64 / duration.as_secs_f64(),
+        percentile(&times, 0.99),
+    ))
+}
+
+/// The durable commit latency on the server, measured now.
+async fn commit_latency(database_url: &str) -> anyhow::Result<Duration> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    sqlx::raw_sql("create table if not exists pulsaga_bench_commit (n int)")
+        .execute(&pool)
+        .await?;
+    let probes = 200;
+    let started = Instant::now();
+    for n in 0..probes {
+        sqlx::query("insert into pulsaga_bench_commit values ($1)")
+            .bind(n)
+            .execute(&pool)
+            .await?;
+    }
+    let latency = started.elapsed() / probes as u32;
+    sqlx::raw_sql("drop table pulsaga_bench_commit")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(latency)
+}
+
+pub async fn measure(database_url: &str, quick: bool) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
+    let secret =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let jwt = Jwt {
+        jwt_algorithm: crate::settings::JwtAlgorithm::Hs256,
+        jwt_secret: Some(secret),
+        jwt_public_key: None,
+        jwt_issuer: "pulsaga".into(),
+        jwt_audience: "pulsaga-api".into(),
+    };
+    let prefix = format!("bench_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let options = Options {
+        database_url: Some(database_url.to_owned()),
+        pulsar_url: None,
+        pulsar_broker: crate::settings::BrokerKind::PulsarLite,
+        listen: "127.0.0.1:0".parse()?,
+        any_ports: true,
+        database_prefix: prefix.clone(),
+        data_dir: std::env::temp_dir().join(format!("pulsaga-{prefix}")),
+        embedded_postgres: false,
+        demo: false,
+        log_filter: Some("warn".into()),
+    };
+    let platform = Platform::start(&options, &jwt).await?;
+    let outcome = drive(&platform, &jwt, database_url, quick).await;
+    platform.stop().await;
+    drop_databases(database_url, &prefix).await?;
+    std::fs::remove_dir_all(&options.data_dir).ok();
+    outcome
+}
+
+async fn drive(
+    platform: &Platform,
+    jwt: &Jwt,
+    database_url: &str,
+    quick: bool,
+) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let token = bff::auth::mint_hs256(
+        jwt.secret()?,
+        &jwt.jwt_issuer,
+        &jwt.jwt_audience,
+        "bench",
+        Role::Advertiser,
+        Some(&tenant),
+        3600,
+    )?;
+    let api = Api {
+        base: platform.api.clone(),
+        http: reqwest::Client::new(),
+        token,
+    };
+    let sagas_url = platform
+        .urls
+        .iter()
+        .find(|(service, _)| *service == crate::Service::Sagas)
+        .map(|(_, url)| url.clone())
+        .context("the coordinator's URL")?;
+    let (campaign, partner) = set_up(&api).await?;
+    let ids = (campaign.as_str(), partner.as_str());
+
+    let commit = commit_latency(database_url).await?;
+    let bound = commit * COMMITS_ON_PATH;
+    let (rates, seconds): (&[f64], u64) = if quick {
+        (&[5.0, 20.0, 50.0], 6)
+    } else {
+        (&[5.0, 20.0, 50.0, 100.0, 200.0, 300.0], 15)
+    };
+    // Warm-up, not measured: every process creates its producers on first use.
+    load(&api, &sagas_url, ids, 5.0, Duration::from_secs(2)).await?;
+    let mut curve = Vec::new();
+    for rate in rates {
+        eprintln!("bench: {rate} sagas/s offered for {seconds} s");
+        curve.push(load(&api, &sagas_url, ids, *rate, Duration::from_secs(seconds)).await?);
+    }
+    let (accepted, accept_p99) = acceptance(
+        &api,
+        ids,
+        32,
+        Duration::from_secs(if quick { 5 } else { 15 }),
+    )
+    .await?;
+
+    let ms = bound.as_secs_f64() * 1e3;
+    let lightest = curve.first().context("a load")?;
+    let best = curve.iter().map(|p| p.achieved).fold(0.0, f64::max);
+    let mut figures = vec![
+        Figure::info(
+            "durable commit (measured)",
+            commit.as_secs_f64() * 1e3,
+            "ms",
+        ),
+        Figure::info(
+            format!("saga p50 at {} sagas/s offered", lightest.offered),
+            lightest.p50_ms,
+            "ms",
+        )
+        .against(
+            &format!("{COMMITS_ON_PATH} durable commits"),
+            ms,
+            "≤ 2",
+            |r| r <= 2.0,
+        ),
+        Figure::info(
+            format!("saga p99 at {} sagas/s offered", lightest.offered),
+            lightest.p99_ms,
+            "ms",
+        ),
+        Figure::info("sustained sagas/s (best achieved)", best, "sagas/s").against(
+            "300 sagas/s goal",
+            300.0,
+            "≥ 1",
+            |r| r >= 1.0,
+        ),
+    ];
+    for point in &curve {
+        figures.push(Figure::info(
+            format!(
+                "sagas completed at {} sagas/s offered ({} of {})",
+                point.offered, point.completed, point.sent
+            ),
+            point.achieved,
+            "sagas/s",
+        ));
+    }
+    figures.push(Figure::info(
+        "POST /v1/tracking-events accepted, 32 callers",
+        accepted,
+        "req/s",
+    ));
+    figures.push(Figure::info(
+        "POST /v1/tracking-events p99, 32 callers",
+        accept_p99.as_secs_f64() * 1e3,
+        "ms",
+    ));
+    Ok((figures, curve))
+}
+
+/// Drops the databases `up` created for the bench.
+async fn drop_databases(database_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where starts_with(datname, $1)")
+            .bind(prefix)
+            .fetch_all(&pool)
+            .await?;
+    for name in names {
+        // Names the bench made from its own prefix and the services' names.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{name}\" with (force)"
+        )))
+        .execute(&pool)
+        .await?;
+    }
+    pool.close().await;
+    Ok(())
+}
