@@ -256,6 +256,10 @@ pub async fn command(
         if let Some(outcome) = answer?
             && outcome["status"] != "pending"
         {
+            // Only its issuer and admins see what became of a command.
+            if caller.role != Role::Admin && outcome["actor"].as_str() != Some(&caller.subject) {
+                return Err(Problem::not_found(format!("no command {id}")));
+            }
             return Ok(Json(outcome));
         }
     }

@@ -264,6 +264,7 @@ async fn command(
         command_id,
         command_type,
         aggregate_id,
+        actor,
         outcome,
         recorded_at,
     }) = crate::load_outcome(&mut conn, command_id).await?
@@ -281,6 +282,7 @@ async fn command(
         "command_id": command_id,
         "command_type": command_type,
         "aggregate_id": aggregate_id,
+        "actor": actor,
         "status": status,
         "code": code,
         "reason": reason,

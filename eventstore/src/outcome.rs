@@ -23,6 +23,8 @@ pub struct CommandOutcome {
     pub command_id: Uuid,
     pub command_type: String,
     pub aggregate_id: String,
+    /// Who sent the command (the message's `actor`), if it said.
+    pub actor: Option<String>,
     pub outcome: Outcome,
     pub recorded_at: OffsetDateTime,
 }
@@ -34,6 +36,7 @@ pub async fn record_outcome(
     command_id: Uuid,
     command_type: &str,
     aggregate_id: &str,
+    actor: Option<&str>,
     outcome: &Outcome,
 ) -> Result<(), Error> {
     let (kind, code, reason) = match outcome {
@@ -44,12 +47,13 @@ pub async fn record_outcome(
         }
     };
     sqlx::query(
-        "insert into command_outcomes (command_id, command_type, aggregate_id, outcome, code, reason)
-         values ($1, $2, $3, $4, $5, $6) on conflict (command_id) do nothing",
+        "insert into command_outcomes (command_id, command_type, aggregate_id, actor, outcome, code, reason)
+         values ($1, $2, $3, $4, $5, $6, $7) on conflict (command_id) do nothing",
     )
     .bind(command_id)
     .bind(command_type)
     .bind(aggregate_id)
+    .bind(actor)
     .bind(kind)
     .bind(code)
     .bind(reason)
@@ -62,6 +66,7 @@ pub async fn record_outcome(
 struct OutcomeRow {
     command_type: String,
     aggregate_id: String,
+    actor: Option<String>,
     outcome: String,
     code: Option<String>,
     reason: Option<String>,
@@ -74,7 +79,7 @@ pub async fn load_outcome(
     command_id: Uuid,
 ) -> Result<Option<CommandOutcome>, Error> {
     let row: Option<OutcomeRow> = sqlx::query_as(
-        "select command_type, aggregate_id, outcome, code, reason, recorded_at
+        "select command_type, aggregate_id, actor, outcome, code, reason, recorded_at
            from command_outcomes where command_id = $1",
     )
     .bind(command_id)
@@ -84,6 +89,7 @@ pub async fn load_outcome(
         command_id,
         command_type: row.command_type,
         aggregate_id: row.aggregate_id,
+        actor: row.actor,
         outcome: match row.outcome.as_str() {
             "succeeded" => Outcome::Succeeded,
             "already_applied" => Outcome::AlreadyApplied,

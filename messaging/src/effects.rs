@@ -197,6 +197,7 @@ async fn record(
         cause.message_id,
         &cause.message_type,
         aggregate_id,
+        cause.actor.as_deref(),
         outcome,
     )
     .await?;

@@ -465,6 +465,17 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
         )
         .await;
     let campaign_id = campaign["campaign_id"].as_str().expect("id").to_owned();
+    // A command's outcome is its issuer's (and admins') to see.
+    let command = format!(
+        "/v1/commands/{}",
+        campaign["command_id"].as_str().expect("command id")
+    );
+    api.wait_for(&command, &owner, |b| b["status"] == "succeeded")
+        .await;
+    let (status, _) = api.get(&command, &token(Role::Auditor, None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "someone else's command");
+    let (status, _) = api.get(&command, &token(Role::Admin, None)).await;
+    assert_eq!(status, StatusCode::OK, "an admin sees every command");
     let path = format!("/v1/campaigns/{campaign_id}");
     api.wait_for(&path, &owner, |_| true).await;
     let other = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));

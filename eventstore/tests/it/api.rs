@@ -133,9 +133,16 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
         code: "budget_exhausted".into(),
         reason: "no budget".into(),
     };
-    record_outcome(&mut conn, command, "ReserveBudget", "c-1", &rejected)
-        .await
-        .expect("record");
+    record_outcome(
+        &mut conn,
+        command,
+        "ReserveBudget",
+        "c-1",
+        Some("sagas"),
+        &rejected,
+    )
+    .await
+    .expect("record");
     let (_, _, outcome) = get(&router, &format!("/commands/{command}")).await;
     assert_eq!(
         (outcome["status"].as_str(), outcome["code"].as_str()),

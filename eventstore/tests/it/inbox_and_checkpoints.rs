@@ -131,14 +131,22 @@ async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnect
         code: "budget_exhausted".into(),
         reason: "no budget left".into(),
     };
-    record_outcome(&mut conn, command, "ReserveBudget", "campaign-1", &rejected)
-        .await
-        .expect("record");
     record_outcome(
         &mut conn,
         command,
         "ReserveBudget",
         "campaign-1",
+        None,
+        &rejected,
+    )
+    .await
+    .expect("record");
+    record_outcome(
+        &mut conn,
+        command,
+        "ReserveBudget",
+        "campaign-1",
+        None,
         &Outcome::Succeeded,
     )
     .await
@@ -157,9 +165,16 @@ async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnect
         (Uuid::new_v4(), Outcome::Succeeded),
         (Uuid::new_v4(), Outcome::AlreadyApplied),
     ] {
-        record_outcome(&mut conn, id, "AssociatePartner", "campaign-1", &expected)
-            .await
-            .expect("record");
+        record_outcome(
+            &mut conn,
+            id,
+            "AssociatePartner",
+            "campaign-1",
+            Some("admin"),
+            &expected,
+        )
+        .await
+        .expect("record");
         assert_eq!(
             load_outcome(&mut conn, id)
                 .await
