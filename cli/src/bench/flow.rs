@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// One offered load and what came of it.
 #[derive(Debug, Clone, Serialize)]
@@ -126,7 +128,8 @@ async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
     Ok((campaign, partner))
 }
 
-/// Sends conversions at `rate` per second for `duration`, then waits for their sagas.
+/// Sends conversions at `rate` per second for `duration` while following the coordinator's log;
+/// a saga's latency runs from sending its conversion to its `SagaCompleted` entry.
 async fn load(
     api: &Api,
     sagas_url: &str,
@@ -134,75 +137,122 @@ async fn load(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Point> {
-    let since =
-        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
-    let started = Instant::now();
-    let mut pending: HashMap<String, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let mut sends = tokio::task::JoinSet::new();
     let total = (rate * duration.as_secs_f64()).round() as usize;
-    for n in 0..total {
-        ticker.tick().await;
-        let body = json!({
-            "campaign_id": campaign,
-            "partner_id": partner,
-            "kind": "conversion",
-            "order": { "order_id": format!("bench-{rate}-{n}"), "amount": { "amount": 5_000, "currency": "EUR" } },
-        });
-        let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
-        sends.spawn(async move {
-            let sent = Instant::now();
-            let response = http
-                .post(format!("{base}/v1/tracking-events"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await?;
-            let answer: Value = response.error_for_status()?.json().await?;
-            anyhow::Ok((
-                answer["saga_id"].as_str().unwrap_or_default().to_owned(),
-                sent,
-            ))
-        });
-    }
-    while let Some(sent) = sends.join_next().await {
-        let (saga, at) = sent??;
-        pending.insert(saga, at);
-    }
-    let sent = pending.len();
+    let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
+    let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "conversion" });
+    let sender = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        let mut sends = tokio::task::JoinSet::new();
+        for _ in 0..total {
+            ticker.tick().await;
+            let mut body = body.clone();
+            body["order"] = json!({
+                "order_id": uuid::Uuid::new_v4().to_string(),
+                "amount": { "amount": 5_000, "currency": "EUR" },
+            });
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            sends.spawn(async move {
+                let sent = OffsetDateTime::now_utc();
+                let response = http
+                    .post(format!("{base}/v1/tracking-events"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let answer: Value = response.error_for_status()?.json().await?;
+                let saga = answer["saga_id"].as_str().unwrap_or_default().to_owned();
+                anyhow::Ok((saga, sent))
+            });
+        }
+        let mut sent = HashMap::new();
+        while let Some(done) = sends.join_next().await {
+            let (saga, at) = done??;
+            sent.insert(saga, at);
+        }
+        anyhow::Ok(sent)
+    });
+    // The coordinator's log, followed from where it stood: every saga's completion once, with
+    // the time it was recorded (the same clock as `sent`: one machine).
     let http = reqwest::Client::new();
-    let mut latencies = Vec::new();
-    let mut last_done = started;
+    let mut after = log_end(&http, sagas_url).await?;
+    let mut completed: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut last_progress = Instant::now();
-    while !pending.is_empty() && last_progress.elapsed() < Duration::from_secs(30) {
-        let list: Value = http
-            .get(format!(
-                "{sagas_url}/sagas?campaign_id={campaign}&status=completed&from={since}&limit=1000"
-            ))
+    let mut sent: Option<HashMap<String, OffsetDateTime>> = None;
+    let mut sender = Some(sender);
+    loop {
+        if let Some(task) = sender.take_if(|task| task.is_finished()) {
+            sent = Some(task.await??);
+        }
+        if let Some(sent) = &sent
+            && (sent.keys().all(|id| completed.contains_key(id))
+                || last_progress.elapsed() > Duration::from_secs(30))
+        {
+            break;
+        }
+        let page: Value = http
+            .get(format!("{sagas_url}/events?after={after}&limit=1000"))
             .send()
             .await?
             .json()
             .await?;
-        let now = Instant::now();
-        for saga in list["sagas"].as_array().into_iter().flatten() {
-            if let Some(at) = saga["saga_id"].as_str().and_then(|id| pending.remove(id)) {
-                latencies.push(now - at);
-                last_done = now;
-                last_progress = now;
+        after = page["next"].as_i64().unwrap_or(after);
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        for event in events.iter().filter(|e| e["event_type"] == "SagaCompleted") {
+            let at = event["recorded_at"]
+                .as_str()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+            if let (Some(stream), Some(at)) = (event["stream_id"].as_str(), at) {
+                completed.insert(stream.trim_start_matches("saga-").to_owned(), at);
+                last_progress = Instant::now();
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+    let sent = sent.unwrap_or_default();
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, at)| Duration::try_from(*completed.get(id)? - *at).ok())
+        .collect();
     latencies.sort();
+    let first = sent.values().min().copied();
+    let last = sent
+        .keys()
+        .filter_map(|id| completed.get(id))
+        .max()
+        .copied();
+    let window = match (first, last) {
+        (Some(first), Some(last)) => (last - first).as_seconds_f64(),
+        _ => f64::NAN,
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(Point {
         offered: rate,
-        achieved: latencies.len() as f64 / (last_done - started).as_secs_f64().max(1e-9),
+        achieved: latencies.len() as f64 / window.max(1e-9),
         completed: latencies.len(),
-        sent,
+        sent: sent.len(),
         p50_ms: ms(percentile(&latencies, 0.5)),
         p99_ms: ms(percentile(&latencies, 0.99)),
     })
+}
+
+/// The position the coordinator's log has reached.
+async fn log_end(http: &reqwest::Client, sagas_url: &str) -> anyhow::Result<i64> {
+    let mut after = 0;
+    loop {
+        let page: Value = http
+            .get(format!("{sagas_url}/events?after={after}&limit=1000"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let next = page["next"].as_i64().unwrap_or(after);
+        if page["events"].as_array().is_none_or(Vec::is_empty) {
+            return Ok(next);
+        }
+        after = next;
+    }
 }
 
 /// Requests per second and p99 of `POST /v1/tracking-events` with `concurrency` callers.
