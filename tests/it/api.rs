@@ -444,6 +444,29 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
     rs_api.stop.cancel();
 
+    // ES256: its own key verifies; an RS256 token does not.
+    let es_pem = std::fs::read(fixtures.join("jwt-test-es256.key")).expect("EC private key");
+    let es_api = Api::start(
+        &platform,
+        &Key::Es256 {
+            public_pem: std::fs::read(fixtures.join("jwt-test-es256.pub")).expect("EC public key"),
+        },
+    )
+    .await;
+    let es_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims("auditor", None),
+        &jsonwebtoken::EncodingKey::from_ec_pem(&es_pem).expect("EC key"),
+    )
+    .expect("sign");
+    assert_eq!(es_api.get("/v1/sagas", &es_token).await.0, StatusCode::OK);
+    assert_eq!(
+        es_api.get("/v1/sagas", &good).await.0,
+        StatusCode::UNAUTHORIZED,
+        "an RS256 token against ES256"
+    );
+    es_api.stop.cancel();
+
     let api = Api::start(
         &platform,
         &Key::Hs256 {
