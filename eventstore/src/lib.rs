@@ -1,6 +1,6 @@
 //! The Postgres event store that every Pulsaga service embeds in its own database: streams with
 //! optimistic concurrency, a gap-safe global log, the transactional outbox, the consumer inbox,
-//! command outcomes and projection checkpoints. Functions take a `&mut PgConnection` (a pooled
+//! command outcomes and projection checkpoints, and notifications that wake the workers. Functions take a `&mut PgConnection` (a pooled
 //! connection or an open transaction), so a caller composes them into one transaction with its
 //! own effects.
 
@@ -12,6 +12,7 @@ pub mod outbox;
 mod outcome;
 pub mod projection;
 mod stream;
+mod wakeup;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
 pub use inbox::record_message;
@@ -21,6 +22,7 @@ pub use stream::{
     Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_correlation,
     read_stream, read_stream_as_of,
 };
+pub use wakeup::Wakeup;
 
 use sqlx::PgPool;
 use uuid::Uuid;

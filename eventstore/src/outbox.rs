@@ -11,6 +11,9 @@
 //! confirmed them: delivery is at least once, and consumers deduplicate by message id.
 
 use crate::Error;
+
+/// The channel notified at the commit of every transaction that queued messages.
+pub const CHANNEL: &str = "pulsaga_outbox";
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use sqlx::types::Json;

@@ -5,7 +5,8 @@
 //! key's messages go one after another — the next is sent once the previous is confirmed — while
 //! different keys go together. A key whose message fails is not published further in this round;
 //! its rows are released for the next. While the broker is away the relay keeps the rows and
-//! retries with a growing delay. Several relays may run on one outbox.
+//! retries with a growing delay. Several relays may run on one outbox. An idle relay waits for the
+//! outbox's notification (raised at the commit that queued messages), polling only as a fallback.
 
 use crate::consume::Backoff;
 use crate::{Client, Error};
@@ -22,7 +23,8 @@ pub struct RelaySettings {
     pub name: String,
     pub batch: i64,
     pub lease: Duration,
-    /// How long to wait before looking again when the outbox is empty.
+    /// How long to wait before looking again when the outbox is empty, unless a notification
+    /// (see `outbox::CHANNEL`) says there is something sooner.
     pub idle_poll: Duration,
     pub backoff: Backoff,
 }
@@ -33,7 +35,7 @@ impl RelaySettings {
             name: name.into(),
             batch: 128,
             lease: Duration::from_secs(30),
-            idle_poll: Duration::from_millis(20),
+            idle_poll: Duration::from_millis(500),
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
@@ -50,6 +52,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut failures = 0;
+    let mut wakeup = eventstore::Wakeup::listen(&pool, outbox::CHANNEL).await;
     while !shutdown.is_cancelled() {
         let pause = match relay_once(&client, &pool, &settings).await {
             Ok(RoundOutcome {
@@ -70,11 +73,20 @@ pub async fn run(
                 Some(settings.backoff.delay(failures))
             }
         };
-        if let Some(pause) = pause {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(pause) => {}
+        match pause {
+            Some(pause) if failures == 0 => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = wakeup.wait(pause) => {}
+                }
             }
+            Some(pause) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            None => {}
         }
     }
     Ok(())

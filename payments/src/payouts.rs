@@ -40,7 +40,7 @@ pub struct PayoutSettings {
     pub backoff: Backoff,
     /// How long a claimed row stays with its worker; longer than a call and its recording.
     pub lease: Duration,
-    /// How often an idle worker looks for due rows.
+    /// How often an idle worker looks for due rows (retries); a newly scheduled payout wakes it.
     pub poll: Duration,
     /// Provider calls in flight at once.
     pub concurrency: usize,
@@ -61,6 +61,9 @@ impl PayoutSettings {
         }
     }
 }
+
+/// The channel notified when a payout is scheduled (migration 0003).
+const CHANNEL: &str = "pulsaga_payouts";
 
 /// A claimed row: one payout to call the provider for.
 #[derive(Debug, Clone)]
@@ -149,6 +152,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let mut in_flight = JoinSet::new();
+    let mut wakeup = eventstore::Wakeup::listen(&pool, CHANNEL).await;
     while !shutdown.is_cancelled() {
         while let Some(done) = in_flight.try_join_next() {
             if let Err(error) = done {
@@ -173,7 +177,7 @@ pub async fn run(
         if idle {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(settings.poll) => {}
+                _ = wakeup.wait(settings.poll) => {}
                 Some(_) = in_flight.join_next() => {}
             }
         }
