@@ -219,6 +219,12 @@ pub struct BudgetReservation;
 impl Handler for BudgetReservation {
     type Message = ReserveBudget;
 
+    /// Reservations come keyed by their sagas and all write their campaign's stream: one lane
+    /// per campaign, so that they queue instead of racing.
+    fn lane(&self, message: &ReserveBudget, _key: &str) -> String {
+        message.campaign_id.to_string()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,
@@ -241,6 +247,10 @@ pub struct BudgetRelease;
 
 impl Handler for BudgetRelease {
     type Message = ReleaseBudget;
+
+    fn lane(&self, message: &ReleaseBudget, _key: &str) -> String {
+        message.campaign_id.to_string()
+    }
 
     async fn handle(
         &self,

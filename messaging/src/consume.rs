@@ -3,7 +3,9 @@
 //!
 //! Subscriptions are Key_Shared (on Apache Pulsar; see `Broker::subscription` for pulsar-lite),
 //! keyed by aggregate id, and the runner keeps one lane per key: a key's messages are handled one
-//! after another, in order, while other keys go on concurrently.
+//! after another, in order, while other keys go on concurrently. A handler may name another lane
+//! for a message (`Handler::lane`): the aggregate it writes, when messages under many keys write
+//! one aggregate.
 //! A conflict with a concurrent writer is decided again after a short random pause, as often as it
 //! takes (another write went through each time).
 //! A transient failure is retried in its lane after a growing delay (pulsar-rs would redeliver a
@@ -89,6 +91,15 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         incoming: &Incoming<Self::Message>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// The lane `message` is handled in: a lane's messages one after another, in order, lanes
+    /// concurrently. By default its key. A handler whose messages under different keys write one
+    /// aggregate (a campaign's budget, reserved by many sagas, each keyed by its saga) names that
+    /// aggregate, so that they queue instead of racing for its stream.
+    fn lane(&self, message: &Self::Message, key: &str) -> String {
+        let _ = message;
+        key.to_owned()
+    }
 }
 
 /// Growing delays between attempts: `initial`, doubled each time, at most `max`.
@@ -254,14 +265,20 @@ impl Lanes {
     ) {
         ConsumerStats::add(&worker.settings.stats.received);
         self.in_flight += 1;
-        let key = message
-            .key()
-            .unwrap_or_else(|| format!("{:?}", message.message_id()));
-        match self.waiting.get_mut(&key) {
+        let key = key_of(&message);
+        // An undecodable message keeps its key as its lane; the worker dead-letters it.
+        let lane = match H::Message::decode_version(
+            &message.payload.data,
+            schema_version::<H::Message>(&message),
+        ) {
+            Ok(decoded) => worker.handler.lane(&decoded, &key),
+            Err(_) => key,
+        };
+        match self.waiting.get_mut(&lane) {
             Some(queue) => queue.push_back(message),
             None => {
-                self.waiting.insert(key.clone(), VecDeque::new());
-                tokio::spawn(worker.clone().handle(key, message, done.clone()));
+                self.waiting.insert(lane.clone(), VecDeque::new());
+                tokio::spawn(worker.clone().handle(lane, message, done.clone()));
             }
         }
     }
@@ -444,10 +461,11 @@ struct DeadLetter {
 impl<H: Handler> Worker<H> {
     async fn handle(
         self: Arc<Self>,
-        key: String,
+        lane: String,
         received: Received<Vec<u8>>,
         done: mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>,
     ) {
+        let key = key_of(&received);
         let span = tracing::info_span!("handle message", topic = H::Message::TOPIC.name, %key);
         let traceparent = received
             .metadata()
@@ -470,7 +488,7 @@ impl<H: Handler> Worker<H> {
             .handling
             .observe(started.elapsed().as_secs_f64());
         // The runner is gone only when shutting down; the message is then redelivered later.
-        let _ = done.send((key, received, outcome));
+        let _ = done.send((lane, received, outcome));
     }
 
     async fn process(&self, key: &str, received: &Received<Vec<u8>>) -> Result<(), DeadLetter> {
@@ -603,6 +621,25 @@ impl<H: Handler> Worker<H> {
 fn conflict_pause(conflicts: u32) -> Duration {
     let window_ms = 2u64 << conflicts.clamp(1, 8).saturating_sub(1);
     Duration::from_micros(rand::random_range(0..window_ms * 1000))
+}
+
+/// A received message's key (its message id if it has none).
+fn key_of(received: &Received<Vec<u8>>) -> String {
+    received
+        .key()
+        .unwrap_or_else(|| format!("{:?}", received.message_id()))
+}
+
+/// The schema version a received message says it was written with (the current one if unsaid
+/// or unreadable: decoding then reports what is wrong).
+fn schema_version<T: Message>(received: &Received<Vec<u8>>) -> u32 {
+    received
+        .metadata()
+        .properties
+        .iter()
+        .find(|kv| kv.key == names::SCHEMA_VERSION)
+        .and_then(|kv| kv.value.parse().ok())
+        .unwrap_or(T::TOPIC.version())
 }
 
 /// The dead-letter topic of a subscription, by Pulsar's convention.
