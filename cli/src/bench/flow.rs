@@ -256,16 +256,17 @@ async fn log_end(http: &reqwest::Client, sagas_url: &str) -> anyhow::Result<i64>
 }
 
 /// Requests per second and p99 of `POST /v1/tracking-events` with `concurrency` callers.
+/// Each caller has a token of its own: the API limits requests per caller.
 async fn acceptance(
     api: &Api,
     (campaign, partner): (&str, &str),
-    concurrency: usize,
+    tokens: Vec<String>,
     duration: Duration,
 ) -> anyhow::Result<(f64, Duration)> {
     let end = Instant::now() + duration;
     let mut callers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
+    for token in tokens {
+        let (http, base) = (api.http.clone(), api.base.clone());
         let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "lead" });
         callers.spawn(async move {
             let mut times = Vec::new();
@@ -390,10 +391,24 @@ async fn drive(
         eprintln!("bench: {rate} sagas/s offered for {seconds} s");
         curve.push(load(&api, &sagas_url, ids, *rate, Duration::from_secs(seconds)).await?);
     }
+    let tokens = (0..32)
+        .map(|n| {
+            bff::auth::mint_hs256(
+                jwt.secret()?,
+                &jwt.jwt_issuer,
+                &jwt.jwt_audience,
+                &format!("bench-caller-{n}"),
+                Role::Advertiser,
+                Some(&tenant),
+                3600,
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (accepted, accept_p99) = acceptance(
         &api,
         ids,
-        32,
+        tokens,
         Duration::from_secs(if quick { 5 } else { 15 }),
     )
     .await?;
