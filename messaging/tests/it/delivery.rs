@@ -1,7 +1,7 @@
-//! Keyed delivery through the relay: per-key order across two Key_Shared consumers, and
-//! effectively-once processing of duplicates.
+//! Keyed delivery through the relay: per-key order across two Key_Shared consumers, lanes named
+//! by the handler, and effectively-once processing of duplicates.
 
-use super::{Fixture, Recorder, enqueue, message, settings};
+use super::{Fixture, Recorder, Script, enqueue, message, settings};
 use messaging::Subscription;
 use messaging::consume::{ConsumerSettings, ConsumerStats};
 use messaging::relay::{self, RelaySettings};
@@ -180,4 +180,48 @@ async fn a_burst_over_many_keys_is_all_delivered(_: PgPoolOptions, connect: PgCo
     }
     fixture.shutdown.cancel();
     consumer.await.expect("consumer");
+}
+
+/// Handles four slow messages under four keys; returns whether any two handlings overlapped.
+async fn overlapping(connect: PgConnectOptions, recorder: std::sync::Arc<Recorder>) -> bool {
+    let fixture = Fixture::start(connect).await;
+    let bodies: Vec<String> = (0..4).map(|n| format!("slow-{n}")).collect();
+    let recorder = bodies.iter().fold(recorder, |r, body| {
+        r.script(body, Script::Slow(Duration::from_millis(150)))
+    });
+    let consumer = fixture.consumer(settings("effects"), recorder.clone());
+    for (n, body) in bodies.iter().enumerate() {
+        fixture
+            .client
+            .publish(&message(&format!("key-{n}"), body))
+            .await
+            .expect("publish");
+    }
+    fixture.wait_for_effects(4, Duration::from_secs(30)).await;
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+    let spans: Vec<_> = bodies.iter().map(|b| recorder.span(b)).collect();
+    spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1))
+}
+
+#[sqlx::test(migrations = false)]
+async fn messages_of_one_lane_wait_for_each_other_whatever_their_keys(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    assert!(
+        !overlapping(connect, Recorder::one_lane("r")).await,
+        "one lane: one message at a time"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn messages_of_different_keys_run_together(_: PgPoolOptions, connect: PgConnectOptions) {
+    assert!(
+        overlapping(connect, Recorder::named("r")).await,
+        "the control: lanes by key overlap"
+    );
 }

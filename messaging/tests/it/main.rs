@@ -156,6 +156,8 @@ enum Script {
     Poison,
     /// Lose a race with a concurrent writer this many more times, then succeed.
     Conflicts(u32),
+    /// Take this long, then succeed.
+    Slow(Duration),
     /// Fail permanently.
     Reject,
 }
@@ -168,6 +170,10 @@ struct Recorder {
     attempts: Mutex<HashMap<String, Vec<Instant>>>,
     /// The trace context the handler ran in, per body.
     traceparents: Mutex<HashMap<String, Option<String>>>,
+    /// When each body's last attempt ended.
+    ends: Mutex<HashMap<String, Instant>>,
+    /// Every message in one lane (named by its email), whatever its key.
+    one_lane: bool,
 }
 
 impl Recorder {
@@ -176,6 +182,22 @@ impl Recorder {
             name: name.to_owned(),
             ..Recorder::default()
         })
+    }
+
+    /// A recorder that handles every message in one lane.
+    fn one_lane(name: &str) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            name: name.to_owned(),
+            one_lane: true,
+            ..Recorder::default()
+        })
+    }
+
+    /// (start of the first attempt, end of the last) of a body.
+    fn span(&self, body: &str) -> (Instant, Instant) {
+        let start = self.attempts(body)[0];
+        let end = self.ends.lock().expect("lock")[body];
+        (start, end)
     }
 
     fn script(self: Arc<Self>, body: &str, script: Script) -> Arc<Self> {
@@ -231,6 +253,7 @@ impl Handler for Recorder {
                     .insert(body, Script::Conflicts(n - 1));
                 return Err(HandlerError::Conflict("scripted conflict".into()));
             }
+            Some(Script::Slow(pause)) => tokio::time::sleep(pause).await,
             Some(Script::Poison) => return Err(HandlerError::Transient("scripted poison".into())),
             Some(Script::Reject) => {
                 return Err(HandlerError::Permanent {
@@ -249,7 +272,16 @@ impl Handler for Recorder {
         .bind(&body)
         .execute(&mut *tx)
         .await?;
+        self.ends.lock().expect("lock").insert(body, Instant::now());
         Ok(())
+    }
+
+    fn lane(&self, message: &RegisterPartner, key: &str) -> String {
+        if self.one_lane {
+            message.email.clone()
+        } else {
+            key.to_owned()
+        }
     }
 }
 
