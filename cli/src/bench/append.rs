@@ -2,7 +2,7 @@
 //! the same rows into a table with the same columns and indexes, durable commits, 1 and 8
 //! clients, single events and batches of 10; variants alternate round by round on one database.
 
-use super::{Figure, median};
+use super::{Figure, Scale, median};
 use eventstore::{ExpectedVersion, Metadata, NewEvent, append};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
@@ -150,12 +150,12 @@ async fn events_per_second(
     total as f64 / duration.as_secs_f64()
 }
 
-pub async fn measure(server: &PgConnectOptions, quick: bool) -> anyhow::Result<Vec<Figure>> {
-    let (rounds, duration) = if quick {
-        (3, Duration::from_millis(700))
-    } else {
-        (7, Duration::from_secs(2))
-    };
+pub async fn measure(server: &PgConnectOptions, scale: Scale) -> anyhow::Result<Vec<Figure>> {
+    let (rounds, duration) = scale.pick(
+        (1, Duration::from_millis(100)),
+        (3, Duration::from_millis(700)),
+        (7, Duration::from_secs(2)),
+    );
     let pool = super::create_database(server, DATABASE).await?;
     eventstore::migrate(&pool).await?;
     // Same columns, defaults, identity and indexes as events; no function.

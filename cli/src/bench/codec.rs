@@ -1,7 +1,7 @@
 //! Avro encode + decode per message against JSON for the real commands, and against the 1 µs
 //! goal per round trip.
 
-use super::{Figure, median};
+use super::{Figure, Scale, median};
 use schemas::Message;
 use schemas::commands::{AssignCommission, RecordTrackingEvent, ReserveBudget};
 use schemas::values::{CommissionRule, Money, Order, TrackingKind};
@@ -55,8 +55,8 @@ fn measure_one<M: Message + Serialize + DeserializeOwned>(
     ]
 }
 
-pub fn measure(quick: bool) -> Vec<Figure> {
-    let (rounds, iterations) = if quick { (3, 20_000) } else { (7, 100_000) };
+pub fn measure(scale: Scale) -> Vec<Figure> {
+    let (rounds, iterations) = scale.pick((1, 100), (3, 20_000), (7, 100_000));
     let eur = |amount| Money {
         amount,
         currency: "EUR".into(),

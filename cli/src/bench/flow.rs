@@ -3,7 +3,7 @@
 //! recorded conversion to the completed saga, next to the lower bound of the durable commits on
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
-use super::Figure;
+use super::{Figure, Scale};
 use crate::settings::Jwt;
 use crate::up::{Options, Platform};
 use anyhow::Context;
@@ -316,7 +316,10 @@ async fn commit_latency(database_url: &str) -> anyhow::Result<Duration> {
     Ok(latency)
 }
 
-pub async fn measure(database_url: &str, quick: bool) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
+pub async fn measure(
+    database_url: &str,
+    scale: Scale,
+) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
     let secret =
         uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
     let jwt = Jwt {
@@ -340,7 +343,7 @@ pub async fn measure(database_url: &str, quick: bool) -> anyhow::Result<(Vec<Fig
         log_filter: Some("warn".into()),
     };
     let platform = Platform::start(&options, &jwt).await?;
-    let outcome = drive(&platform, &jwt, database_url, quick).await;
+    let outcome = drive(&platform, &jwt, database_url, scale).await;
     platform.stop().await;
     drop_databases(database_url, &prefix).await?;
     std::fs::remove_dir_all(&options.data_dir).ok();
@@ -351,7 +354,7 @@ async fn drive(
     platform: &Platform,
     jwt: &Jwt,
     database_url: &str,
-    quick: bool,
+    scale: Scale,
 ) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
     let tenant = uuid::Uuid::new_v4().to_string();
     let token = bff::auth::mint_hs256(
@@ -379,11 +382,11 @@ async fn drive(
 
     let commit = commit_latency(database_url).await?;
     let bound = commit * COMMITS_ON_PATH;
-    let (rates, seconds): (&[f64], u64) = if quick {
-        (&[5.0, 20.0, 50.0], 6)
-    } else {
-        (&[5.0, 20.0, 50.0, 100.0, 200.0, 300.0], 15)
-    };
+    let (rates, seconds): (&[f64], u64) = scale.pick(
+        (&[5.0, 10.0], 1),
+        (&[5.0, 20.0, 50.0], 6),
+        (&[5.0, 20.0, 50.0, 100.0, 200.0, 300.0], 15),
+    );
     // Warm-up, not measured: every process creates its producers on first use.
     load(&api, &sagas_url, ids, 5.0, Duration::from_secs(2)).await?;
     let mut curve = Vec::new();
@@ -405,13 +408,8 @@ async fn drive(
             .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (accepted, accept_p99) = acceptance(
-        &api,
-        ids,
-        tokens,
-        Duration::from_secs(if quick { 5 } else { 15 }),
-    )
-    .await?;
+    let (accepted, accept_p99) =
+        acceptance(&api, ids, tokens, Duration::from_secs(scale.pick(1, 5, 15))).await?;
 
     let ms = bound.as_secs_f64() * 1e3;
     let lightest = curve.first().context("a load")?;

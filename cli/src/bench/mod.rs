@@ -20,6 +20,10 @@ pub struct Options {
     /// A short run (under three minutes): fewer rounds, shorter loads.
     #[arg(long)]
     pub quick: bool,
+    /// Seconds, not minutes: shows that every part runs (the test suite's check), measures
+    /// nothing worth quoting.
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    pub smoke: bool,
     /// Where the results go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -88,6 +92,25 @@ impl Figure {
     }
 }
 
+/// How long a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Smoke,
+    Quick,
+    Full,
+}
+
+impl Scale {
+    /// The value for this scale.
+    fn pick<T>(self, smoke: T, quick: T, full: T) -> T {
+        match self {
+            Scale::Smoke => smoke,
+            Scale::Quick => quick,
+            Scale::Full => full,
+        }
+    }
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -128,15 +151,20 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         .parse()
         .context("DATABASE_URL is not a PostgreSQL URL")?;
     let started = std::time::Instant::now();
+    let scale = match (options.smoke, options.quick) {
+        (true, _) => Scale::Smoke,
+        (false, true) => Scale::Quick,
+        (false, false) => Scale::Full,
+    };
     let mut figures = Vec::new();
     eprintln!("bench: Avro vs JSON");
-    figures.extend(codec::measure(options.quick));
+    figures.extend(codec::measure(scale));
     eprintln!("bench: event-store append vs plain INSERT");
-    figures.extend(append::measure(&server, options.quick).await?);
+    figures.extend(append::measure(&server, scale).await?);
     eprintln!("bench: projection rebuild vs raw read");
-    figures.extend(rebuild::measure(&server, options.quick).await?);
+    figures.extend(rebuild::measure(&server, scale).await?);
     eprintln!("bench: the platform through the API");
-    let (flow_figures, curve) = flow::measure(&options.database_url, options.quick).await?;
+    let (flow_figures, curve) = flow::measure(&options.database_url, scale).await?;
     figures.extend(flow_figures);
 
     std::fs::create_dir_all(&options.out)
@@ -145,7 +173,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     std::fs::write(
         options.out.join("bench.json"),
         serde_json::to_string_pretty(&serde_json::json!({
-            "quick": options.quick,
+            "scale": format!("{scale:?}").to_lowercase(),
             "seconds": started.elapsed().as_secs_f64(),
             "figures": figures,
             "saga_latency_by_load": curve,

@@ -2,7 +2,7 @@
 //! rebuilt from its log (with the comparison to the live model a rebuild makes), next to a plain
 //! `select … order by position` of every event; alternating round by round.
 
-use super::{Figure, median};
+use super::{Figure, Scale, median};
 use eventstore::projection;
 use eventstore::{ExpectedVersion, Metadata, NewEvent};
 use schemas::Message;
@@ -59,8 +59,8 @@ async fn raw_read(pool: &PgPool) -> anyhow::Result<usize> {
     Ok(rows.len())
 }
 
-pub async fn measure(server: &PgConnectOptions, quick: bool) -> anyhow::Result<Vec<Figure>> {
-    let (events, rounds) = if quick { (20_000, 3) } else { (100_000, 5) };
+pub async fn measure(server: &PgConnectOptions, scale: Scale) -> anyhow::Result<Vec<Figure>> {
+    let (events, rounds) = scale.pick((500, 1), (20_000, 3), (100_000, 5));
     let pool = super::create_database(server, DATABASE).await?;
     tracking::migrate(&pool).await?;
     fill(&pool, events).await?;

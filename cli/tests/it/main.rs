@@ -1,6 +1,7 @@
 //! The `pulsaga` binary as an operator runs it: real processes against the real PostgreSQL and
 //! pulsar-lite, including `kill -9` in the middle of a stream.
 
+mod bench;
 mod compose;
 mod crash;
 mod up;
