@@ -27,6 +27,11 @@ fn with_query(path: String, query: Option<&str>) -> String {
     }
 }
 
+/// A service's list; none (a 404 from the service) is an empty one.
+fn listed(value: Option<Value>) -> Json<Value> {
+    Json(value.unwrap_or_else(|| json!([])))
+}
+
 fn found(value: Option<Value>, what: String) -> Result<Json<Value>, Problem> {
     value
         .map(Json)
@@ -61,7 +66,7 @@ pub async fn campaigns(
         .services
         .get(Service::Campaigns, &path, &caller)
         .await?;
-    Ok(Json(list.unwrap_or_else(|| json!([]))))
+    Ok(listed(list))
 }
 
 #[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "reads", params(("id" = Uuid, Path), AsOf),
@@ -169,16 +174,20 @@ pub async fn partner_commissions(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>, Problem> {
-    partner_visible(&caller, id)?;
-    let list = state
-        .services
-        .get(
-            Service::Commissions,
-            &format!("/partners/{id}/commissions"),
-            &caller,
-        )
-        .await?;
-    Ok(Json(list.unwrap_or_else(|| json!([]))))
+    partner_list(&state, &caller, id, Service::Commissions, "commissions").await
+}
+
+/// One of a partner's lists, from the service that keeps it.
+async fn partner_list(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    service: Service,
+    what: &str,
+) -> Result<Json<Value>, Problem> {
+    partner_visible(caller, id)?;
+    let path = format!("/partners/{id}/{what}");
+    Ok(listed(state.services.get(service, &path, caller).await?))
 }
 
 #[utoipa::path(get, path = "/v1/partners/{id}/payments", tag = "reads", params(("id" = Uuid, Path)),
@@ -188,16 +197,7 @@ pub async fn partner_payments(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>, Problem> {
-    partner_visible(&caller, id)?;
-    let list = state
-        .services
-        .get(
-            Service::Payments,
-            &format!("/partners/{id}/payments"),
-            &caller,
-        )
-        .await?;
-    Ok(Json(list.unwrap_or_else(|| json!([]))))
+    partner_list(&state, &caller, id, Service::Payments, "payments").await
 }
 
 #[utoipa::path(get, path = "/v1/tracking-events/{id}", tag = "reads", params(("id" = Uuid, Path)),
@@ -279,7 +279,7 @@ pub async fn sagas(
     caller.require(OVERSEERS)?;
     let path = with_query("/sagas".to_owned(), query.as_deref());
     let list = state.services.get(Service::Sagas, &path, &caller).await?;
-    Ok(Json(list.unwrap_or_else(|| json!([]))))
+    Ok(listed(list))
 }
 
 #[utoipa::path(get, path = "/v1/sagas/{id}", tag = "sagas", params(("id" = Uuid, Path)),

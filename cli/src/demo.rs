@@ -5,80 +5,11 @@
 //! every saga and shows the partner's commissions and payments and the compensated saga's log.
 //! It fails if a saga ends otherwise.
 
+use crate::client::ApiClient;
 use crate::settings::Jwt;
 use anyhow::Context;
 use bff::auth::Role;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-
-struct Client<'a> {
-    api: &'a str,
-    http: reqwest::Client,
-}
-
-impl Client<'_> {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("calling {path}"))?;
-        let status = response.status();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
-        let (status, answer) = self
-            .send(reqwest::Method::POST, path, token, Some(body))
-            .await?;
-        anyhow::ensure!(status.is_success(), "POST {path}: {status} {answer}");
-        Ok(answer)
-    }
-
-    /// Polls `path` until it answers 200 with a body `done` accepts (at most a minute).
-    async fn wait_for(
-        &self,
-        path: &str,
-        token: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, body) = self.send(reqwest::Method::GET, path, token, None).await?;
-            if status.is_success() && done(&body) {
-                return Ok(body);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "GET {path} did not get there within a minute: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn succeeded(&self, accepted: &Value, token: &str) -> anyhow::Result<()> {
-        let id = accepted["command_id"].as_str().context("a command id")?;
-        let outcome = self
-            .wait_for(&format!("/v1/commands/{id}"), token, |b| {
-                b["status"] != "pending"
-            })
-            .await?;
-        anyhow::ensure!(outcome["status"] == "succeeded", "command {id}: {outcome}");
-        Ok(())
-    }
-}
 
 fn id(value: &Value, name: &str) -> anyhow::Result<String> {
     value[name]
@@ -104,10 +35,7 @@ pub async fn run(api: &str, jwt: &Jwt) -> anyhow::Result<()> {
     let advertiser_id = uuid::Uuid::new_v4().to_string();
     let advertiser = mint(Role::Advertiser, "demo-advertiser", Some(&advertiser_id))?;
     let admin = mint(Role::Admin, "demo-admin", None)?;
-    let client = Client {
-        api,
-        http: reqwest::Client::new(),
-    };
+    let client = ApiClient::new(api);
 
     println!("demo: advertiser {advertiser_id}");
     let partner = client

@@ -4,6 +4,7 @@
 //! (`replay`) and mints development tokens (`token`).
 
 mod bench;
+mod client;
 mod demo;
 mod inspect;
 mod replay;

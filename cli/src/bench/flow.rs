@@ -4,6 +4,7 @@
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
 use super::{Figure, Scale};
+use crate::client::ApiClient;
 use crate::settings::Jwt;
 use crate::up::{Options, Platform};
 use anyhow::Context;
@@ -38,65 +39,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(index).copied().unwrap_or_default()
 }
 
+/// The API, and the token the bench calls it with.
 struct Api {
-    base: String,
-    http: reqwest::Client,
+    client: ApiClient,
     token: String,
-}
-
-impl Api {
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(status.is_success(), "POST {path}: {status} {answer}");
-        Ok(answer)
-    }
-
-    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let response = self
-                .http
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await?;
-            if response.status().is_success() && done(&response.json().await?) {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{path} never got there");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn succeeded(&self, accepted: &Value) -> anyhow::Result<()> {
-        let id = accepted["command_id"].as_str().context("command id")?;
-        self.wait_for(&format!("/v1/commands/{id}"), |b| {
-            b["status"] == "succeeded"
-        })
-        .await
-    }
 }
 
 /// A campaign paying 10 % of each order, with one partner; returns (campaign, partner).
 async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
-    let partner = api
+    let (client, token) = (&api.client, api.token.as_str());
+    let partner = client
         .post(
             "/v1/partners",
-            &json!({ "name": "Bench", "email": "bench@example.com", "payout_account": "NL00" }),
+            token,
+            json!({ "name": "Bench", "email": "bench@example.com", "payout_account": "NL00" }),
         )
         .await?;
-    let campaign = api
+    let campaign = client
         .post(
             "/v1/campaigns",
-            &json!({
+            token,
+            json!({
                 "name": "Bench",
                 "budget": { "amount": 1_000_000_000_000_i64, "currency": "EUR" },
                 "commission_rule": { "type": "percent", "basis_points": 1_000 },
@@ -104,8 +67,8 @@ async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
             }),
         )
         .await?;
-    api.succeeded(&partner).await?;
-    api.succeeded(&campaign).await?;
+    client.succeeded(&partner, token).await?;
+    client.succeeded(&campaign, token).await?;
     let (partner, campaign) = (
         partner["partner_id"]
             .as_str()
@@ -116,15 +79,17 @@ async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
             .context("campaign")?
             .to_owned(),
     );
-    api.wait_for(&format!("/v1/campaigns/{campaign}"), |_| true)
+    client
+        .wait_for(&format!("/v1/campaigns/{campaign}"), token, |_| true)
         .await?;
-    let associated = api
+    let associated = client
         .post(
             &format!("/v1/campaigns/{campaign}/partners"),
-            &json!({ "partner_id": partner }),
+            token,
+            json!({ "partner_id": partner }),
         )
         .await?;
-    api.succeeded(&associated).await?;
+    client.succeeded(&associated, token).await?;
     Ok((campaign, partner))
 }
 
@@ -138,7 +103,11 @@ async fn load(
     duration: Duration,
 ) -> anyhow::Result<Point> {
     let total = (rate * duration.as_secs_f64()).round() as usize;
-    let (http, base, token) = (api.http.clone(), api.base.clone(), api.token.clone());
+    let (http, base, token) = (
+        api.client.http.clone(),
+        api.client.base.clone(),
+        api.token.clone(),
+    );
     let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "conversion" });
     let sender = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -266,7 +235,7 @@ async fn acceptance(
     let end = Instant::now() + duration;
     let mut callers = tokio::task::JoinSet::new();
     for token in tokens {
-        let (http, base) = (api.http.clone(), api.base.clone());
+        let (http, base) = (api.client.http.clone(), api.client.base.clone());
         let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "lead" });
         callers.spawn(async move {
             let mut times = Vec::new();
@@ -367,8 +336,7 @@ async fn drive(
         3600,
     )?;
     let api = Api {
-        base: platform.api.clone(),
-        http: reqwest::Client::new(),
+        client: ApiClient::new(&platform.api),
         token,
     };
     let sagas_url = platform
