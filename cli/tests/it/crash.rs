@@ -219,12 +219,20 @@ async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(
     let mut restarted = coordinator();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while count_done().await < sagas.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} of {} sagas finished after the restart",
-            count_done().await,
-            sagas.len()
-        );
+        if std::time::Instant::now() >= deadline {
+            let unfinished: Vec<(String, Option<String>)> = sqlx::query_as(
+                "select status, current_step from sagas
+                  where status not in ('completed', 'compensated', 'parked')",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("sagas");
+            panic!(
+                "only {} of {} sagas finished after the restart; unfinished (status, step): {unfinished:?}",
+                count_done().await,
+                sagas.len()
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let statuses: Vec<String> = sqlx::query_scalar("select status from sagas")

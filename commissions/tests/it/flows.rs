@@ -50,11 +50,17 @@ fn reverse(commission_id: Uuid, reason: &str) -> ReverseCommission {
     }
 }
 
-/// The (message type, causation id) of every message queued on commissions-events, in order.
+/// The (message type, causation id) of every message queued on commissions-events, in order, once
+/// each (a duplicate command queues its answer again, under the same message id).
 async fn published(service: &Service) -> Vec<(String, String)> {
     sqlx::query_as(
-        "select properties->>'message_type', properties->>'causation_id' from outbox
-          where topic = 'commissions-events' order by id",
+        "select message_type, causation_id from (
+            select distinct on (properties->>'message_id') id,
+                   properties->>'message_type' as message_type,
+                   properties->>'causation_id' as causation_id
+              from outbox where topic = 'commissions-events'
+             order by properties->>'message_id', id) first_queued
+          order by id",
     )
     .fetch_all(&service.pool)
     .await

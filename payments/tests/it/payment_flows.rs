@@ -30,12 +30,18 @@ fn payment(partner_id: Uuid, amount: i64) -> RequestPayment {
 }
 
 /// The (message type, correlation id, causation id) of every message queued on
-/// payments-events, in order.
+/// payments-events, in order, once each (a duplicate command queues its answer again, under the
+/// same message id).
 async fn published(service: &Service) -> Vec<(String, String, String)> {
     sqlx::query_as(
-        "select properties->>'message_type', properties->>'correlation_id',
-                properties->>'causation_id'
-           from outbox where topic = 'payments-events' order by id",
+        "select message_type, correlation_id, causation_id from (
+           select distinct on (properties->>'message_id') id,
+                  properties->>'message_type' as message_type,
+                  properties->>'correlation_id' as correlation_id,
+                  properties->>'causation_id' as causation_id
+             from outbox where topic = 'payments-events'
+            order by properties->>'message_id', id) first_queued
+          order by id",
     )
     .fetch_all(&service.pool)
     .await
