@@ -107,6 +107,7 @@ impl Codec {
         let older = schemas.older.iter().map(|writer| {
             GenericDatumReader::builder(writer)
                 .reader_schema(current)
+                .human_readable(true)
                 .build()
                 .expect(BUILT)
         });
@@ -117,17 +118,22 @@ impl Codec {
                 .build()
                 .expect(BUILT),
             readers: older
-                .chain([GenericDatumReader::builder(current).build().expect(BUILT)])
+                .chain([GenericDatumReader::builder(current)
+                    .human_readable(true)
+                    .build()
+                    .expect(BUILT)])
                 .collect(),
         }
     }
 }
 
 pub(crate) fn encode(topic: &Topic, message: &impl Serialize) -> Result<Vec<u8>, Error> {
-    let bytes = topic
+    // Room for a typical message, so that the encoder does not grow the buffer field by field.
+    let mut bytes = Vec::with_capacity(256);
+    topic
         .codec()
         .writer
-        .write_ser_to_vec(message)
+        .write_ser(&mut bytes, message)
         .map_err(Error::Encode)?;
     // Refuse to send what no consumer would accept.
     check_size(&bytes)?;
@@ -147,8 +153,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
             version: writer_version,
             current: topic.version(),
         })?;
-    let value = read(reader, bytes)?;
-    apache_avro::from_value(&value).map_err(Error::Decode)
+    if writer_version == topic.version() {
+        // Written with the reader's own schema: serde straight from the bytes, no `Value` between.
+        read(bytes, |body| reader.read_deser(body))
+    } else {
+        let value = read(bytes, |body| reader.read_value(body))?;
+        apache_avro::from_value(&value).map_err(Error::Decode)
+    }
 }
 
 /// Decodes one datum written with `writer` into a generic Avro value, resolved to `reader` when
@@ -163,10 +174,15 @@ pub fn decode_value(
         .maybe_reader_schema(reader)
         .build()
         .map_err(Error::Decode)?;
-    read(&reader, bytes)
+    read(bytes, |body| reader.read_value(body))
 }
 
-fn read(reader: &GenericDatumReader<'_>, bytes: &[u8]) -> Result<Value, Error> {
+/// Runs one decode of `bytes` under the crate's limits, refusing a datum that ends early or goes
+/// on after its end.
+fn read<T>(
+    bytes: &[u8],
+    decode: impl FnOnce(&mut Body<'_>) -> apache_avro::AvroResult<T>,
+) -> Result<T, Error> {
     check_size(bytes)?;
     // apache-avro takes the first value it is given for the whole process, so every decode
     // offers it; its default (512 MiB) lets a 30-byte datum demand hundreds of MiB.
@@ -175,7 +191,13 @@ fn read(reader: &GenericDatumReader<'_>, bytes: &[u8]) -> Result<Value, Error> {
         rest: bytes,
         overran: false,
     };
-    let value = reader.read_value(&mut body).map_err(Error::Decode)?;
+    let value = decode(&mut body).map_err(|e| {
+        if body.overran {
+            Error::Truncated
+        } else {
+            Error::Decode(e)
+        }
+    })?;
     if body.overran {
         Err(Error::Truncated)
     } else if !body.rest.is_empty() {

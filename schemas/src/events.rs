@@ -2,7 +2,10 @@
 //! a union of the service's event records; in Rust that record is an enum whose variants follow
 //! the union's order. Times are microseconds since the Unix epoch (UTC).
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
 use uuid::Uuid;
 
 use crate::codec::{self, Error, Message};
@@ -247,15 +250,64 @@ pub struct PaymentFailed {
     pub reason: String,
 }
 
-/// The Avro body of an event topic: the event union wrapped in a record.
-#[derive(Serialize, Deserialize)]
+/// The Avro body of an event topic: the event union wrapped in a record named after the enum.
+#[derive(Serialize)]
 struct Envelope<T> {
     event: T,
+}
+
+/// An event enum, with the name of the record that wraps it on its topic.
+trait EventUnion {
+    const RECORD: &'static str;
+}
+
+/// By hand rather than derived: apache-avro's decoder checks a struct's name against its record's,
+/// and the envelope's record is named after each topic's enum.
+impl<'de, T: Deserialize<'de> + EventUnion> Deserialize<'de> for Envelope<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Event,
+            #[serde(other)]
+            Other,
+        }
+
+        struct Fields<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = Envelope<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a record with the field `event`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Envelope<T>, A::Error> {
+                let mut event = None;
+                while let Some(field) = fields.next_key()? {
+                    match field {
+                        Field::Event => event = Some(fields.next_value()?),
+                        Field::Other => {
+                            fields.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let event = event.ok_or_else(|| de::Error::missing_field("event"))?;
+                Ok(Envelope { event })
+            }
+        }
+
+        deserializer.deserialize_struct(T::RECORD, &["event"], Fields(PhantomData))
+    }
 }
 
 /// Implements [`Message`] for an event enum; the message type is the variant's record name.
 macro_rules! events {
     ($($enum:ident => $topic:ident { $($variant:ident($record:ident),)+ })+) => {$(
+        impl EventUnion for $enum {
+            const RECORD: &'static str = stringify!($enum);
+        }
+
         impl Message for $enum {
             const TOPIC: &'static Topic = &topics::$topic;
 

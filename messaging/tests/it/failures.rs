@@ -218,8 +218,9 @@ async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
         ("undecodable", "1"),
     ];
     assert_eq!(kinds, expected.map(|(k, a)| (k.to_owned(), a.to_owned())));
+    // Seven 0xff bytes are a number whose continuation bit never ends.
     assert!(
-        properties(&letters[1])["error"].contains("decode"),
+        properties(&letters[1])["error"].contains("ends before its last field"),
         "{:?}",
         properties(&letters[1])
     );

@@ -100,8 +100,16 @@ fn content_declaring_millions_of_tags_is_refused() {
     assert_eq!(empty_tags, [0]);
     let with_tags = |count| [head, &array_datum(count, AVRO_X)].concat();
 
+    // A message of the current version decodes straight into its type, which allocates as items
+    // arrive rather than as declared: the datum runs out of bytes long before memory runs out.
     let started = Instant::now();
-    assert_allocation_refused(AssociateContent::decode(&with_tags(huge_count())), started);
+    let refused = AssociateContent::decode(&with_tags(huge_count()));
+    assert!(matches!(refused, Err(Error::Truncated)), "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 
     let decoded = AssociateContent::decode(&with_tags(1)).expect("one tag decodes");
     assert_eq!(decoded.tags, ["x"]);
