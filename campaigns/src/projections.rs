@@ -241,6 +241,16 @@ impl Projection for CampaignViews {
         "campaigns-views"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "partners",
+            "campaigns",
+            "campaign_partners",
+            "campaign_content",
+            "budget_reservations",
+        ]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
         match wire::stored(event) {
             Ok(Some(Stored::Partner(PartnerEvent::Registered(r)))) => {
@@ -250,31 +260,5 @@ impl Projection for CampaignViews {
             // Replies are not stored; an event this build cannot decode is left to a newer one.
             Ok(None) | Err(_) => Ok(()),
         }
-    }
-
-    async fn reset(&self, tx: &mut PgConnection) -> Result<(), Error> {
-        sqlx::raw_sql(
-            "truncate partners, campaigns, campaign_partners, campaign_content, budget_reservations",
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-
-    async fn snapshot(&self, conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "select t::text from (select * from partners order by partner_id) t
-             union all
-             select t::text from (select * from campaigns order by campaign_id) t
-             union all
-             select t::text from (select * from campaign_partners order by campaign_id, partner_id) t
-             union all
-             select t::text from (select * from campaign_content order by campaign_id, content_id) t
-             union all
-             select t::text from (select * from budget_reservations
-                                   order by campaign_id, reservation_id) t",
-        )
-        .fetch_all(conn)
-        .await?)
     }
 }

@@ -128,6 +128,14 @@ impl Projection for CommissionViews {
         "commission-views"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "commissions",
+            "partner_balances",
+            "campaign_commission_stats",
+        ]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
         let Ok(Some(change)) = wire::stored(event) else {
             return Ok(());
@@ -149,25 +157,5 @@ impl Projection for CommissionViews {
                 reason,
             } => voided(tx, *commission_id, reason, event).await,
         }
-    }
-
-    async fn reset(&self, tx: &mut PgConnection) -> Result<(), Error> {
-        sqlx::raw_sql("truncate commissions, partner_balances, campaign_commission_stats")
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn snapshot(&self, conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "select c::text from (select * from commissions order by commission_id) c
-             union all
-             select p::text from (select * from partner_balances order by partner_id, currency) p
-             union all
-             select s::text from (select * from campaign_commission_stats
-                                   order by campaign_id, currency) s",
-        )
-        .fetch_all(conn)
-        .await?)
     }
 }

@@ -3,19 +3,21 @@
 //! A projection applies events in global-log order; the read model's changes and the checkpoint
 //! commit together, so a crash never applies an event twice or skips one. Several instances of a
 //! service may run the same projection: a transaction-scoped advisory lock on its name lets one
-//! batch run at a time. A rebuild resets the read model and replays the log from zero, then
-//! compares what it built with what was live.
+//! batch run at a time. A rebuild empties the read model's tables and replays the log from zero,
+//! then compares what it built with what was live, row for row, inside PostgreSQL.
 
 use crate::{Error, RecordedEvent, load_checkpoint, read_all, store_checkpoint};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use std::future::Future;
 use std::time::Duration;
 
-/// A read model built from the global log. `snapshot` renders its whole state canonically (sorted,
-/// every column), so that two builds can be compared.
+/// A read model built from the global log, held in `tables` and nowhere else.
 pub trait Projection: Send + Sync {
     /// Names the checkpoint and the lock.
     fn name(&self) -> &'static str;
+
+    /// Every table of the read model: a rebuild empties them and compares them with the live ones.
+    fn tables(&self) -> &'static [&'static str];
 
     /// Applies one event (ignoring the kinds it does not use) inside the batch's transaction.
     fn apply(
@@ -24,17 +26,26 @@ pub trait Projection: Send + Sync {
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Empties the read model.
-    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// The whole read model, canonically rendered.
-    fn snapshot(
+    /// Applies a page of consecutive events, in log order. By default one at a time; a projection
+    /// that can fold a page in memory and write it in a few statements overrides this.
+    fn apply_page(
         &self,
-        conn: &mut PgConnection,
-    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            for event in events {
+                self.apply(tx, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
+/// Events per transaction when keeping up with the log.
 const BATCH: i64 = 500;
+/// Events per page when rebuilding, all in one transaction.
+const REBUILD_PAGE: i64 = 5000;
 
 /// Applies the next batch of events after the checkpoint; returns how many it applied (0: caught
 /// up, or another instance holds the batch).
@@ -49,9 +60,7 @@ pub async fn apply_batch<P: Projection>(pool: &PgPool, projection: &P) -> Result
     }
     let after = load_checkpoint(&mut tx, projection.name()).await?;
     let page = read_all(&mut tx, after, BATCH).await?;
-    for event in &page.events {
-        projection.apply(&mut tx, event).await?;
-    }
+    projection.apply_page(&mut tx, &page.events).await?;
     if !page.events.is_empty() {
         store_checkpoint(&mut tx, projection.name(), page.next).await?;
     }
@@ -97,7 +106,8 @@ pub struct Rebuild {
     pub events: usize,
     /// Whether the rebuilt read model equals the one that was live.
     pub matches: bool,
-    /// Rows only in the live model, and rows only in the rebuilt one (at most a few of each).
+    /// Rows only in the live model, and rows only in the rebuilt one (at most a few of each per
+    /// table), each as `table (columns…)`.
     pub only_live: Vec<String>,
     pub only_rebuilt: Vec<String>,
 }
@@ -116,49 +126,65 @@ pub async fn rebuild<P: Projection>(
         .execute(&mut *tx)
         .await?;
     let live_position = load_checkpoint(&mut tx, projection.name()).await?;
-    let live = projection.snapshot(&mut tx).await?;
-    projection.reset(&mut tx).await?;
+    let tables = projection.tables();
+    // The live rows are kept aside in temporary tables that go with the transaction.
+    let kept = |i: usize| format!("pulsaga_live_{i}");
+    for (i, table) in tables.iter().enumerate() {
+        let sql = format!(
+            "create temp table {} on commit drop as table {table}",
+            kept(i)
+        );
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    let sql = format!("truncate {}", tables.join(", "));
+    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
     let mut after = 0;
     let mut events = 0;
     while after != live_position {
-        let page = read_all(&mut tx, after, BATCH).await?;
+        let page = read_all(&mut tx, after, REBUILD_PAGE).await?;
         if page.events.is_empty() {
             break;
         }
-        for event in &page.events {
-            projection.apply(&mut tx, event).await?;
-            events += 1;
-            if event.position == live_position {
-                break;
-            }
-        }
-        after = page
+        // Stop at the live model's position, which may fall inside the page.
+        let end = page
             .events
             .iter()
-            .map(|e| e.position)
-            .find(|p| *p == live_position)
-            .unwrap_or(page.next);
+            .position(|e| e.position == live_position)
+            .map_or(page.events.len(), |i| i + 1);
+        let replayed = &page.events[..end];
+        projection.apply_page(&mut tx, replayed).await?;
+        events += replayed.len();
+        after = replayed.last().map_or(page.next, |e| e.position);
         progress(events);
     }
-    let rebuilt = projection.snapshot(&mut tx).await?;
+    let (mut only_live, mut only_rebuilt) = (Vec::new(), Vec::new());
+    for (i, table) in tables.iter().enumerate() {
+        only_live.extend(rows_missing(&mut tx, table, &kept(i), table).await?);
+        only_rebuilt.extend(rows_missing(&mut tx, table, table, &kept(i)).await?);
+    }
     store_checkpoint(&mut tx, projection.name(), after).await?;
     tx.commit().await?;
-    let only_live: Vec<String> = live
-        .iter()
-        .filter(|row| !rebuilt.contains(row))
-        .take(5)
-        .cloned()
-        .collect();
-    let only_rebuilt: Vec<String> = rebuilt
-        .iter()
-        .filter(|row| !live.contains(row))
-        .take(5)
-        .cloned()
-        .collect();
     Ok(Rebuild {
         events,
-        matches: live == rebuilt,
+        matches: only_live.is_empty() && only_rebuilt.is_empty(),
         only_live,
         only_rebuilt,
     })
+}
+
+/// Up to five rows of `from` that `other` lacks (counting duplicates), labelled with `table`.
+async fn rows_missing(
+    tx: &mut PgConnection,
+    table: &str,
+    from: &str,
+    other: &str,
+) -> Result<Vec<String>, Error> {
+    let sql = format!(
+        "select $1 || ' ' || d::text from (table {from} except all table {other}) d
+         order by 1 limit 5"
+    );
+    Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(table)
+        .fetch_all(tx)
+        .await?)
 }

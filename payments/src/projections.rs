@@ -83,6 +83,10 @@ impl Projection for PaymentViews {
         "payment-views"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["payments", "partner_payouts"]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
         let Ok(Some(stored)) = wire::stored(event) else {
             return Ok(());
@@ -104,22 +108,5 @@ impl Projection for PaymentViews {
                 moved(tx, *payment_id, "failed", (None, Some(reason)), at).await
             }
         }
-    }
-
-    async fn reset(&self, tx: &mut PgConnection) -> Result<(), Error> {
-        sqlx::raw_sql("truncate payments, partner_payouts")
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn snapshot(&self, conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "select p::text from (select * from payments order by payment_id) p
-             union all
-             select t::text from (select * from partner_payouts order by partner_id, currency) t",
-        )
-        .fetch_all(conn)
-        .await?)
     }
 }

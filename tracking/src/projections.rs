@@ -6,7 +6,9 @@ use crate::wire::{self, Stored};
 use eventstore::projection::Projection;
 use eventstore::{Error, RecordedEvent};
 use sqlx::PgConnection;
+use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// The `tracking_events` and `campaign_tracking_stats` tables.
 #[derive(Debug, Default)]
@@ -25,72 +27,135 @@ fn micros(at: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-async fn recorded(tx: &mut PgConnection, r: &Recording, at: OffsetDateTime) -> Result<(), Error> {
+/// A page of tracking changes folded in memory: new rows, each event's last settlement, and how
+/// much each campaign's counts move. Written in three statements whatever the page's length.
+#[derive(Default)]
+struct Folded {
+    recorded: Vec<(Recording, OffsetDateTime)>,
+    /// Tracking id → index in `settlements`; a later settlement replaces an earlier one.
+    settled: HashMap<Uuid, usize>,
+    settlements: Vec<(Uuid, Option<String>, OffsetDateTime)>,
+    /// Per campaign: clicks, leads, conversions, confirmed, failed.
+    counts: BTreeMap<Uuid, [i64; 5]>,
+}
+
+impl Folded {
+    fn add(&mut self, change: TrackingChange, at: OffsetDateTime) {
+        let (campaign_id, count) = match change {
+            TrackingChange::Recorded(r) => {
+                let count = match r.kind {
+                    TrackingKind::Click => 0,
+                    TrackingKind::Lead => 1,
+                    TrackingKind::Conversion => 2,
+                };
+                let campaign_id = r.campaign_id;
+                self.recorded.push((r, at));
+                (campaign_id, count)
+            }
+            TrackingChange::Confirmed {
+                tracking_id,
+                campaign_id,
+            } => {
+                self.settle(tracking_id, None, at);
+                (campaign_id, 3)
+            }
+            TrackingChange::Failed {
+                tracking_id,
+                campaign_id,
+                reason,
+            } => {
+                self.settle(tracking_id, Some(reason), at);
+                (campaign_id, 4)
+            }
+        };
+        self.counts.entry(campaign_id).or_default()[count] += 1;
+    }
+
+    fn settle(&mut self, tracking_id: Uuid, failure: Option<String>, at: OffsetDateTime) {
+        let settlement = (tracking_id, failure, at);
+        match self.settled.get(&tracking_id) {
+            Some(&i) => self.settlements[i] = settlement,
+            None => {
+                self.settled.insert(tracking_id, self.settlements.len());
+                self.settlements.push(settlement);
+            }
+        }
+    }
+
+    async fn write(&self, tx: &mut PgConnection) -> Result<(), Error> {
+        if !self.recorded.is_empty() {
+            insert_recorded(tx, &self.recorded).await?;
+        }
+        if !self.settlements.is_empty() {
+            let settled = &self.settlements;
+            sqlx::query(
+                "update tracking_events e
+                 set status = case when s.failure is null then 'confirmed' else 'failed' end,
+                     failure_reason = s.failure, updated_at = s.at
+                 from unnest($1::uuid[], $2::text[], $3::timestamptz[]) as s(id, failure, at)
+                 where e.tracking_id = s.id",
+            )
+            .bind(settled.iter().map(|s| s.0).collect::<Vec<_>>())
+            .bind(settled.iter().map(|s| s.1.as_deref()).collect::<Vec<_>>())
+            .bind(settled.iter().map(|s| s.2).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.counts.is_empty() {
+            let campaigns: Vec<Uuid> = self.counts.keys().copied().collect();
+            let column = |n: usize| self.counts.values().map(|c| c[n]).collect::<Vec<i64>>();
+            sqlx::query(
+                "insert into campaign_tracking_stats as s
+                   (campaign_id, clicks, leads, conversions, confirmed, failed)
+                 select * from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                      $5::bigint[], $6::bigint[])
+                 on conflict (campaign_id) do update set
+                   clicks = s.clicks + excluded.clicks,
+                   leads = s.leads + excluded.leads,
+                   conversions = s.conversions + excluded.conversions,
+                   confirmed = s.confirmed + excluded.confirmed,
+                   failed = s.failed + excluded.failed",
+            )
+            .bind(campaigns)
+            .bind(column(0))
+            .bind(column(1))
+            .bind(column(2))
+            .bind(column(3))
+            .bind(column(4))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn insert_recorded(
+    tx: &mut PgConnection,
+    recorded: &[(Recording, OffsetDateTime)],
+) -> Result<(), Error> {
+    let rows = || recorded.iter().map(|(r, _)| r);
+    let orders = || rows().map(|r| r.order.as_ref());
     sqlx::query(
-        "insert into tracking_events (tracking_id, campaign_id, partner_id, kind, order_id, order_amount,
-                                      currency, occurred_at, status, recorded_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 'recorded', $9, $9)",
+        "insert into tracking_events (tracking_id, campaign_id, partner_id, kind, order_id,
+                                      order_amount, currency, occurred_at, status, recorded_at,
+                                      updated_at)
+         select id, campaign, partner, kind, order_id, amount, currency, occurred, 'recorded', at, at
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[],
+                     $7::text[], $8::timestamptz[], $9::timestamptz[])
+              as t(id, campaign, partner, kind, order_id, amount, currency, occurred, at)",
     )
-    .bind(r.tracking_id)
-    .bind(r.campaign_id)
-    .bind(r.partner_id)
-    .bind(kind_name(r.kind))
-    .bind(r.order.as_ref().map(|o| o.order_id.clone()))
-    .bind(r.order.as_ref().map(|o| o.amount.amount))
-    .bind(r.order.as_ref().map(|o| o.amount.currency.clone()))
-    .bind(micros(r.occurred_at))
-    .bind(at)
+    .bind(rows().map(|r| r.tracking_id).collect::<Vec<_>>())
+    .bind(rows().map(|r| r.campaign_id).collect::<Vec<_>>())
+    .bind(rows().map(|r| r.partner_id).collect::<Vec<_>>())
+    .bind(rows().map(|r| kind_name(r.kind)).collect::<Vec<_>>())
+    .bind(orders().map(|o| o.map(|o| o.order_id.as_str())).collect::<Vec<_>>())
+    .bind(orders().map(|o| o.map(|o| o.amount.amount)).collect::<Vec<_>>())
+    .bind(orders().map(|o| o.map(|o| o.amount.currency.as_str())).collect::<Vec<_>>())
+    .bind(rows().map(|r| micros(r.occurred_at)).collect::<Vec<_>>())
+    .bind(recorded.iter().map(|(_, at)| *at).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    let column = match r.kind {
-        TrackingKind::Click => "clicks",
-        TrackingKind::Lead => "leads",
-        TrackingKind::Conversion => "conversions",
-    };
-    bump(tx, r.campaign_id, column).await
-}
-
-/// Adds one to a count of a campaign; `column` is one of the table's count columns.
-async fn bump(
-    tx: &mut PgConnection,
-    campaign_id: uuid::Uuid,
-    column: &'static str,
-) -> Result<(), Error> {
-    let sql = format!(
-        "insert into campaign_tracking_stats (campaign_id, {column}) values ($1, 1)
-         on conflict (campaign_id) do update set {column} = campaign_tracking_stats.{column} + 1"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(campaign_id)
-        .execute(&mut *tx)
-        .await?;
     Ok(())
-}
-
-async fn settled(
-    tx: &mut PgConnection,
-    tracking_id: uuid::Uuid,
-    campaign_id: uuid::Uuid,
-    failure: Option<&str>,
-    at: OffsetDateTime,
-) -> Result<(), Error> {
-    sqlx::query("update tracking_events set status = $2, failure_reason = $3, updated_at = $4 where tracking_id = $1")
-        .bind(tracking_id)
-        .bind(if failure.is_some() { "failed" } else { "confirmed" })
-        .bind(failure)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-    bump(
-        tx,
-        campaign_id,
-        if failure.is_some() {
-            "failed"
-        } else {
-            "confirmed"
-        },
-    )
-    .await
 }
 
 impl Projection for TrackingViews {
@@ -98,47 +163,25 @@ impl Projection for TrackingViews {
         "tracking-views"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["tracking_events", "campaign_tracking_stats"]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
-        let Ok(Some(Stored::Tracking(change))) = wire::stored(event) else {
-            return Ok(());
-        };
-        match &change {
-            TrackingChange::Recorded(r) => recorded(tx, r, event.recorded_at).await,
-            TrackingChange::Confirmed {
-                tracking_id,
-                campaign_id,
-            } => settled(tx, *tracking_id, *campaign_id, None, event.recorded_at).await,
-            TrackingChange::Failed {
-                tracking_id,
-                campaign_id,
-                reason,
-            } => {
-                settled(
-                    tx,
-                    *tracking_id,
-                    *campaign_id,
-                    Some(reason),
-                    event.recorded_at,
-                )
-                .await
+        self.apply_page(tx, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_page(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), Error> {
+        let mut folded = Folded::default();
+        for event in events {
+            if let Ok(Some(Stored::Tracking(change))) = wire::stored(event) {
+                folded.add(change, event.recorded_at);
             }
         }
-    }
-
-    async fn reset(&self, tx: &mut PgConnection) -> Result<(), Error> {
-        sqlx::raw_sql("truncate tracking_events, campaign_tracking_stats")
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn snapshot(&self, conn: &mut PgConnection) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "select t::text from (select * from tracking_events order by tracking_id) t
-             union all
-             select s::text from (select * from campaign_tracking_stats order by campaign_id) s",
-        )
-        .fetch_all(conn)
-        .await?)
+        folded.write(tx).await
     }
 }
