@@ -5,6 +5,9 @@
 //! appended with that stream's version as the expected one, so two concurrent reservations on one
 //! campaign (sagas key their commands by saga id, so they do run concurrently) never both spend
 //! the same budget: the loser gets a conflict, which the runner retries on fresh state.
+//!
+//! A campaign's stream only grows (two events per saga it pays for), so its folded state is kept
+//! in memory between commands and only the events after the kept version are read and applied.
 
 use crate::domain::{Campaign, CampaignCommand, Error, Partner};
 use crate::wire::{self, Stored};
@@ -18,16 +21,36 @@ use schemas::commands::{
 };
 use schemas::events::CampaignsEvent;
 use sqlx::PgConnection;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// A stream's state and version, folded from its events.
 async fn load<S: Default>(
     tx: &mut PgConnection,
     stream_id: &str,
-    mut apply: impl FnMut(&mut S, Stored),
+    apply: impl FnMut(&mut S, Stored),
 ) -> Result<(S, ExpectedVersion), HandlerError> {
-    let events = eventstore::read_stream(tx, stream_id, 1, None).await?;
-    let mut state = S::default();
+    let (state, version) = fold(tx, stream_id, (S::default(), 0), apply).await?;
+    Ok((state, expected(version)))
+}
+
+/// What an append after the stream's `version` expects (0: no stream yet).
+fn expected(version: i64) -> ExpectedVersion {
+    match version {
+        0 => ExpectedVersion::NoStream,
+        version => ExpectedVersion::Exact(version),
+    }
+}
+
+/// Brings `state`, folded from the stream's events up to `version`, up to the stream's end.
+async fn fold<S>(
+    tx: &mut PgConnection,
+    stream_id: &str,
+    (mut state, version): (S, i64),
+    mut apply: impl FnMut(&mut S, Stored),
+) -> Result<(S, i64), HandlerError> {
+    let events = eventstore::read_stream(tx, stream_id, version + 1, None).await?;
     for event in &events {
         let stored = wire::stored(event).map_err(|e| {
             HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
@@ -36,10 +59,46 @@ async fn load<S: Default>(
             apply(&mut state, stored);
         }
     }
-    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
-        ExpectedVersion::Exact(e.version)
-    });
-    Ok((state, version))
+    Ok((state, events.last().map_or(version, |e| e.version)))
+}
+
+/// Campaigns as last folded, with the version each was folded to, shared by every handler that
+/// decides on a campaign. A stream's events never change once committed, so a kept state stays
+/// true up to its version whatever happened since; the append's expected version still decides
+/// any race. A handler takes the state out while it decides and puts it back, so concurrent
+/// commands on one campaign never share one; the one without it folds from the start.
+#[derive(Debug, Default)]
+pub struct CampaignCache(Mutex<HashMap<Uuid, (Campaign, i64)>>);
+
+impl CampaignCache {
+    /// Campaigns kept at most; past it, an arbitrary one is forgotten for each new one.
+    const CAPACITY: usize = 4096;
+
+    fn take(&self, campaign_id: Uuid) -> (Campaign, i64) {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.remove(&campaign_id).unwrap_or_default()
+    }
+
+    fn put(&self, campaign_id: Uuid, campaign: Campaign, version: i64) {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() >= Self::CAPACITY
+            && let Some(other) = kept.keys().next().copied()
+        {
+            kept.remove(&other);
+        }
+        match kept.get(&campaign_id) {
+            Some((_, newer)) if *newer >= version => {}
+            _ => {
+                kept.insert(campaign_id, (campaign, version));
+            }
+        }
+    }
 }
 
 async fn reject(
@@ -91,18 +150,21 @@ async fn commit<E>(
 async fn on_campaign(
     tx: &mut PgConnection,
     props: &Properties,
+    cache: &CampaignCache,
     campaign_id: Uuid,
     command: CampaignCommand,
 ) -> Result<(), HandlerError> {
     let stream_id = wire::campaign_stream(campaign_id);
-    let (campaign, version) = load(tx, &stream_id, |state: &mut Campaign, stored| {
+    let kept = cache.take(campaign_id);
+    let (campaign, version) = fold(tx, &stream_id, kept, |state: &mut Campaign, stored| {
         if let Stored::Campaign(event) = stored {
             state.apply(&event);
         }
     })
     .await?;
     let decision = campaign.decide(&command);
-    let stream = (stream_id.as_str(), "campaign", version);
+    cache.put(campaign_id, campaign, version);
+    let stream = (stream_id.as_str(), "campaign", expected(version));
     let key = campaign_id.to_string();
     commit(tx, props, &key, stream, decision, wire::campaign_event).await
 }
@@ -144,7 +206,7 @@ impl Handler for Registration {
 
 /// `campaign-creation`: creates an advertiser's campaign.
 #[derive(Debug, Default)]
-pub struct Creation;
+pub struct Creation(pub Arc<CampaignCache>);
 
 impl Handler for Creation {
     type Message = CreateCampaign;
@@ -158,6 +220,7 @@ impl Handler for Creation {
         on_campaign(
             tx,
             &incoming.properties,
+            &self.0,
             incoming.message.campaign_id,
             command,
         )
@@ -167,7 +230,7 @@ impl Handler for Creation {
 
 /// `campaign-partner-association`: lets a partner promote a campaign.
 #[derive(Debug, Default)]
-pub struct PartnerAssociation;
+pub struct PartnerAssociation(pub Arc<CampaignCache>);
 
 impl Handler for PartnerAssociation {
     type Message = AssociatePartner;
@@ -181,6 +244,7 @@ impl Handler for PartnerAssociation {
         on_campaign(
             tx,
             &incoming.properties,
+            &self.0,
             incoming.message.campaign_id,
             command,
         )
@@ -190,7 +254,7 @@ impl Handler for PartnerAssociation {
 
 /// `campaign-content-association`: attaches promotional content to a campaign.
 #[derive(Debug, Default)]
-pub struct ContentAssociation;
+pub struct ContentAssociation(pub Arc<CampaignCache>);
 
 impl Handler for ContentAssociation {
     type Message = AssociateContent;
@@ -204,6 +268,7 @@ impl Handler for ContentAssociation {
         on_campaign(
             tx,
             &incoming.properties,
+            &self.0,
             incoming.message.campaign_id,
             command,
         )
@@ -214,7 +279,7 @@ impl Handler for ContentAssociation {
 /// `campaign-budget-reservation`: a saga's first step, holding one tracking event's commission
 /// against the budget.
 #[derive(Debug, Default)]
-pub struct BudgetReservation;
+pub struct BudgetReservation(pub Arc<CampaignCache>);
 
 impl Handler for BudgetReservation {
     type Message = ReserveBudget;
@@ -234,6 +299,7 @@ impl Handler for BudgetReservation {
         on_campaign(
             tx,
             &incoming.properties,
+            &self.0,
             incoming.message.campaign_id,
             command,
         )
@@ -243,7 +309,7 @@ impl Handler for BudgetReservation {
 
 /// `campaign-budget-release`: compensation, giving a reservation's amount back to the budget.
 #[derive(Debug, Default)]
-pub struct BudgetRelease;
+pub struct BudgetRelease(pub Arc<CampaignCache>);
 
 impl Handler for BudgetRelease {
     type Message = ReleaseBudget;
@@ -261,6 +327,7 @@ impl Handler for BudgetRelease {
         on_campaign(
             tx,
             &incoming.properties,
+            &self.0,
             incoming.message.campaign_id,
             command,
         )

@@ -50,13 +50,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    let campaigns = Arc::new(handlers::CampaignCache::default());
     tasks
         .consume(handlers::Registration)
-        .consume(handlers::Creation)
-        .consume(handlers::PartnerAssociation)
-        .consume(handlers::ContentAssociation)
-        .consume(handlers::BudgetReservation)
-        .consume(handlers::BudgetRelease)
+        .consume(handlers::Creation(campaigns.clone()))
+        .consume(handlers::PartnerAssociation(campaigns.clone()))
+        .consume(handlers::ContentAssociation(campaigns.clone()))
+        .consume(handlers::BudgetReservation(campaigns.clone()))
+        .consume(handlers::BudgetRelease(campaigns))
         .relay()
         .project(projections::CampaignViews)
         .serve(listener, api);

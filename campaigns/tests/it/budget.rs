@@ -76,10 +76,10 @@ async fn running_campaign(pool: &PgPool, room: i64) -> (Uuid, Uuid) {
     let create = campaign(Uuid::new_v4(), room * COMMISSION, COMMISSION);
     let id = create.campaign_id;
     let partner = Uuid::new_v4();
-    handle_like_the_runner(pool, &Creation, &incoming(create)).await;
+    handle_like_the_runner(pool, &Creation::default(), &incoming(create)).await;
     handle_like_the_runner(
         pool,
-        &PartnerAssociation,
+        &PartnerAssociation::default(),
         &incoming(association(id, partner)),
     )
     .await;
@@ -117,12 +117,15 @@ async fn fifty_concurrent_reservations_never_overspend_the_budget(
         .map(|_| Arc::new(incoming(reservation(id, partner))))
         .collect();
     let start = Arc::new(Barrier::new(ATTEMPTS));
+    // One handler, as in the service: its kept campaign goes from one reservation to the next.
+    let handler = Arc::new(BudgetReservation::default());
     let mut tasks = JoinSet::new();
     for message in &reservations {
         let (pool, start, message) = (pool.clone(), start.clone(), message.clone());
+        let handler = handler.clone();
         tasks.spawn(async move {
             start.wait().await;
-            handle_like_the_runner(&pool, &BudgetReservation, &message).await
+            handle_like_the_runner(&pool, handler.as_ref(), &message).await
         });
     }
     let mut conflicts = 0;
@@ -253,4 +256,49 @@ async fn without_the_expected_version_concurrent_reservations_overspend(
         "every stale decision was appended"
     );
     assert!(held.iter().any(|h| *h > ROOM * COMMISSION), "{held:?}");
+}
+
+/// Two instances of the service, each keeping the campaign it last decided on, take turns on one
+/// campaign: each sees what the other appended since, so the budget holds across them and the
+/// reservation past it is refused, by whichever instance gets it.
+#[sqlx::test(migrations = false)]
+async fn instances_taking_turns_see_each_others_reservations(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    const ROOM: i64 = 4;
+    let pool = database(connect, 4).await;
+    let (id, partner) = running_campaign(&pool, ROOM).await;
+    let instances = [BudgetReservation::default(), BudgetReservation::default()];
+    let mut outcomes = Vec::new();
+    for turn in 0..ROOM as usize + 2 {
+        let message = incoming(reservation(id, partner));
+        let conflicts = handle_like_the_runner(&pool, &instances[turn % 2], &message).await;
+        assert_eq!(conflicts, 0, "one instance at a time never races");
+        let mut conn = pool.acquire().await.expect("connection");
+        let outcome = eventstore::load_outcome(&mut conn, message.properties.message_id)
+            .await
+            .expect("outcome")
+            .expect("an outcome");
+        outcomes.push(match outcome.outcome {
+            Outcome::Succeeded => "reserved".to_owned(),
+            Outcome::Rejected { code, .. } => code,
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "reserved",
+            "reserved",
+            "reserved",
+            "reserved",
+            "budget_exhausted",
+            "budget_exhausted"
+        ]
+    );
+    assert_eq!(
+        held_after_each_event(&pool, id).await.last(),
+        Some(&(ROOM * COMMISSION))
+    );
 }
