@@ -11,11 +11,17 @@ use std::hint::black_box;
 use std::time::Instant;
 use uuid::Uuid;
 
-/// Nanoseconds per encode + decode of `message`, Avro then JSON, over `iterations`.
+/// Nanoseconds per encode + decode of `message`, Avro then JSON, and per Avro encode alone, over
+/// `iterations`.
 fn round_trips<M: Message + Serialize + DeserializeOwned>(
     message: &M,
     iterations: u32,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
+    let encode = Instant::now();
+    for _ in 0..iterations {
+        black_box(black_box(message).encode().expect("encode"));
+    }
+    let encode = encode.elapsed().as_nanos() as f64 / f64::from(iterations);
     let avro = Instant::now();
     for _ in 0..iterations {
         let bytes = black_box(message).encode().expect("encode");
@@ -28,7 +34,7 @@ fn round_trips<M: Message + Serialize + DeserializeOwned>(
         black_box(serde_json::from_slice::<M>(&bytes).expect("json"));
     }
     let json = json.elapsed().as_nanos() as f64 / f64::from(iterations);
-    (avro, json)
+    (avro, json, encode)
 }
 
 fn measure_one<M: Message + Serialize + DeserializeOwned>(
@@ -37,13 +43,14 @@ fn measure_one<M: Message + Serialize + DeserializeOwned>(
     rounds: usize,
     iterations: u32,
 ) -> Vec<Figure> {
-    let (mut avro, mut json) = (Vec::new(), Vec::new());
+    let (mut avro, mut json, mut encode) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let (a, j) = round_trips(message, iterations);
+        let (a, j, e) = round_trips(message, iterations);
         avro.push(a);
         json.push(j);
+        encode.push(e);
     }
-    let (avro, json) = (median(&mut avro), median(&mut json));
+    let (avro, json, encode) = (median(&mut avro), median(&mut json), median(&mut encode));
     vec![
         Figure::info(format!("Avro round trip, {name}"), avro, "ns").against(
             "1 µs goal",
@@ -51,6 +58,7 @@ fn measure_one<M: Message + Serialize + DeserializeOwned>(
             "≤ 1",
             |r| r <= 1.0,
         ),
+        Figure::info(format!("Avro encode alone, {name}"), encode, "ns").beside("Avro", avro),
         Figure::info(format!("JSON round trip, {name}"), json, "ns").beside("Avro", avro),
     ]
 }

@@ -24,6 +24,9 @@ pub struct Options {
     /// nothing worth quoting.
     #[arg(long, hide = true, conflicts_with = "quick")]
     pub smoke: bool,
+    /// Measure only these parts (default: all of them).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
     /// Where the results go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -35,6 +38,19 @@ pub struct Options {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+/// The parts of the bench, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Avro against JSON, per message.
+    Codec,
+    /// Event-store append against a plain INSERT.
+    Append,
+    /// Projection rebuild against a raw read.
+    Rebuild,
+    /// The platform through its API: sagas under load, and command acceptance.
+    Flow,
 }
 
 /// One measured figure and what it is held against.
@@ -156,16 +172,27 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         (false, true) => Scale::Quick,
         (false, false) => Scale::Full,
     };
+    let runs = |part| options.only.is_empty() || options.only.contains(&part);
     let mut figures = Vec::new();
-    eprintln!("bench: Avro vs JSON");
-    figures.extend(codec::measure(scale));
-    eprintln!("bench: event-store append vs plain INSERT");
-    figures.extend(append::measure(&server, scale).await?);
-    eprintln!("bench: projection rebuild vs raw read");
-    figures.extend(rebuild::measure(&server, scale).await?);
-    eprintln!("bench: the platform through the API");
-    let (flow_figures, curve) = flow::measure(&options.database_url, scale).await?;
-    figures.extend(flow_figures);
+    if runs(Part::Codec) {
+        eprintln!("bench: Avro vs JSON");
+        figures.extend(codec::measure(scale));
+    }
+    if runs(Part::Append) {
+        eprintln!("bench: event-store append vs plain INSERT");
+        figures.extend(append::measure(&server, scale).await?);
+    }
+    if runs(Part::Rebuild) {
+        eprintln!("bench: projection rebuild vs raw read");
+        figures.extend(rebuild::measure(&server, scale).await?);
+    }
+    let mut curve = Vec::new();
+    if runs(Part::Flow) {
+        eprintln!("bench: the platform through the API");
+        let (flow_figures, points) = flow::measure(&options.database_url, scale).await?;
+        figures.extend(flow_figures);
+        curve = points;
+    }
 
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
