@@ -31,13 +31,13 @@ pub struct Page {
 /// rolled-back appends are never used) is [`Error::UnknownPosition`].
 pub async fn read_all(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Page, Error> {
     // The cursor row is looked up rather than trusted: an unknown position yields no cursor and
-    // so no rows, and the empty page is then told apart from the end of the log.
+    // so no rows, and the empty page is then told apart from the end of the log. The cursor is
+    // a value by the time the scan starts, so the comparison bounds the index range scan.
     let rows: Vec<EventRow> = sqlx::query_as(select_events!(
-        "e join (select transaction_id as cursor_xid, position as cursor_position
-                  from events where position = $1
-                  union all select '0'::xid8, 0 where $1 = 0) as c
-              on (e.transaction_id, e.position) > (c.cursor_xid, c.cursor_position)
-         where e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        "e where (e.transaction_id, e.position)
+                 > (case when $1 = 0 then '0'::xid8
+                         else (select transaction_id from events where position = $1) end, $1)
+           and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
          order by e.transaction_id, e.position
          limit $2"
     ))
@@ -70,11 +70,10 @@ pub async fn read_all_between(
     limit: i64,
 ) -> Result<Page, Error> {
     let rows: Vec<EventRow> = sqlx::query_as(select_events!(
-        "e join (select transaction_id as cursor_xid, position as cursor_position
-                  from events where position = $1
-                  union all select '0'::xid8, 0 where $1 = 0) as c
-              on (e.transaction_id, e.position) > (c.cursor_xid, c.cursor_position)
-         where e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        "e where (e.transaction_id, e.position)
+                 > (case when $1 = 0 then '0'::xid8
+                         else (select transaction_id from events where position = $1) end, $1)
+           and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
            and e.recorded_at >= $3 and e.recorded_at < $4
          order by e.transaction_id, e.position
          limit $2"
