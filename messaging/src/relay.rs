@@ -12,6 +12,7 @@ use crate::consume::Backoff;
 use crate::{Client, Error};
 use eventstore::outbox::{self, Claimed};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub struct RelaySettings {
     /// Unique per relay instance: it owns the leases.
     pub name: String,
     pub batch: i64,
+    /// How long a claim holds its rows. A relay that dies holds them that long: it must be well
+    /// under a saga step's timeout, or a step whose command sat in a dead relay's claim is given
+    /// up before the command goes out. A live relay publishing for longer only causes duplicates.
     pub lease: Duration,
     /// How long to wait before looking again when the outbox is empty, unless a notification
     /// (see `outbox::CHANNEL`) says there is something sooner.
@@ -34,7 +38,7 @@ impl RelaySettings {
         RelaySettings {
             name: name.into(),
             batch: 128,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(5),
             idle_poll: Duration::from_millis(500),
             backoff: Backoff {
                 initial: Duration::from_millis(100),
@@ -53,6 +57,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let mut failures = 0;
     let mut wakeup = eventstore::Wakeup::listen(&pool, outbox::CHANNEL).await;
+    let pool = own_pool(&pool);
     while !shutdown.is_cancelled() {
         let pause = match relay_once(&client, &pool, &settings).await {
             Ok(RoundOutcome {
@@ -90,6 +95,20 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The relay's own connection to the service's database, on which a claim or a mark is not a
+/// durable commit: one lost in a crash only means that its rows are published again, which
+/// consumers skip by message id (delivery is at least once). Two fsyncs less per round, and
+/// no ping before each use.
+fn own_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
 }
 
 /// What one round did.
