@@ -1,8 +1,8 @@
-//! The coordinator: feeds inputs to sagas durably. One input is one transaction: the saga's log
-//! is loaded and folded, the definition decides, and the new entries are appended (with the
-//! expected version: a concurrent input for the same saga loses and is retried), the commands they
-//! carry are queued in the outbox (keyed by saga id), their timers are stored, and the saga's row
-//! is updated. Inputs arrive from the services' event topics (replies and triggers), from the timer
+//! The coordinator: feeds inputs to sagas durably. One input is one transaction: the saga's row
+//! is locked (so a saga's inputs queue one after another), its log is loaded and folded, the
+//! definition decides, and the new entries are appended (with the expected version, which still
+//! decides between two starts of one saga), the commands they carry are queued in the outbox
+//! (keyed by saga id), their timers are stored, and the saga's row is updated. Inputs arrive from the services' event topics (replies and triggers), from the timer
 //! worker, and from operators.
 
 use crate::definition::{Entry, Input, Saga, SagaType, Status};
@@ -69,12 +69,56 @@ impl Cause {
     }
 }
 
+/// The flow a saga belongs to, from its row.
+#[derive(sqlx::FromRow)]
+struct Row {
+    saga_type: String,
+    correlation_id: Option<Uuid>,
+    tenant: Option<String>,
+    actor: Option<String>,
+}
+
+/// Locks the saga's row (if the saga exists) for the input's transaction. Every input of a saga
+/// takes this lock before anything else, so a saga's inputs (replies, timers, operators) queue
+/// here one after another instead of racing for its log or deadlocking on its timer rows.
+async fn lock_row(tx: &mut PgConnection, saga_id: Uuid) -> Result<Option<Row>, HandlerError> {
+    Ok(sqlx::query_as(
+        "select saga_type, correlation_id, tenant, actor from sagas where saga_id = $1 for update",
+    )
+    .bind(saga_id)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// Locks an existing saga's row: its type and flow (`None`: no such saga).
+async fn lock_saga(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+) -> Result<Option<(SagaType, Row)>, HandlerError> {
+    Ok(lock_row(tx, saga_id)
+        .await?
+        .and_then(|row| Some((SagaType::from_name(&row.saga_type)?, row))))
+}
+
 /// Feeds one input to a saga inside `tx`; returns the entries appended (none: the input did not
 /// fit, e.g. a duplicate reply or a stale timer).
 pub async fn feed(
     tx: &mut PgConnection,
     saga_id: Uuid,
     saga_type: SagaType,
+    input: &Input,
+    cause: &Cause,
+) -> Result<Vec<Entry>, HandlerError> {
+    let row = lock_row(tx, saga_id).await?;
+    feed_locked(tx, saga_id, saga_type, row, input, cause).await
+}
+
+/// [`feed`] once the saga's row is locked (`None`: the saga does not exist yet).
+async fn feed_locked(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    saga_type: SagaType,
+    row: Option<Row>,
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
@@ -88,16 +132,14 @@ pub async fn feed(
         next.apply(entry);
     }
     // The flow's identity comes from the saga's row once it exists, from the trigger before.
-    let row: Option<(Option<Uuid>, Option<String>, Option<String>)> =
-        sqlx::query_as("select correlation_id, tenant, actor from sagas where saga_id = $1")
-            .bind(saga_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (correlation_id, tenant, actor) = row.unwrap_or((
-        cause.correlation_id,
-        cause.tenant.clone(),
-        cause.actor.clone(),
-    ));
+    let (correlation_id, tenant, actor) = match row {
+        Some(row) => (row.correlation_id, row.tenant, row.actor),
+        None => (
+            cause.correlation_id,
+            cause.tenant.clone(),
+            cause.actor.clone(),
+        ),
+    };
     let traceparent = messaging::current_traceparent().or_else(|| cause.traceparent.clone());
     let metadata = Metadata {
         message_id: cause.message_id,
@@ -120,20 +162,18 @@ pub async fn feed(
         .collect();
     eventstore::append(tx, &stream_id(saga_id), "saga", version, &new_events).await?;
 
-    for entry in &entries {
-        if let Entry::StepSucceeded { command_id, .. }
-        | Entry::StepFailed { command_id, .. }
-        | Entry::CompensationSucceeded { command_id, .. }
-        | Entry::CompensationFailed { command_id, .. } = entry
-        {
-            sqlx::query("delete from saga_timers where saga_id = $1 and command_id = $2")
-                .bind(saga_id)
-                .bind(command_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
+    let answered: Vec<Uuid> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::StepSucceeded { command_id, .. }
+            | Entry::StepFailed { command_id, .. }
+            | Entry::CompensationSucceeded { command_id, .. }
+            | Entry::CompensationFailed { command_id, .. } => Some(*command_id),
+            _ => None,
+        })
+        .collect();
     let mut messages = Vec::new();
+    let mut timers = Vec::new();
     for entry in &entries {
         let (Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. }) =
             entry
@@ -162,14 +202,28 @@ pub async fn feed(
             payload,
             properties: properties.to_map(),
         });
+        timers.push((
+            sent.command_id,
+            i32::try_from(sent.attempt).unwrap_or(i32::MAX),
+            sent.timeout.as_secs_f64(),
+        ));
+    }
+    if !answered.is_empty() || !timers.is_empty() {
+        // The answered commands' timeouts go, the sent commands' come, in one statement.
         sqlx::query(
-            "insert into saga_timers (saga_id, command_id, attempt, due_at)
-             values ($1, $2, $3, now() + make_interval(secs => $4)) on conflict do nothing",
+            "with answered as (
+                 delete from saga_timers where saga_id = $1 and command_id = any($2)
+             )
+             insert into saga_timers (saga_id, command_id, attempt, due_at)
+             select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
+               from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
+             on conflict do nothing",
         )
         .bind(saga_id)
-        .bind(sent.command_id)
-        .bind(i32::try_from(sent.attempt).unwrap_or(i32::MAX))
-        .bind(sent.timeout.as_secs_f64())
+        .bind(&answered)
+        .bind(timers.iter().map(|t| t.0).collect::<Vec<_>>())
+        .bind(timers.iter().map(|t| t.1).collect::<Vec<_>>())
+        .bind(timers.iter().map(|t| t.2).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -236,18 +290,6 @@ async fn upsert_row(
     .map_err(HandlerError::from)
 }
 
-/// The saga type of an existing saga (replies carry only its id).
-async fn saga_type_of(
-    tx: &mut PgConnection,
-    saga_id: Uuid,
-) -> Result<Option<SagaType>, HandlerError> {
-    let name: Option<String> = sqlx::query_scalar("select saga_type from sagas where saga_id = $1")
-        .bind(saga_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(name.as_deref().and_then(SagaType::from_name))
-}
-
 /// Feeds an answer to the saga whose command caused it (its `saga_id` and `causation_id`).
 async fn answer(
     tx: &mut PgConnection,
@@ -259,7 +301,7 @@ async fn answer(
     else {
         return Ok(());
     };
-    let Some(saga_type) = saga_type_of(tx, saga_id).await? else {
+    let Some((saga_type, row)) = lock_saga(tx, saga_id).await? else {
         tracing::warn!(%saga_id, "answer for an unknown saga ignored");
         return Ok(());
     };
@@ -269,7 +311,8 @@ async fn answer(
         answer,
         at: now_micros(),
     };
-    feed(tx, saga_id, saga_type, &input, &Cause::of(properties))
+    let cause = Cause::of(properties);
+    feed_locked(tx, saga_id, saga_type, Some(row), &input, &cause)
         .await
         .map(drop)
 }
@@ -392,36 +435,35 @@ pub async fn run_timers(
     }
 }
 
-/// Fires up to `limit` due timers; returns how many fired.
+/// Fires up to `limit` due timers; returns how many fired. A due timer is found without a lock,
+/// then its saga's row is locked (the order every input takes) and the timer deleted: a timer
+/// another coordinator or a reply deleted meanwhile is gone and is passed over.
 pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, eventstore::Error> {
     let mut fired = 0;
-    while fired < limit {
-        let mut tx = pool.begin().await?;
+    let mut passed = Vec::new();
+    while fired + passed.len() < limit {
         let due: Option<(Uuid, Uuid, i32)> = sqlx::query_as(
-            "delete from saga_timers where (saga_id, command_id, attempt) = (
-                 select saga_id, command_id, attempt from saga_timers where due_at <= now()
-                  order by due_at limit 1 for update skip locked)
-             returning saga_id, command_id, attempt",
+            "select saga_id, command_id, attempt from saga_timers
+              where due_at <= now() and not (command_id = any($1))
+              order by due_at limit 1",
         )
-        .fetch_optional(&mut *tx)
+        .bind(&passed)
+        .fetch_optional(pool)
         .await?;
         let Some((saga_id, command_id, attempt)) = due else {
             break;
         };
-        let input = Input::Timeout {
-            command_id,
-            attempt: u32::try_from(attempt).unwrap_or(0),
-            at: now_micros(),
-        };
-        let fed = match saga_type_of(&mut tx, saga_id).await {
-            Ok(Some(saga_type)) => feed(&mut tx, saga_id, saga_type, &input, &Cause::default())
-                .await
-                .map(drop),
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
+        let mut tx = pool.begin().await?;
+        let fed = fire(&mut tx, saga_id, command_id, attempt).await;
         match fed {
-            Ok(()) => tx.commit().await?,
+            Ok(true) => {
+                tx.commit().await?;
+                fired += 1;
+            }
+            Ok(false) => {
+                tx.rollback().await?;
+                passed.push(command_id);
+            }
             Err(error) => {
                 // Left in place (rolled back) and tried again on the next round.
                 tracing::warn!(%saga_id, %command_id, %error, "firing a saga timer failed");
@@ -429,9 +471,40 @@ pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, event
                 break;
             }
         }
-        fired += 1;
     }
     Ok(fired)
+}
+
+/// Feeds one timer's timeout to its saga, if the timer is still there once the saga is locked.
+async fn fire(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    command_id: Uuid,
+    attempt: i32,
+) -> Result<bool, HandlerError> {
+    let saga = lock_saga(tx, saga_id).await?;
+    let deleted = sqlx::query(
+        "delete from saga_timers where saga_id = $1 and command_id = $2 and attempt = $3",
+    )
+    .bind(saga_id)
+    .bind(command_id)
+    .bind(attempt)
+    .execute(&mut *tx)
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let Some((saga_type, row)) = saga else {
+        // A timer of no saga: deleted, nothing to feed.
+        return Ok(true);
+    };
+    let input = Input::Timeout {
+        command_id,
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        at: now_micros(),
+    };
+    feed_locked(tx, saga_id, saga_type, Some(row), &input, &Cause::default()).await?;
+    Ok(true)
 }
 
 /// Records an operator's action on a saga and feeds it; returns the entries it caused (none:
@@ -443,7 +516,7 @@ pub async fn operate(
     actor: &str,
 ) -> Result<Option<Vec<Entry>>, HandlerError> {
     let mut tx = pool.begin().await?;
-    let Some(saga_type) = saga_type_of(&mut tx, saga_id).await? else {
+    let Some((saga_type, row)) = lock_saga(&mut tx, saga_id).await? else {
         return Ok(None);
     };
     let cause = Cause {
@@ -455,7 +528,7 @@ pub async fn operate(
         actor: actor.to_owned(),
         at: now_micros(),
     };
-    let entries = feed(&mut tx, saga_id, saga_type, &input, &cause).await?;
+    let entries = feed_locked(&mut tx, saga_id, saga_type, Some(row), &input, &cause).await?;
     tx.commit().await?;
     Ok(Some(entries))
 }
