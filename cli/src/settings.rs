@@ -82,8 +82,11 @@ impl Infrastructure {
             }
         }
         admin.close().await?;
+        // No ping before each checkout: it is a round trip on every transaction, and a broken
+        // connection fails the statement instead, which every caller already retries.
         PgPoolOptions::new()
             .max_connections(connections)
+            .test_before_acquire(false)
             .connect_with(server.database(name))
             .await
             .with_context(|| format!("connecting to database {name}"))
