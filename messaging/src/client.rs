@@ -5,12 +5,16 @@
 
 use crate::Error;
 use eventstore::outbox;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use pulsar::message::proto::{Schema, schema::Type as SchemaType};
 use pulsar::producer::{Message as PulsarMessage, ProducerOptions};
-use pulsar::{ConnectionRetryOptions, OperationRetryOptions, Producer, Pulsar, TokioExecutor};
+use pulsar::{
+    ConnectionRetryOptions, Consumer, OperationRetryOptions, Producer, Pulsar, SubType,
+    TokioExecutor,
+};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// Which broker is at the URL: what the client must do differently for pulsar-lite.
@@ -240,6 +244,42 @@ impl Client {
             })
             .build()
             .await?)
+    }
+
+    /// Times `count` messages sent one after another to `topic` (a topic of the caller's own),
+    /// each from its send to its arrival at a consumer: the broker's part of every hop of a flow.
+    pub async fn round_trips(&self, topic: &str, count: usize) -> Result<Vec<Duration>, Error> {
+        let mut consumer: Consumer<Vec<u8>, TokioExecutor> = self
+            .pulsar
+            .consumer()
+            .with_consumer_id(uuid::Uuid::new_v4().as_u64_pair().0)
+            .with_topic(self.settings.topic(topic))
+            .with_subscription("round-trips")
+            .with_subscription_type(SubType::Shared)
+            .build()
+            .await?;
+        let mut times = Vec::with_capacity(count);
+        for n in 0..count {
+            let message = outbox::Message {
+                topic: topic.to_owned(),
+                key: n.to_string(),
+                payload: vec![0; 256],
+                properties: Default::default(),
+            };
+            let started = Instant::now();
+            let receipt = {
+                let mut producers = self.producers.lock().await;
+                self.send(&mut producers, &message).await?
+            };
+            let arrived = consumer.next().await.transpose()?;
+            times.push(started.elapsed());
+            receipt.await?;
+            if let Some(arrived) = arrived {
+                consumer.ack(&arrived).await.map_err(pulsar::Error::from)?;
+            }
+        }
+        consumer.close().await?;
+        Ok(times)
     }
 
     /// Closes every producer, after their pending messages are confirmed.
