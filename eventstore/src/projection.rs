@@ -80,7 +80,11 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
     }
 }
 
-/// Keeps the projection up to date until `stop` resolves, polling every `idle` when caught up.
+/// The channel notified at the commit of every transaction that appended events.
+pub const CHANNEL: &str = "pulsaga_events";
+
+/// Keeps the projection up to date until `stop` resolves. Caught up, it waits for the next
+/// append's notification (see [`CHANNEL`]), or `idle` at most.
 pub async fn run<P: Projection>(
     pool: &PgPool,
     projection: &P,
@@ -88,12 +92,13 @@ pub async fn run<P: Projection>(
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(stop);
+    let mut wakeup = crate::Wakeup::listen(pool, CHANNEL).await;
     loop {
         let applied = apply_batch(pool, projection).await?;
         if applied == 0 {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = tokio::time::sleep(idle) => {}
+                _ = wakeup.wait(idle) => {}
             }
         }
     }

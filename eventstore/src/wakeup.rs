@@ -33,6 +33,9 @@ impl Wakeup {
     }
 
     /// Returns at the next notification (or at once if one came meanwhile), or after `fallback`.
+    /// The notifications already received with it are taken too: they are for commits made
+    /// before this returns, which the caller's next look sees, so a burst of commits wakes the
+    /// worker once instead of once per commit.
     pub async fn wait(&mut self, fallback: Duration) {
         let Some(listener) = &mut self.listener else {
             tokio::time::sleep(fallback).await;
@@ -44,6 +47,7 @@ impl Wakeup {
                     tracing::debug!(%error, "notification listener reconnecting");
                     tokio::time::sleep(fallback.min(Duration::from_millis(100))).await;
                 }
+                while listener.next_buffered().is_some() {}
             }
             _ = tokio::time::sleep(fallback) => {}
         }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How often a caught-up projection looks for new events.
-const PROJECTION_POLL: Duration = Duration::from_millis(50);
+/// How often a caught-up projection looks for new events if no append's notification came.
+const PROJECTION_POLL: Duration = Duration::from_millis(500);
 
 /// The tasks of one service. `E` is the service's error type.
 #[derive(Debug)]

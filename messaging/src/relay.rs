@@ -5,8 +5,9 @@
 //! key's messages go one after another — the next is sent once the previous is confirmed — while
 //! different keys go together. A key whose message fails is not published further in this round;
 //! its rows are released for the next. While the broker is away the relay keeps the rows and
-//! retries with a growing delay. Several relays may run on one outbox. An idle relay waits for the
-//! outbox's notification (raised at the commit that queued messages), polling only as a fallback.
+//! retries with a growing delay. Several relays may run on one outbox. A relay whose round took
+//! less than a full batch (all there was) waits for the outbox's notification (raised at the commit
+//! that queued messages), polling only as a fallback.
 
 use crate::consume::Backoff;
 use crate::{Client, Error};
@@ -65,7 +66,10 @@ pub async fn run(
                 failed: 0,
             }) => {
                 failures = 0;
-                (published == 0).then_some(settings.idle_poll)
+                // A claim short of a full batch took every row there was: what was queued since
+                // has notified, so the next round waits for that instead of claiming at once.
+                (published < usize::try_from(settings.batch).unwrap_or(usize::MAX))
+                    .then_some(settings.idle_poll)
             }
             Ok(RoundOutcome { failed, .. }) => {
                 failures += 1;
