@@ -80,11 +80,11 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
     }
 }
 
-/// The channel notified at the commit of every transaction that appended events.
-pub const CHANNEL: &str = "pulsaga_events";
-
-/// Keeps the projection up to date until `stop` resolves. Caught up, it waits for the next
-/// append's notification (see [`CHANNEL`]), or `idle` at most.
+/// Keeps the projection up to date until `stop` resolves. Caught up, it waits for the outbox's
+/// notification, or `idle` at most: a service's transactions that append events also queue them
+/// for publishing, so that notification is theirs too. (A notification of its own on every
+/// append would cost more than the polling it saves: PostgreSQL serializes the commits of all
+/// transactions that notify, and concurrent appends then lose half their throughput.)
 pub async fn run<P: Projection>(
     pool: &PgPool,
     projection: &P,
@@ -92,7 +92,7 @@ pub async fn run<P: Projection>(
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(stop);
-    let mut wakeup = crate::Wakeup::listen(pool, CHANNEL).await;
+    let mut wakeup = crate::Wakeup::listen(pool, crate::outbox::CHANNEL).await;
     loop {
         let applied = apply_batch(pool, projection).await?;
         if applied == 0 {
