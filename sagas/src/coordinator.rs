@@ -2,8 +2,8 @@
 //! is locked (so a saga's inputs queue one after another), its log is loaded and folded, the
 //! definition decides, and the new entries are appended (with the expected version, which still
 //! decides between two starts of one saga), the commands they carry are queued in the outbox
-//! (keyed by saga id), their timers are stored, and the saga's row is updated. Inputs arrive from the services' event topics (replies and triggers), from the timer
-//! worker, and from operators.
+//! (keyed by saga id), their timers are stored, and the saga's row is updated. Inputs arrive from
+//! the services' event topics (replies and triggers), from the timer worker, and from operators.
 
 use crate::definition::{Entry, Input, Saga, SagaType, Status};
 use crate::wire;
