@@ -190,6 +190,18 @@ pub async fn release(conn: &mut PgConnection, relay: &str, ids: &[i64]) -> Resul
     Ok(released.rows_affected())
 }
 
+/// Vacuums and analyses the outbox. A row leaves the queue by an update (see `mark_published`),
+/// so every published message leaves a dead row and a dead entry in the pending indexes; until
+/// they are vacuumed each claim walks over them, and without fresh statistics the planner takes
+/// the pending rows for a handful and sorts them all. Claims then cost more the longer the
+/// queue, and a relay that falls behind falls further behind. Not in a transaction.
+pub async fn vacuum(conn: &mut PgConnection) -> Result<(), Error> {
+    sqlx::raw_sql("vacuum (analyze) outbox")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// How many messages wait to be published.
 pub async fn pending(conn: &mut PgConnection) -> Result<i64, Error> {
     Ok(

@@ -7,7 +7,9 @@
 //! its rows are released for the next. While the broker is away the relay keeps the rows and
 //! retries with a growing delay. Several relays may run on one outbox. A relay whose round took
 //! less than a full batch (all there was) waits for the outbox's notification (raised at the commit
-//! that queued messages), polling only as a fallback.
+//! that queued messages), polling only as a fallback. Every `vacuum_every` published messages a
+//! relay vacuums the outbox itself (see `outbox::vacuum`): what a claim costs must not depend on
+//! the server's autovacuum keeping up with a queue table, or being on at all.
 
 use crate::consume::Backoff;
 use crate::{Client, Error};
@@ -32,6 +34,8 @@ pub struct RelaySettings {
     /// (see `outbox::CHANNEL`) says there is something sooner.
     pub idle_poll: Duration,
     pub backoff: Backoff,
+    /// Published messages between two vacuums of the outbox.
+    pub vacuum_every: usize,
 }
 
 impl RelaySettings {
@@ -45,6 +49,7 @@ impl RelaySettings {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
             },
+            vacuum_every: 2_000,
         }
     }
 }
@@ -57,10 +62,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut failures = 0;
+    let mut since_vacuum = 0;
     let mut wakeup = eventstore::Wakeup::listen(&pool, outbox::CHANNEL).await;
     let pool = own_pool(&pool);
     while !shutdown.is_cancelled() {
-        let pause = match relay_once(&client, &pool, &settings).await {
+        let round = relay_once(&client, &pool, &settings).await;
+        if let Ok(RoundOutcome { published, .. }) = round {
+            since_vacuum += published;
+            if since_vacuum >= settings.vacuum_every {
+                since_vacuum = 0;
+                vacuum(&pool, &settings.name).await;
+            }
+        }
+        let pause = match round {
             Ok(RoundOutcome {
                 published,
                 failed: 0,
@@ -99,6 +113,16 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+async fn vacuum(pool: &PgPool, relay: &str) {
+    let vacuumed = match pool.acquire().await {
+        Ok(mut conn) => outbox::vacuum(&mut conn).await,
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = vacuumed {
+        tracing::warn!(%relay, error = %crate::error_chain(&error), "vacuuming the outbox failed");
+    }
 }
 
 /// The relay's own connection to the service's database, on which a claim or a mark is not a

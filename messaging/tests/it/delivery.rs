@@ -225,3 +225,52 @@ async fn messages_of_different_keys_run_together(_: PgPoolOptions, connect: PgCo
         "the control: lanes by key overlap"
     );
 }
+
+/// How often the outbox has been vacuumed by hand (autovacuum counts apart).
+async fn outbox_vacuums(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("select vacuum_count from pg_stat_user_tables where relname = 'outbox'")
+        .fetch_one(pool)
+        .await
+        .expect("outbox statistics")
+}
+
+/// The relay vacuums the outbox every `vacuum_every` published messages, whatever the server's
+/// autovacuum does: a claim must not get dearer as dead rows pile up.
+#[sqlx::test(migrations = false)]
+async fn the_relay_vacuums_the_outbox_as_it_publishes(_: PgPoolOptions, connect: PgConnectOptions) {
+    let fixture = Fixture::start(connect).await;
+    let batch: Vec<_> = (0..100)
+        .map(|n| message(&format!("key-{n}"), &n.to_string()))
+        .collect();
+    enqueue(&fixture.pool, &batch).await;
+    assert_eq!(outbox_vacuums(&fixture.pool).await, 0);
+    let mut relay_settings = RelaySettings::new("relay");
+    relay_settings.batch = 16;
+    relay_settings.vacuum_every = 40;
+    let relay = tokio::spawn(relay::run(
+        fixture.client.clone(),
+        fixture.pool.clone(),
+        relay_settings,
+        fixture.shutdown.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut conn = fixture.pool.acquire().await.expect("connection");
+        if eventstore::outbox::pending(&mut conn)
+            .await
+            .expect("pending")
+            == 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fixture.shutdown.cancel();
+    relay.await.expect("relay").expect("relay run");
+    // 100 messages in rounds of at most 16: a vacuum after every 40 to 55 of them.
+    assert!((1..=2).contains(&outbox_vacuums(&fixture.pool).await));
+}
