@@ -24,6 +24,9 @@ pub struct Point {
     /// Sagas completed per second, from the first conversion to the last completion.
     pub achieved: f64,
     pub completed: usize,
+    /// Sagas that ended otherwise: compensated (a step failed or timed out), or parked.
+    pub compensated: usize,
+    pub parked: usize,
     pub sent: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -151,11 +154,12 @@ async fn load(
         }
         anyhow::Ok(sent)
     });
-    // The coordinator's log, followed from where it stood: every saga's completion once, with
-    // the time it was recorded (the same clock as `sent`: one machine).
+    // The coordinator's log, followed from where it stood: how every saga ended, once, with the
+    // time it was recorded (the same clock as `sent`: one machine).
     let http = reqwest::Client::new();
     let mut after = log_end(&http, sagas_url).await?;
     let mut completed: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut ended_otherwise: HashMap<String, &'static str> = HashMap::new();
     let mut last_progress = Instant::now();
     let mut sent: Option<HashMap<String, OffsetDateTime>> = None;
     let mut sender = Some(sender);
@@ -164,7 +168,9 @@ async fn load(
             sent = Some(task.await??);
         }
         if let Some(sent) = &sent
-            && (sent.keys().all(|id| completed.contains_key(id))
+            && (sent
+                .keys()
+                .all(|id| completed.contains_key(id) || ended_otherwise.contains_key(id))
                 || last_progress.elapsed() > Duration::from_secs(30))
         {
             break;
@@ -177,14 +183,33 @@ async fn load(
             .await?;
         after = page["next"].as_i64().unwrap_or(after);
         let events = page["events"].as_array().cloned().unwrap_or_default();
-        for event in events.iter().filter(|e| e["event_type"] == "SagaCompleted") {
-            let at = event["recorded_at"]
+        for event in &events {
+            let Some(saga) = event["stream_id"]
                 .as_str()
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-            if let (Some(stream), Some(at)) = (event["stream_id"].as_str(), at) {
-                completed.insert(stream.trim_start_matches("saga-").to_owned(), at);
-                last_progress = Instant::now();
+                .map(|s| s.trim_start_matches("saga-"))
+            else {
+                continue;
+            };
+            match event["event_type"].as_str() {
+                Some("SagaCompleted") => {
+                    let at = event["recorded_at"]
+                        .as_str()
+                        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+                    if let Some(at) = at {
+                        completed.insert(saga.to_owned(), at);
+                    }
+                }
+                Some(ending @ ("SagaCompensated" | "SagaParked")) => {
+                    let ending = if ending == "SagaParked" {
+                        "parked"
+                    } else {
+                        "compensated"
+                    };
+                    ended_otherwise.insert(saga.to_owned(), ending);
+                }
+                _ => continue,
             }
+            last_progress = Instant::now();
         }
         if events.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -207,10 +232,17 @@ async fn load(
         _ => f64::NAN,
     };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ending_count = |ending: &str| {
+        sent.keys()
+            .filter(|id| ended_otherwise.get(*id) == Some(&ending))
+            .count()
+    };
     Ok(Point {
         offered: rate,
         achieved: latencies.len() as f64 / window.max(1e-9),
         completed: latencies.len(),
+        compensated: ending_count("compensated"),
+        parked: ending_count("parked"),
         sent: sent.len(),
         p50_ms: ms(percentile(&latencies, 0.5)),
         p99_ms: ms(percentile(&latencies, 0.99)),
@@ -478,8 +510,8 @@ async fn drive(
     for point in &curve {
         figures.push(Figure::info(
             format!(
-                "sagas completed at {} sagas/s offered ({} of {})",
-                point.offered, point.completed, point.sent
+                "sagas completed at {} sagas/s offered ({} of {}; {} compensated, {} parked)",
+                point.offered, point.completed, point.sent, point.compensated, point.parked
             ),
             point.achieved,
             "sagas/s",
