@@ -278,12 +278,28 @@ async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: Pg
         })
         .await;
 
+    let indexes = || async {
+        sqlx::query_scalar::<_, String>(
+            "select indexdef from pg_indexes where tablename in ('tracking_events',
+                    'campaign_tracking_stats') order by indexname",
+        )
+        .fetch_all(&service.pool)
+        .await
+        .expect("indexes")
+    };
+    let before = indexes().await;
     let views = tracking::projections::TrackingViews;
     let rebuilt = projection::rebuild(&service.pool, &views, |_| {})
         .await
         .expect("rebuild");
     assert!(rebuilt.matches, "{rebuilt:?}");
     assert!(rebuilt.events >= 10, "{rebuilt:?}");
+    assert_eq!(
+        indexes().await,
+        before,
+        "the indexes the rebuild set aside are back"
+    );
+    assert!(before.iter().any(|i| i.contains("tracking_events_partner")));
 
     // Negative control: a read model that drifted from its events is caught.
     sqlx::query("update campaign_tracking_stats set clicks = 99")
