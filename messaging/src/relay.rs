@@ -63,15 +63,21 @@ pub async fn run(
 ) -> Result<(), Error> {
     let mut failures = 0;
     let mut since_vacuum = 0;
+    let mut vacuuming: Option<tokio::task::JoinHandle<()>> = None;
     let mut wakeup = eventstore::Wakeup::listen(&pool, outbox::CHANNEL).await;
-    let pool = own_pool(&pool);
+    let (service_pool, pool) = (pool.clone(), own_pool(&pool));
     while !shutdown.is_cancelled() {
         let round = relay_once(&client, &pool, &settings).await;
         if let Ok(RoundOutcome { published, .. }) = round {
             since_vacuum += published;
-            if since_vacuum >= settings.vacuum_every {
+            // Beside the rounds, on the service's pool: under load a vacuum takes a second or
+            // more, which the rounds need not wait for. One at a time.
+            if since_vacuum >= settings.vacuum_every
+                && vacuuming.as_ref().is_none_or(|task| task.is_finished())
+            {
                 since_vacuum = 0;
-                vacuum(&pool, &settings.name).await;
+                let (pool, name) = (service_pool.clone(), settings.name.clone());
+                vacuuming = Some(tokio::spawn(async move { vacuum(&pool, &name).await }));
             }
         }
         let pause = match round {
@@ -111,6 +117,9 @@ pub async fn run(
             }
             None => {}
         }
+    }
+    if let Some(task) = vacuuming {
+        task.await.ok();
     }
     Ok(())
 }
