@@ -3,6 +3,7 @@
 //! recorded conversion to the completed saga, next to the lower bound of the durable commits on
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
+use super::cpu::Cpu;
 use super::{Figure, Scale};
 use crate::client::ApiClient;
 use crate::settings::Jwt;
@@ -27,9 +28,15 @@ pub struct Point {
     /// Sagas that ended otherwise: compensated (a step failed or timed out), or parked.
     pub compensated: usize,
     pub parked: usize,
+    /// Sagas still running when the bench stopped waiting (30 s without a saga ending).
+    pub unfinished: usize,
+    /// Step commands resent because their answer took longer than the step's timeout.
+    pub step_timeouts: usize,
     pub sent: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU seconds the load cost, from its first conversion until every saga had ended.
+    pub cpu: Option<Cpu>,
 }
 
 /// The durable commits on an order-to-payment saga's path: the conversion's record; the
@@ -116,6 +123,7 @@ async fn load(
     duration: Duration,
 ) -> anyhow::Result<Point> {
     let total = (rate * duration.as_secs_f64()).round() as usize;
+    let cpu_before = Cpu::now();
     let (http, base, callers) = (
         api.client.http.clone(),
         api.client.base.clone(),
@@ -160,6 +168,7 @@ async fn load(
     let mut after = log_end(&http, sagas_url).await?;
     let mut completed: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut ended_otherwise: HashMap<String, &'static str> = HashMap::new();
+    let mut step_timeouts = 0;
     let mut last_progress = Instant::now();
     let mut sent: Option<HashMap<String, OffsetDateTime>> = None;
     let mut sender = Some(sender);
@@ -207,6 +216,10 @@ async fn load(
                     };
                     ended_otherwise.insert(saga.to_owned(), ending);
                 }
+                Some("StepTimedOut") => {
+                    step_timeouts += 1;
+                    continue;
+                }
                 _ => continue,
             }
             last_progress = Instant::now();
@@ -215,6 +228,7 @@ async fn load(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let cpu = cpu_before.and_then(|before| Some(Cpu::now()?.since(before)));
     let sent = sent.unwrap_or_default();
     let mut latencies: Vec<Duration> = sent
         .iter()
@@ -243,9 +257,15 @@ async fn load(
         completed: latencies.len(),
         compensated: ending_count("compensated"),
         parked: ending_count("parked"),
+        unfinished: sent.len()
+            - latencies.len()
+            - ending_count("compensated")
+            - ending_count("parked"),
+        step_timeouts,
         sent: sent.len(),
         p50_ms: ms(percentile(&latencies, 0.5)),
         p99_ms: ms(percentile(&latencies, 0.99)),
+        cpu,
     })
 }
 
@@ -507,11 +527,19 @@ async fn drive(
             |r| r >= 1.0,
         ),
     ];
+    figures.extend(cpu_figures(&curve));
     for point in &curve {
         figures.push(Figure::info(
             format!(
-                "sagas completed at {} sagas/s offered ({} of {}; {} compensated, {} parked)",
-                point.offered, point.completed, point.sent, point.compensated, point.parked
+                "sagas completed at {} sagas/s offered ({} of {}; {} compensated, {} parked, \
+                 {} unfinished; {} step timeouts)",
+                point.offered,
+                point.completed,
+                point.sent,
+                point.compensated,
+                point.parked,
+                point.unfinished,
+                point.step_timeouts
             ),
             point.achieved,
             "sagas/s",
@@ -528,6 +556,46 @@ async fn drive(
         "ms",
     ));
     Ok((figures, curve))
+}
+
+/// What a completed saga costs in CPU at the load that completed the most per second, and the
+/// rate the machine's cores allow at that cost: the ceiling on sustained sagas/s.
+fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
+    let Some((point, cpu)) = curve
+        .iter()
+        .filter(|p| p.completed > 0)
+        .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+        .and_then(|p| Some((p, p.cpu?)))
+    else {
+        return Vec::new();
+    };
+    let per_saga = |seconds: f64| seconds * 1e3 / point.completed as f64;
+    let platform = per_saga(cpu.machine - cpu.postgres - cpu.bench);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let at = point.offered;
+    vec![
+        Figure::info(
+            format!("CPU per completed saga at {at} sagas/s offered, bench's own excluded"),
+            platform + per_saga(cpu.postgres),
+            "ms",
+        ),
+        Figure::info(
+            format!("of which PostgreSQL, at {at} sagas/s offered"),
+            per_saga(cpu.postgres),
+            "ms",
+        ),
+        Figure::info(
+            format!("the bench's own load and log follower, at {at} sagas/s offered"),
+            per_saga(cpu.bench),
+            "ms",
+        ),
+        Figure::info(
+            format!("sagas/s that {cores} cores allow at that CPU per saga"),
+            cores * 1e3 / (platform + per_saga(cpu.postgres)),
+            "sagas/s",
+        )
+        .beside("300 sagas/s goal", 300.0),
+    ]
 }
 
 /// Drops the databases `up` created for the bench.

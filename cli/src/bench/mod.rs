@@ -6,6 +6,7 @@
 mod append;
 mod chart;
 mod codec;
+mod cpu;
 mod flow;
 mod rebuild;
 

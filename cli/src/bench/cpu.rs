@@ -1,0 +1,74 @@
+//! CPU time as Linux's `/proc` counts it: the whole machine's busy time, PostgreSQL's processes'
+//! and the bench's own, so that what a load cost can be divided by the sagas it completed.
+
+use serde::Serialize;
+use std::path::Path;
+
+/// Clock ticks per second in `/proc` (USER_HZ: 100 on every Linux architecture this runs on).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds spent up to a moment, or between two.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Cpu {
+    pub machine: f64,
+    pub postgres: f64,
+    /// The bench process itself: the load generator and the log follower.
+    pub bench: f64,
+}
+
+impl Cpu {
+    /// Now; `None` where `/proc` cannot be read (not Linux).
+    pub fn now() -> Option<Cpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu user nice system idle iowait irq softirq steal …: busy is all but idle and iowait.
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().unwrap_or(0.0))
+            .collect();
+        let busy = ticks.iter().sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            if let Some(("postgres", time)) = process_time(&entry.path()) {
+                postgres += time;
+            }
+        }
+        Some(Cpu {
+            machine: busy / TICKS,
+            postgres,
+            bench: process_time(Path::new("/proc/self")).map_or(0.0, |(_, time)| time),
+        })
+    }
+
+    /// What was spent from `earlier` to `self`.
+    pub fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            machine: self.machine - earlier.machine,
+            postgres: self.postgres - earlier.postgres,
+            bench: self.bench - earlier.bench,
+        }
+    }
+}
+
+/// A process's command name and CPU seconds, its waited-for children's included (so that the
+/// PostgreSQL server counts the backends that have exited).
+fn process_time(process: &Path) -> Option<(&'static str, f64)> {
+    let stat = std::fs::read_to_string(process.join("stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let name = if head.ends_with("(postgres") {
+        "postgres"
+    } else {
+        "other"
+    };
+    // After the name: state, then fields 4.. ; utime, stime, cutime, cstime are fields 14 to 17.
+    let time: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|t| t.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Some((name, time / TICKS))
+}
