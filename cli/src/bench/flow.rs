@@ -123,6 +123,10 @@ async fn load(
     duration: Duration,
 ) -> anyhow::Result<Point> {
     let total = (rate * duration.as_secs_f64()).round() as usize;
+    // Where the coordinator's log stands before the first conversion: reading to its end takes
+    // longer the longer the log, and a saga sent meanwhile could end before it.
+    let follower = reqwest::Client::new();
+    let mut after = log_end(&follower, sagas_url).await?;
     let cpu_before = Cpu::now();
     let (http, base, callers) = (
         api.client.http.clone(),
@@ -164,8 +168,6 @@ async fn load(
     });
     // The coordinator's log, followed from where it stood: how every saga ended, once, with the
     // time it was recorded (the same clock as `sent`: one machine).
-    let http = reqwest::Client::new();
-    let mut after = log_end(&http, sagas_url).await?;
     let mut completed: HashMap<String, OffsetDateTime> = HashMap::new();
     let mut ended_otherwise: HashMap<String, &'static str> = HashMap::new();
     let mut step_timeouts = 0;
@@ -184,7 +186,7 @@ async fn load(
         {
             break;
         }
-        let page: Value = http
+        let page: Value = follower
             .get(format!("{sagas_url}/events?after={after}&limit=1000"))
             .send()
             .await?
