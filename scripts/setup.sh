@@ -26,10 +26,10 @@ if ! pg_up; then
   for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
   pg_up || { echo "setup: PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
 fi
-# A Debian install asks for a password on TCP; give the postgres role the one the URL carries.
-# (Under trust authentication the password is ignored.)
+# A Debian install asks for a password on TCP; give the postgres role the one the URL carries,
+# over the Unix socket (peer authentication). Under trust authentication it is ignored.
 if ! PGPASSWORD=postgres psql -qAt -d postgres -c 'select 1' >/dev/null 2>&1; then
-  su postgres -c "psql -qAt -c \"alter role postgres password 'postgres'\"" >/dev/null
+  su postgres -c "env -u PGHOST -u PGPORT -u PGUSER psql -qAt -c \"alter role postgres password 'postgres'\"" >/dev/null
 fi
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
 

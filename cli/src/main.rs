@@ -79,7 +79,7 @@ pub enum Process {
     Payments,
     Sagas,
     PayoutSim,
-    /// pulsar-lite behind the compatibility proxy, for development.
+    /// Apache Pulsar standalone (the distribution `scripts/setup.sh` fetches), for development.
     Broker,
     /// The HTTP API.
     Bff,
@@ -107,10 +107,6 @@ impl Process {
         }
     }
 }
-
-/// The local broker's default address (its proxy's), which `PULSAR_URL` defaults to.
-pub const BROKER_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 6650);
 
 /// The HTTP API's default address.
 pub const BFF_LISTEN: SocketAddr =
@@ -323,7 +319,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serve::bff(listen.unwrap_or(BFF_LISTEN), &api, &infrastructure).await
             }
             None if process == Process::Broker => {
-                serve::local_broker(listen.unwrap_or(BROKER_LISTEN)).await
+                serve::broker(listen, std::path::Path::new(".pulsaga/broker"), &infrastructure)
+                    .await
             }
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },

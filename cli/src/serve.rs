@@ -1,5 +1,6 @@
-//! `pulsaga serve <service>` and `pulsaga migrate`: one service process, with its database
-//! created and migrated on start, until Ctrl-C or SIGTERM.
+//! `pulsaga serve <process>` and `pulsaga migrate`: one process, with its database created and
+//! migrated and the Pulsar namespace provisioned on start, until Ctrl-C or SIGTERM; or Apache
+//! Pulsar standalone itself (`serve broker`).
 
 use crate::Service;
 use crate::settings::Infrastructure;
@@ -31,7 +32,30 @@ pub async fn database(
     Ok(pool)
 }
 
+/// Provisions the Pulsar namespace the settings name: policies, topics with their schemas,
+/// subscriptions, dead-letter topics (`messaging::admin`).
+pub async fn provision(infrastructure: &Infrastructure) -> anyhow::Result<()> {
+    let pulsar = infrastructure.pulsar();
+    messaging::admin::Admin::new(&pulsar.admin_url)
+        .provision(&pulsar)
+        .await
+        .with_context(|| {
+            format!(
+                "provisioning the Pulsar namespace {}/{}",
+                pulsar.tenant, pulsar.namespace
+            )
+        })
+}
+
 pub async fn migrate_all(infrastructure: &Infrastructure) -> anyhow::Result<()> {
+    provision(infrastructure).await?;
+    let pulsar = infrastructure.pulsar();
+    println!(
+        "pulsar: {}/{} provisioned ({} topics with their Avro schemas)",
+        pulsar.tenant,
+        pulsar.namespace,
+        schemas::TOPICS.len()
+    );
     for service in Service::ALL {
         database(service, service.name(), infrastructure)
             .await?
@@ -50,6 +74,7 @@ pub async fn serve(
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
     let pool = database(service, database_name, infrastructure).await?;
+    provision(infrastructure).await?;
     let client = Arc::new(
         Client::connect(infrastructure.pulsar())
             .await
@@ -106,20 +131,44 @@ pub async fn bff(
     Ok(served?)
 }
 
-/// pulsar-lite (from the project's .venv, `PULSAR_LITE_BIN` or PATH) behind the compatibility
-/// proxy, with its data under `.pulsaga/broker`, until Ctrl-C.
-pub async fn local_broker(listen: SocketAddr) -> anyhow::Result<()> {
-    use messaging::broker::{LocalBroker, PulsarLiteSettings};
-    let settings = PulsarLiteSettings {
-        binary: None,
-        data_dir: ".pulsaga/broker".into(),
+/// Apache Pulsar standalone with its data under `data_dir`, on the ports of `PULSAR_URL` (or
+/// `--listen`) and `PULSAR_ADMIN_URL`, its namespace provisioned, until Ctrl-C or SIGTERM.
+pub async fn broker(
+    listen: Option<SocketAddr>,
+    data_dir: &std::path::Path,
+    infrastructure: &Infrastructure,
+) -> anyhow::Result<()> {
+    let port_of = |url: &str| {
+        url.rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+            .with_context(|| format!("{url} names no port"))
     };
-    let broker = LocalBroker::start_at(&settings, listen)
+    let settings = messaging::broker::StandaloneSettings {
+        broker_port: match listen {
+            Some(listen) => listen.port(),
+            None => port_of(&infrastructure.pulsar_url)?,
+        },
+        web_port: port_of(&infrastructure.pulsar_admin_url)?,
+        ..messaging::broker::StandaloneSettings::in_dir(data_dir)
+    };
+    let broker = messaging::broker::Standalone::start(&settings)
         .await
-        .context("starting pulsar-lite")?;
-    tracing::info!(url = %broker.url(), "local broker serving");
+        .context("starting Apache Pulsar")?;
+    let infrastructure = Infrastructure {
+        pulsar_url: broker.url(),
+        pulsar_admin_url: broker.admin_url(),
+        ..infrastructure.clone()
+    };
+    provision(&infrastructure).await?;
+    tracing::info!(
+        url = %broker.url(),
+        admin = %broker.admin_url(),
+        version = messaging::broker::PULSAR_VERSION,
+        started_in = ?broker.started_in(),
+        "apache pulsar standalone serving"
+    );
     stop_on_signal().cancelled().await;
-    drop(broker);
+    broker.stop().await.context("stopping Apache Pulsar")?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use messaging::{Broker, PulsarSettings};
+use messaging::PulsarSettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
@@ -18,23 +18,16 @@ pub struct Infrastructure {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// The Pulsar broker (Apache Pulsar, or the local broker's proxy).
+    /// The Apache Pulsar broker's binary protocol.
     #[arg(long, env = "PULSAR_URL", default_value = "pulsar://127.0.0.1:6650")]
     pub pulsar_url: String,
+    /// The broker's admin REST API, through which the namespace is provisioned.
+    #[arg(long, env = "PULSAR_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    pub pulsar_admin_url: String,
     #[arg(long, env = "PULSAR_TENANT", default_value = "public")]
     pub pulsar_tenant: String,
     #[arg(long, env = "PULSAR_NAMESPACE", default_value = "default")]
     pub pulsar_namespace: String,
-    /// Which broker `PULSAR_URL` points at: Apache Pulsar gets the topic schemas registered;
-    /// pulsar-lite gets the workarounds for its gaps.
-    #[arg(long, env = "PULSAR_BROKER", value_enum, default_value_t = BrokerKind::PulsarLite)]
-    pub pulsar_broker: BrokerKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BrokerKind {
-    ApachePulsar,
-    PulsarLite,
 }
 
 impl Infrastructure {
@@ -42,13 +35,7 @@ impl Infrastructure {
         PulsarSettings {
             tenant: self.pulsar_tenant.clone(),
             namespace: self.pulsar_namespace.clone(),
-            ..PulsarSettings::new(
-                self.pulsar_url.clone(),
-                match self.pulsar_broker {
-                    BrokerKind::ApachePulsar => Broker::ApachePulsar,
-                    BrokerKind::PulsarLite => Broker::PulsarLite,
-                },
-            )
+            ..PulsarSettings::new(self.pulsar_url.clone(), self.pulsar_admin_url.clone())
         }
     }
 

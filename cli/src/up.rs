@@ -1,15 +1,15 @@
 //! `pulsaga up`: the whole platform on one machine. It uses `DATABASE_URL` and `PULSAR_URL` when
 //! given; otherwise the PostgreSQL answering on 127.0.0.1:5432, or one it initialises and starts
 //! from the system's binaries (data under `.pulsaga/postgres`, run as the `postgres` user when
-//! started as root), and pulsar-lite behind the compatibility proxy (data under
-//! `.pulsaga/broker`). It migrates the databases, starts every service, the coordinator, the
-//! payout simulator and the API as child processes of this binary, prints the URLs and a token
-//! per role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds).
+//! started as root), and Apache Pulsar standalone (data under `.pulsaga/broker`). It migrates the
+//! databases, provisions the Pulsar namespace, starts every service, the coordinator, the payout
+//! simulator and the API as child processes of this binary, prints the URLs and a token per
+//! role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds), the broker last.
 
 use crate::settings::{Infrastructure, Jwt};
 use crate::{Service, serve};
 use anyhow::Context;
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::broker::{Standalone, StandaloneSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,12 +21,12 @@ pub struct Options {
     /// The PostgreSQL server (any database on it); default: local, found or started.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The Pulsar broker; default: pulsar-lite started here.
+    /// The Apache Pulsar broker; default: Apache Pulsar standalone started here.
     #[arg(long, env = "PULSAR_URL")]
     pub pulsar_url: Option<String>,
-    /// Which broker `PULSAR_URL` points at.
-    #[arg(long, env = "PULSAR_BROKER", value_enum, default_value_t = crate::settings::BrokerKind::PulsarLite)]
-    pub pulsar_broker: crate::settings::BrokerKind,
+    /// The admin REST API of the broker at `PULSAR_URL`.
+    #[arg(long, env = "PULSAR_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    pub pulsar_admin_url: String,
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -67,9 +67,10 @@ pub struct Platform {
     pub urls: Vec<(Service, String)>,
     pub simulator: String,
     pub pulsar_url: String,
+    pub pulsar_admin_url: String,
     children: Vec<(&'static str, Child)>,
     postgres: Option<LocalPostgres>,
-    broker: Option<LocalBroker>,
+    broker: Option<Standalone>,
 }
 
 impl Platform {
@@ -81,6 +82,11 @@ impl Platform {
     /// Stops the processes (API first), then the broker and PostgreSQL it started.
     pub async fn stop(self) {
         stop(self.children, self.postgres, self.broker).await;
+    }
+
+    /// The process id of the broker it started, if it started one.
+    pub fn broker_pid(&self) -> Option<u32> {
+        self.broker.as_ref().and_then(Standalone::pid)
     }
 }
 
@@ -96,7 +102,10 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
         println!("  {:<10} {url}", service.name());
     }
     println!("  payout-sim {}", platform.simulator);
-    println!("  broker     {}", platform.pulsar_url);
+    println!(
+        "  broker     {}   (admin {})",
+        platform.pulsar_url, platform.pulsar_admin_url
+    );
     println!();
     println!("Tokens (valid 12 h; `pulsaga token --role R --tenant T` mints more):");
     let advertiser = uuid::Uuid::new_v4().to_string();
@@ -155,47 +164,48 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         }
     };
     let mut broker = None;
-    let pulsar_url = match &options.pulsar_url {
-        Some(url) => url.clone(),
+    let (pulsar_url, pulsar_admin_url) = match &options.pulsar_url {
+        Some(url) => (url.clone(), options.pulsar_admin_url.clone()),
         None => {
-            let address = SocketAddr::from(([127, 0, 0, 1], port(6650, options.any_ports)?));
-            let local = LocalBroker::start_at(
-                &PulsarLiteSettings {
-                    binary: None,
-                    data_dir: options.data_dir.join("broker"),
-                },
-                address,
-            )
+            println!(
+                "Starting Apache Pulsar {} standalone (data in {})…",
+                messaging::broker::PULSAR_VERSION,
+                options.data_dir.join("broker").display()
+            );
+            let started = Standalone::start(&StandaloneSettings {
+                broker_port: port(6650, options.any_ports)?,
+                web_port: port(8080, options.any_ports)?,
+                ..StandaloneSettings::in_dir(options.data_dir.join("broker"))
+            })
             .await
-            .context("starting pulsar-lite")?;
-            let url = local.url();
-            broker = Some(local);
-            url
+            .context("starting Apache Pulsar")?;
+            println!(
+                "Apache Pulsar is up after {:.1} s.",
+                started.started_in().as_secs_f64()
+            );
+            let urls = (started.url(), started.admin_url());
+            broker = Some(started);
+            urls
         }
-    };
-    let broker_kind = match (&options.pulsar_url, options.pulsar_broker) {
-        (None, _) | (Some(_), crate::settings::BrokerKind::PulsarLite) => "pulsar-lite",
-        (Some(_), crate::settings::BrokerKind::ApachePulsar) => "apache-pulsar",
     };
     let infrastructure = Infrastructure {
         database_url: database_url.clone(),
         pulsar_url: pulsar_url.clone(),
+        pulsar_admin_url: pulsar_admin_url.clone(),
         pulsar_tenant: "public".into(),
         pulsar_namespace: "default".into(),
-        pulsar_broker: options.pulsar_broker,
     };
-    let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
-    for service in Service::ALL {
-        serve::database(service, &database(service), &infrastructure)
-            .await?
-            .close()
-            .await;
+    let prepared = prepare(options, &infrastructure).await;
+    if let Err(error) = prepared {
+        stop(Vec::new(), postgres, broker).await;
+        return Err(error);
     }
+    let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
 
     let shared_env = [
         ("DATABASE_URL", database_url.as_str()),
         ("PULSAR_URL", pulsar_url.as_str()),
-        ("PULSAR_BROKER", broker_kind),
+        ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
     ];
     let mut children: Vec<(&'static str, Child)> = Vec::new();
     let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
@@ -246,7 +256,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     };
     let api_env = [
         ("PULSAR_URL", pulsar_url.clone()),
-        ("PULSAR_BROKER", broker_kind.to_owned()),
+        ("PULSAR_ADMIN_URL", pulsar_admin_url.clone()),
         ("CAMPAIGNS_URL", url_of(Service::Campaigns)),
         ("TRACKING_URL", url_of(Service::Tracking)),
         ("COMMISSIONS_URL", url_of(Service::Commissions)),
@@ -275,10 +285,24 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         urls,
         simulator: format!("http://{sim}"),
         pulsar_url,
+        pulsar_admin_url,
         children,
         postgres,
         broker,
     })
+}
+
+/// Creates and migrates every service's database and provisions the Pulsar namespace.
+async fn prepare(options: &Options, infrastructure: &Infrastructure) -> anyhow::Result<()> {
+    serve::provision(infrastructure).await?;
+    for service in Service::ALL {
+        let name = format!("{}{}", options.database_prefix, service.name());
+        serve::database(service, &name, infrastructure)
+            .await?
+            .close()
+            .await;
+    }
+    Ok(())
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)], log: Option<&str>) -> anyhow::Result<Child> {
@@ -322,7 +346,7 @@ async fn wait_ready(api: &str, children: &mut [(&'static str, Child)]) -> anyhow
 async fn stop(
     children: Vec<(&'static str, Child)>,
     postgres: Option<LocalPostgres>,
-    broker: Option<LocalBroker>,
+    broker: Option<Standalone>,
 ) {
     for (name, mut child) in children.into_iter().rev() {
         if let Some(pid) = child.id() {
@@ -339,7 +363,11 @@ async fn stop(
             }
         }
     }
-    drop(broker);
+    if let Some(broker) = broker
+        && let Err(error) = broker.stop().await
+    {
+        eprintln!("pulsaga: stopping Apache Pulsar failed: {error}");
+    }
     if let Some(postgres) = postgres {
         postgres.stop().await;
     }

@@ -1,16 +1,17 @@
-//! Messages per second through the outbox relay and through the consumer runner, on pulsar-lite
-//! behind the proxy and the real PostgreSQL, next to pulsar-rs publishing the same messages
+//! Messages per second through the outbox relay and through the consumer runner, on Apache
+//! Pulsar standalone and the real PostgreSQL, next to pulsar-rs publishing the same messages
 //! directly (the relay's limit on this broker).
 //!
-//! Run: `cargo bench -p messaging --bench throughput` (needs `DATABASE_URL` and pulsar-lite, as
-//! `scripts/setup.sh` provides; `-- --quick` for fewer messages). It creates and drops its own
-//! database.
+//! Run: `cargo bench -p messaging --bench throughput` (needs `DATABASE_URL` and the Apache Pulsar
+//! distribution, as `scripts/setup.sh` provides; `-- --quick` for fewer messages). It starts its
+//! own broker and creates and drops its own database.
 
 use eventstore::outbox;
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::admin::Admin;
+use messaging::broker::{Standalone, StandaloneSettings};
 use messaging::consume::{self, ConsumerSettings, ConsumerStats, Handler, HandlerError, Incoming};
 use messaging::relay::{self, RelaySettings};
-use messaging::{Broker, Client, Properties, PulsarSettings};
+use messaging::{Client, Properties, PulsarSettings};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -94,17 +95,15 @@ async fn main() {
         .expect("table");
 
     let data_dir = std::env::temp_dir().join(format!("pulsaga-bench-{}", Uuid::new_v4()));
-    let broker = LocalBroker::start(&PulsarLiteSettings {
-        binary: None,
-        data_dir: data_dir.clone(),
-    })
-    .await
-    .expect("broker");
-    let client = Arc::new(
-        Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-            .await
-            .expect("client"),
-    );
+    let broker = Standalone::start(&StandaloneSettings::in_dir(&data_dir))
+        .await
+        .expect("Apache Pulsar (bash scripts/setup.sh fetches it)");
+    let pulsar = PulsarSettings::new(broker.url(), broker.admin_url());
+    Admin::new(&pulsar.admin_url)
+        .provision(&pulsar)
+        .await
+        .expect("provision");
+    let client = Arc::new(Client::connect(pulsar).await.expect("client"));
     let topic = RegisterPartner::TOPIC.name;
 
     // The limit: pulsar-rs publishing straight to a scratch topic, all sends in flight at once.
@@ -168,11 +167,11 @@ async fn main() {
         .execute(&mut admin)
         .await
         .expect("drop");
-    drop(broker);
+    broker.stop().await.expect("stop the broker");
     let _ = std::fs::remove_dir_all(data_dir);
 
     println!(
-        "messaging throughput, {count} messages over {KEYS} keys, pulsar-lite behind the proxy"
+        "messaging throughput, {count} messages over {KEYS} keys, Apache Pulsar standalone"
     );
     println!();
     println!("| path | messages/s | limit | ratio |");

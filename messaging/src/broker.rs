@@ -1,84 +1,131 @@
-//! Runs pulsar-lite, the Pulsar-protocol broker for development and tests, behind the
-//! compatibility proxy. Production points `PULSAR_URL` at Apache Pulsar instead.
+//! Runs Apache Pulsar standalone (broker, bookie and metadata store in one JVM) as a child
+//! process: the official binary distribution, which `scripts/setup.sh` fetches from Maven Central
+//! and unpacks once into a cache. `pulsaga up`, `pulsaga serve broker`, the test command and the
+//! tests that restart a broker use it; production points `PULSAR_URL` at a cluster instead.
 
-use crate::proxy::Proxy;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-/// The environment variable that names the pulsar-lite binary (`scripts/setup.sh` sets it).
-pub const BINARY_ENV: &str = "PULSAR_LITE_BIN";
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The Apache Pulsar release the project runs and is tested on.
+pub const PULSAR_VERSION: &str = "4.0.8";
+/// The environment variable naming the unpacked distribution (`scripts/setup.sh` sets it).
+pub const HOME_ENV: &str = "PULSAR_HOME";
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why the local broker could not run.
+/// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error(
-        "pulsar-lite not found: set {BINARY_ENV}, put pulsar-lite on PATH, or install it into \
-         .venv (bash scripts/setup.sh does)"
+        "Apache Pulsar {PULSAR_VERSION} not found: set {HOME_ENV} to the unpacked distribution \
+         (bash scripts/setup.sh fetches it)"
     )]
     NotFound,
-    #[error("cannot start pulsar-lite ({path})")]
+    #[error("cannot start Apache Pulsar ({path})")]
     Spawn {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("pulsar-lite exited before it was ready; see {log}")]
+    #[error("Apache Pulsar exited before it was ready; see {log}")]
     Exited { log: PathBuf },
-    #[error("pulsar-lite did not accept connections within {READY_TIMEOUT:?}; see {log}")]
+    #[error("Apache Pulsar was not healthy within {READY_TIMEOUT:?}; see {log}")]
     NotReady { log: PathBuf },
-    #[error("local broker I/O")]
+    #[error("broker I/O")]
     Io(#[from] std::io::Error),
 }
 
-/// Where pulsar-lite is and where it keeps its data.
+/// Where the distribution is, where the broker keeps its data, and its ports.
 #[derive(Debug, Clone)]
-pub struct PulsarLiteSettings {
-    /// The binary; `None` looks in `PULSAR_LITE_BIN`, on `PATH`, then in `.venv`.
-    pub binary: Option<PathBuf>,
-    /// Its storage, configuration and log.
+pub struct StandaloneSettings {
+    /// The unpacked distribution; `None` takes `PULSAR_HOME`, then the cache `setup.sh` fills.
+    pub home: Option<PathBuf>,
+    /// Its configuration, bookie journal and ledgers, metadata and logs.
     pub data_dir: PathBuf,
+    /// The binary protocol's port (`pulsar://`); 0 takes a free one.
+    pub broker_port: u16,
+    /// The admin REST API's port (`http://`); 0 takes a free one.
+    pub web_port: u16,
 }
 
-/// A pulsar-lite process listening on loopback. Killed when dropped.
+impl StandaloneSettings {
+    /// Free ports, the distribution found as [`StandaloneSettings::home`] says.
+    pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
+        StandaloneSettings {
+            home: None,
+            data_dir: data_dir.into(),
+            broker_port: 0,
+            web_port: 0,
+        }
+    }
+}
+
+/// An Apache Pulsar standalone process on loopback. Killed when dropped; [`Standalone::stop`]
+/// stops it cleanly.
 #[derive(Debug)]
-pub struct PulsarLite {
-    binary: PathBuf,
+pub struct Standalone {
+    home: PathBuf,
     data_dir: PathBuf,
-    address: SocketAddr,
+    broker_port: u16,
+    web_port: u16,
     child: Child,
+    started_in: Duration,
 }
 
-impl PulsarLite {
-    /// Starts pulsar-lite on a free loopback port and waits until it accepts connections.
-    pub async fn start(settings: &PulsarLiteSettings) -> Result<Self, BrokerError> {
-        let binary = match &settings.binary {
-            Some(path) => path.clone(),
-            None => find_binary().ok_or(BrokerError::NotFound)?,
+impl Standalone {
+    /// Starts the broker and waits until its health check passes.
+    pub async fn start(settings: &StandaloneSettings) -> Result<Self, BrokerError> {
+        let home = match &settings.home {
+            Some(home) => home.clone(),
+            None => find_home().ok_or(BrokerError::NotFound)?,
         };
+        if !home.join("bin/pulsar").is_file() {
+            return Err(BrokerError::NotFound);
+        }
         std::fs::create_dir_all(&settings.data_dir)?;
-        // Metrics off: by default it serves them on 0.0.0.0:8080.
-        std::fs::write(
-            settings.data_dir.join("pulsar-lite.toml"),
-            "[metrics]\nenabled = false\n",
-        )?;
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let child = spawn(&binary, &settings.data_dir, address)?;
-        let mut broker = PulsarLite {
-            binary,
-            data_dir: settings.data_dir.clone(),
-            address,
-            child,
+        let data_dir = std::path::absolute(&settings.data_dir)?;
+        let port = |port: u16| if port == 0 { free_port() } else { Ok(port) };
+        let broker_port = port(settings.broker_port)?;
+        let web_port = port(settings.web_port)?;
+        let config = configuration(
+            &std::fs::read_to_string(home.join("conf/standalone.conf"))?,
+            broker_port,
+            web_port,
+        );
+        std::fs::write(data_dir.join("standalone.conf"), config)?;
+        let mut broker = Standalone {
+            child: spawn(&home, &data_dir)?,
+            home,
+            data_dir,
+            broker_port,
+            web_port,
+            started_in: Duration::ZERO,
         };
         broker.wait_until_ready().await?;
         Ok(broker)
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// `pulsar://127.0.0.1:<port>`, what clients connect to.
+    pub fn url(&self) -> String {
+        format!("pulsar://127.0.0.1:{}", self.broker_port)
+    }
+
+    /// `http://127.0.0.1:<port>`, the admin REST API.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.web_port)
+    }
+
+    /// How long the last start took, from spawning the JVM to a passing health check.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The JVM's process id, to measure its CPU and memory.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Kills the broker at once (SIGKILL), as a crash would.
@@ -87,51 +134,125 @@ impl PulsarLite {
         Ok(())
     }
 
-    /// Starts the broker again on the same port and data, and waits until it is ready.
+    /// Starts the broker again on the same ports and data, and waits until it is healthy.
     pub async fn restart(&mut self) -> Result<(), BrokerError> {
-        self.child = spawn(&self.binary, &self.data_dir, self.address)?;
+        self.child = spawn(&self.home, &self.data_dir)?;
         self.wait_until_ready().await
     }
 
+    /// Stops the broker with SIGTERM (it closes its ledgers and cursors), killing it if it has
+    /// not exited within half a minute.
+    pub async fn stop(mut self) -> Result<(), BrokerError> {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tracing::warn!("apache pulsar ignored SIGTERM; killing it");
+        }
+        self.kill().await
+    }
+
     async fn wait_until_ready(&mut self) -> Result<(), BrokerError> {
-        let log = self.data_dir.join("pulsar-lite.log");
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let log = self.data_dir.join("pulsar.log");
+        let started = Instant::now();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let health = format!("{}/admin/v2/brokers/health", self.admin_url());
         loop {
             if self.child.try_wait()?.is_some() {
                 return Err(BrokerError::Exited { log });
             }
-            if tokio::net::TcpStream::connect(self.address).await.is_ok() {
+            let healthy = http
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            if healthy {
+                self.started_in = started.elapsed();
                 return Ok(());
             }
-            if Instant::now() > deadline {
+            if started.elapsed() > READY_TIMEOUT {
                 return Err(BrokerError::NotReady { log });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }
 
-fn spawn(binary: &Path, data_dir: &Path, address: SocketAddr) -> Result<Child, BrokerError> {
+/// The distribution's `standalone.conf` with the project's settings in place of its own:
+/// loopback only; topics never deleted while idle (a service's topic may be quiet for hours);
+/// no websocket proxy; a cursor's acknowledgements persisted within a fifth of a second and the
+/// bookie's journal synced before an entry is confirmed, so that a `kill -9` of the broker
+/// loses no confirmed message and redelivers few acknowledged ones; caches sized for a laptop.
+fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
+    let ours = [
+        ("bindAddress", "127.0.0.1".to_owned()),
+        ("advertisedAddress", "127.0.0.1".to_owned()),
+        ("brokerServicePort", broker_port.to_string()),
+        ("webServicePort", web_port.to_string()),
+        ("brokerDeleteInactiveTopicsEnabled", "false".to_owned()),
+        ("webSocketServiceEnabled", "false".to_owned()),
+        ("managedLedgerDefaultMarkDeleteRateLimit", "5".to_owned()),
+        ("journalSyncData", "true".to_owned()),
+        ("managedLedgerCacheSizeMB", "64".to_owned()),
+        ("dbStorage_writeCacheMaxSizeMb", "32".to_owned()),
+        ("dbStorage_readAheadCacheMaxSizeMb", "32".to_owned()),
+        ("dbStorage_rocksDB_blockCacheSize", "16777216".to_owned()),
+    ];
+    let mut lines: Vec<String> = shipped
+        .lines()
+        .filter(|line| {
+            let key = line.split_once('=').map(|(key, _)| key.trim());
+            !ours.iter().any(|(ours, _)| key == Some(*ours))
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.push("# Pulsaga's settings (messaging/src/broker.rs)".to_owned());
+    lines.extend(ours.iter().map(|(key, value)| format!("{key}={value}")));
+    lines.join("\n") + "\n"
+}
+
+fn spawn(home: &Path, data_dir: &Path) -> Result<Child, BrokerError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(data_dir.join("pulsar-lite.log"))?;
-    Command::new(binary)
-        .arg("--config")
-        .arg(data_dir.join("pulsar-lite.toml"))
-        .arg("--addr")
-        .arg(address.to_string())
-        .arg("--db-path")
-        .arg(data_dir.join("data"))
-        .arg("--log-level")
-        .arg("warn")
+        .open(data_dir.join("pulsar.log"))?;
+    let script = home.join("bin/pulsar");
+    Command::new(&script)
+        .args(["standalone", "--no-functions-worker", "--no-stream-storage"])
+        .arg("--bookkeeper-dir")
+        .arg(data_dir.join("bookkeeper"))
+        .arg("--metadata-dir")
+        .arg(data_dir.join("metadata"))
+        .arg("--bookkeeper-port")
+        .arg(free_port()?.to_string())
+        .env("PULSAR_STANDALONE_CONF", data_dir.join("standalone.conf"))
+        .env("PULSAR_LOG_DIR", data_dir.join("logs"))
+        // Two cores and a laptop's memory: a small heap, G1 rather than the shipped ZGC (which
+        // wants cores of its own), and no GC log.
+        .env(
+            "PULSAR_MEM",
+            "-Xms256m -Xmx768m -XX:MaxDirectMemorySize=512m",
+        )
+        .env("PULSAR_GC", "-XX:+UseG1GC -XX:+PerfDisableSharedMem")
+        .env("PULSAR_GC_LOG", "-Xlog:disable")
+        .current_dir(home)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| BrokerError::Spawn {
-            path: binary.to_path_buf(),
+            path: script,
             source,
         })
 }
@@ -142,51 +263,31 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-fn find_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(BINARY_ENV) {
-        return Some(PathBuf::from(path));
+/// `PULSAR_HOME`, else where `scripts/setup.sh` unpacks the distribution.
+fn find_home() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os(HOME_ENV) {
+        return Some(PathBuf::from(home));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("pulsar-lite"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.or_else(|| {
-        let lib = Path::new(".venv/lib");
-        std::fs::read_dir(lib).ok()?.flatten().find_map(|python| {
-            let candidate = python
-                .path()
-                .join("site-packages/pulsar_lite/bin/pulsar-lite");
-            candidate.is_file().then_some(candidate)
-        })
-    })
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    let home = cache.join(format!("pulsaga/apache-pulsar-{PULSAR_VERSION}"));
+    home.is_dir().then_some(home)
 }
 
-/// pulsar-lite with the compatibility proxy in front: what `pulsaga up` and the tests use.
-#[derive(Debug)]
-pub struct LocalBroker {
-    pub broker: PulsarLite,
-    pub proxy: Proxy,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl LocalBroker {
-    /// pulsar-lite with the proxy on a free loopback port.
-    pub async fn start(settings: &PulsarLiteSettings) -> Result<Self, BrokerError> {
-        Self::start_at(settings, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
-    }
-
-    /// pulsar-lite with the proxy listening on `proxy` (what clients' `PULSAR_URL` names).
-    pub async fn start_at(
-        settings: &PulsarLiteSettings,
-        proxy: SocketAddr,
-    ) -> Result<Self, BrokerError> {
-        let broker = PulsarLite::start(settings).await?;
-        let proxy = Proxy::start(proxy, broker.address()).await?;
-        Ok(LocalBroker { broker, proxy })
-    }
-
-    /// The URL clients use: the proxy's.
-    pub fn url(&self) -> String {
-        self.proxy.url()
+    #[test]
+    fn the_project_settings_replace_the_shipped_ones() {
+        let shipped = "# a comment\nbrokerServicePort=6650\nclusterName=standalone\njournalSyncData=false";
+        let config = configuration(shipped, 16650, 18080);
+        assert!(config.contains("clusterName=standalone\n"));
+        assert!(config.contains("brokerServicePort=16650\n"));
+        assert!(config.contains("journalSyncData=true\n"));
+        assert!(!config.contains("brokerServicePort=6650"));
+        assert!(!config.contains("journalSyncData=false"));
+        assert_eq!(config.matches("webServicePort=").count(), 1);
     }
 }

@@ -17,70 +17,25 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// Which broker is at the URL: what the client must do differently for pulsar-lite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broker {
-    ApachePulsar,
-    PulsarLite,
-}
-
-impl Broker {
-    /// Register each topic's Avro schema with the broker: pulsar-lite never answers schema
-    /// requests (a client asking waits for a timeout).
-    pub fn register_schemas(self) -> bool {
-        self == Broker::ApachePulsar
-    }
-
-    /// How consumers subscribe unless told otherwise. pulsar-lite's Key_Shared dispatcher stalls
-    /// under a burst over many keys (about 50 messages delivered, then nothing, while the same
-    /// burst on a Shared subscription arrives in a second), so on pulsar-lite a service runs one
-    /// consumer per subscription and the runner's key lanes keep per-key order.
-    pub fn subscription(self) -> Subscription {
-        match self {
-            Broker::ApachePulsar => Subscription::KeyShared,
-            Broker::PulsarLite => Subscription::Shared,
-        }
-    }
-
-    /// Nudge a subscription whose consumer has been idle this long: pulsar-lite's dispatcher can
-    /// stall with messages held back (a Key_Shared burst over many keys, or after a consumer's
-    /// process died), and it dispatches again when a consumer joins. The nudge is a consumer
-    /// without permits, added and removed at once, so it takes no message.
-    pub fn idle_nudge(self) -> Option<std::time::Duration> {
-        match self {
-            Broker::ApachePulsar => None,
-            Broker::PulsarLite => Some(std::time::Duration::from_secs(3)),
-        }
-    }
-}
-
-/// The subscription type of a consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subscription {
-    /// Keys spread over a subscription's consumers, each key to one consumer, in order.
-    KeyShared,
-    /// Messages spread over the consumers without regard to keys: per-key order only with one.
-    Shared,
-}
-
-/// How to reach Pulsar and name topics.
+/// How to reach Apache Pulsar and name topics.
 #[derive(Debug, Clone)]
 pub struct PulsarSettings {
-    /// `pulsar://host:port`: Apache Pulsar, or the local broker's proxy.
+    /// `pulsar://host:port`, the binary protocol.
     pub url: String,
+    /// `http://host:port`, the admin REST API (`pulsaga migrate` provisions through it).
+    pub admin_url: String,
     pub tenant: String,
     pub namespace: String,
-    pub broker: Broker,
 }
 
 impl PulsarSettings {
-    /// Settings for `url` with the default tenant and namespace (`public/default`).
-    pub fn new(url: impl Into<String>, broker: Broker) -> Self {
+    /// Settings for a broker with the default tenant and namespace (`public/default`).
+    pub fn new(url: impl Into<String>, admin_url: impl Into<String>) -> Self {
         PulsarSettings {
             url: url.into(),
+            admin_url: admin_url.into(),
             tenant: "public".into(),
             namespace: "default".into(),
-            broker,
         }
     }
 
@@ -219,18 +174,7 @@ impl Client {
     }
 
     async fn producer(&self, topic: &str) -> Result<Producer<TokioExecutor>, Error> {
-        let schema = self
-            .settings
-            .broker
-            .register_schemas()
-            .then(|| schemas::TOPICS.iter().find(|t| t.name == topic))
-            .flatten()
-            .map(|t| Schema {
-                name: t.name.to_owned(),
-                schema_data: t.avsc.as_bytes().to_vec(),
-                r#type: SchemaType::Avro as i32,
-                properties: Vec::new(),
-            });
+        let schema = avro_schema(topic);
         Ok(self
             .pulsar
             .producer()
@@ -252,7 +196,6 @@ impl Client {
         let mut consumer: Consumer<Vec<u8>, TokioExecutor> = self
             .pulsar
             .consumer()
-            .with_consumer_id(uuid::Uuid::new_v4().as_u64_pair().0)
             .with_topic(self.settings.topic(topic))
             .with_subscription("round-trips")
             .with_subscription_type(SubType::Shared)
@@ -290,5 +233,49 @@ impl Client {
                 tracing::warn!(%topic, %error, "closing producer failed");
             }
         }
+    }
+}
+
+/// The Avro schema a producer or consumer of `topic` declares to the broker's registry: its
+/// topic's, or for a dead-letter topic (`<topic>-<subscription>-DLQ`) the original topic's, since
+/// a dead letter is the original body. `None` for a topic that is not Pulsaga's.
+pub(crate) fn avro_schema(topic: &str) -> Option<Schema> {
+    let of = |t: &&&schemas::Topic| {
+        topic == t.name
+            || topic
+                .strip_suffix("-DLQ")
+                .and_then(|rest| rest.strip_prefix(t.name))
+                .is_some_and(|subscription| subscription.starts_with('-'))
+    };
+    let topic = schemas::TOPICS
+        .iter()
+        .filter(of)
+        .max_by_key(|t| t.name.len())?;
+    Some(Schema {
+        name: topic.name.to_owned(),
+        schema_data: topic.avsc.as_bytes().to_vec(),
+        r#type: SchemaType::Avro as i32,
+        properties: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::avro_schema;
+
+    #[test]
+    fn dead_letter_topics_declare_their_original_topics_schema() {
+        let schema = |topic| avro_schema(topic).map(|schema| schema.name);
+        assert_eq!(schema("tracking-events").as_deref(), Some("tracking-events"));
+        assert_eq!(
+            schema("campaign-tracking-events-tracking-DLQ").as_deref(),
+            Some("campaign-tracking-events")
+        );
+        assert_eq!(
+            schema("tracking-events-sagas-DLQ").as_deref(),
+            Some("tracking-events")
+        );
+        assert_eq!(schema("round-trips"), None);
+        assert_eq!(schema("tracking-eventsX-DLQ"), None);
     }
 }

@@ -1,8 +1,8 @@
 //! The consumer runner every service uses: receive → decode → run the handler in one Postgres
 //! transaction that also records the message id in the inbox → commit → ack.
 //!
-//! Subscriptions are Key_Shared (on Apache Pulsar; see `Broker::subscription` for pulsar-lite),
-//! keyed by aggregate id, and the runner keeps one lane per key: a key's messages are handled one
+//! Subscriptions are Key_Shared, keyed by aggregate id: the broker gives each key to one consumer
+//! of the subscription, so a service runs as many replicas as it likes. The runner keeps one lane per key: a key's messages are handled one
 //! after another, in order, while other keys go on concurrently. A handler may name another lane
 //! for a message (`Handler::lane`): the aggregate it writes, when messages under many keys write
 //! one aggregate.
@@ -16,7 +16,7 @@
 //!
 //! A command found in the inbox is not applied again, but what it sent the first time is queued
 //! again under the same message ids (`outbox::requeue_caused_by`): a sender resends a command when
-//! its answer never came, and that answer may be lost for good with the consumer it went to.
+//! its answer never came (it timed out), and answers it again whatever became of the first one.
 
 use crate::properties::Properties;
 use crate::{Client, Error};
@@ -215,8 +215,6 @@ pub struct ConsumerSettings {
     pub backoff: Backoff,
     /// Messages received but not yet acknowledged, across all keys.
     pub max_in_flight: usize,
-    /// The subscription type; `None` takes the broker's (see [`crate::Broker::subscription`]).
-    pub subscription_type: Option<crate::Subscription>,
     pub stats: Arc<ConsumerStats>,
 }
 
@@ -232,7 +230,6 @@ impl ConsumerSettings {
                 max: Duration::from_secs(10),
             },
             max_in_flight: 256,
-            subscription_type: None,
             stats: Arc::default(),
         }
     }
@@ -297,9 +294,6 @@ pub async fn run<H: Handler>(
     let Some(mut consumer) = subscribe(&client, topic.name, &settings, &shutdown).await else {
         return Ok(());
     };
-    let idle_nudge = client.settings.broker.idle_nudge();
-    let mut idle_check = tokio::time::interval(idle_nudge.unwrap_or(Duration::from_secs(3600)) / 2);
-    let mut last_activity = tokio::time::Instant::now();
     let worker = Arc::new(Worker {
         client,
         pool,
@@ -346,30 +340,9 @@ pub async fn run<H: Handler>(
             }
             next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
-                    Some(Ok(message)) => {
-                        last_activity = tokio::time::Instant::now();
-                        lanes.admit(&worker, message, &done_sender);
-                    }
+                    Some(Ok(message)) => lanes.admit(&worker, message, &done_sender),
                     Some(Err(error)) => tracing::warn!(%error, "receiving failed"),
                     None => break,
-                }
-            }
-            // Last in the biased order, so that a message that has arrived is taken first.
-            _ = idle_check.tick(), if !stopping && idle_nudge.is_some() => {
-                let idle = lanes.in_flight == 0 && idle_nudge.is_some_and(|idle| last_activity.elapsed() >= idle);
-                // Never close a consumer holding a message it has not handed over yet: pulsar-lite
-                // does not give a closed consumer's messages to the next one.
-                if idle {
-                    // A consumer without permits, added and removed: pulsar-lite then dispatches
-                    // what it held back, to the consumer that has permits. Nothing is taken from
-                    // the real consumer, so nothing in flight to it can be lost.
-                    tracing::debug!(topic = topic.name, "nudging the subscription");
-                    if let Some(mut nudge) = subscribe_with(&worker.client, topic.name, &worker.settings, &shutdown, 0).await
-                        && let Err(error) = nudge.close().await
-                    {
-                        tracing::debug!(%error, "closing the nudge consumer failed");
-                    }
-                    last_activity = tokio::time::Instant::now();
                 }
             }
         }
@@ -380,50 +353,26 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-/// Subscribes, retrying with growing delays while the broker refuses; `None` once `shutdown`
-/// fires first.
+/// Subscribes (Key_Shared, declaring the topic's Avro schema), retrying with growing delays
+/// while the broker refuses; `None` once `shutdown` fires first.
 async fn subscribe(
     client: &Client,
     topic: &str,
     settings: &ConsumerSettings,
     shutdown: &CancellationToken,
 ) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
-    subscribe_with(client, topic, settings, shutdown, RECEIVER_QUEUE).await
-}
-
-/// How many messages a consumer asks the broker for at a time (pulsar-rs's default).
-const RECEIVER_QUEUE: u32 = 1000;
-
-async fn subscribe_with(
-    client: &Client,
-    topic: &str,
-    settings: &ConsumerSettings,
-    shutdown: &CancellationToken,
-    permits: u32,
-) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
     let mut attempt = 1;
     loop {
         let built = client
             .pulsar
             .consumer()
-            .with_batch_size(permits)
-            // pulsar-rs numbers consumers from 0 in every process; pulsar-lite confuses equal ids
-            // of different connections (a process that dies takes another's consumer with it).
-            .with_consumer_id(uuid::Uuid::new_v4().as_u64_pair().0)
             .with_topic(client.settings.topic(topic))
             .with_subscription(settings.subscription.clone())
-            .with_subscription_type(
-                match settings
-                    .subscription_type
-                    .unwrap_or(client.settings.broker.subscription())
-                {
-                    crate::Subscription::KeyShared => SubType::KeyShared,
-                    crate::Subscription::Shared => SubType::Shared,
-                },
-            )
+            .with_subscription_type(SubType::KeyShared)
             .with_options(ConsumerOptions {
                 initial_position: InitialPosition::Earliest,
                 durable: Some(true),
+                schema: crate::client::avro_schema(topic),
                 ..ConsumerOptions::default()
             })
             .build()
@@ -587,7 +536,7 @@ impl<H: Handler> Worker<H> {
         properties.insert(names::REAL_TOPIC.into(), self.client.settings.topic(topic));
         properties.insert(
             names::ORIGIN_MESSAGE_ID.into(),
-            format!("{:?}", received.message_id()),
+            origin_message_id(received.message_id()),
         );
         let message = outbox::Message {
             topic: dead_letter_topic(topic, &self.settings.subscription),
@@ -640,6 +589,18 @@ fn schema_version<T: Message>(received: &Received<Vec<u8>>) -> u32 {
         .find(|kv| kv.key == names::SCHEMA_VERSION)
         .and_then(|kv| kv.value.parse().ok())
         .unwrap_or(T::TOPIC.version())
+}
+
+/// A message id as Pulsar's own clients write it into a dead letter's `ORIGIN_MESSAGE_ID`:
+/// `ledger:entry:partition:batch`, with -1 for no partition or batch.
+fn origin_message_id(id: &pulsar::proto::MessageIdData) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        id.ledger_id,
+        id.entry_id,
+        id.partition.unwrap_or(-1),
+        id.batch_index.unwrap_or(-1)
+    )
 }
 
 /// The dead-letter topic of a subscription, by Pulsar's convention.

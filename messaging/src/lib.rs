@@ -1,8 +1,9 @@
 //! Pulsar messaging for every Pulsaga process: the client and its producers, the consumer runner
-//! with inbox, retries and dead letters, the outbox relay, and the tooling that runs pulsar-lite
-//! behind its compatibility proxy for development and tests. This is the only crate that imports
-//! `pulsar`.
+//! with inbox, retries and dead letters, the outbox relay, provisioning through the admin API,
+//! and Apache Pulsar standalone as a child process for development and tests. This is the only
+//! crate that imports `pulsar`.
 
+pub mod admin;
 pub mod broker;
 mod client;
 pub mod consume;
@@ -10,11 +11,12 @@ pub mod effects;
 pub mod host;
 pub mod metrics;
 mod properties;
-pub mod proxy;
 pub mod relay;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trace;
 
-pub use client::{Broker, Client, PulsarSettings, Subscription};
+pub use client::{Client, PulsarSettings};
 pub use properties::{Properties, PropertyError};
 pub use trace::{continue_trace, current_traceparent};
 

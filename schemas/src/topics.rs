@@ -31,6 +31,10 @@ pub struct Topic {
     /// Every released schema version, oldest first: `history[v - 1]` is version `v`, and the
     /// last one is the current schema.
     pub history: &'static [&'static str],
+    /// The one subscription that consumes the topic: the owning service's name for a command
+    /// topic, the saga coordinator's for an event topic. `pulsaga migrate` creates it, so that
+    /// what is published before the consumer first subscribes is kept for it.
+    pub subscription: &'static str,
     schemas: LazyLock<Schemas>,
     codec: LazyLock<Codec>,
 }
@@ -64,7 +68,7 @@ impl fmt::Debug for Topic {
 
 /// Declares each topic as a static, with its schema files embedded, plus the list of them all.
 macro_rules! topics {
-    ($($topic:ident = $name:literal, $kind:ident, versions $($version:literal)+;)+) => {
+    ($($topic:ident = $name:literal, $kind:ident, versions $($version:literal)+, consumed by $subscription:literal;)+) => {
         $(
             #[doc = concat!("`", $name, "`")]
             pub static $topic: Topic = Topic {
@@ -74,6 +78,7 @@ macro_rules! topics {
                 history: &[$(
                     include_str!(concat!("../avro/history/", $name, "/v", $version, ".avsc")),
                 )+],
+                subscription: $subscription,
                 schemas: LazyLock::new(|| Schemas::parse($name, $topic.avsc, $topic.history)),
                 codec: LazyLock::new(|| Codec::new(&$topic.schemas)),
             };
@@ -85,22 +90,22 @@ macro_rules! topics {
 }
 
 topics! {
-    CAMPAIGNS_PARTNER_REGISTRATION = "campaigns-partner-registration", Command, versions 1;
-    CAMPAIGN_CREATION = "campaign-creation", Command, versions 1;
-    CAMPAIGN_PARTNER_ASSOCIATION = "campaign-partner-association", Command, versions 1;
-    CAMPAIGN_CONTENT_ASSOCIATION = "campaign-content-association", Command, versions 1;
-    CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1;
-    ASSIGN_COMMISSION_TO_PARTNER = "assign-commission-to-partner", Command, versions 1;
-    PAYMENTS_REQUEST = "payments-request", Command, versions 1;
-    FAIL_TRACKING_EVENTS = "fail-tracking-events", Command, versions 1;
-    CAMPAIGN_BUDGET_RESERVATION = "campaign-budget-reservation", Command, versions 1;
-    CAMPAIGN_BUDGET_RELEASE = "campaign-budget-release", Command, versions 1;
-    COMMISSION_REVERSAL = "commission-reversal", Command, versions 1;
-    TRACKING_EVENT_CONFIRMATION = "tracking-event-confirmation", Command, versions 1;
-    CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1;
-    TRACKING_EVENTS = "tracking-events", Event, versions 1;
-    COMMISSIONS_EVENTS = "commissions-events", Event, versions 1;
-    PAYMENTS_EVENTS = "payments-events", Event, versions 1;
+    CAMPAIGNS_PARTNER_REGISTRATION = "campaigns-partner-registration", Command, versions 1, consumed by "campaigns";
+    CAMPAIGN_CREATION = "campaign-creation", Command, versions 1, consumed by "campaigns";
+    CAMPAIGN_PARTNER_ASSOCIATION = "campaign-partner-association", Command, versions 1, consumed by "campaigns";
+    CAMPAIGN_CONTENT_ASSOCIATION = "campaign-content-association", Command, versions 1, consumed by "campaigns";
+    CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1, consumed by "tracking";
+    ASSIGN_COMMISSION_TO_PARTNER = "assign-commission-to-partner", Command, versions 1, consumed by "commissions";
+    PAYMENTS_REQUEST = "payments-request", Command, versions 1, consumed by "payments";
+    FAIL_TRACKING_EVENTS = "fail-tracking-events", Command, versions 1, consumed by "tracking";
+    CAMPAIGN_BUDGET_RESERVATION = "campaign-budget-reservation", Command, versions 1, consumed by "campaigns";
+    CAMPAIGN_BUDGET_RELEASE = "campaign-budget-release", Command, versions 1, consumed by "campaigns";
+    COMMISSION_REVERSAL = "commission-reversal", Command, versions 1, consumed by "commissions";
+    TRACKING_EVENT_CONFIRMATION = "tracking-event-confirmation", Command, versions 1, consumed by "tracking";
+    CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1, consumed by "sagas";
+    TRACKING_EVENTS = "tracking-events", Event, versions 1, consumed by "sagas";
+    COMMISSIONS_EVENTS = "commissions-events", Event, versions 1, consumed by "sagas";
+    PAYMENTS_EVENTS = "payments-events", Event, versions 1, consumed by "sagas";
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! The whole platform in one test process: pulsar-lite behind the proxy, the four services and the
-//! saga coordinator each on its own database and HTTP port, and the payout simulator.
+//! The whole platform in one test process: a namespace of its own on the test run's Apache Pulsar,
+//! the four services and the saga coordinator each on its own database and HTTP port, and the
+//! payout simulator.
 
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
-use messaging::{Broker, Client, PulsarSettings, effects};
+use messaging::{Client, effects};
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 #[derive(Debug)]
 pub struct Platform {
-    broker: LocalBroker,
     pub client: Arc<Client>,
     server: PgConnectOptions,
     databases: Vec<(String, PgPool)>,
@@ -53,18 +52,7 @@ impl Platform {
     /// Starts everything; `connect` names the test's own database, beside which the five service
     /// databases are created.
     pub async fn start(connect: PgConnectOptions) -> Platform {
-        let data_dir = std::env::temp_dir().join(format!("broker-{}", Uuid::new_v4()));
-        let broker = LocalBroker::start(&PulsarLiteSettings {
-            binary: None,
-            data_dir,
-        })
-        .await
-        .expect("pulsar-lite");
-        let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-                .await
-                .expect("client"),
-        );
+        let client = messaging::testing::client().await;
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(connect.clone())
@@ -180,7 +168,6 @@ impl Platform {
             }),
         );
         Platform {
-            broker,
             client,
             server: connect,
             databases,
@@ -216,11 +203,6 @@ impl Platform {
             .position(|s| *s == service)
             .expect("a service of the platform");
         &self.databases[index].0
-    }
-
-    /// The broker's URL (its proxy's).
-    pub fn broker_url(&self) -> String {
-        self.broker.url()
     }
 
     pub fn sagas_pool(&self) -> &PgPool {

@@ -1,14 +1,13 @@
-//! The campaigns service end to end: commands published to the real broker (pulsar-lite behind
-//! the proxy), handled against the real PostgreSQL, and read back over its HTTP query API; and
+//! The campaigns service end to end: commands published to the real broker (Apache Pulsar,
+//! a namespace of their own), handled against the real PostgreSQL, and read back over its HTTP query API; and
 //! the budget's guarantee under truly concurrent reservations.
 
 mod budget;
 mod flows;
 mod queries;
 
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::effects;
-use messaging::{Broker, Client, PulsarSettings};
+use messaging::Client;
 use schemas::Message;
 use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner, ReserveBudget};
 use schemas::values::{CommissionRule, Money, TrackingKind};
@@ -21,9 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The campaigns service running on its own broker and database, with its API on a free port.
+/// The campaigns service running on its own namespace and database, with its API on a free port.
 struct Service {
-    _broker: LocalBroker,
     client: Arc<Client>,
     pool: PgPool,
     base: String,
@@ -34,19 +32,7 @@ struct Service {
 
 impl Service {
     async fn start(connect: PgConnectOptions) -> Service {
-        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("broker-{}", Uuid::new_v4()));
-        let broker = LocalBroker::start(&PulsarLiteSettings {
-            binary: None,
-            data_dir,
-        })
-        .await
-        .expect("pulsar-lite");
-        let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-                .await
-                .expect("connect"),
-        );
+        let client = messaging::testing::client().await;
         let pool = database(connect, 20).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -60,7 +46,6 @@ impl Service {
             shutdown.clone(),
         ));
         Service {
-            _broker: broker,
             client,
             pool,
             base,

@@ -335,11 +335,11 @@ fn median_of(mut times: Vec<Duration>) -> Duration {
 }
 
 /// The broker's part of one hop, measured now: a message from its send to its arrival at a
-/// consumer, through the same proxy the platform's processes use (median of `probes`).
-async fn broker_round_trip(pulsar_url: &str, probes: usize) -> anyhow::Result<Duration> {
+/// consumer, on the broker the platform's processes use (median of `probes`).
+async fn broker_round_trip(platform: &Platform, probes: usize) -> anyhow::Result<Duration> {
     let client = messaging::Client::connect(messaging::PulsarSettings::new(
-        pulsar_url,
-        messaging::Broker::PulsarLite,
+        &platform.pulsar_url,
+        &platform.pulsar_admin_url,
     ))
     .await?;
     let times = client.round_trips(PROBE_TOPIC, probes).await;
@@ -398,7 +398,7 @@ pub async fn measure(
     let options = Options {
         database_url: Some(database_url.to_owned()),
         pulsar_url: None,
-        pulsar_broker: crate::settings::BrokerKind::PulsarLite,
+        pulsar_admin_url: String::new(),
         listen: "127.0.0.1:0".parse()?,
         any_ports: true,
         database_prefix: prefix.clone(),
@@ -461,7 +461,7 @@ async fn drive(
 
     let commit = commit_latency(database_url).await?;
     let probes = scale.pick(20, 200, 500);
-    let broker = broker_round_trip(&platform.pulsar_url, probes).await?;
+    let broker = broker_round_trip(platform, probes).await?;
     let provider = provider_call(&platform.simulator, probes).await?;
     let bound = commit * COMMITS_ON_PATH + broker * HOPS_ON_PATH + provider;
     let (rates, seconds): (&[f64], u64) = scale.pick(

@@ -1,8 +1,7 @@
 //! `kill -9` of a service process mid-stream loses no accepted command and applies none twice.
 
-use super::{Database, broker, free_address, serve, wait_for};
-use messaging::effects;
-use messaging::{Broker, Client, PulsarSettings};
+use super::{Database, free_address, serve, wait_for};
+use messaging::{Client, effects};
 use schemas::commands::RecordTrackingEvent;
 use schemas::values::TrackingKind;
 use uuid::Uuid;
@@ -11,16 +10,14 @@ const COMMANDS: usize = 5_000;
 
 #[tokio::test]
 async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
-    let broker = broker().await;
+    let pulsar = messaging::testing::settings().await;
     let database = Database::create().await;
     let listen = free_address();
-    let mut process = serve("tracking", &database, &broker, listen);
+    let mut process = serve("tracking", &database, &pulsar, listen);
     let base = format!("http://{listen}");
     wait_for(&format!("{base}/events"), |_| true).await;
 
-    let client = Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-        .await
-        .expect("client");
+    let client = Client::connect(pulsar.clone()).await.expect("client");
     let campaign = Uuid::new_v4();
     let mut messages = Vec::new();
     for n in 0..COMMANDS {
@@ -56,7 +53,7 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
         "the process died before the stream ended ({applied_before})"
     );
 
-    let mut restarted = serve("tracking", &database, &broker, listen);
+    let mut restarted = serve("tracking", &database, &pulsar, listen);
     wait_for(&stats, |b| b["clicks"] == COMMANDS).await;
     let recorded: i64 = sqlx::query_scalar(
         "select count(*) from events where event_type = 'TrackingEventRecorded'",
@@ -179,7 +176,7 @@ async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(
                 "--listen",
                 &listen.to_string(),
             ])
-            .env("PULSAR_URL", platform.broker_url())
+            .envs(messaging::testing::env(platform.client.settings()))
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

@@ -1,12 +1,12 @@
 //! The `pulsaga` binary as an operator runs it: real processes against the real PostgreSQL and
-//! pulsar-lite, including `kill -9` in the middle of a stream.
+//! Apache Pulsar, including `kill -9` in the middle of a stream.
 
 mod bench;
 mod compose;
 mod crash;
 mod up;
 
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::PulsarSettings;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -54,24 +54,18 @@ impl Database {
     }
 }
 
-async fn broker() -> LocalBroker {
-    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("broker-{}", Uuid::new_v4()));
-    LocalBroker::start(&PulsarLiteSettings {
-        binary: None,
-        data_dir,
-    })
-    .await
-    .expect("pulsar-lite")
-}
-
 fn free_address() -> SocketAddr {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("port");
     listener.local_addr().expect("address")
 }
 
 /// `pulsaga serve <service>` as a child process.
-fn serve(service: &str, database: &Database, broker: &LocalBroker, listen: SocketAddr) -> Child {
+fn serve(
+    service: &str,
+    database: &Database,
+    pulsar: &PulsarSettings,
+    listen: SocketAddr,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pulsaga"))
         .args([
             "serve",
@@ -82,7 +76,7 @@ fn serve(service: &str, database: &Database, broker: &LocalBroker, listen: Socke
             &listen.to_string(),
         ])
         .env("DATABASE_URL", &database.server_url)
-        .env("PULSAR_URL", broker.url())
+        .envs(messaging::testing::env(pulsar))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)

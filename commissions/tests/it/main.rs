@@ -1,12 +1,11 @@
-//! The commissions service end to end: commands published to the real broker (pulsar-lite behind
-//! the proxy), handled against the real PostgreSQL, and read back over its HTTP query API.
+//! The commissions service end to end: commands published to the real broker (Apache Pulsar,
+//! a namespace of their own), handled against the real PostgreSQL, and read back over its HTTP query API.
 
 mod api;
 mod flows;
 
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::effects;
-use messaging::{Broker, Client, PulsarSettings};
+use messaging::Client;
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -17,9 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The commissions service running on its own broker and database, with its API on a free port.
+/// The commissions service running on its own namespace and database, with its API on a free port.
 struct Service {
-    _broker: LocalBroker,
     client: Arc<Client>,
     pool: PgPool,
     base: String,
@@ -30,19 +28,7 @@ struct Service {
 
 impl Service {
     async fn start(connect: PgConnectOptions) -> Service {
-        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("broker-{}", Uuid::new_v4()));
-        let broker = LocalBroker::start(&PulsarLiteSettings {
-            binary: None,
-            data_dir,
-        })
-        .await
-        .expect("pulsar-lite");
-        let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-                .await
-                .expect("connect"),
-        );
+        let client = messaging::testing::client().await;
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .connect_with(connect)
@@ -61,7 +47,6 @@ impl Service {
             shutdown.clone(),
         ));
         Service {
-            _broker: broker,
             client,
             pool,
             base,

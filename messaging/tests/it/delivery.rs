@@ -2,8 +2,7 @@
 //! by the handler, and effectively-once processing of duplicates.
 
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
-use messaging::Subscription;
-use messaging::consume::{ConsumerSettings, ConsumerStats};
+use messaging::consume::ConsumerStats;
 use messaging::relay::{self, RelaySettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
@@ -18,15 +17,9 @@ async fn per_key_order_holds_across_two_key_shared_consumers(
     connect: PgConnectOptions,
 ) {
     let fixture = Fixture::start(connect).await;
-    // Key_Shared explicitly: it is what spreads keys over consumers in order (pulsar-lite's
-    // default is Shared, for the stall the many-keys burst test below shows).
-    let key_shared = || ConsumerSettings {
-        subscription_type: Some(Subscription::KeyShared),
-        ..settings("effects")
-    };
     let consumers = [
-        fixture.consumer(key_shared(), Recorder::named("a")),
-        fixture.consumer(key_shared(), Recorder::named("b")),
+        fixture.consumer(settings("effects"), Recorder::named("a")),
+        fixture.consumer(settings("effects"), Recorder::named("b")),
     ];
     // Interleave the keys across transactions, as many aggregates writing at once would.
     for n in 0..PER_KEY {
@@ -154,8 +147,7 @@ async fn a_burst_larger_than_the_connection_queue_waits_instead_of_failing(
     );
 }
 
-/// A burst over a thousand keys on the broker's default subscription: on pulsar-lite a Key_Shared
-/// subscription stalled here after about 50 messages (see `Broker::subscription`).
+/// A burst over a thousand keys on one Key_Shared consumer: all of it arrives.
 #[sqlx::test(migrations = false)]
 async fn a_burst_over_many_keys_is_all_delivered(_: PgPoolOptions, connect: PgConnectOptions) {
     let fixture = Fixture::start(connect).await;

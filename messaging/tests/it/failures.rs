@@ -18,7 +18,7 @@ async fn dead_letters(
     count: usize,
 ) -> Vec<Received<Vec<u8>>> {
     use futures_util::StreamExt;
-    let pulsar = Pulsar::builder(fixture.broker.url(), TokioExecutor)
+    let pulsar = Pulsar::builder(fixture.client.settings().url.clone(), TokioExecutor)
         .build()
         .await
         .expect("pulsar");

@@ -1,5 +1,5 @@
-//! Messaging against a real Pulsar-protocol broker (pulsar-lite behind the compatibility proxy)
-//! and the real PostgreSQL: each test starts its own broker and gets a fresh database.
+//! Messaging against Apache Pulsar and the real PostgreSQL: each test gets a namespace of its own
+//! on the test run's broker (or, to kill it, a broker of its own) and a fresh database.
 
 mod delivery;
 mod failures;
@@ -7,9 +7,9 @@ mod recovery;
 mod tracing;
 
 use eventstore::outbox;
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
+use messaging::broker::{Standalone, StandaloneSettings};
 use messaging::consume::{self, Backoff, ConsumerSettings, Handler, HandlerError, Incoming};
-use messaging::{Broker, Client, Properties, PulsarSettings};
+use messaging::{Client, Properties, PulsarSettings};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -21,29 +21,39 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A broker, a client and a migrated database with an `effects` table the test handler writes.
+/// A client, its broker if the test has one of its own, and a migrated database with an
+/// `effects` table the test handler writes.
 struct Fixture {
-    broker: LocalBroker,
+    broker: Option<Standalone>,
     client: Arc<Client>,
     pool: PgPool,
     shutdown: CancellationToken,
 }
 
 impl Fixture {
+    /// On a namespace of its own on the test run's broker.
     async fn start(connect: PgConnectOptions) -> Fixture {
+        Self::with(None, messaging::testing::client().await, connect).await
+    }
+
+    /// On an Apache Pulsar standalone of its own, for a test that kills it.
+    async fn with_own_broker(connect: PgConnectOptions) -> Fixture {
         let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("broker-{}", Uuid::new_v4()));
-        let broker = LocalBroker::start(&PulsarLiteSettings {
-            binary: None,
-            data_dir,
-        })
-        .await
-        .expect("start pulsar-lite (run bash scripts/setup.sh, which installs it)");
-        let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-                .await
-                .expect("connect"),
-        );
+        let broker = Standalone::start(&StandaloneSettings::in_dir(data_dir))
+            .await
+            .expect("start Apache Pulsar (bash scripts/setup.sh fetches it)");
+        let settings = PulsarSettings::new(broker.url(), broker.admin_url());
+        messaging::testing::provision(&settings).await;
+        let client = Arc::new(Client::connect(settings).await.expect("connect"));
+        Self::with(Some(broker), client, connect).await
+    }
+
+    fn broker(&mut self) -> &mut Standalone {
+        self.broker.as_mut().expect("a broker of the test's own")
+    }
+
+    async fn with(broker: Option<Standalone>, client: Arc<Client>, connect: PgConnectOptions) -> Fixture {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .connect_with(connect)

@@ -40,7 +40,7 @@ async fn assert_exactly_once_in_order(fixture: &Fixture, total: usize) {
 
 #[sqlx::test(migrations = false)]
 async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
-    let mut fixture = Fixture::start(connect).await;
+    let mut fixture = Fixture::with_own_broker(connect).await;
     let per_key = 50;
     enqueue_stream(&fixture, per_key).await;
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
@@ -55,8 +55,7 @@ async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgC
 
     fixture.wait_for_effects(60, Duration::from_secs(60)).await;
     fixture
-        .broker
-        .broker
+        .broker()
         .kill()
         .await
         .expect("kill -9 the broker");
@@ -66,8 +65,7 @@ async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgC
         "the broker died before the stream ended"
     );
     fixture
-        .broker
-        .broker
+        .broker()
         .restart()
         .await
         .expect("restart the broker");

@@ -1,15 +1,14 @@
-//! The payments service end to end: commands published to the real broker (pulsar-lite behind the
-//! proxy), handled against the real PostgreSQL, paid out through the payout-provider simulator
+//! The payments service end to end: commands published to the real broker (Apache Pulsar, a
+//! namespace of their own), handled against the real PostgreSQL, paid out through the payout-provider simulator
 //! over HTTP, and read back over the service's query API.
 
 // Named for the crate: `#[sqlx::test]` names its database after the test path, which must not
 // collide with another crate's test run at the same time.
 mod payment_flows;
 
-use messaging::broker::{LocalBroker, PulsarLiteSettings};
 use messaging::consume::Backoff;
 use messaging::effects;
-use messaging::{Broker, Client, PulsarSettings};
+use messaging::Client;
 use payments::PayoutSettings;
 use payments::provider::Provider;
 use payments::simulator::{self, SimulatorRules, Stats};
@@ -88,10 +87,9 @@ async fn database(connect: PgConnectOptions) -> PgPool {
     pool
 }
 
-/// The payments service running on its own broker and database, with its API on a free port and
+/// The payments service running on its own namespace and database, with its API on a free port and
 /// its payouts going to its own simulator.
 struct Service {
-    _broker: LocalBroker,
     client: Arc<Client>,
     pool: PgPool,
     base: String,
@@ -109,19 +107,7 @@ impl Service {
 
     /// Starts the service on a database and simulator prepared by the test.
     async fn start_with(pool: PgPool, simulator: Simulator) -> Service {
-        let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("broker-{}", Uuid::new_v4()));
-        let broker = LocalBroker::start(&PulsarLiteSettings {
-            binary: None,
-            data_dir,
-        })
-        .await
-        .expect("pulsar-lite");
-        let client = Arc::new(
-            Client::connect(PulsarSettings::new(broker.url(), Broker::PulsarLite))
-                .await
-                .expect("connect"),
-        );
+        let client = messaging::testing::client().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("listen");
@@ -144,7 +130,6 @@ impl Service {
             shutdown.clone(),
         ));
         Service {
-            _broker: broker,
             client,
             pool,
             base,
