@@ -14,6 +14,32 @@ apt_install() {
 command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust with rustup first" >&2; exit 1; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+command -v curl >/dev/null || apt_install curl
+command -v java >/dev/null || apt_install openjdk-17-jre-headless
+command -v mvn >/dev/null || apt_install maven
+
+# Apache Pulsar: the official binary distribution from Maven Central, checked against the digest
+# below and unpacked once into the cache. `pulsaga up`, `pulsaga serve broker` and the tests run
+# its `bin/pulsar standalone` (messaging/src/broker.rs; the version is pinned there too).
+pulsar_version=4.0.8
+pulsar_sha512=65b769b10696cdfebf7fc5bcdc95dd663702e27051e616c1a13cb100e91279525be35352171befe7b0011176330aab29bd0a6c8a0f2f0646641af46d2e33cbd6
+pulsar_cache=${XDG_CACHE_HOME:-$HOME/.cache}/pulsaga
+export PULSAR_HOME=${PULSAR_HOME:-$pulsar_cache/apache-pulsar-$pulsar_version}
+if [ ! -x "$PULSAR_HOME/bin/pulsar" ]; then
+  mkdir -p "$pulsar_cache"
+  tarball="$pulsar_cache/pulsar-server-distribution-$pulsar_version-bin.tar.gz"
+  if [ ! -s "$tarball" ]; then
+    echo "setup: fetching Apache Pulsar $pulsar_version from Maven Central (about 250 MB)" >&2
+    mvn -q --batch-mode --strict-checksums dependency:copy \
+      -Dartifact="org.apache.pulsar:pulsar-server-distribution:$pulsar_version:tar.gz:bin" \
+      -DoutputDirectory="$pulsar_cache"
+  fi
+  echo "$pulsar_sha512  $tarball" | sha512sum --check --quiet - \
+    || { echo "setup: $tarball does not match its SHA-512; delete it and run again" >&2; exit 1; }
+  tar -xzf "$tarball" -C "$pulsar_cache"
+  rm -f "$tarball"
+  [ -x "$PULSAR_HOME/bin/pulsar" ] || { echo "setup: no bin/pulsar in $PULSAR_HOME" >&2; exit 1; }
+fi
 
 # PostgreSQL: use the server answering on 127.0.0.1:5432, else start or install Debian's.
 export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
@@ -41,4 +67,3 @@ if ! cmp -s "$root/scripts/requirements.txt" "$stamp"; then
   cp "$root/scripts/requirements.txt" "$stamp"
 fi
 export PULSAGA_PYTHON="$root/.venv/bin/python"
-export PULSAR_LITE_BIN=${PULSAR_LITE_BIN:-$("$PULSAGA_PYTHON" -c 'import pulsar_lite.binary_finder as f; print(f.find_pulsar_lite_binary())')}

@@ -149,8 +149,8 @@ enum SagaCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one process: a service (its consumers, outbox relay, projections and query API), or
-    /// the payout-provider simulator.
+    /// Run one process: a service (its consumers, outbox relay, projections and query API), the
+    /// API, the payout-provider simulator, or Apache Pulsar standalone (`broker`).
     Serve {
         process: Process,
         /// Where the query API listens (default: the service's port on 127.0.0.1).
@@ -166,6 +166,9 @@ enum Command {
             default_value = "http://127.0.0.1:7199"
         )]
         payout_provider_url: String,
+        /// Where `serve broker` keeps Apache Pulsar's data.
+        #[arg(long, default_value = ".pulsaga/broker")]
+        data_dir: std::path::PathBuf,
         #[command(flatten)]
         infrastructure: Infrastructure,
         /// The API's settings (boxed: the largest of the commands' settings).
@@ -173,7 +176,8 @@ enum Command {
         api: Box<settings::Api>,
     },
     /// The whole platform on this machine, until Ctrl-C: every service, the coordinator, the
-    /// payout simulator and the API, on the local PostgreSQL and pulsar-lite unless told otherwise.
+    /// payout simulator and the API, on the local PostgreSQL and Apache Pulsar standalone unless
+    /// told otherwise.
     Up {
         #[command(flatten)]
         options: Box<up::Options>,
@@ -300,6 +304,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             database,
             payout_provider_url,
+            data_dir,
             infrastructure,
             api,
         } => match process.service() {
@@ -319,8 +324,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serve::bff(listen.unwrap_or(BFF_LISTEN), &api, &infrastructure).await
             }
             None if process == Process::Broker => {
-                serve::broker(listen, std::path::Path::new(".pulsaga/broker"), &infrastructure)
-                    .await
+                serve::broker(listen, &data_dir, &infrastructure).await
             }
             None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
         },

@@ -22,7 +22,11 @@ pub struct Infrastructure {
     #[arg(long, env = "PULSAR_URL", default_value = "pulsar://127.0.0.1:6650")]
     pub pulsar_url: String,
     /// The broker's admin REST API, through which the namespace is provisioned.
-    #[arg(long, env = "PULSAR_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PULSAR_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub pulsar_admin_url: String,
     #[arg(long, env = "PULSAR_TENANT", default_value = "public")]
     pub pulsar_tenant: String,

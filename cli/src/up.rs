@@ -25,7 +25,11 @@ pub struct Options {
     #[arg(long, env = "PULSAR_URL")]
     pub pulsar_url: Option<String>,
     /// The admin REST API of the broker at `PULSAR_URL`.
-    #[arg(long, env = "PULSAR_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PULSAR_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub pulsar_admin_url: String,
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:7100")]

@@ -170,9 +170,7 @@ async fn main() {
     broker.stop().await.expect("stop the broker");
     let _ = std::fs::remove_dir_all(data_dir);
 
-    println!(
-        "messaging throughput, {count} messages over {KEYS} keys, Apache Pulsar standalone"
-    );
+    println!("messaging throughput, {count} messages over {KEYS} keys, Apache Pulsar standalone");
     println!();
     println!("| path | messages/s | limit | ratio |");
     println!("|---|---|---|---|");

@@ -225,7 +225,9 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> Result<Option<Value>, AdminError> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.url));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn the_project_settings_replace_the_shipped_ones() {
-        let shipped = "# a comment\nbrokerServicePort=6650\nclusterName=standalone\njournalSyncData=false";
+        let shipped =
+            "# a comment\nbrokerServicePort=6650\nclusterName=standalone\njournalSyncData=false";
         let config = configuration(shipped, 16650, 18080);
         assert!(config.contains("clusterName=standalone\n"));
         assert!(config.contains("brokerServicePort=16650\n"));
@@ -289,5 +290,11 @@ mod tests {
         assert!(!config.contains("brokerServicePort=6650"));
         assert!(!config.contains("journalSyncData=false"));
         assert_eq!(config.matches("webServicePort=").count(), 1);
+    }
+
+    #[test]
+    fn the_setup_script_fetches_the_release_this_code_runs() {
+        let setup = include_str!("../../scripts/setup.sh");
+        assert!(setup.contains(&format!("\npulsar_version={PULSAR_VERSION}\n")));
     }
 }

@@ -266,7 +266,10 @@ mod tests {
     #[test]
     fn dead_letter_topics_declare_their_original_topics_schema() {
         let schema = |topic| avro_schema(topic).map(|schema| schema.name);
-        assert_eq!(schema("tracking-events").as_deref(), Some("tracking-events"));
+        assert_eq!(
+            schema("tracking-events").as_deref(),
+            Some("tracking-events")
+        );
         assert_eq!(
             schema("campaign-tracking-events-tracking-DLQ").as_deref(),
             Some("campaign-tracking-events")

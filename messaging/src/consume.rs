@@ -499,8 +499,8 @@ impl<H: Handler> Worker<H> {
         {
             ConsumerStats::add(&self.settings.stats.duplicates);
             if H::Message::TOPIC.kind == TopicKind::Command {
-                // Its answer may have gone to a consumer that died before handling it (pulsar-lite
-                // does not redeliver those): whoever resent the command gets the answer again.
+                // A resent command (its sender timed out waiting): the sender gets the answer
+                // again, whatever became of the first one.
                 let requeued =
                     outbox::requeue_caused_by(&mut tx, incoming.properties.message_id).await?;
                 tx.commit().await?;

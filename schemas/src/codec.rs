@@ -157,8 +157,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
         // Written with the reader's own schema: serde straight from the bytes, no `Value` between.
         read(bytes, |body| reader.read_deser(body))
     } else {
+        // Resolved to the current schema as a generic value, then written and read again with the
+        // current schema: serde alone cannot map a value onto a type whose record holds a union
+        // (every event topic's does), the schema-aware reader can.
         let value = read(bytes, |body| reader.read_value(body))?;
-        apache_avro::from_value(&value).map_err(Error::Decode)
+        let mut current = Vec::with_capacity(bytes.len() + 16);
+        topic
+            .codec()
+            .writer
+            .write_value(&mut current, value)
+            .map_err(Error::Decode)?;
+        let reader = topic.codec().readers.last().expect("the current reader");
+        read(&current, |body| reader.read_deser(body))
     }
 }
 

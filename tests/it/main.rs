@@ -2,5 +2,6 @@
 //! every service and the saga coordinator.
 
 mod api;
+mod python_client;
 mod sagas_end_to_end;
 mod tidy;

@@ -6,8 +6,8 @@ mod budget;
 mod flows;
 mod queries;
 
-use messaging::effects;
 use messaging::Client;
+use messaging::effects;
 use schemas::Message;
 use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner, ReserveBudget};
 use schemas::values::{CommissionRule, Money, TrackingKind};

@@ -17,20 +17,19 @@ const PROCESSES: [&str; 7] = [
     "payout-sim",
 ];
 
-/// What a process needs set in a container: no default (JWT_SECRET), or one pointing at 127.0.0.1
-/// or pulsar-lite.
+/// What a process needs set in a container: no default (JWT_SECRET), or one pointing at 127.0.0.1.
 fn required(process: &str) -> &'static [&'static str] {
     match process {
         "payout-sim" => &[],
         "payments" => &[
             "DATABASE_URL",
             "PULSAR_URL",
-            "PULSAR_BROKER",
+            "PULSAR_ADMIN_URL",
             "PAYOUT_PROVIDER_URL",
         ],
         "bff" => &[
             "PULSAR_URL",
-            "PULSAR_BROKER",
+            "PULSAR_ADMIN_URL",
             "CAMPAIGNS_URL",
             "TRACKING_URL",
             "COMMISSIONS_URL",
@@ -38,7 +37,7 @@ fn required(process: &str) -> &'static [&'static str] {
             "SAGAS_URL",
             "JWT_SECRET",
         ],
-        _ => &["DATABASE_URL", "PULSAR_URL", "PULSAR_BROKER"],
+        _ => &["DATABASE_URL", "PULSAR_URL", "PULSAR_ADMIN_URL"],
     }
 }
 
@@ -158,11 +157,6 @@ fn problems(compose: &str) -> Vec<String> {
                 problem(format!("does not set {name}"));
             }
         }
-        if let Some(broker) = container.environment.get("PULSAR_BROKER")
-            && broker != "apache-pulsar"
-        {
-            problem(format!("PULSAR_BROKER is {broker}, not apache-pulsar"));
-        }
         let Some(address) = listen(container) else {
             problem("has no --listen or PULSAGA_LISTEN (the default is 127.0.0.1)".into());
             continue;
@@ -229,7 +223,7 @@ services:
     environment:
       PULSAGA_LISTEN: "0.0.0.0:7102"
       PULSAR_URL: "pulsar://pulsar:6650"
-      PULSAR_BROKER: pulsar-lite
+      PULSAR_ADMIN_URL: "http://pulsar:8080"
       TRACKING_VERBOSE: "1"
     ports: ["7002:7102"]
   payments:
@@ -238,7 +232,7 @@ services:
     environment:
       DATABASE_URL: "postgres://postgres@postgres:5432/postgres"
       PULSAR_URL: "pulsar://pulsar:6650"
-      PULSAR_BROKER: apache-pulsar
+      PULSAR_ADMIN_URL: "http://pulsar:8080"
       PAYOUT_PROVIDER_URL: "http://tracking:7199"
     ports: ["7104:7104"]
   broker:
@@ -250,7 +244,6 @@ services:
         [
             "tracking: sets TRACKING_VERBOSE, which `pulsaga serve tracking --help` does not list",
             "tracking: does not set DATABASE_URL",
-            "tracking: PULSAR_BROKER is pulsar-lite, not apache-pulsar",
             "tracking: does not publish its port as \"7102:7102\"",
             "payments: listens on 127.0.0.1:7104, out of other containers' reach",
             "broker: [\"broker\"] is not `serve <process>`",
@@ -261,5 +254,30 @@ services:
             "no container serves sagas",
             "no container serves payout-sim",
         ]
+    );
+}
+
+/// The image of the compose file's `pulsar` service.
+fn pulsar_image(compose: &str) -> Option<String> {
+    let documents = Yaml::load_from_str(compose).expect("the compose file is YAML");
+    documents
+        .first()?
+        .as_mapping_get("services")?
+        .as_mapping_get("pulsar")?
+        .as_mapping_get("image")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn the_compose_file_runs_the_pulsar_release_the_tests_run() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
+    let compose = std::fs::read_to_string(&path).expect("docker-compose.yml at the workspace root");
+    let expected = format!("apachepulsar/pulsar:{}", messaging::broker::PULSAR_VERSION);
+    assert_eq!(pulsar_image(&compose), Some(expected));
+    let other = compose.replace(messaging::broker::PULSAR_VERSION, "3.0.0");
+    assert_ne!(
+        pulsar_image(&other).as_deref(),
+        Some(format!("apachepulsar/pulsar:{}", messaging::broker::PULSAR_VERSION).as_str())
     );
 }

@@ -129,6 +129,7 @@ async fn conversions(platform: &pulsaga_tests::platform::Platform, count: usize)
         .await;
     platform.outcome(&platform.urls.campaigns, c).await;
     let mut sagas = Vec::new();
+    let mut recorded = Vec::new();
     for n in 0..count {
         let tracking_id = Uuid::new_v4();
         let conversion = RecordTrackingEvent {
@@ -142,11 +143,11 @@ async fn conversions(platform: &pulsaga_tests::platform::Platform, count: usize)
             }),
             occurred_at: now,
         };
-        // One at a time: a burst into the in-process services' shared connection can stall on
-        // pulsar-lite (ADR 4, open), which is not what this test is about.
-        let recorded = platform.send(tracking_id, &conversion).await;
-        platform.outcome(&platform.urls.tracking, recorded).await;
+        recorded.push(platform.send(tracking_id, &conversion).await);
         sagas.push(sagas::wire::saga_id_for(tracking_id));
+    }
+    for command in recorded {
+        platform.outcome(&platform.urls.tracking, command).await;
     }
     sagas
 }

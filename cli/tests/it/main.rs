@@ -60,12 +60,7 @@ fn free_address() -> SocketAddr {
 }
 
 /// `pulsaga serve <service>` as a child process.
-fn serve(
-    service: &str,
-    database: &Database,
-    pulsar: &PulsarSettings,
-    listen: SocketAddr,
-) -> Child {
+fn serve(service: &str, database: &Database, pulsar: &PulsarSettings, listen: SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pulsaga"))
         .args([
             "serve",

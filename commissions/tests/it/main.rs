@@ -4,8 +4,8 @@
 mod api;
 mod flows;
 
-use messaging::effects;
 use messaging::Client;
+use messaging::effects;
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;

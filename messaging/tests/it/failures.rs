@@ -159,7 +159,18 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
     assert_eq!(props["error_kind"], "attempts_exhausted");
     assert_eq!(props["attempts"], max_attempts.to_string());
     assert!(props["error"].contains("scripted poison"));
-    assert!(props["REAL_TOPIC"].ends_with("campaigns-partner-registration"));
+    // As Pulsar's own clients write them: the full topic name, and `ledger:entry:partition:batch`.
+    assert_eq!(
+        props["REAL_TOPIC"],
+        fixture
+            .client
+            .settings()
+            .topic("campaigns-partner-registration")
+    );
+    let origin: Vec<&str> = props["ORIGIN_MESSAGE_ID"].split(':').collect();
+    assert_eq!(origin.len(), 4, "{}", props["ORIGIN_MESSAGE_ID"]);
+    assert!(origin[..2].iter().all(|n| n.parse::<u64>().is_ok()));
+    assert_eq!(origin[2..], ["-1", "-1"], "no partition, no batch");
     assert_eq!(ConsumerStats::get(&stats.dead_lettered), 1);
     assert_eq!(
         ConsumerStats::get(&stats.retries),

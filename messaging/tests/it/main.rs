@@ -4,6 +4,7 @@
 mod delivery;
 mod failures;
 mod recovery;
+mod registry;
 mod tracing;
 
 use eventstore::outbox;
@@ -53,7 +54,11 @@ impl Fixture {
         self.broker.as_mut().expect("a broker of the test's own")
     }
 
-    async fn with(broker: Option<Standalone>, client: Arc<Client>, connect: PgConnectOptions) -> Fixture {
+    async fn with(
+        broker: Option<Standalone>,
+        client: Arc<Client>,
+        connect: PgConnectOptions,
+    ) -> Fixture {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .connect_with(connect)

@@ -54,11 +54,7 @@ async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgC
     ));
 
     fixture.wait_for_effects(60, Duration::from_secs(60)).await;
-    fixture
-        .broker()
-        .kill()
-        .await
-        .expect("kill -9 the broker");
+    fixture.broker().kill().await.expect("kill -9 the broker");
     let during = fixture.effects().await.len();
     assert!(
         during < KEYS * per_key,

@@ -6,9 +6,9 @@
 // collide with another crate's test run at the same time.
 mod payment_flows;
 
+use messaging::Client;
 use messaging::consume::Backoff;
 use messaging::effects;
-use messaging::Client;
 use payments::PayoutSettings;
 use payments::provider::Provider;
 use payments::simulator::{self, SimulatorRules, Stats};

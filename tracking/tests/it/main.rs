@@ -3,8 +3,8 @@
 
 mod flows;
 
-use messaging::effects;
 use messaging::Client;
+use messaging::effects;
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
