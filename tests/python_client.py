@@ -9,6 +9,7 @@ Usage: python_client.py <pulsar-url> <tenant/namespace> <avro-dir> <partner-id>
 """
 
 import json
+import logging
 import sys
 import uuid
 
@@ -26,7 +27,9 @@ def main():
     def topic(name):
         return f"persistent://{namespace}/{name}"
 
-    client = pulsar.Client(url)
+    # The client's own log goes to stderr, through Python's logging; stdout carries the events.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    client = pulsar.Client(url, logger=logging.getLogger("pulsar"))
     events = client.subscribe(
         topic("campaigns-events"),
         "python-client",

@@ -34,6 +34,8 @@ pub struct Urls {
     pub commissions: String,
     pub payments: String,
     pub sagas: String,
+    /// The payout-provider simulator.
+    pub simulator: String,
 }
 
 async fn listener() -> (TcpListener, String) {
@@ -110,6 +112,7 @@ impl Platform {
         let (l4, sagas_url) = listener().await;
         let c = client.clone();
         let (p0, p1, p2, p3, p4) = (pool(0), pool(1), pool(2), pool(3), pool(4));
+        let sim = sim_url.clone();
         spawn(
             "campaigns",
             Box::new({
@@ -151,7 +154,7 @@ impl Platform {
                     tokio::spawn(async move {
                         report(
                             "payments",
-                            payments::run(p3, c, l3, payments::PayoutSettings::new(sim_url), stop)
+                            payments::run(p3, c, l3, payments::PayoutSettings::new(sim), stop)
                                 .await,
                         )
                     })
@@ -177,6 +180,7 @@ impl Platform {
                 commissions: commissions_url,
                 payments: payments_url,
                 sagas: sagas_url,
+                simulator: sim_url,
             },
             http: reqwest::Client::new(),
             shutdown,

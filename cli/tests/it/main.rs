@@ -4,6 +4,7 @@
 mod bench;
 mod compose;
 mod crash;
+mod replicas;
 mod up;
 
 use messaging::PulsarSettings;
