@@ -18,7 +18,9 @@ pub async fn database(
     name: &str,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<PgPool> {
-    let pool = infrastructure.database(name, 16).await?;
+    let pool = infrastructure
+        .database(name, infrastructure.database_connections)
+        .await?;
     match service {
         Service::Campaigns => campaigns::migrate(&pool).await.map_err(anyhow::Error::from),
         Service::Tracking => tracking::migrate(&pool).await.map_err(anyhow::Error::from),

@@ -18,6 +18,9 @@ pub struct Infrastructure {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// The most connections the process holds to its database (each replica holds its own).
+    #[arg(long, env = "DATABASE_CONNECTIONS", default_value_t = 16)]
+    pub database_connections: u32,
     /// The Apache Pulsar broker's binary protocol.
     #[arg(long, env = "PULSAR_URL", default_value = "pulsar://127.0.0.1:6650")]
     pub pulsar_url: String,

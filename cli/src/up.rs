@@ -194,6 +194,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     };
     let infrastructure = Infrastructure {
         database_url: database_url.clone(),
+        database_connections: 16,
         pulsar_url: pulsar_url.clone(),
         pulsar_admin_url: pulsar_admin_url.clone(),
         pulsar_tenant: "public".into(),

@@ -68,7 +68,7 @@ impl Platform {
                 .await
                 .expect("create");
             let pool = PgPoolOptions::new()
-                .max_connections(12)
+                .max_connections(8)
                 .connect_with(connect.clone().database(&name))
                 .await
                 .expect("pool");

@@ -79,7 +79,10 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
 
 /// Records `count` conversions on a fresh campaign, sent as one burst, and waits until tracking has
 /// each; returns their saga ids.
-pub(super) async fn conversions(platform: &pulsaga_tests::platform::Platform, count: usize) -> Vec<Uuid> {
+pub(super) async fn conversions(
+    platform: &pulsaga_tests::platform::Platform,
+    count: usize,
+) -> Vec<Uuid> {
     use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner};
     use schemas::values::{CommissionRule, Money, Order};
     let eur = |amount| Money {

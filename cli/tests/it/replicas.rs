@@ -18,10 +18,17 @@ const SERVICES: [&str; 5] = ["campaigns", "tracking", "commissions", "payments",
 async fn replica(platform: &Platform, service: &str) -> (Child, String) {
     let listen = free_address();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsaga"))
-        .args(["serve", service, "--database", platform.database_name(service)])
+        .args([
+            "serve",
+            service,
+            "--database",
+            platform.database_name(service),
+        ])
         .args(["--listen", &listen.to_string()])
         .args(["--payout-provider-url", &platform.urls.simulator])
         .envs(messaging::testing::env(platform.client.settings()))
+        // Beside the platform's own pools, within PostgreSQL's default 100 connections.
+        .env("DATABASE_CONNECTIONS", "6")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -169,7 +176,10 @@ async fn two_replicas_of_every_process_share_the_load_and_survive_losing_one(
     };
     let (second, ()) = tokio::join!(conversions(&platform, ORDERS), killer);
     let completed = wait_until_ended(&platform, &second, Duration::from_secs(300)).await;
-    assert_eq!(completed, ORDERS, "every saga of the second burst completed");
+    assert_eq!(
+        completed, ORDERS,
+        "every saga of the second burst completed"
+    );
     assert_each_applied_once_in_order(&platform, 2 * ORDERS as i64).await;
     platform.stop().await;
 }
