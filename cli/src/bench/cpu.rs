@@ -1,5 +1,6 @@
-//! CPU time as Linux's `/proc` counts it: the whole machine's busy time, PostgreSQL's processes'
-//! and the bench's own, so that what a load cost can be divided by the sagas it completed.
+//! CPU time as Linux's `/proc` counts it: the whole machine's busy time, PostgreSQL's processes',
+//! the Apache Pulsar broker's and the bench's own, so that what a load cost can be divided by the
+//! sagas it completed.
 
 use serde::Serialize;
 use std::path::Path;
@@ -12,13 +13,15 @@ const TICKS: f64 = 100.0;
 pub struct Cpu {
     pub machine: f64,
     pub postgres: f64,
+    /// The Apache Pulsar JVM the bench's platform started.
+    pub broker: f64,
     /// The bench process itself: the load generator and the log follower.
     pub bench: f64,
 }
 
 impl Cpu {
-    /// Now; `None` where `/proc` cannot be read (not Linux).
-    pub fn now() -> Option<Cpu> {
+    /// Now, with the broker's process `broker`; `None` where `/proc` cannot be read (not Linux).
+    pub fn now(broker: Option<u32>) -> Option<Cpu> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         // cpu user nice system idle iowait irq softirq steal …: busy is all but idle and iowait.
         let ticks: Vec<f64> = stat
@@ -39,6 +42,9 @@ impl Cpu {
         Some(Cpu {
             machine: busy / TICKS,
             postgres,
+            broker: broker
+                .and_then(|pid| process_time(&Path::new("/proc").join(pid.to_string())))
+                .map_or(0.0, |(_, time)| time),
             bench: process_time(Path::new("/proc/self")).map_or(0.0, |(_, time)| time),
         })
     }
@@ -48,6 +54,7 @@ impl Cpu {
         Cpu {
             machine: self.machine - earlier.machine,
             postgres: self.postgres - earlier.postgres,
+            broker: self.broker - earlier.broker,
             bench: self.bench - earlier.bench,
         }
     }

@@ -1,4 +1,4 @@
-//! The platform as deployed (every process of `pulsaga up`, on pulsar-lite and PostgreSQL),
+//! The platform as deployed (every process of `pulsaga up`, on Apache Pulsar and PostgreSQL),
 //! driven through its HTTP API: order-to-payment sagas at rising offered loads, from the
 //! recorded conversion to the completed saga, next to the lower bound of the durable commits on
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
@@ -61,6 +61,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Api {
     client: ApiClient,
     token: String,
+    /// The Apache Pulsar JVM the platform started, whose CPU is counted apart.
+    broker: Option<u32>,
 }
 
 /// A campaign paying 10 % of each order, with one partner; returns (campaign, partner).
@@ -127,7 +129,7 @@ async fn load(
     // longer the longer the log, and a saga sent meanwhile could end before it.
     let follower = reqwest::Client::new();
     let mut after = log_end(&follower, sagas_url).await?;
-    let cpu_before = Cpu::now();
+    let cpu_before = Cpu::now(api.broker);
     let (http, base, callers) = (
         api.client.http.clone(),
         api.client.base.clone(),
@@ -230,7 +232,7 @@ async fn load(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let cpu = cpu_before.and_then(|before| Some(Cpu::now()?.since(before)));
+    let cpu = cpu_before.and_then(|before| Some(Cpu::now(api.broker)?.since(before)));
     let sent = sent.unwrap_or_default();
     let mut latencies: Vec<Duration> = sent
         .iter()
@@ -434,6 +436,7 @@ async fn drive(
     let api = Api {
         client: ApiClient::new(&platform.api),
         token,
+        broker: platform.broker_pid(),
     };
     let sagas_url = platform
         .urls
@@ -572,18 +575,23 @@ fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
         return Vec::new();
     };
     let per_saga = |seconds: f64| seconds * 1e3 / point.completed as f64;
-    let platform = per_saga(cpu.machine - cpu.postgres - cpu.bench);
+    let platform = per_saga(cpu.machine - cpu.postgres - cpu.broker - cpu.bench);
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let at = point.offered;
     vec![
         Figure::info(
             format!("CPU per completed saga at {at} sagas/s offered, bench's own excluded"),
-            platform + per_saga(cpu.postgres),
+            platform + per_saga(cpu.postgres) + per_saga(cpu.broker),
             "ms",
         ),
         Figure::info(
             format!("of which PostgreSQL, at {at} sagas/s offered"),
             per_saga(cpu.postgres),
+            "ms",
+        ),
+        Figure::info(
+            format!("of which Apache Pulsar, at {at} sagas/s offered"),
+            per_saga(cpu.broker),
             "ms",
         ),
         Figure::info(
@@ -593,7 +601,7 @@ fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
         ),
         Figure::info(
             format!("sagas/s that {cores} cores allow at that CPU per saga"),
-            cores * 1e3 / (platform + per_saga(cpu.postgres)),
+            cores * 1e3 / (platform + per_saga(cpu.postgres) + per_saga(cpu.broker)),
             "sagas/s",
         )
         .beside("300 sagas/s goal", 300.0),
