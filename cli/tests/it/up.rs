@@ -1,8 +1,8 @@
 //! `pulsaga up` from a clean state, as a new user runs it: its own PostgreSQL initialised from the
 //! system's binaries and Apache Pulsar standalone, every process started; `/readyz` answers,
-//! `pulsaga demo` runs its scenario through the API, `saga` and `events` show what it did, each conversion's
-//! trace reaches an OTLP collector from every process it went through, and SIGTERM stops
-//! everything.
+//! `pulsaga demo` runs its scenario through the API, `saga` and `events` show what it did, each
+//! conversion's trace reaches an OTLP collector from every process it went through, and SIGTERM
+//! stops everything.
 
 use std::process::Stdio;
 use std::time::Duration;
