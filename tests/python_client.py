@@ -2,14 +2,13 @@
 
 It knows nothing of Pulsaga but the `.avsc` files: it registers a partner by producing a
 RegisterPartner command to `campaigns-partner-registration`, then reads `campaigns-events` from
-its start and decodes every event with the schema file alone, printing each one as a JSON line,
-until the partner's registration appears.
+its start and decodes every event with the schema file alone, printing each one as a JSON line
+marked `EVENT `, until the partner's registration appears.
 
 Usage: python_client.py <pulsar-url> <tenant/namespace> <avro-dir> <partner-id>
 """
 
 import json
-import logging
 import sys
 import uuid
 
@@ -27,9 +26,7 @@ def main():
     def topic(name):
         return f"persistent://{namespace}/{name}"
 
-    # The client's own log goes to stderr, through Python's logging; stdout carries the events.
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    client = pulsar.Client(url, logger=logging.getLogger("pulsar"))
+    client = pulsar.Client(url)
     events = client.subscribe(
         topic("campaigns-events"),
         "python-client",
@@ -63,12 +60,13 @@ def main():
         message = events.receive(timeout_millis=60_000)
         events.acknowledge(message)
         event = message.value()["event"]
-        print(
-            json.dumps({"properties": message.properties(), "event": event}, default=str),
-            flush=True,
-        )
+        # One line per event, marked: the client's own log shares stdout.
+        record = json.dumps({"properties": message.properties(), "event": event}, default=str)
+        print(f"EVENT {record}", flush=True)
         if str(event.get("partner_id")) == partner_id and "payout_account" in event:
             break
+    commands.close()
+    events.close()
     client.close()
 
 

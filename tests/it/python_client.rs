@@ -42,6 +42,7 @@ async fn the_official_python_client_commands_and_reads_the_platform(
     // What Python decoded from the events topic with the schema file alone.
     let events: Vec<Value> = stdout
         .lines()
+        .filter_map(|line| line.strip_prefix("EVENT "))
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
         .collect();
     let registered = events.last().expect("at least one event");
