@@ -44,6 +44,17 @@ pub struct RegisteredSchema {
     pub definition: String,
 }
 
+impl RegisteredSchema {
+    /// From the admin API's answer for one schema version.
+    fn from_json(schema: &Value) -> Self {
+        RegisteredSchema {
+            version: schema["version"].as_i64().unwrap_or_default(),
+            kind: schema["type"].as_str().unwrap_or_default().to_owned(),
+            definition: schema["data"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
 /// A client of one broker's admin REST API (`http://host:8080` on a standalone broker).
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -156,11 +167,7 @@ impl Admin {
         let body = self
             .call(Method::GET, &self.schema_path(settings, topic), None)
             .await?;
-        Ok(body.map(|body| RegisteredSchema {
-            version: body["version"].as_i64().unwrap_or_default(),
-            kind: body["type"].as_str().unwrap_or_default().to_owned(),
-            definition: body["data"].as_str().unwrap_or_default().to_owned(),
-        }))
+        Ok(body.as_ref().map(RegisteredSchema::from_json))
     }
 
     /// Every schema version the registry holds for `topic`, oldest first.
@@ -181,11 +188,7 @@ impl Admin {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|schema| RegisteredSchema {
-                version: schema["version"].as_i64().unwrap_or_default(),
-                kind: schema["type"].as_str().unwrap_or_default().to_owned(),
-                definition: schema["data"].as_str().unwrap_or_default().to_owned(),
-            })
+            .map(RegisteredSchema::from_json)
             .collect())
     }
 
