@@ -137,13 +137,19 @@ impl Admin {
     ) -> Result<(), AdminError> {
         self.call(Method::PUT, &self.topic_path(settings, name), None)
             .await?;
-        let schema = json!({ "type": "AVRO", "schema": topic.avsc, "properties": {} });
-        self.call(
-            Method::POST,
-            &self.schema_path(settings, name),
-            Some(schema),
-        )
-        .await?;
+        // Every committed version, oldest first: the registry then holds the project's history,
+        // a replica still on an earlier version may produce and consume during a rolling
+        // upgrade, and BACKWARD_TRANSITIVE holds each version against all before it. A version
+        // the registry already has is not added again.
+        for definition in topic.history {
+            let schema = json!({ "type": "AVRO", "schema": definition, "properties": {} });
+            self.call(
+                Method::POST,
+                &self.schema_path(settings, name),
+                Some(schema),
+            )
+            .await?;
+        }
         Ok(())
     }
 

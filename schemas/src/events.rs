@@ -140,6 +140,9 @@ pub struct TrackingEventRecorded {
 pub struct TrackingEventConfirmed {
     pub tracking_id: Uuid,
     pub campaign_id: Uuid,
+    /// The partner the tracking event is credited to; absent on events written with schema
+    /// version 1.
+    pub partner_id: Option<Uuid>,
 }
 
 /// A tracking event's saga failed and was compensated.
@@ -147,6 +150,9 @@ pub struct TrackingEventConfirmed {
 pub struct TrackingEventFailed {
     pub tracking_id: Uuid,
     pub campaign_id: Uuid,
+    /// The partner the tracking event is credited to; absent on events written with schema
+    /// version 1.
+    pub partner_id: Option<Uuid>,
     pub reason: String,
 }
 

@@ -103,7 +103,7 @@ topics! {
     COMMISSION_REVERSAL = "commission-reversal", Command, versions 1, consumed by "commissions";
     TRACKING_EVENT_CONFIRMATION = "tracking-event-confirmation", Command, versions 1, consumed by "tracking";
     CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1, consumed by "sagas";
-    TRACKING_EVENTS = "tracking-events", Event, versions 1, consumed by "sagas";
+    TRACKING_EVENTS = "tracking-events", Event, versions 1 2, consumed by "sagas";
     COMMISSIONS_EVENTS = "commissions-events", Event, versions 1, consumed by "sagas";
     PAYMENTS_EVENTS = "payments-events", Event, versions 1, consumed by "sagas";
 }

@@ -96,10 +96,14 @@ pub enum TrackingChange {
     Confirmed {
         tracking_id: Uuid,
         campaign_id: Uuid,
+        /// Absent on events stored before `tracking-events` v2 carried it.
+        partner_id: Option<Uuid>,
     },
     Failed {
         tracking_id: Uuid,
         campaign_id: Uuid,
+        /// Absent on events stored before `tracking-events` v2 carried it.
+        partner_id: Option<Uuid>,
         reason: String,
     },
 }
@@ -122,6 +126,7 @@ impl TrackingEvent {
                     Status::Recorded => Ok(vec![TrackingChange::Confirmed {
                         tracking_id: recording.tracking_id,
                         campaign_id: recording.campaign_id,
+                        partner_id: Some(recording.partner_id),
                     }]),
                     Status::Confirmed => Ok(vec![]),
                     Status::Failed { .. } => Err(Error::AlreadyFailed(*tracking_id)),
@@ -136,6 +141,7 @@ impl TrackingEvent {
                     Status::Recorded => Ok(vec![TrackingChange::Failed {
                         tracking_id: recording.tracking_id,
                         campaign_id: recording.campaign_id,
+                        partner_id: Some(recording.partner_id),
                         reason: reason.clone(),
                     }]),
                     // The first reason stands; a repeated compensation only confirms it.
@@ -408,6 +414,7 @@ mod tests {
         TrackingChange::Confirmed {
             tracking_id: id(1),
             campaign_id: id(10),
+            partner_id: Some(id(1)),
         }
     }
 
@@ -415,6 +422,7 @@ mod tests {
         TrackingChange::Failed {
             tracking_id: id(1),
             campaign_id: id(10),
+            partner_id: Some(id(1)),
             reason: reason.into(),
         }
     }

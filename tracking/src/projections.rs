@@ -55,6 +55,7 @@ impl Folded {
             TrackingChange::Confirmed {
                 tracking_id,
                 campaign_id,
+                ..
             } => {
                 self.settle(tracking_id, None, at);
                 (campaign_id, 3)
@@ -63,6 +64,7 @@ impl Folded {
                 tracking_id,
                 campaign_id,
                 reason,
+                ..
             } => {
                 self.settle(tracking_id, Some(reason), at);
                 (campaign_id, 4)

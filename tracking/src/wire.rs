@@ -67,17 +67,21 @@ pub fn tracking_event(change: &TrackingChange) -> TrackingEvent {
         TrackingChange::Confirmed {
             tracking_id,
             campaign_id,
+            partner_id,
         } => TrackingEvent::Confirmed(TrackingEventConfirmed {
             tracking_id: *tracking_id,
             campaign_id: *campaign_id,
+            partner_id: *partner_id,
         }),
         TrackingChange::Failed {
             tracking_id,
             campaign_id,
+            partner_id,
             reason,
         } => TrackingEvent::Failed(TrackingEventFailed {
             tracking_id: *tracking_id,
             campaign_id: *campaign_id,
+            partner_id: *partner_id,
             reason: reason.clone(),
         }),
     }
@@ -120,10 +124,12 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
         TrackingEvent::Confirmed(c) => Some(Stored::Tracking(TrackingChange::Confirmed {
             tracking_id: c.tracking_id,
             campaign_id: c.campaign_id,
+            partner_id: c.partner_id,
         })),
         TrackingEvent::Failed(f) => Some(Stored::Tracking(TrackingChange::Failed {
             tracking_id: f.tracking_id,
             campaign_id: f.campaign_id,
+            partner_id: f.partner_id,
             reason: f.reason,
         })),
         TrackingEvent::OrderClaimed(o) => Some(Stored::Orders(CampaignOrdersEvent::OrderClaimed {

@@ -77,11 +77,14 @@ fn bodies_are_plain_avro_binary_of_one_datum() {
     let event = TrackingEvent::Confirmed(TrackingEventConfirmed {
         tracking_id,
         campaign_id,
+        partner_id: None,
     });
-    // The union branch index 1, zigzag-encoded, then the record's fields.
+    // The union branch index 1, zigzag-encoded, then the record's fields: an absent partner is
+    // branch 0 (null) of its union.
     let mut expected = vec![2];
     expected.extend(avro_string(&tracking_id.to_string()));
     expected.extend(avro_string(&campaign_id.to_string()));
+    expected.push(0);
     assert_eq!(event.encode().expect("encodes"), expected);
     assert_eq!(event.message_type(), "TrackingEventConfirmed");
 }

@@ -246,10 +246,12 @@ pub fn all() -> Vec<Sample> {
         Sample::new(TrackingEvent::Confirmed(TrackingEventConfirmed {
             tracking_id: tracking,
             campaign_id: campaign,
+            partner_id: Some(partner),
         })),
         Sample::new(TrackingEvent::Failed(TrackingEventFailed {
             tracking_id: tracking,
             campaign_id: campaign,
+            partner_id: None,
             reason: "fraud: order seen twice".into(),
         })),
         Sample::new(TrackingEvent::OrderClaimed(OrderClaimed {
