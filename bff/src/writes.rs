@@ -130,6 +130,8 @@ pub struct NewTrackingEvent {
     pub occurred_at: Option<String>,
 }
 
+/// A text field, trimmed: 1 to `max` characters, none of them a control character (U+0000 to
+/// U+001F, U+007F to U+009F), which no name, id or URL needs and PostgreSQL cannot always store.
 fn text(name: &str, value: &str, max: usize) -> Result<String, Problem> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > max {
@@ -137,8 +139,16 @@ fn text(name: &str, value: &str, max: usize) -> Result<String, Problem> {
             "{name} must have 1 to {max} characters"
         )));
     }
+    if let Some(control) = value.chars().find(|c| c.is_control()) {
+        return Err(Problem::unprocessable(format!(
+            "{name} must not contain control characters (found U+{:04X})",
+            u32::from(control)
+        )));
+    }
     Ok(value.to_owned())
 }
+
+const MAX_TAGS: usize = 20;
 
 fn money(name: &str, body: &MoneyBody) -> Result<Money, Problem> {
     let currency_ok =
@@ -376,6 +386,14 @@ pub async fn associate_content(
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(Problem::unprocessable("url must be an http(s) URL"));
     }
+    if body.tags.len() > MAX_TAGS {
+        return Err(Problem::unprocessable(format!("at most {MAX_TAGS} tags")));
+    }
+    let tags = body
+        .tags
+        .iter()
+        .map(|tag| text("tags[]", tag, 50))
+        .collect::<Result<Vec<_>, _>>()?;
     let command_id = command_id(&caller, &headers)?;
     let content_id = created(command_id, "content");
     let command = AssociateContent {
@@ -389,7 +407,7 @@ pub async fn associate_content(
         },
         url,
         title: text("title", &body.title, 200)?,
-        tags: body.tags,
+        tags,
     };
     publish(&state, &caller, campaign_id, command_id, &command).await?;
     Ok(accepted(command_id, &[("content_id", content_id)]))

@@ -89,6 +89,10 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
 /// for publishing, so that notification is theirs too. (A notification of its own on every
 /// append would cost more than the polling it saves: PostgreSQL serializes the commits of all
 /// transactions that notify, and concurrent appends then lose half their throughput.)
+///
+/// A page that fails is logged and tried again after a growing pause, up to `MAX_RETRY_PAUSE`:
+/// the read model falls behind, but the service goes on taking commands, and the projection
+/// catches up once the database is back (or the fault is fixed and the process restarted).
 pub async fn run<P: Projection>(
     pool: &PgPool,
     projection: &P,
@@ -97,16 +101,34 @@ pub async fn run<P: Projection>(
 ) -> Result<(), Error> {
     tokio::pin!(stop);
     let mut wakeup = crate::Wakeup::listen(pool, crate::outbox::CHANNEL).await;
+    let mut failures = 0u32;
     loop {
-        let applied = apply_batch(pool, projection).await?;
-        if applied == 0 {
-            tokio::select! {
-                _ = &mut stop => return Ok(()),
-                _ = wakeup.wait(idle) => {}
+        match apply_batch(pool, projection).await {
+            Ok(applied) => {
+                failures = 0;
+                if applied > 0 {
+                    continue;
+                }
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = wakeup.wait(idle) => {}
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                let pause = MAX_RETRY_PAUSE.min(idle.saturating_mul(1 << failures.min(16)));
+                tracing::error!(projection = projection.name(), failures, ?pause, %error, "projection failed; retrying");
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
     }
 }
+
+/// The longest pause before a failed projection page is tried again.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a rebuild found.
 #[derive(Debug, Clone, PartialEq, Eq)]

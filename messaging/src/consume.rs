@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
 use pulsar::{Consumer, SubType, TokioExecutor};
 use schemas::{Message, TopicKind, properties as names};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -63,8 +64,21 @@ pub enum HandlerError {
 }
 
 impl From<sqlx::Error> for HandlerError {
+    /// A data exception (SQLSTATE class 22: a value the column cannot hold, out of range, badly
+    /// encoded) fails the same way every time, so it is permanent; anything else may pass later.
     fn from(error: sqlx::Error) -> Self {
-        HandlerError::Transient(crate::error_chain(&error))
+        let data_exception = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("22"));
+        if data_exception {
+            HandlerError::Permanent {
+                code: "data_exception".into(),
+                reason: crate::error_chain(&error),
+            }
+        } else {
+            HandlerError::Transient(crate::error_chain(&error))
+        }
     }
 }
 
@@ -84,7 +98,7 @@ impl From<eventstore::Error> for HandlerError {
 /// What a service does with one message of its topic, inside the transaction the runner opened.
 /// Return `Ok` only when every effect is written to `tx`; the runner commits and acknowledges.
 pub trait Handler: Send + Sync + 'static {
-    type Message: Message + Send + Sync + 'static;
+    type Message: Message + Serialize + Send + Sync + 'static;
 
     fn handle(
         &self,
@@ -603,21 +617,47 @@ fn origin_message_id(id: &pulsar::proto::MessageIdData) -> String {
     )
 }
 
+/// Why a message holding U+0000 is refused: every service stores its text in PostgreSQL, which
+/// cannot hold that character, so the message would fail the same way on every attempt.
+const NUL: &str = "holds U+0000 (NUL), which PostgreSQL text cannot store";
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.values().any(holds_nul),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// The dead-letter topic of a subscription, by Pulsar's convention.
 pub fn dead_letter_topic(topic: &str, subscription: &str) -> String {
     format!("{topic}-{subscription}-DLQ")
 }
 
-fn decode<T: Message>(key: &str, received: &Received<Vec<u8>>) -> Result<Incoming<T>, String> {
+fn decode<T: Message + Serialize>(
+    key: &str,
+    received: &Received<Vec<u8>>,
+) -> Result<Incoming<T>, String> {
     let map: HashMap<String, String> = received
         .metadata()
         .properties
         .iter()
         .map(|kv| (kv.key.clone(), kv.value.clone()))
         .collect();
+    if let Some(name) = map
+        .iter()
+        .find_map(|(name, value)| value.contains('\0').then_some(name))
+    {
+        return Err(format!("property {name} {NUL}"));
+    }
     let properties = Properties::parse(&map, T::TOPIC.version()).map_err(|e| e.to_string())?;
     let message = T::decode_version(&received.payload.data, properties.schema_version)
         .map_err(|e| crate::error_chain(&e))?;
+    if holds_nul(&serde_json::to_value(&message).map_err(|e| e.to_string())?) {
+        return Err(format!("a text field {NUL}"));
+    }
     Ok(Incoming {
         message,
         key: key.to_owned(),

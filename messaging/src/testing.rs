@@ -50,3 +50,60 @@ pub fn env(settings: &PulsarSettings) -> [(&'static str, String); 4] {
         ("PULSAR_NAMESPACE", settings.namespace.clone()),
     ]
 }
+
+/// A message read back from a dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub properties: std::collections::HashMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// The first `count` messages of `topic`'s dead-letter topic for its consuming subscription (or
+/// `subscription` when given), read from the start; panics after 30 s without the next one.
+pub async fn dead_letters(
+    settings: &PulsarSettings,
+    topic: &schemas::Topic,
+    subscription: Option<&str>,
+    count: usize,
+) -> Vec<DeadLetter> {
+    use futures_util::StreamExt;
+    use pulsar::consumer::{ConsumerOptions, InitialPosition};
+    use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+    let pulsar = Pulsar::builder(settings.url.clone(), TokioExecutor)
+        .build()
+        .await
+        .expect("a client of the test broker");
+    let name =
+        crate::consume::dead_letter_topic(topic.name, subscription.unwrap_or(topic.subscription));
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(settings.topic(&name))
+        .with_subscription(format!("inspect-{}", uuid::Uuid::new_v4().simple()))
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions {
+            initial_position: InitialPosition::Earliest,
+            ..ConsumerOptions::default()
+        })
+        .build()
+        .await
+        .expect("a dead-letter consumer");
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        let received = tokio::time::timeout(std::time::Duration::from_secs(30), consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("dead letter {} of {name} within 30 s", letters.len() + 1))
+            .expect("stream open")
+            .expect("a message");
+        consumer.ack(&received).await.expect("ack");
+        letters.push(DeadLetter {
+            properties: received
+                .metadata()
+                .properties
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone()))
+                .collect(),
+            payload: received.payload.data,
+        });
+    }
+    letters
+}

@@ -517,6 +517,28 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nor can it track on it");
+    let (status, problem) = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/tracking-events",
+            &owner,
+            Some(&json!({
+                "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "conversion",
+                "order": { "order_id": "A-1\u{0}", "amount": { "amount": 100, "currency": "EUR" } },
+            })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "NUL in an order id: {problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("control characters")),
+        "{problem}"
+    );
     let (status, _) = api.get("/v1/sagas", &owner).await;
     assert_eq!(
         status,
@@ -530,8 +552,18 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     let mut server_owned = valid.clone();
     server_owned["partner_id"] = json!(Uuid::new_v4());
     let big = json!({ "name": "x".repeat(bff::BODY_LIMIT), "email": "p@example.com", "payout_account": "NL00" });
+    let mut nul = valid.clone();
+    nul["name"] = json!("Evil\u{0}Corp");
+    let mut escape = valid.clone();
+    escape["payout_account"] = json!("NL00\u{1b}[2J");
     for (what, body, expected) in [
         ("unknown field", unknown, StatusCode::UNPROCESSABLE_ENTITY),
+        ("NUL in a name", nul, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "an escape sequence",
+            escape,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (
             "server-owned id",
             server_owned,

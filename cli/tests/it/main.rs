@@ -4,6 +4,7 @@
 mod bench;
 mod compose;
 mod crash;
+mod hostile;
 mod replicas;
 mod up;
 

@@ -2,62 +2,21 @@
 //! retried without limit, and other keys flowing while one key fails.
 
 use super::{Fixture, Recorder, Script, message, settings};
-use messaging::consume::{ConsumerStats, dead_letter_topic};
-use pulsar::consumer::{ConsumerOptions, InitialPosition, Message as Received};
-use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use messaging::consume::ConsumerStats;
+use messaging::testing::{self, DeadLetter};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// The first `count` messages of the test topic's dead-letter topic for `subscription`.
-async fn dead_letters(
-    fixture: &Fixture,
-    subscription: &str,
-    count: usize,
-) -> Vec<Received<Vec<u8>>> {
-    use futures_util::StreamExt;
-    let pulsar = Pulsar::builder(fixture.client.settings().url.clone(), TokioExecutor)
-        .build()
-        .await
-        .expect("pulsar");
-    let topic = fixture.client.settings().topic(&dead_letter_topic(
-        RegisterPartner::TOPIC.name,
-        subscription,
-    ));
-    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
-        .consumer()
-        .with_topic(topic)
-        .with_subscription("inspect")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions {
-            initial_position: InitialPosition::Earliest,
-            ..ConsumerOptions::default()
-        })
-        .build()
-        .await
-        .expect("dead-letter consumer");
-    let mut letters = Vec::new();
-    while letters.len() < count {
-        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
-        let received = next
-            .expect("a dead letter within 30 s")
-            .expect("stream open")
-            .expect("message");
-        consumer.ack(&received).await.expect("ack");
-        letters.push(received);
-    }
-    letters
-}
-
-fn properties(received: &Received<Vec<u8>>) -> HashMap<String, String> {
-    received
-        .metadata()
-        .properties
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect()
+async fn dead_letters(fixture: &Fixture, subscription: &str, count: usize) -> Vec<DeadLetter> {
+    testing::dead_letters(
+        fixture.client.settings(),
+        RegisterPartner::TOPIC,
+        Some(subscription),
+        count,
+    )
+    .await
 }
 
 #[sqlx::test(migrations = false)]
@@ -150,8 +109,8 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
 
     let letters = dead_letters(&fixture, "effects", 1).await;
     let letter = &letters[0];
-    let props = properties(letter);
-    assert_eq!(letter.payload.data, poison.payload, "the original body");
+    let props = &letter.properties;
+    assert_eq!(letter.payload, poison.payload, "the original body");
     assert_eq!(
         props["message_id"], poison.properties["message_id"],
         "the original properties"
@@ -219,7 +178,7 @@ async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
     let kinds: Vec<(String, String)> = letters
         .iter()
         .map(|l| {
-            let p = properties(l);
+            let p = &l.properties;
             (p["error_kind"].clone(), p["attempts"].clone())
         })
         .collect();
@@ -231,11 +190,11 @@ async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
     assert_eq!(kinds, expected.map(|(k, a)| (k.to_owned(), a.to_owned())));
     // Seven 0xff bytes are a number whose continuation bit never ends.
     assert!(
-        properties(&letters[1])["error"].contains("ends before its last field"),
+        letters[1].properties["error"].contains("ends before its last field"),
         "{:?}",
-        properties(&letters[1])
+        letters[1].properties
     );
-    assert!(properties(&letters[2])["error"].contains("message_id"));
+    assert!(letters[2].properties["error"].contains("message_id"));
     assert_eq!(ConsumerStats::get(&stats.dead_lettered), 3);
 
     fixture.shutdown.cancel();

@@ -1,0 +1,140 @@
+//! Messages that could never be stored, produced straight to a command topic past the API: text
+//! holding U+0000 in the body or in a property. The service dead-letters each with the reason and
+//! goes on serving. (Before, campaigns and tracking stored them, their projections then failed on
+//! them and the process exited, again after every restart.)
+
+use super::{Database, free_address, serve, wait_for};
+use messaging::testing::{self, DeadLetter};
+use messaging::{Client, effects};
+use schemas::Message;
+use schemas::commands::{RecordTrackingEvent, RegisterPartner};
+use schemas::values::{Money, Order, TrackingKind};
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+async fn publish<M: Message>(client: &Client, key: Uuid, command: &M, actor: Option<&str>) {
+    let properties = effects::first_of_flow(Uuid::new_v4(), command, None, actor.map(Into::into));
+    let message = effects::outgoing(command, &key.to_string(), &properties).expect("encode");
+    client.publish(&message).await.expect("publish");
+}
+
+/// Each letter's cause and the start of its error, in a set (letters of different keys come in
+/// any order).
+fn reasons(letters: &[DeadLetter]) -> BTreeSet<(String, String)> {
+    letters
+        .iter()
+        .map(|letter| {
+            let error = &letter.properties["error"];
+            let start = error.split(" holds").next().expect("a reason").to_owned();
+            assert!(error.contains("U+0000 (NUL)"), "{error}");
+            (letter.properties["error_kind"].clone(), start)
+        })
+        .collect()
+}
+
+fn expected() -> BTreeSet<(String, String)> {
+    [
+        ("undecodable".to_owned(), "a text field".to_owned()),
+        ("undecodable".to_owned(), "property actor".to_owned()),
+    ]
+    .into()
+}
+
+/// GETs `url`; its status.
+async fn status(url: &str) -> reqwest::StatusCode {
+    reqwest::get(url).await.expect("request").status()
+}
+
+#[tokio::test]
+async fn campaigns_dead_letters_text_holding_nul_and_goes_on() {
+    let pulsar = testing::settings().await;
+    let database = Database::create().await;
+    let listen = free_address();
+    let mut process = serve("campaigns", &database, &pulsar, listen);
+    let base = format!("http://{listen}");
+    wait_for(&format!("{base}/events"), |_| true).await;
+    let client = Client::connect(pulsar.clone()).await.expect("client");
+
+    let partner = |name: &str| RegisterPartner {
+        partner_id: Uuid::new_v4(),
+        name: name.into(),
+        email: "p@example.com".into(),
+        payout_account: "NL00".into(),
+    };
+    let (in_body, in_property, fine) = (partner("Evil\0Corp"), partner("Eve"), partner("Pat"));
+    publish(&client, in_body.partner_id, &in_body, None).await;
+    publish(&client, in_property.partner_id, &in_property, Some("eve\0")).await;
+    publish(&client, fine.partner_id, &fine, None).await;
+
+    wait_for(&format!("{base}/partners/{}", fine.partner_id), |_| true).await;
+    let letters = testing::dead_letters(&pulsar, RegisterPartner::TOPIC, None, 2).await;
+    assert_eq!(reasons(&letters), expected());
+    for hostile in [&in_body, &in_property] {
+        let url = format!("{base}/partners/{}", hostile.partner_id);
+        assert_eq!(status(&url).await, reqwest::StatusCode::NOT_FOUND);
+    }
+    assert!(
+        process.try_wait().expect("status").is_none(),
+        "campaigns is still running"
+    );
+
+    process.start_kill().expect("stop");
+    process.wait().await.expect("reap");
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn tracking_dead_letters_text_holding_nul_and_goes_on() {
+    let pulsar = testing::settings().await;
+    let database = Database::create().await;
+    let listen = free_address();
+    let mut process = serve("tracking", &database, &pulsar, listen);
+    let base = format!("http://{listen}");
+    wait_for(&format!("{base}/events"), |_| true).await;
+    let client = Client::connect(pulsar.clone()).await.expect("client");
+
+    let conversion = |order_id: &str| RecordTrackingEvent {
+        tracking_id: Uuid::new_v4(),
+        campaign_id: Uuid::new_v4(),
+        partner_id: Uuid::new_v4(),
+        kind: TrackingKind::Conversion,
+        order: Some(Order {
+            order_id: order_id.into(),
+            amount: Money {
+                amount: 1_000,
+                currency: "EUR".into(),
+            },
+        }),
+        occurred_at: 1_772_357_400_000_000,
+    };
+    let (in_body, in_property, fine) = (conversion("A\0"), conversion("B"), conversion("C"));
+    publish(&client, in_body.tracking_id, &in_body, None).await;
+    publish(
+        &client,
+        in_property.tracking_id,
+        &in_property,
+        Some("eve\0"),
+    )
+    .await;
+    publish(&client, fine.tracking_id, &fine, None).await;
+
+    wait_for(
+        &format!("{base}/tracking-events/{}", fine.tracking_id),
+        |_| true,
+    )
+    .await;
+    let letters = testing::dead_letters(&pulsar, RecordTrackingEvent::TOPIC, None, 2).await;
+    assert_eq!(reasons(&letters), expected());
+    for hostile in [&in_body, &in_property] {
+        let url = format!("{base}/tracking-events/{}", hostile.tracking_id);
+        assert_eq!(status(&url).await, reqwest::StatusCode::NOT_FOUND);
+    }
+    assert!(
+        process.try_wait().expect("status").is_none(),
+        "tracking is still running"
+    );
+
+    process.start_kill().expect("stop");
+    process.wait().await.expect("reap");
+    database.drop().await;
+}
