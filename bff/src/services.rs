@@ -108,6 +108,21 @@ impl Services {
         self.send(service, request, caller).await
     }
 
+    /// PUTs `body` to `path` of `service`.
+    pub async fn put(
+        &self,
+        service: Service,
+        path: &str,
+        body: &Value,
+        caller: &Caller,
+    ) -> Result<Option<Value>, Problem> {
+        let request = self
+            .http
+            .put(format!("{}{path}", self.urls.of(service)))
+            .json(body);
+        self.send(service, request, caller).await
+    }
+
     async fn send(
         &self,
         service: Service,

@@ -2,23 +2,28 @@
 //! broker's receipt makes it durable) and answers `202 Accepted` with the command id and the ids
 //! it created. Server-owned fields (ids, the owning advertiser) come from the server, never from
 //! the body. With an `Idempotency-Key` header the command id and the created ids derive from the
-//! caller and the key, so a retried write is the same command, which the service applies once.
+//! caller, the route and the key, so a retried write is the same command, which the service
+//! applies once, and answers the same. The key's first use is claimed in the database of the
+//! service the command goes to, with a fingerprint of the body: the same key with another body
+//! is refused with 422, as Stripe does, instead of being dropped as a duplicate.
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::problem::{Body, Problem};
 use crate::services::Service;
 use axum::Json;
+use axum::extract::{FromRequest, Request};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use messaging::effects;
 use schemas::Message;
 use schemas::commands::{
     AssociateContent, AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner,
 };
 use schemas::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
@@ -26,6 +31,8 @@ use uuid::Uuid;
 
 /// Names the space of command ids derived from idempotency keys.
 const IDEMPOTENCY: Uuid = Uuid::from_u128(0x6f1c_3c55_9a0e_4b7e_8f7b_2d1c_0a9e_5b31);
+/// Names the space of request body fingerprints.
+const FINGERPRINTS: Uuid = Uuid::from_u128(0x2b8e_61d0_47c3_4f5a_9d0e_7c4b_1a36_e952);
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// What a write answers.
@@ -175,8 +182,41 @@ fn micros(name: &str, value: Option<&str>) -> Result<i64, Problem> {
         .map_err(|_| Problem::unprocessable(format!("{name} is out of range")))
 }
 
-/// The command id: derived from the caller and its `Idempotency-Key`, or new.
-fn command_id(caller: &Caller, headers: &HeaderMap) -> Result<Uuid, Problem> {
+/// A write's JSON body and its fingerprint: a hash of the body as parsed, so that whitespace
+/// and the order of fields do not count.
+pub struct WriteBody<T> {
+    body: T,
+    fingerprint: Uuid,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for WriteBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let Body(value) = Body::<Value>::from_request(request, state).await?;
+        // serde_json's maps are ordered by key: one text per parsed body.
+        let fingerprint = Uuid::new_v5(&FINGERPRINTS, value.to_string().as_bytes());
+        let body =
+            serde_json::from_value(value).map_err(|e| Problem::unprocessable(e.to_string()))?;
+        Ok(WriteBody { body, fingerprint })
+    }
+}
+
+/// Where a write's command goes, and so where its Idempotency-Key is claimed.
+struct Route<'a> {
+    uri: &'a Uri,
+    service: Service,
+}
+
+/// The command id: new, or with an `Idempotency-Key` derived from the caller, the route and the
+/// key, once the key's claim for this body's fingerprint holds.
+async fn command_id(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: Route<'_>,
+    fingerprint: Uuid,
+) -> Result<Uuid, Problem> {
     let Some(key) = headers.get("idempotency-key") else {
         return Ok(Uuid::now_v7());
     };
@@ -189,10 +229,36 @@ fn command_id(caller: &Caller, headers: &HeaderMap) -> Result<Uuid, Problem> {
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
             ))
         })?;
-    Ok(Uuid::new_v5(
+    let command_id = Uuid::new_v5(
         &IDEMPOTENCY,
-        format!("{}\n{key}", caller.subject).as_bytes(),
-    ))
+        format!("{}\nPOST {}\n{key}", caller.subject, route.uri.path()).as_bytes(),
+    );
+    let claim = json!({ "fingerprint": fingerprint });
+    let held = state
+        .services
+        .put(
+            route.service,
+            &format!("/idempotency-keys/{command_id}"),
+            &claim,
+            caller,
+        )
+        .await?
+        .and_then(|held| {
+            held["fingerprint"]
+                .as_str()
+                .and_then(|f| f.parse::<Uuid>().ok())
+        });
+    match held {
+        Some(held) if held == fingerprint => Ok(command_id),
+        Some(_) => Err(Problem::unprocessable(format!(
+            "Idempotency-Key {key:?} was used on this route with another request body; \
+             send the same body to retry, or use a new key for a new request"
+        ))),
+        None => Err(Problem::upstream(
+            "claiming the Idempotency-Key",
+            "no fingerprint in the answer",
+        )),
+    }
 }
 
 /// An id the command creates, derived from the command id (so a retry creates the same one).
@@ -268,20 +334,27 @@ pub async fn register_partner(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Body(body): Body<NewPartner>,
+    uri: Uri,
+    WriteBody { body, fingerprint }: WriteBody<NewPartner>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
     let email = text("email", &body.email, 254)?;
     if !email.contains('@') {
         return Err(Problem::unprocessable("email must be an e-mail address"));
     }
-    let command_id = command_id(&caller, &headers)?;
+    let name = text("name", &body.name, 200)?;
+    let payout_account = text("payout_account", &body.payout_account, 64)?;
+    let route = Route {
+        uri: &uri,
+        service: Service::Campaigns,
+    };
+    let command_id = command_id(&state, &caller, &headers, route, fingerprint).await?;
     let partner_id = created(command_id, "partner");
     let command = RegisterPartner {
         partner_id,
-        name: text("name", &body.name, 200)?,
+        name,
         email,
-        payout_account: text("payout_account", &body.payout_account, 64)?,
+        payout_account,
     };
     publish(&state, &caller, partner_id, command_id, &command).await?;
     Ok(accepted(command_id, &[("partner_id", partner_id)]))
@@ -295,7 +368,8 @@ pub async fn create_campaign(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Body(body): Body<NewCampaign>,
+    uri: Uri,
+    WriteBody { body, fingerprint }: WriteBody<NewCampaign>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
     let advertiser_id = match (caller.role, body.advertiser_id) {
@@ -332,13 +406,19 @@ pub async fn create_campaign(
             "valid_until must be after valid_from",
         ));
     }
-    let command_id = command_id(&caller, &headers)?;
+    let name = text("name", &body.name, 200)?;
+    let budget = money("budget", &body.budget)?;
+    let route = Route {
+        uri: &uri,
+        service: Service::Campaigns,
+    };
+    let command_id = command_id(&state, &caller, &headers, route, fingerprint).await?;
     let campaign_id = created(command_id, "campaign");
     let command = CreateCampaign {
         campaign_id,
         advertiser_id,
-        name: text("name", &body.name, 200)?,
-        budget: money("budget", &body.budget)?,
+        name,
+        budget,
         commission_rule,
         valid_from,
         valid_until,
@@ -356,11 +436,16 @@ pub async fn associate_partner(
     caller: Caller,
     Path(campaign_id): Path<Uuid>,
     headers: HeaderMap,
-    Body(body): Body<NewAssociation>,
+    uri: Uri,
+    WriteBody { body, fingerprint }: WriteBody<NewAssociation>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
     owned_campaign(&state, &caller, campaign_id).await?;
-    let command_id = command_id(&caller, &headers)?;
+    let route = Route {
+        uri: &uri,
+        service: Service::Campaigns,
+    };
+    let command_id = command_id(&state, &caller, &headers, route, fingerprint).await?;
     let command = AssociatePartner {
         campaign_id,
         partner_id: body.partner_id,
@@ -378,7 +463,8 @@ pub async fn associate_content(
     caller: Caller,
     Path(campaign_id): Path<Uuid>,
     headers: HeaderMap,
-    Body(body): Body<NewContent>,
+    uri: Uri,
+    WriteBody { body, fingerprint }: WriteBody<NewContent>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
     owned_campaign(&state, &caller, campaign_id).await?;
@@ -394,7 +480,12 @@ pub async fn associate_content(
         .iter()
         .map(|tag| text("tags[]", tag, 50))
         .collect::<Result<Vec<_>, _>>()?;
-    let command_id = command_id(&caller, &headers)?;
+    let title = text("title", &body.title, 200)?;
+    let route = Route {
+        uri: &uri,
+        service: Service::Campaigns,
+    };
+    let command_id = command_id(&state, &caller, &headers, route, fingerprint).await?;
     let content_id = created(command_id, "content");
     let command = AssociateContent {
         campaign_id,
@@ -406,7 +497,7 @@ pub async fn associate_content(
             ContentKindBody::Video => ContentKind::Video,
         },
         url,
-        title: text("title", &body.title, 200)?,
+        title,
         tags,
     };
     publish(&state, &caller, campaign_id, command_id, &command).await?;
@@ -422,7 +513,8 @@ pub async fn record_tracking_event(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Body(body): Body<NewTrackingEvent>,
+    uri: Uri,
+    WriteBody { body, fingerprint }: WriteBody<NewTrackingEvent>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
     let (kind, order) = match (body.kind, &body.order) {
@@ -443,7 +535,12 @@ pub async fn record_tracking_event(
         (KindBody::Lead, None) => (TrackingKind::Lead, None),
     };
     owned_campaign(&state, &caller, body.campaign_id).await?;
-    let command_id = command_id(&caller, &headers)?;
+    let occurred_at = micros("occurred_at", body.occurred_at.as_deref())?;
+    let route = Route {
+        uri: &uri,
+        service: Service::Tracking,
+    };
+    let command_id = command_id(&state, &caller, &headers, route, fingerprint).await?;
     let tracking_id = created(command_id, "tracking-event");
     let command = RecordTrackingEvent {
         tracking_id,
@@ -451,7 +548,7 @@ pub async fn record_tracking_event(
         partner_id: body.partner_id,
         kind,
         order,
-        occurred_at: micros("occurred_at", body.occurred_at.as_deref())?,
+        occurred_at,
     };
     publish(&state, &caller, tracking_id, command_id, &command).await?;
     let saga_id = schemas::ids::saga_id_for(tracking_id);

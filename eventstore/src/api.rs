@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -28,13 +28,15 @@ struct Api {
 }
 
 /// The routes, to be merged into the service's router: `GET /streams/{stream_id}`,
-/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`.
+/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`, and
+/// `PUT /idempotency-keys/{command_id}`.
 pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
     axum::Router::new()
         .route("/streams/{stream_id}", get(stream))
         .route("/events", get(events))
         .route("/correlations/{correlation_id}", get(correlation))
         .route("/commands/{command_id}", get(command))
+        .route("/idempotency-keys/{command_id}", put(claim_idempotency_key))
         .with_state(Api { pool, decode })
 }
 
@@ -288,4 +290,42 @@ async fn command(
         "reason": reason,
         "recorded_at": recorded_at.format(&Rfc3339).unwrap_or_default(),
     })))
+}
+
+/// An Idempotency-Key's claim: the fingerprint of the body it was used with.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdempotencyClaim {
+    pub fingerprint: Uuid,
+}
+
+/// Claims the command id an Idempotency-Key names for a request body's fingerprint, unless it is
+/// claimed already: answers the fingerprint that holds the claim, the caller's own or an earlier
+/// one. The caller (the BFF) refuses the request when they differ.
+async fn claim_idempotency_key(
+    State(api): State<Api>,
+    Path(command_id): Path<Uuid>,
+    Json(claim): Json<IdempotencyClaim>,
+) -> Result<Json<IdempotencyClaim>, Problem> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "insert into idempotency_keys (command_id, fingerprint) values ($1, $2)
+         on conflict (command_id) do nothing
+         returning fingerprint",
+    )
+    .bind(command_id)
+    .bind(claim.fingerprint)
+    .fetch_optional(&api.pool)
+    .await
+    .map_err(Error::from)?;
+    let fingerprint = match claimed {
+        Some(fingerprint) => fingerprint,
+        // Claimed before (a concurrent claim has committed: the insert waited for it).
+        None => {
+            sqlx::query_scalar("select fingerprint from idempotency_keys where command_id = $1")
+                .bind(command_id)
+                .fetch_one(&api.pool)
+                .await
+                .map_err(Error::from)?
+        }
+    };
+    Ok(Json(IdempotencyClaim { fingerprint }))
 }

@@ -581,6 +581,28 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     // The same Idempotency-Key is the same command, with the same ids.
     let retried: Vec<Value> = post_twice_with_one_key(&api, &owner, &valid).await;
     assert_eq!(retried[0], retried[1]);
+    // With another body it is refused, never dropped as a duplicate of the first.
+    let mut other_body = valid.clone();
+    other_body["name"] = json!("Somebody else");
+    let (status, problem) = post_with_key(&api, &owner, "/v1/partners", &other_body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("another request body")),
+        "{problem}"
+    );
+    // On another route the key is another key: the campaign is created.
+    let campaign_body = json!({
+        "name": "Same key, other route",
+        "budget": { "amount": 1_000, "currency": "EUR" },
+        "commission_rule": { "type": "fixed", "amount": 10 },
+        "valid_until": "2099-01-01T00:00:00Z",
+    });
+    let (status, created) = post_with_key(&api, &owner, "/v1/campaigns", &campaign_body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_ne!(created["command_id"], retried[0]["command_id"]);
+    api.succeeded(&created, &owner).await;
 
     let (status, document) = api.get("/openapi.json", &owner).await;
     assert_eq!(status, StatusCode::OK);
@@ -619,21 +641,29 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     platform.stop().await;
 }
 
+const KEY: &str = "register-pat-once";
+
+/// Posts `body` to `path` under the Idempotency-Key `KEY`; the status and the JSON answer.
+async fn post_with_key(api: &Api, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let response = api
+        .http
+        .post(format!("{}{path}", api.base))
+        .bearer_auth(token)
+        .header("Idempotency-Key", KEY)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    (response.status(), response.json().await.expect("json"))
+}
+
 /// Posts `body` twice under one Idempotency-Key; returns both answers.
 async fn post_twice_with_one_key(api: &Api, token: &str, body: &Value) -> Vec<Value> {
     let mut answers = Vec::new();
     for _ in 0..2 {
-        let response = api
-            .http
-            .post(format!("{}/v1/partners", api.base))
-            .bearer_auth(token)
-            .header("Idempotency-Key", "register-pat-once")
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        answers.push(response.json().await.expect("json"));
+        let (status, answer) = post_with_key(api, token, "/v1/partners", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answers.push(answer);
     }
     answers
 }
