@@ -36,6 +36,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub services: services::ServiceUrls,
+    /// Presented to the services' query APIs.
+    pub service_token: messaging::ServiceToken,
     pub verifier: Verifier,
     /// Requests per second each caller (token subject) may make, in bursts of twice that.
     pub rate_per_second: NonZeroU32,
@@ -128,7 +130,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
     );
     let state = AppState {
         client,
-        services: Services::new(settings.services),
+        services: Services::new(settings.services, settings.service_token),
         verifier: Arc::new(settings.verifier),
         limiter: Arc::new(RateLimiter::keyed(quota)),
         http_metrics: metrics::HttpMetrics::default(),

@@ -336,12 +336,7 @@ pub async fn saga_action(
     found(
         state
             .services
-            .post(
-                Service::Sagas,
-                &format!("/sagas/{id}/{action}"),
-                &json!({ "actor": caller.subject }),
-                &caller,
-            )
+            .post(Service::Sagas, &format!("/sagas/{id}/{action}"), &caller)
             .await?,
         format!("saga {id}"),
     )

@@ -4,6 +4,7 @@
 use crate::auth::Caller;
 use crate::problem::Problem;
 use axum::http::StatusCode;
+use messaging::ServiceToken;
 use serde_json::Value;
 
 /// One of the five processes with a query API.
@@ -62,23 +63,25 @@ impl ServiceUrls {
     }
 }
 
-/// The HTTP client for the services.
+/// The HTTP client for the services, presenting the service token.
 #[derive(Debug, Clone)]
 pub struct Services {
     http: reqwest::Client,
     urls: ServiceUrls,
 }
 
-/// Header names carrying the caller to the services (for their logs).
+/// Header names carrying the verified caller to the services: for their logs, and as the actor of
+/// an operator action.
 const ACTOR: &str = "x-pulsaga-actor";
 const TENANT: &str = "x-pulsaga-tenant";
 
 impl Services {
-    pub fn new(urls: ServiceUrls) -> Self {
+    pub fn new(urls: ServiceUrls, token: ServiceToken) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
+            .default_headers(token.headers())
             .build()
-            .unwrap_or_default();
+            .expect("a client without TLS settings builds");
         Services { http, urls }
     }
 
@@ -93,18 +96,14 @@ impl Services {
         self.send(service, request, caller).await
     }
 
-    /// POSTs `body` to `path` of `service`.
+    /// POSTs to `path` of `service`, without a body: the caller travels in headers.
     pub async fn post(
         &self,
         service: Service,
         path: &str,
-        body: &Value,
         caller: &Caller,
     ) -> Result<Option<Value>, Problem> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.urls.of(service)))
-            .json(body);
+        let request = self.http.post(format!("{}{path}", self.urls.of(service)));
         self.send(service, request, caller).await
     }
 

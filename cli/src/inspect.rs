@@ -32,8 +32,10 @@ pub struct SagaFilter {
     pub limit: u32,
 }
 
-async fn get(url: &str) -> anyhow::Result<Value> {
-    let response = reqwest::get(url)
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let response = http
+        .get(url)
+        .send()
         .await
         .with_context(|| format!("calling {url}"))?;
     let status = response.status();
@@ -73,7 +75,11 @@ pub async fn saga_list(
             .into_iter()
             .filter_map(|(key, value)| Some(format!("{key}={}", value?))),
     );
-    let body = get(&format!("{}/sagas?{}", urls.sagas_url, query.join("&"))).await?;
+    let body = get(
+        &urls.client()?,
+        &format!("{}/sagas?{}", urls.sagas_url, query.join("&")),
+    )
+    .await?;
     if output == Output::Json {
         return json(&body);
     }
@@ -94,7 +100,7 @@ pub async fn saga_list(
 }
 
 pub async fn saga_show(urls: &ServiceUrls, id: uuid::Uuid, output: Output) -> anyhow::Result<()> {
-    let body = get(&format!("{}/sagas/{id}", urls.sagas_url)).await?;
+    let body = get(&urls.client()?, &format!("{}/sagas/{id}", urls.sagas_url)).await?;
     if output == Output::Json {
         return json(&body);
     }
@@ -129,6 +135,7 @@ pub async fn saga_show(urls: &ServiceUrls, id: uuid::Uuid, output: Output) -> an
 /// A service's events: one stream, or its global log from the start (and, with `follow`, as
 /// they come).
 pub async fn events(
+    http: &reqwest::Client,
     base: &str,
     stream: Option<&str>,
     follow: bool,
@@ -150,7 +157,7 @@ pub async fn events(
         Ok(())
     };
     if let Some(stream) = stream {
-        let body = get(&format!("{base}/streams/{stream}")).await?;
+        let body = get(http, &format!("{base}/streams/{stream}")).await?;
         for event in body.as_array().into_iter().flatten() {
             print(event)?;
         }
@@ -158,7 +165,7 @@ pub async fn events(
     }
     let mut after = 0;
     loop {
-        let page = get(&format!("{base}/events?after={after}&limit=500")).await?;
+        let page = get(http, &format!("{base}/events?after={after}&limit=500")).await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
         for event in &events {
             print(event)?;

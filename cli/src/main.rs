@@ -316,6 +316,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     database,
                     listen,
                     &payout_provider_url,
+                    api.services.token()?,
                     &infrastructure,
                 )
                 .await
@@ -345,7 +346,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             follow,
             output,
             services,
-        } => inspect::events(services.of(service), stream.as_deref(), follow, output).await,
+        } => {
+            let http = services.client()?;
+            inspect::events(
+                &http,
+                services.of(service),
+                stream.as_deref(),
+                follow,
+                output,
+            )
+            .await
+        }
         Command::Token {
             role,
             tenant,

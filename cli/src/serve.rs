@@ -5,7 +5,7 @@
 use crate::Service;
 use crate::settings::Infrastructure;
 use anyhow::Context;
-use messaging::Client;
+use messaging::{Client, QueryApi, ServiceToken};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +73,7 @@ pub async fn serve(
     database_name: &str,
     listen: SocketAddr,
     payout_provider_url: &str,
+    token: ServiceToken,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
     let pool = database(service, database_name, infrastructure).await?;
@@ -87,23 +88,24 @@ pub async fn serve(
         .with_context(|| format!("listening on {listen}"))?;
     let shutdown = stop_on_signal();
     tracing::info!(service = service.name(), address = %listener.local_addr()?, "serving");
+    let query = QueryApi { listener, token };
     let run = match service {
-        Service::Campaigns => campaigns::run(pool.clone(), client.clone(), listener, shutdown)
+        Service::Campaigns => campaigns::run(pool.clone(), client.clone(), query, shutdown)
             .await
             .map_err(anyhow::Error::from),
-        Service::Tracking => tracking::run(pool.clone(), client.clone(), listener, shutdown)
+        Service::Tracking => tracking::run(pool.clone(), client.clone(), query, shutdown)
             .await
             .map_err(anyhow::Error::from),
-        Service::Commissions => commissions::run(pool.clone(), client.clone(), listener, shutdown)
+        Service::Commissions => commissions::run(pool.clone(), client.clone(), query, shutdown)
             .await
             .map_err(anyhow::Error::from),
         Service::Payments => {
             let payouts = payments::PayoutSettings::new(payout_provider_url);
-            payments::run(pool.clone(), client.clone(), listener, payouts, shutdown)
+            payments::run(pool.clone(), client.clone(), query, payouts, shutdown)
                 .await
                 .map_err(anyhow::Error::from)
         }
-        Service::Sagas => sagas::run(pool.clone(), client.clone(), listener, shutdown)
+        Service::Sagas => sagas::run(pool.clone(), client.clone(), query, shutdown)
             .await
             .map_err(anyhow::Error::from),
     };

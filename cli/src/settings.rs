@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use messaging::PulsarSettings;
+use messaging::{PulsarSettings, ServiceToken};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
@@ -100,9 +100,26 @@ pub struct ServiceUrls {
     pub payments_url: String,
     #[arg(long, env = "SAGAS_URL", default_value = "http://127.0.0.1:7105")]
     pub sagas_url: String,
+    /// The token the services' query APIs require (at least 32 characters): a service takes it,
+    /// and the API and these commands present it.
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
 }
 
 impl ServiceUrls {
+    pub fn token(&self) -> anyhow::Result<ServiceToken> {
+        let token = self.service_token.as_deref().context(
+            "SERVICE_TOKEN is required: the services' query APIs answer only callers that \
+             present it (`pulsaga up` makes one and prints it)",
+        )?;
+        Ok(ServiceToken::new(token)?)
+    }
+
+    /// An HTTP client that presents the service token.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        service_client(&self.token()?)
+    }
+
     pub fn of(&self, service: crate::Service) -> &str {
         match service {
             crate::Service::Campaigns => &self.campaigns_url,
@@ -112,6 +129,13 @@ impl ServiceUrls {
             crate::Service::Sagas => &self.sagas_url,
         }
     }
+}
+
+/// An HTTP client of the services' query APIs, presenting `token`.
+pub fn service_client(token: &ServiceToken) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .default_headers(token.headers())
+        .build()?)
 }
 
 /// How the BFF finds the services and verifies tokens.
@@ -194,6 +218,7 @@ impl Api {
                 payments: self.services.payments_url.clone(),
                 sagas: self.services.sagas_url.clone(),
             },
+            service_token: self.services.token()?,
             verifier: self.jwt.verifier()?,
             rate_per_second: std::num::NonZeroU32::new(self.rate_limit)
                 .context("PULSAGA_RATE_LIMIT must be at least 1")?,

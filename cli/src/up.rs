@@ -9,6 +9,7 @@
 use crate::settings::{Infrastructure, Jwt};
 use crate::{Service, serve};
 use anyhow::Context;
+use messaging::ServiceToken;
 use messaging::broker::{Standalone, StandaloneSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub struct Platform {
     pub simulator: String,
     pub pulsar_url: String,
     pub pulsar_admin_url: String,
+    /// What the services' query APIs require; made for this platform.
+    pub service_token: ServiceToken,
     children: Vec<(&'static str, Child)>,
     postgres: Option<LocalPostgres>,
     broker: Option<Standalone>,
@@ -105,6 +108,11 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
     for (service, url) in &platform.urls {
         println!("  {:<10} {url}", service.name());
     }
+    println!(
+        "  token      SERVICE_TOKEN={}   (the services' query APIs require it; export it for \
+         `pulsaga saga` and `pulsaga events`)",
+        platform.service_token.expose()
+    );
     println!("  payout-sim {}", platform.simulator);
     println!(
         "  broker     {}   (admin {})",
@@ -207,10 +215,12 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     }
     let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
 
+    let service_token = ServiceToken::random();
     let shared_env = [
         ("DATABASE_URL", database_url.as_str()),
         ("PULSAR_URL", pulsar_url.as_str()),
         ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
+        ("SERVICE_TOKEN", service_token.expose()),
     ];
     let mut children: Vec<(&'static str, Child)> = Vec::new();
     let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
@@ -267,6 +277,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         ("COMMISSIONS_URL", url_of(Service::Commissions)),
         ("PAYMENTS_URL", url_of(Service::Payments)),
         ("SAGAS_URL", url_of(Service::Sagas)),
+        ("SERVICE_TOKEN", service_token.expose().to_owned()),
         ("JWT_SECRET", String::from_utf8_lossy(secret).into_owned()),
         ("JWT_ISSUER", jwt.jwt_issuer.clone()),
         ("JWT_AUDIENCE", jwt.jwt_audience.clone()),
@@ -291,6 +302,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         simulator: format!("http://{sim}"),
         pulsar_url,
         pulsar_admin_url,
+        service_token,
         children,
         postgres,
         broker,

@@ -10,11 +10,10 @@ pub mod handlers;
 pub mod projections;
 pub mod wire;
 
-use messaging::Client;
 use messaging::host::Tasks;
+use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of every commissions consumer.
@@ -45,7 +44,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
 pub async fn run(
     pool: PgPool,
     client: Arc<Client>,
-    listener: TcpListener,
+    query: QueryApi,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let api = api::router(pool.clone());
@@ -55,6 +54,6 @@ pub async fn run(
         .consume(handlers::Reverse)
         .relay()
         .project(projections::CommissionViews)
-        .serve(listener, api);
+        .serve(query, api);
     tasks.join().await
 }

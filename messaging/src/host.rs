@@ -4,10 +4,10 @@
 //! one task fails the others are stopped, and the first error is returned; when `shutdown` fires
 //! they all finish what they hold and return.
 
-use crate::Client;
 use crate::consume::{self, ConsumerSettings, Handler};
 use crate::metrics::Metrics;
 use crate::relay::{self, RelaySettings};
+use crate::{Client, QueryApi};
 use eventstore::projection::{self, Projection};
 use sqlx::PgPool;
 use std::future::Future;
@@ -102,10 +102,16 @@ where
         self
     }
 
-    /// Serves `router` (the query API) and `/metrics` on `listener` until shutdown.
-    pub fn serve(&mut self, listener: tokio::net::TcpListener, router: axum::Router) -> &mut Self {
-        let app = router.merge(self.metrics.route());
-        let serve = axum::serve(listener, app)
+    /// Serves `router` (the query API, behind the service token) and `/metrics` (open, for
+    /// Prometheus) on the API's listener until shutdown.
+    pub fn serve(&mut self, api: QueryApi, router: axum::Router) -> &mut Self {
+        let token = api.token;
+        let app = router
+            .layer(axum::middleware::from_fn(move |request, next| {
+                token.clone().require(request, next)
+            }))
+            .merge(self.metrics.route());
+        let serve = axum::serve(api.listener, app)
             .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
         self.set.spawn(async move { Ok(serve.await?) });
         self

@@ -12,12 +12,14 @@ pub mod host;
 pub mod metrics;
 mod properties;
 pub mod relay;
+pub mod service_token;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
 
 pub use client::{Client, PulsarSettings};
 pub use properties::{Properties, PropertyError};
+pub use service_token::{QueryApi, ServiceToken};
 pub use trace::{continue_trace, current_traceparent};
 
 /// Why a messaging operation failed.

@@ -107,3 +107,21 @@ pub async fn dead_letters(
     }
     letters
 }
+
+/// A service's query API on a free loopback port, requiring `token`, and its base URL.
+pub async fn query_api(token: &crate::ServiceToken) -> (crate::QueryApi, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    let token = token.clone();
+    (crate::QueryApi { listener, token }, base)
+}
+
+/// An HTTP client that presents `token` to the services' query APIs.
+pub fn service_client(token: &crate::ServiceToken) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(token.headers())
+        .build()
+        .expect("a client without TLS settings builds")
+}

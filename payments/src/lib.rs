@@ -15,11 +15,10 @@ pub mod wire;
 
 pub use payouts::PayoutSettings;
 
-use messaging::Client;
 use messaging::host::Tasks;
+use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of every payments consumer.
@@ -54,7 +53,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
 pub async fn run(
     pool: PgPool,
     client: Arc<Client>,
-    listener: TcpListener,
+    query: QueryApi,
     payouts: PayoutSettings,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -67,6 +66,6 @@ pub async fn run(
         .relay()
         .project(projections::PaymentViews)
         .spawn(async move { Ok(worker.await?) })
-        .serve(listener, api);
+        .serve(query, api);
     tasks.join().await
 }

@@ -7,6 +7,7 @@ use crate::definition::{Entry, OperatorAction, Step};
 use crate::wire;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use eventstore::api::Problem;
 use serde::Deserialize;
@@ -204,23 +205,25 @@ async fn compensations(
     Ok(Json(json!({ "saga_id": id, "compensations": entries })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Operator {
-    actor: String,
-}
+/// Who acts: the subject of the verified token of the admin who called the BFF, which the BFF
+/// passes in this header. Only the holder of the service token reaches this route, so the
+/// header is the BFF's word; a request body never names the actor.
+const ACTOR: &str = "x-pulsaga-actor";
 
 async fn operate(
     State(pool): State<PgPool>,
     Path((id, action)): Path<(Uuid, String)>,
-    Json(body): Json<Operator>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, Problem> {
     let action = OperatorAction::from_name(&action)
         .ok_or_else(|| Problem::not_found(format!("no operator action {action}")))?;
-    if body.actor.trim().is_empty() {
-        return Err(Problem::bad_request("actor names who acts"));
-    }
-    let entries = coordinator::operate(&pool, id, action, &body.actor)
+    let actor = headers
+        .get(ACTOR)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|actor| !actor.is_empty())
+        .ok_or_else(|| Problem::bad_request(format!("the {ACTOR} header names who acts")))?;
+    let entries = coordinator::operate(&pool, id, action, actor)
         .await
         .map_err(|e| Problem {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -9,12 +9,11 @@ pub mod definition;
 pub mod metrics;
 pub mod wire;
 
-use messaging::Client;
 use messaging::host::Tasks;
+use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of the coordinator's consumers.
@@ -45,7 +44,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
 pub async fn run(
     pool: PgPool,
     client: Arc<Client>,
-    listener: TcpListener,
+    query: QueryApi,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let timers = {
@@ -69,6 +68,6 @@ pub async fn run(
         .consume(coordinator::PaymentsReplies)
         .relay()
         .spawn(timers)
-        .serve(listener, api);
+        .serve(query, api);
     tasks.join().await
 }

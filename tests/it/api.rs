@@ -43,6 +43,7 @@ impl Api {
                 payments: platform.urls.payments.clone(),
                 sagas: platform.urls.sagas.clone(),
             },
+            service_token: platform.service_token.clone(),
             verifier: Verifier::new(key, ISSUER, AUDIENCE, 30).expect("verifier"),
             rate_per_second: std::num::NonZeroU32::new(rate).expect("rate"),
         };

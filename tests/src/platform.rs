@@ -2,7 +2,7 @@
 //! the four services and the saga coordinator each on its own database and HTTP port, and the
 //! payout simulator.
 
-use messaging::{Client, effects};
+use messaging::{Client, ServiceToken, effects, testing};
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -20,7 +20,10 @@ pub struct Platform {
     server: PgConnectOptions,
     databases: Vec<(String, PgPool)>,
     pub urls: Urls,
-    http: reqwest::Client,
+    /// What the query APIs require.
+    pub service_token: ServiceToken,
+    /// Presents the service token.
+    pub http: reqwest::Client,
     shutdown: CancellationToken,
     /// Each process's task and its own stop token (a child of `shutdown`).
     tasks: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
@@ -105,11 +108,12 @@ impl Platform {
                 })
             }),
         );
-        let (l0, campaigns_url) = listener().await;
-        let (l1, tracking_url) = listener().await;
-        let (l2, commissions_url) = listener().await;
-        let (l3, payments_url) = listener().await;
-        let (l4, sagas_url) = listener().await;
+        let service_token = ServiceToken::random();
+        let (l0, campaigns_url) = testing::query_api(&service_token).await;
+        let (l1, tracking_url) = testing::query_api(&service_token).await;
+        let (l2, commissions_url) = testing::query_api(&service_token).await;
+        let (l3, payments_url) = testing::query_api(&service_token).await;
+        let (l4, sagas_url) = testing::query_api(&service_token).await;
         let c = client.clone();
         let (p0, p1, p2, p3, p4) = (pool(0), pool(1), pool(2), pool(3), pool(4));
         let sim = sim_url.clone();
@@ -182,7 +186,8 @@ impl Platform {
                 sagas: sagas_url,
                 simulator: sim_url,
             },
-            http: reqwest::Client::new(),
+            http: testing::service_client(&service_token),
+            service_token,
             shutdown,
             tasks,
         }

@@ -34,22 +34,20 @@ impl Service {
     async fn start(connect: PgConnectOptions) -> Service {
         let client = messaging::testing::client().await;
         let pool = database(connect, 20).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listen");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let token = messaging::ServiceToken::random();
+        let (query, base) = messaging::testing::query_api(&token).await;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(campaigns::run(
             pool.clone(),
             client.clone(),
-            listener,
+            query,
             shutdown.clone(),
         ));
         Service {
             client,
             pool,
             base,
-            http: reqwest::Client::new(),
+            http: messaging::testing::service_client(&token),
             shutdown,
             task,
         }

@@ -119,7 +119,7 @@ async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
 async fn load(
     api: &Api,
     callers: &[String],
-    sagas_url: &str,
+    (follower, sagas_url): (&reqwest::Client, &str),
     (campaign, partner): (&str, &str),
     rate: f64,
     duration: Duration,
@@ -127,8 +127,7 @@ async fn load(
     let total = (rate * duration.as_secs_f64()).round() as usize;
     // Where the coordinator's log stands before the first conversion: reading to its end takes
     // longer the longer the log, and a saga sent meanwhile could end before it.
-    let follower = reqwest::Client::new();
-    let mut after = log_end(&follower, sagas_url).await?;
+    let mut after = log_end(follower, sagas_url).await?;
     let cpu_before = Cpu::now(api.broker);
     let (http, base, callers) = (
         api.client.http.clone(),
@@ -473,14 +472,16 @@ async fn drive(
         (&[5.0, 20.0, 50.0, 100.0, 200.0, 300.0], 15),
     );
     // Warm-up, not measured: every process creates its producers on first use.
-    load(&api, &tokens, &sagas_url, ids, 5.0, Duration::from_secs(2)).await?;
+    let follower = crate::settings::service_client(&platform.service_token)?;
+    let coordinator = (&follower, sagas_url.as_str());
+    load(&api, &tokens, coordinator, ids, 5.0, Duration::from_secs(2)).await?;
     let mut curve = Vec::new();
     for rate in rates {
         eprintln!("bench: {rate} sagas/s offered for {seconds} s");
         let point = load(
             &api,
             &tokens,
-            &sagas_url,
+            coordinator,
             ids,
             *rate,
             Duration::from_secs(seconds),

@@ -25,6 +25,7 @@ fn required(process: &str) -> &'static [&'static str] {
             "DATABASE_URL",
             "PULSAR_URL",
             "PULSAR_ADMIN_URL",
+            "SERVICE_TOKEN",
             "PAYOUT_PROVIDER_URL",
         ],
         "bff" => &[
@@ -35,9 +36,15 @@ fn required(process: &str) -> &'static [&'static str] {
             "COMMISSIONS_URL",
             "PAYMENTS_URL",
             "SAGAS_URL",
+            "SERVICE_TOKEN",
             "JWT_SECRET",
         ],
-        _ => &["DATABASE_URL", "PULSAR_URL", "PULSAR_ADMIN_URL"],
+        _ => &[
+            "DATABASE_URL",
+            "PULSAR_URL",
+            "PULSAR_ADMIN_URL",
+            "SERVICE_TOKEN",
+        ],
     }
 }
 
@@ -166,9 +173,17 @@ fn problems(compose: &str) -> Vec<String> {
                 "listens on {address}, out of other containers' reach"
             ));
         }
+        // The API is for everyone; a query API or the simulator only for this host.
         let port = address.port();
-        if !container.ports.contains(&format!("{port}:{port}")) {
-            problem(format!("does not publish its port as \"{port}:{port}\""));
+        let published = match process {
+            "bff" => format!("{port}:{port}"),
+            _ => format!("127.0.0.1:{port}:{port}"),
+        };
+        if container.ports != [published.clone()] {
+            problem(format!(
+                "publishes {:?}, not just \"{published}\"",
+                container.ports
+            ));
         }
         listening.insert(container.name.as_str(), port);
     }
@@ -244,8 +259,11 @@ services:
         [
             "tracking: sets TRACKING_VERBOSE, which `pulsaga serve tracking --help` does not list",
             "tracking: does not set DATABASE_URL",
-            "tracking: does not publish its port as \"7102:7102\"",
+            "tracking: does not set SERVICE_TOKEN",
+            "tracking: publishes [\"7002:7102\"], not just \"127.0.0.1:7102:7102\"",
+            "payments: does not set SERVICE_TOKEN",
             "payments: listens on 127.0.0.1:7104, out of other containers' reach",
+            "payments: publishes [\"7104:7104\"], not just \"127.0.0.1:7104:7104\"",
             "broker: [\"broker\"] is not `serve <process>`",
             "payments: PAYOUT_PROVIDER_URL is http://tracking:7199, but tracking listens on 7102",
             "no container serves bff",

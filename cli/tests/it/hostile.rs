@@ -3,7 +3,7 @@
 //! goes on serving. (Before, campaigns and tracking stored them, their projections then failed on
 //! them and the process exited, again after every restart.)
 
-use super::{Database, free_address, serve, wait_for};
+use super::{Database, SERVICE_TOKEN, free_address, serve, wait_for};
 use messaging::testing::{self, DeadLetter};
 use messaging::{Client, effects};
 use schemas::Message;
@@ -40,9 +40,10 @@ fn expected() -> BTreeSet<(String, String)> {
     .into()
 }
 
-/// GETs `url`; its status.
+/// GETs `url` of a service's query API; its status.
 async fn status(url: &str) -> reqwest::StatusCode {
-    reqwest::get(url).await.expect("request").status()
+    let http = messaging::testing::service_client(&SERVICE_TOKEN);
+    http.get(url).send().await.expect("request").status()
 }
 
 #[tokio::test]

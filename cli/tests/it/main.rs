@@ -73,6 +73,7 @@ fn serve(service: &str, database: &Database, pulsar: &PulsarSettings, listen: So
             &listen.to_string(),
         ])
         .env("DATABASE_URL", &database.server_url)
+        .env("SERVICE_TOKEN", SERVICE_TOKEN.expose())
         .envs(messaging::testing::env(pulsar))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -81,9 +82,13 @@ fn serve(service: &str, database: &Database, pulsar: &PulsarSettings, listen: So
         .expect("spawn pulsaga")
 }
 
-/// Polls `url` until it answers 200 with JSON for which `done` holds.
+/// The token of the services these tests start.
+static SERVICE_TOKEN: std::sync::LazyLock<messaging::ServiceToken> =
+    std::sync::LazyLock::new(messaging::ServiceToken::random);
+
+/// Polls `url` (of a service's query API) until it answers 200 with JSON for which `done` holds.
 async fn wait_for(url: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let client = reqwest::Client::new();
+    let client = messaging::testing::service_client(&SERVICE_TOKEN);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(response) = client.get(url).send().await

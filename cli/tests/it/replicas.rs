@@ -27,6 +27,7 @@ async fn replica(platform: &Platform, service: &str) -> (Child, String) {
         .args(["--listen", &listen.to_string()])
         .args(["--payout-provider-url", &platform.urls.simulator])
         .envs(messaging::testing::env(platform.client.settings()))
+        .env("SERVICE_TOKEN", super::SERVICE_TOKEN.expose())
         // Beside the platform's own pools, within PostgreSQL's default 100 connections.
         .env("DATABASE_CONNECTIONS", "6")
         .env("RUST_LOG", "warn")

@@ -148,13 +148,44 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     assert!(printed.contains("compensation_succeeded"), "{printed}");
 
     // The operator's view from a terminal.
+    let service_token = urls["token"]
+        .strip_prefix("SERVICE_TOKEN=")
+        .expect("the service token");
     let pulsaga = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_pulsaga"))
             .args(args)
             .env("SAGAS_URL", &urls["sagas"])
             .env("TRACKING_URL", &urls["tracking"])
+            .env("SERVICE_TOKEN", service_token)
             .output()
     };
+    // The services' query APIs answer no one without the token, and nothing to a wrong one.
+    let http = reqwest::Client::new();
+    for (what, token) in [("no token", None), ("a wrong token", Some("x".repeat(64)))] {
+        let mut request = http.get(format!("{}/sagas", urls["sagas"]));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args(["saga", "list"])
+        .env("SAGAS_URL", &urls["sagas"])
+        .env_remove("SERVICE_TOKEN")
+        .output()
+        .await
+        .expect("saga list");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SERVICE_TOKEN is required"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let listed = pulsaga(&[
         "saga",
         "list",

@@ -108,10 +108,8 @@ impl Service {
     /// Starts the service on a database and simulator prepared by the test.
     async fn start_with(pool: PgPool, simulator: Simulator) -> Service {
         let client = messaging::testing::client().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("listen");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let token = messaging::ServiceToken::random();
+        let (query, base) = messaging::testing::query_api(&token).await;
         let payouts = PayoutSettings {
             timeout: TIMEOUT,
             backoff: Backoff {
@@ -125,7 +123,7 @@ impl Service {
         let task = tokio::spawn(payments::run(
             pool.clone(),
             client.clone(),
-            listener,
+            query,
             payouts,
             shutdown.clone(),
         ));
@@ -133,7 +131,7 @@ impl Service {
             client,
             pool,
             base,
-            http: reqwest::Client::new(),
+            http: messaging::testing::service_client(&token),
             simulator,
             shutdown,
             task,
