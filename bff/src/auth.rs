@@ -44,10 +44,19 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+}
+
+/// A token's `aud`: one audience, or several (RFC 7519 §4.1.3 allows both). The verifier checks
+/// that ours is among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// An authenticated caller.
@@ -187,7 +196,7 @@ pub fn mint_hs256(
         role,
         tenant: tenant.map(str::to_owned),
         iss: issuer.to_owned(),
-        aud: audience.to_owned(),
+        aud: Audience::One(audience.to_owned()),
         exp: now + ttl_secs,
         nbf: Some(now),
     };

@@ -176,6 +176,12 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .merge(registry.route())
         .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the route does not take this method",
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.http_metrics.clone(),

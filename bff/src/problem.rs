@@ -1,8 +1,10 @@
-//! Errors as `application/problem+json` (RFC 9457), and the JSON body extractor that turns every
-//! way a body can be wrong into one: too large 413, not JSON 400, unknown or missing fields 422.
+//! Errors as `application/problem+json` (RFC 9457), and the extractors that turn every way a
+//! request can be wrong into one: a body too large 413, not JSON 400, with unknown or missing
+//! fields 422; a malformed id in the path or a bad query parameter 400.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -93,5 +95,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 other => Problem::new(other.status(), other.body_text()),
             }),
         }
+    }
+}
+
+/// Path parameters whose every rejection (a malformed id) is a [`Problem`].
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))
+    }
+}
+
+/// Query parameters whose every rejection is a [`Problem`].
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))
     }
 }

@@ -3,11 +3,11 @@
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::Problem;
+use crate::problem::{Path, Problem, Query};
 use crate::services::Service;
 use crate::writes::owned_campaign;
 use axum::Json;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::{Value, json};

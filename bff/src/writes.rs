@@ -9,11 +9,11 @@
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::{Body, Problem};
+use crate::problem::{Body, Path, Problem};
 use crate::services::Service;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::{FromRequest, Request};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use messaging::effects;
 use schemas::Message;

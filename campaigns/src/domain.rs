@@ -528,7 +528,9 @@ pub enum Error {
     #[error("invalid commission rule: {0}")]
     InvalidCommissionRule(&'static str),
     #[error(
-        "the validity window must start before it ends (from {valid_from}, until {valid_until})"
+        "the validity window must start before it ends (from {}, until {})",
+        rfc3339(*valid_from),
+        rfc3339(*valid_until)
     )]
     InvalidValidityWindow { valid_from: i64, valid_until: i64 },
     #[error("invalid content: {0}")]
@@ -537,7 +539,7 @@ pub enum Error {
     ContentAlreadyAssociated(Uuid),
     #[error("partner {partner_id} is not associated with campaign {campaign_id}")]
     PartnerNotAssociated { campaign_id: Uuid, partner_id: Uuid },
-    #[error("campaign {campaign_id} is not active at {at}")]
+    #[error("campaign {campaign_id} is not active at {}", rfc3339(*at))]
     CampaignNotActive { campaign_id: Uuid, at: i64 },
     #[error("a conversion or a percent commission needs an order amount")]
     OrderAmountRequired,
@@ -555,6 +557,17 @@ pub enum Error {
     },
     #[error("reservation {0} was already made for another partner or tracking event")]
     ReservationConflict(Uuid),
+}
+
+/// Microseconds since the Unix epoch as an RFC 3339 time, for messages people read.
+fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{micros} µs after the Unix epoch"))
 }
 
 impl Error {
@@ -1126,6 +1139,29 @@ mod tests {
     fn releasing_an_unknown_reservation_is_a_no_op() {
         assert_eq!(when(&running(), release(1)), Ok(vec![]));
         assert_eq!(when(&[], release(1)), Ok(vec![]));
+    }
+
+    #[test]
+    fn rejections_show_times_as_rfc_3339() {
+        let inactive = Error::CampaignNotActive {
+            campaign_id: id(1),
+            at: 915_148_800_000_000,
+        };
+        assert!(
+            inactive
+                .to_string()
+                .ends_with("is not active at 1999-01-01T00:00:00Z"),
+            "{inactive}"
+        );
+        let window = Error::InvalidValidityWindow {
+            valid_from: 1_500_000,
+            valid_until: 0,
+        };
+        assert_eq!(
+            window.to_string(),
+            "the validity window must start before it ends \
+             (from 1970-01-01T00:00:01.5Z, until 1970-01-01T00:00:00Z)"
+        );
     }
 
     #[test]

@@ -181,6 +181,7 @@ async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(
                 &listen.to_string(),
             ])
             .envs(messaging::testing::env(platform.client.settings()))
+            .env("SERVICE_TOKEN", platform.service_token.expose())
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()

@@ -1,0 +1,261 @@
+//! The API's router alone, called through `oneshot`: authentication, problem+json for every
+//! error, validation. No service runs (their URLs refuse connections), so every answer here is
+//! the BFF's own, decided before it would call one.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use bff::auth::{Key, Verifier};
+use bff::services::ServiceUrls;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"a development secret of 32 bytes";
+const ISSUER: &str = "pulsaga";
+const AUDIENCE: &str = "pulsaga-api";
+
+async fn router() -> axum::Router {
+    // The discard port: nothing listens there.
+    let nowhere = || "http://127.0.0.1:9".to_owned();
+    let settings = bff::Settings {
+        services: ServiceUrls {
+            campaigns: nowhere(),
+            tracking: nowhere(),
+            commissions: nowhere(),
+            payments: nowhere(),
+            sagas: nowhere(),
+        },
+        service_token: messaging::ServiceToken::random(),
+        verifier: Verifier::new(
+            &Key::Hs256 {
+                secret: SECRET.to_vec(),
+            },
+            ISSUER,
+            AUDIENCE,
+            30,
+        )
+        .expect("verifier"),
+        rate_per_second: std::num::NonZeroU32::new(1000).expect("rate"),
+    };
+    bff::router(messaging::testing::client().await, settings)
+}
+
+/// A token signed with the test secret, for `role`, with `aud` as given.
+fn token(role: &str, aud: Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let claims = json!({
+        "sub": format!("{role}-1"), "role": role, "iss": ISSUER, "aud": aud, "exp": now + 600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("token")
+}
+
+fn admin() -> String {
+    token("admin", json!(AUDIENCE))
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    json_body: Option<&str>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let body = match json_body {
+        Some(text) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(text.to_owned())
+        }
+        None => Body::empty(),
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    Answer {
+        status,
+        content_type,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// What is wrong, the method, the URI, the token, the body, and the status it is answered.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    StatusCode,
+);
+
+const PARTNER: &str = r#"{"name": "Pat", "email": "pat@example.com", "payout_account": "NL00"}"#;
+
+#[tokio::test]
+async fn every_error_is_problem_json() {
+    let router = router().await;
+    let admin = admin();
+    let nul_name = PARTNER.replace("Pat", "Pat\\u0000");
+    let cases: [Case; 10] = [
+        (
+            "a malformed id in the path",
+            "GET",
+            "/v1/campaigns/not-a-uuid",
+            Some(&admin),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a malformed id in a nested path",
+            "GET",
+            "/v1/partners/42/commissions",
+            Some(&admin),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no such route",
+            "GET",
+            "/v1/nothing-here",
+            Some(&admin),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "a method the route does not take",
+            "DELETE",
+            "/v1/partners",
+            Some(&admin),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "no token",
+            "POST",
+            "/v1/partners",
+            None,
+            Some(PARTNER),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "a token for another audience",
+            "POST",
+            "/v1/partners",
+            Some(&token("admin", json!("someone-else"))),
+            Some(PARTNER),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "a role that may not",
+            "GET",
+            "/v1/sagas",
+            Some(&token("partner", json!(AUDIENCE))),
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "not JSON",
+            "POST",
+            "/v1/partners",
+            Some(&admin),
+            Some("{"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "an unknown field",
+            "POST",
+            "/v1/partners",
+            Some(&admin),
+            Some(r#"{"name": "Pat", "email": "p@e.com", "payout_account": "NL", "x": 1}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a NUL in a name",
+            "POST",
+            "/v1/partners",
+            Some(&admin),
+            Some(&nul_name),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (what, method, uri, token, body, expected) in cases {
+        let answer = call(&router, method, uri, token, body).await;
+        assert_eq!(answer.status, expected, "{what}: {}", answer.body);
+        assert_eq!(
+            answer.content_type, "application/problem+json",
+            "{what}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body["status"], expected.as_u16(), "{what}");
+        assert!(answer.body["detail"].is_string(), "{what}: {}", answer.body);
+    }
+}
+
+#[tokio::test]
+async fn an_audience_array_holding_ours_is_accepted() {
+    let router = router().await;
+    let ours = token("partner", json!(["billing", AUDIENCE]));
+    // Authenticated, then refused for the role: not a 401.
+    let answer = call(&router, "GET", "/v1/sagas", Some(&ours), None).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    let not_ours = token("partner", json!(["billing", "reports"]));
+    let answer = call(&router, "GET", "/v1/sagas", Some(&not_ours), None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn text_with_control_characters_is_refused_with_the_field_named() {
+    let router = router().await;
+    let admin = admin();
+    for (field, value) in [
+        ("name", "Pat\\u0000"),
+        ("email", "pat\\u0007@example.com"),
+        ("payout_account", "NL00\\u001b[2J"),
+        ("name", "Pa\\u0085t"),
+    ] {
+        let mut body: Value = serde_json::from_str(PARTNER).expect("json");
+        body[field] = serde_json::from_str(&format!("\"{value}\"")).expect("a JSON string");
+        let answer = call(
+            &router,
+            "POST",
+            "/v1/partners",
+            Some(&admin),
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let detail = answer.body["detail"].as_str().expect("detail");
+        assert!(
+            detail.starts_with(field) && detail.contains("control characters"),
+            "{detail}"
+        );
+    }
+}
