@@ -82,6 +82,7 @@ async fn payment_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Value>,
         Status::OutcomeUnknown => "unknown",
         Status::Completed => "completed",
         Status::Failed => "failed",
+        Status::Cancelled => "cancelled",
     };
     Ok(Json(json!({
         "payment_id": id,

@@ -9,6 +9,11 @@
 //! ([`Payment::needs_resolution`]) and recording its answer. A provider that never saw the key is
 //! called again with the same key: it executes a key at most once, so that is no second attempt.
 //!
+//! A payment is a saga's pivot: once attempted it can only complete or fail. `Cancel` is how a
+//! saga whose request went unanswered learns which: a payment never requested is cancelled (a
+//! tombstone, so that the request, should it still arrive, is refused and never paid); one
+//! requested is in flight, completed or failed, and the cancel is refused saying which.
+//!
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.
 
@@ -51,6 +56,8 @@ pub enum Status {
     OutcomeUnknown,
     Completed,
     Failed,
+    /// Cancelled before it was requested: it will never be paid.
+    Cancelled,
 }
 
 /// One payout of one commission to its partner.
@@ -73,6 +80,7 @@ enum State {
         provider_reference: String,
     },
     Failed(PaymentRequest),
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +102,11 @@ pub enum PaymentCommand {
     },
     /// The provider's answer did not arrive (a timeout, a broken connection).
     RecordOutcomeUnknown {
+        payment_id: Uuid,
+        reason: String,
+    },
+    /// A saga gave up waiting for the payment: cancel it unless it was requested.
+    Cancel {
         payment_id: Uuid,
         reason: String,
     },
@@ -120,12 +133,16 @@ pub enum PaymentEvent {
         payment_id: Uuid,
         reason: String,
     },
+    Cancelled {
+        payment_id: Uuid,
+        reason: String,
+    },
 }
 
 impl Payment {
     pub fn request(&self) -> Option<&PaymentRequest> {
         match &self.state {
-            State::Unknown => None,
+            State::Unknown | State::Cancelled => None,
             State::Requested(request)
             | State::Attempted { request, .. }
             | State::Completed { request, .. }
@@ -147,13 +164,14 @@ impl Payment {
             } => Some(Status::OutcomeUnknown),
             State::Completed { .. } => Some(Status::Completed),
             State::Failed(_) => Some(Status::Failed),
+            State::Cancelled => Some(Status::Cancelled),
         }
     }
 
     /// The key the provider knows the payout by, once a payout was attempted.
     pub fn idempotency_key(&self) -> Option<Uuid> {
         match &self.state {
-            State::Unknown | State::Requested(_) => None,
+            State::Unknown | State::Requested(_) | State::Cancelled => None,
             State::Attempted { request, .. }
             | State::Completed { request, .. }
             | State::Failed(request) => Some(request.payment_id),
@@ -169,8 +187,19 @@ impl Payment {
     pub fn decide(&self, command: &PaymentCommand) -> Result<Vec<PaymentEvent>, Error> {
         match command {
             PaymentCommand::Request(request) => self.request_payment(request),
+            PaymentCommand::Cancel { payment_id, reason } => match &self.state {
+                State::Unknown => Ok(vec![PaymentEvent::Cancelled {
+                    payment_id: *payment_id,
+                    reason: reason.clone(),
+                }]),
+                State::Cancelled => Ok(vec![]),
+                State::Requested(_) | State::Attempted { .. } => Err(Error::InFlight(*payment_id)),
+                State::Completed { .. } => Err(Error::AlreadyCompleted(*payment_id)),
+                State::Failed(_) => Err(Error::AlreadyFailed(*payment_id)),
+            },
             PaymentCommand::AttemptPayout { payment_id } => match &self.state {
                 State::Unknown => Err(Error::NotFound(*payment_id)),
+                State::Cancelled => Err(Error::Cancelled(*payment_id)),
                 State::Requested(request) => Ok(vec![PaymentEvent::PayoutAttempted {
                     payment_id: request.payment_id,
                     idempotency_key: request.payment_id,
@@ -184,6 +213,7 @@ impl Payment {
                 provider_reference,
             } => match &self.state {
                 State::Unknown => Err(Error::NotFound(*payment_id)),
+                State::Cancelled => Err(Error::Cancelled(*payment_id)),
                 State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
                 State::Attempted { request, .. } => Ok(vec![PaymentEvent::Completed {
                     payment_id: request.payment_id,
@@ -207,6 +237,7 @@ impl Payment {
             },
             PaymentCommand::Fail { payment_id, reason } => match &self.state {
                 State::Unknown => Err(Error::NotFound(*payment_id)),
+                State::Cancelled => Err(Error::Cancelled(*payment_id)),
                 State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
                 State::Attempted { request, .. } => Ok(vec![PaymentEvent::Failed {
                     payment_id: request.payment_id,
@@ -217,6 +248,7 @@ impl Payment {
             },
             PaymentCommand::RecordOutcomeUnknown { payment_id, reason } => match &self.state {
                 State::Unknown => Err(Error::NotFound(*payment_id)),
+                State::Cancelled => Err(Error::Cancelled(*payment_id)),
                 State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
                 State::Attempted {
                     request,
@@ -239,6 +271,7 @@ impl Payment {
     pub fn apply(&mut self, event: &PaymentEvent) {
         self.state = match (std::mem::take(&mut self.state), event) {
             (_, PaymentEvent::Requested(request)) => State::Requested(request.clone()),
+            (State::Unknown, PaymentEvent::Cancelled { .. }) => State::Cancelled,
             (State::Requested(request), PaymentEvent::PayoutAttempted { .. }) => State::Attempted {
                 request,
                 outcome_unknown: false,
@@ -266,12 +299,16 @@ impl Payment {
                 PaymentEvent::PayoutAttempted { .. }
                 | PaymentEvent::PayoutOutcomeUnknown { .. }
                 | PaymentEvent::Completed { .. }
-                | PaymentEvent::Failed { .. },
+                | PaymentEvent::Failed { .. }
+                | PaymentEvent::Cancelled { .. },
             ) => state,
         };
     }
 
     fn request_payment(&self, request: &PaymentRequest) -> Result<Vec<PaymentEvent>, Error> {
+        if self.state == State::Cancelled {
+            return Err(Error::Cancelled(request.payment_id));
+        }
         if let Some(existing) = self.request() {
             return if existing == request {
                 Ok(vec![])
@@ -311,6 +348,12 @@ pub enum Error {
     #[error("payment {0} has already failed")]
     AlreadyFailed(Uuid),
     #[error(
+        "payment {0} was requested: its payout may be under way, so it can no longer be cancelled"
+    )]
+    InFlight(Uuid),
+    #[error("payment {0} was cancelled and will never be paid")]
+    Cancelled(Uuid),
+    #[error(
         "payment {payment_id} was completed as {recorded:?}, the provider now reports {reported:?}"
     )]
     ProviderReferenceMismatch {
@@ -331,6 +374,8 @@ impl Error {
             Error::PayoutNotAttempted(_) => "payout_not_attempted",
             Error::AlreadyCompleted(_) => "payment_already_completed",
             Error::AlreadyFailed(_) => "payment_already_failed",
+            Error::InFlight(_) => "payment_in_flight",
+            Error::Cancelled(_) => "payment_cancelled",
             Error::ProviderReferenceMismatch { .. } => "provider_reference_mismatch",
         }
     }
@@ -603,6 +648,58 @@ mod tests {
         }
     }
 
+    fn cancel() -> PaymentCommand {
+        PaymentCommand::Cancel {
+            payment_id: id(1),
+            reason: "request-payment timed out".into(),
+        }
+    }
+
+    fn cancelled() -> PaymentEvent {
+        PaymentEvent::Cancelled {
+            payment_id: id(1),
+            reason: "request-payment timed out".into(),
+        }
+    }
+
+    #[test]
+    fn a_payment_never_requested_is_cancelled_and_then_never_requested() {
+        assert_eq!(when(&[], cancel()), Ok(vec![cancelled()]));
+        let given = [cancelled()];
+        assert_eq!(payment(&given).status(), Some(Status::Cancelled));
+        assert_eq!(when(&given, cancel()), Ok(vec![]), "a repeated cancel");
+        assert_eq!(
+            rejection(&given, PaymentCommand::Request(request())),
+            "payment_cancelled"
+        );
+        for command in [attempt(), complete("po_1"), fail("declined"), timed_out()] {
+            assert_eq!(rejection(&given, command), "payment_cancelled");
+        }
+    }
+
+    #[test]
+    fn a_requested_payment_is_never_cancelled_and_the_refusal_says_where_it_stands() {
+        let cases = [
+            (vec![requested()], "payment_in_flight"),
+            (vec![requested(), attempted()], "payment_in_flight"),
+            (
+                vec![requested(), attempted(), unknown()],
+                "payment_in_flight",
+            ),
+            (
+                vec![requested(), attempted(), completed("po_1")],
+                "payment_already_completed",
+            ),
+            (
+                vec![requested(), attempted(), failed("declined")],
+                "payment_already_failed",
+            ),
+        ];
+        for (given, code) in cases {
+            assert_eq!(rejection(&given, cancel()), code, "{given:?}");
+        }
+    }
+
     #[test]
     fn every_rejection_has_a_distinct_snake_case_code() {
         let errors = [
@@ -614,6 +711,8 @@ mod tests {
             Error::PayoutNotAttempted(id(1)),
             Error::AlreadyCompleted(id(1)),
             Error::AlreadyFailed(id(1)),
+            Error::InFlight(id(1)),
+            Error::Cancelled(id(1)),
             Error::ProviderReferenceMismatch {
                 payment_id: id(1),
                 recorded: String::new(),

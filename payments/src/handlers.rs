@@ -1,6 +1,7 @@
-//! The handler of `payments-request`: it runs in the transaction the consumer runner opened (with
-//! the inbox record), decides the request and the payout attempt, and leaves the provider call to
-//! the payout worker through a `payouts_due` row committed with the events. No HTTP happens here.
+//! The handlers of `payments-request` and `payments-cancellation`, each in the transaction the
+//! consumer runner opened (with the inbox record). A request is decided with its payout attempt,
+//! leaving the provider call to the payout worker through a `payouts_due` row committed with the
+//! events. No HTTP happens here.
 
 use crate::domain::{Error, Payment, PaymentCommand};
 use crate::payouts;
@@ -8,7 +9,7 @@ use crate::wire;
 use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, StreamEvents};
-use schemas::commands::RequestPayment;
+use schemas::commands::{CancelPayment, RequestPayment};
 use schemas::events::PaymentsEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -96,6 +97,43 @@ impl Handler for Request {
         commit(tx, &incoming.properties, payment_id, version, &events).await?;
         payouts::schedule(tx, payment_id, &incoming.properties).await?;
         Ok(())
+    }
+}
+
+/// `payments-cancellation`: cancels a payment never requested, so that its request, should it
+/// still arrive, is refused; a requested one is refused with where it stands (in flight,
+/// completed, failed), which the saga that asked acts on.
+#[derive(Debug, Default)]
+pub struct Cancel;
+
+impl Handler for Cancel {
+    type Message = CancelPayment;
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<CancelPayment>,
+    ) -> Result<(), HandlerError> {
+        let payment_id = incoming.message.payment_id;
+        let key = payment_id.to_string();
+        let (payment, version) = load(tx, payment_id).await?;
+        let command = PaymentCommand::Cancel {
+            payment_id,
+            reason: incoming.message.reason.clone(),
+        };
+        match payment.decide(&command) {
+            Err(error) => reject(tx, &incoming.properties, &key, &error).await,
+            Ok(events) if events.is_empty() => {
+                effects::commit_already_applied(
+                    tx,
+                    &incoming.properties,
+                    &key,
+                    PaymentsEvent::CommandAlreadyApplied,
+                )
+                .await
+            }
+            Ok(events) => commit(tx, &incoming.properties, payment_id, version, &events).await,
+        }
     }
 }
 

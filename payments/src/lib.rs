@@ -63,6 +63,7 @@ pub async fn run(
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
         .consume(handlers::Request)
+        .consume(handlers::Cancel)
         .relay()
         .project(projections::PaymentViews)
         .spawn(async move { Ok(worker.await?) })

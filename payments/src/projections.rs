@@ -107,6 +107,8 @@ impl Projection for PaymentViews {
             PaymentEvent::Failed { payment_id, reason } => {
                 moved(tx, *payment_id, "failed", (None, Some(reason)), at).await
             }
+            // Cancelled before it was requested: there is no payment to list.
+            PaymentEvent::Cancelled { .. } => Ok(()),
         }
     }
 }

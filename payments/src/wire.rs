@@ -8,8 +8,8 @@ use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RequestPayment;
 use schemas::events::{
-    PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted,
-    PayoutOutcomeUnknown,
+    PaymentCancelled, PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent,
+    PayoutAttempted, PayoutOutcomeUnknown,
 };
 use schemas::values;
 use uuid::Uuid;
@@ -71,6 +71,12 @@ pub fn payment_event(event: &PaymentEvent) -> PaymentsEvent {
                 reason: reason.clone(),
             })
         }
+        PaymentEvent::Cancelled { payment_id, reason } => {
+            PaymentsEvent::PaymentCancelled(PaymentCancelled {
+                payment_id: *payment_id,
+                reason: reason.clone(),
+            })
+        }
     }
 }
 
@@ -111,6 +117,10 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
         PaymentsEvent::PaymentFailed(f) => Some(PaymentEvent::Failed {
             payment_id: f.payment_id,
             reason: f.reason,
+        }),
+        PaymentsEvent::PaymentCancelled(c) => Some(PaymentEvent::Cancelled {
+            payment_id: c.payment_id,
+            reason: c.reason,
         }),
         PaymentsEvent::CommandRejected(_) | PaymentsEvent::CommandAlreadyApplied(_) => None,
     })

@@ -78,6 +78,15 @@ pub struct Policy {
 /// Compensations are retried this often, with growing timeouts, before the saga parks.
 pub const COMPENSATION_ATTEMPTS: u32 = 4;
 
+/// The longest a saga waits before it asks again whether its payment can be cancelled.
+pub const MAX_CANCEL_WAIT: Duration = Duration::from_secs(600);
+
+/// Payments' answers to a cancel: the payment will never be paid (cancelled now or before, or
+/// declined), or it was paid. Any other answer (in flight) means: wait for its outcome.
+const PAYMENT_CANCELLED: &str = "payment_cancelled";
+const PAYMENT_DECLINED: &str = "payment_already_failed";
+const PAYMENT_PAID: &str = "payment_already_completed";
+
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
@@ -120,6 +129,12 @@ impl Step {
         self.policy()
             .timeout
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+    }
+
+    /// A pivot is never compensated while it may still complete: after its last timeout the saga
+    /// asks (cancels) instead of assuming. The payment is the only one.
+    pub fn is_pivot(self) -> bool {
+        self == Step::RequestPayment
     }
 }
 
@@ -189,6 +204,12 @@ pub enum Command {
     },
     FailTracking {
         tracking_id: Uuid,
+        reason: String,
+    },
+    /// The pivot's question after its request went unanswered: cancel the payment unless it was
+    /// requested, and otherwise say where it stands.
+    CancelPayment {
+        payment_id: Uuid,
         reason: String,
     },
 }
@@ -273,6 +294,13 @@ pub struct Sent {
     pub command: Command,
     /// When to give up waiting (the coordinator keeps a durable timer).
     pub timeout: Duration,
+}
+
+impl Sent {
+    /// Whether this asks whether the pivot can still complete, rather than doing a step.
+    pub fn resolves_pivot(&self) -> bool {
+        matches!(self.command, Command::CancelPayment { .. })
+    }
 }
 
 /// The saga log (SPEC §5): every entry of a saga's stream.
@@ -467,6 +495,118 @@ impl Saga {
         })
     }
 
+    /// The `attempt`-th request to cancel the payment, each with an id of its own (a resend of
+    /// the same id would only get the first answer again), waiting longer each time.
+    fn cancel_payment(&self, attempt: u32) -> Sent {
+        let step = Step::RequestPayment;
+        let timeout = step
+            .policy()
+            .timeout
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(MAX_CANCEL_WAIT);
+        Sent {
+            step,
+            attempt,
+            command_id: self.derived_id(&format!("cancel/{}/{attempt}", step.name())),
+            command: Command::CancelPayment {
+                payment_id: self.derived_id("payment"),
+                reason: format!(
+                    "{} went unanswered after {} attempts",
+                    step.name(),
+                    step.policy().attempts
+                ),
+            },
+            timeout,
+        }
+    }
+
+    /// A step's own answer: go forward, or compensate what was done.
+    fn step_answered(
+        &self,
+        step: Step,
+        (command_id, message_id): (Uuid, Uuid),
+        answer: &Answer,
+        at: i64,
+    ) -> Vec<Entry> {
+        match answer {
+            Answer::Succeeded { amount } => {
+                let succeeded = Entry::StepSucceeded {
+                    step,
+                    command_id,
+                    message_id,
+                    amount: amount.clone(),
+                    at,
+                };
+                let mut next = self.clone();
+                next.apply(&succeeded);
+                let mut entries = vec![succeeded];
+                entries.extend(next.next_forward(at));
+                entries
+            }
+            Answer::Rejected { code, reason } => {
+                let failed = Entry::StepFailed {
+                    step,
+                    command_id,
+                    message_id,
+                    code: code.clone(),
+                    reason: reason.clone(),
+                    at,
+                };
+                self.start_compensating(format!("{} rejected: {reason}", step.name()), failed, at)
+            }
+        }
+    }
+
+    /// An answer while the saga asks whether its payment can be cancelled: the payment's own
+    /// outcome, or the cancel's. Only a payment that will never be paid is compensated; a paid
+    /// one goes forward; one in flight is waited for (the timer asks again).
+    fn pivot_answered(
+        &self,
+        pending: &Sent,
+        (command_id, message_id): (Uuid, Uuid),
+        answer: &Answer,
+        at: i64,
+    ) -> Vec<Entry> {
+        let step = pending.step;
+        let step_id = self.command_id(step, false);
+        if command_id == step_id {
+            return self.step_answered(step, (command_id, message_id), answer, at);
+        }
+        if command_id != pending.command_id {
+            return vec![];
+        }
+        let never_paid = |code: &str, reason: &str| {
+            let failed = Entry::StepFailed {
+                step,
+                command_id,
+                message_id,
+                code: code.to_owned(),
+                reason: reason.to_owned(),
+                at,
+            };
+            self.start_compensating(format!("{}: {reason}", step.name()), failed, at)
+        };
+        match answer {
+            Answer::Succeeded { .. } => never_paid(
+                PAYMENT_CANCELLED,
+                "cancelled after its request went unanswered, before any payout",
+            ),
+            Answer::Rejected { code, reason }
+                if code == PAYMENT_CANCELLED || code == PAYMENT_DECLINED =>
+            {
+                never_paid(code, reason)
+            }
+            // Recorded as the step's own success, which is what a replay feeds back.
+            Answer::Rejected { code, .. } if code == PAYMENT_PAID => self.step_answered(
+                step,
+                (step_id, message_id),
+                &Answer::Succeeded { amount: None },
+                at,
+            ),
+            Answer::Rejected { .. } => vec![],
+        }
+    }
+
     fn compensation(&self, step: Step, attempt: u32) -> Option<Sent> {
         let data = self.data.as_ref()?;
         let reason = self.reason.clone().unwrap_or_default();
@@ -587,43 +727,16 @@ impl Saga {
                     at,
                 },
             ) => {
-                let Some(pending) = self
-                    .pending
-                    .as_ref()
-                    .filter(|p| p.command_id == *command_id)
-                else {
+                let Some(pending) = self.pending.as_ref() else {
                     return vec![];
                 };
-                match answer {
-                    Answer::Succeeded { amount } => {
-                        let succeeded = Entry::StepSucceeded {
-                            step: pending.step,
-                            command_id: *command_id,
-                            message_id: *message_id,
-                            amount: amount.clone(),
-                            at: *at,
-                        };
-                        let mut next = self.clone();
-                        next.apply(&succeeded);
-                        let mut entries = vec![succeeded];
-                        entries.extend(next.next_forward(*at));
-                        entries
-                    }
-                    Answer::Rejected { code, reason } => {
-                        let failed = Entry::StepFailed {
-                            step: pending.step,
-                            command_id: *command_id,
-                            message_id: *message_id,
-                            code: code.clone(),
-                            reason: reason.clone(),
-                            at: *at,
-                        };
-                        self.start_compensating(
-                            format!("{} rejected: {reason}", pending.step.name()),
-                            failed,
-                            *at,
-                        )
-                    }
+                let ids = (*command_id, *message_id);
+                if pending.resolves_pivot() {
+                    self.pivot_answered(pending, ids, answer, *at)
+                } else if pending.command_id == *command_id {
+                    self.step_answered(pending.step, ids, answer, *at)
+                } else {
+                    vec![]
                 }
             }
             (
@@ -647,16 +760,21 @@ impl Saga {
                     attempt: *attempt,
                     at: *at,
                 };
-                if *attempt < pending.step.policy().attempts {
-                    let resend = self.forward(pending.step, attempt + 1);
-                    let mut entries = vec![timed_out];
-                    entries.extend(resend.map(|sent| Entry::StepCommandSent { sent, at: *at }));
-                    entries
+                let next = if pending.resolves_pivot() {
+                    Some(self.cancel_payment(attempt + 1))
+                } else if *attempt < pending.step.policy().attempts {
+                    self.forward(pending.step, attempt + 1)
+                } else if pending.step.is_pivot() {
+                    // It may still be paid: ask, never assume.
+                    Some(self.cancel_payment(1))
                 } else {
                     let reason =
                         format!("{} timed out after {attempt} attempts", pending.step.name());
-                    self.start_compensating(reason, timed_out, *at)
-                }
+                    return self.start_compensating(reason, timed_out, *at);
+                };
+                let mut entries = vec![timed_out];
+                entries.extend(next.map(|sent| Entry::StepCommandSent { sent, at: *at }));
+                entries
             }
             (
                 Status::Compensating,
@@ -823,7 +941,8 @@ impl Saga {
             Entry::StepFailed { .. } => self.pending = None,
             Entry::StepTimedOut { step, attempt, .. } => {
                 // Exhausted: the command may still have taken effect, so it is compensated too.
-                if *attempt >= step.policy().attempts {
+                // A pivot is not: the saga goes on to ask whether it can still complete.
+                if *attempt >= step.policy().attempts && !step.is_pivot() {
                     self.done.push(*step);
                     self.pending = None;
                 }
@@ -1186,6 +1305,8 @@ mod tests {
             for (failing, &step) in steps.iter().enumerate() {
                 for how in [Answering::Reject, Answering::Silent] {
                     let mut run = Run::start(saga_type);
+                    // A payment that went unanswered is asked about; payments confirms that
+                    // it cancelled it.
                     run.drive(|sent| {
                         if sent.step == step
                             && !matches!(
@@ -1193,6 +1314,7 @@ mod tests {
                                 Command::ReleaseBudget { .. }
                                     | Command::ReverseCommission { .. }
                                     | Command::FailTracking { .. }
+                                    | Command::CancelPayment { .. }
                             )
                         {
                             how.clone()
@@ -1201,9 +1323,10 @@ mod tests {
                         }
                     });
                     // Done before the failure, plus the failing step itself when it timed out
-                    // (it may have happened); only budget and commission can be undone.
+                    // (it may have happened; a cancelled payment did not); only budget and
+                    // commission can be undone.
                     let mut undone: Vec<Step> = steps[..failing].to_vec();
-                    if how == Answering::Silent {
+                    if how == Answering::Silent && !step.is_pivot() {
                         undone.push(step);
                     }
                     let mut expected: Vec<Step> = undone
@@ -1236,6 +1359,142 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Drives an order-to-payment saga to its payment, lets both attempts time out, and returns
+    /// the cancel it then sends.
+    fn asking_to_cancel() -> (Run, Sent) {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        for _ in 0..2 {
+            let sent = run.saga.pending.clone().expect("pending");
+            run.answer(
+                &sent,
+                Answer::Succeeded {
+                    amount: (sent.step == Step::ReserveBudget).then(|| eur(500)),
+                },
+            );
+        }
+        for attempt in 1..=2 {
+            let sent = run.saga.pending.clone().expect("the payment");
+            assert_eq!((sent.step, sent.attempt), (Step::RequestPayment, attempt));
+            assert!(matches!(sent.command, Command::RequestPayment { .. }));
+            run.now += sent.timeout.as_micros() as i64;
+            run.feed(Input::Timeout {
+                command_id: sent.command_id,
+                attempt,
+                at: run.now,
+            });
+        }
+        let cancel = run.saga.pending.clone().expect("a cancel");
+        assert!(cancel.resolves_pivot(), "{cancel:?}");
+        assert_eq!(run.saga.status, Status::Running, "not compensating");
+        (run, cancel)
+    }
+
+    fn rejected(code: &str) -> Answer {
+        Answer::Rejected {
+            code: code.into(),
+            reason: format!("payments says {code}"),
+        }
+    }
+
+    #[test]
+    fn a_payment_that_times_out_is_compensated_only_once_payments_confirms_its_cancel() {
+        for confirmation in [
+            Answer::Succeeded { amount: None },
+            rejected(PAYMENT_CANCELLED),
+        ] {
+            let (mut run, cancel) = asking_to_cancel();
+            run.answer(&cancel, confirmation);
+            assert_eq!(run.saga.status, Status::Compensating);
+            run.drive(|_| Answering::Succeed);
+            assert_eq!(run.saga.status, Status::Compensated);
+            assert_eq!(
+                run.compensations(),
+                [Step::AssignCommission, Step::ReserveBudget, Step::Trigger]
+            );
+            assert_replays(&run);
+        }
+    }
+
+    #[test]
+    fn a_payment_declined_meanwhile_is_compensated_and_one_paid_goes_forward() {
+        let (mut run, cancel) = asking_to_cancel();
+        run.answer(&cancel, rejected(PAYMENT_DECLINED));
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Compensated);
+        assert_replays(&run);
+
+        let (mut run, cancel) = asking_to_cancel();
+        run.answer(&cancel, rejected(PAYMENT_PAID));
+        assert_eq!(
+            run.saga.pending.as_ref().map(|p| p.step),
+            Some(Step::ConfirmTracking)
+        );
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Completed);
+        assert_eq!(run.compensations(), []);
+        assert_replays(&run);
+    }
+
+    #[test]
+    fn a_payment_in_flight_is_waited_for_and_its_own_outcome_decides() {
+        for (outcome, status) in [
+            (Answer::Succeeded { amount: None }, Status::Completed),
+            (rejected("payment_failed"), Status::Compensated),
+        ] {
+            let (mut run, cancel) = asking_to_cancel();
+            run.answer(&cancel, rejected("payment_in_flight"));
+            assert_eq!(run.saga.pending, Some(cancel.clone()), "still waiting");
+            // Asked again after the timeout, with an id of its own, waiting longer.
+            run.now += cancel.timeout.as_micros() as i64;
+            run.feed(Input::Timeout {
+                command_id: cancel.command_id,
+                attempt: 1,
+                at: run.now,
+            });
+            let again = run.saga.pending.clone().expect("asked again");
+            assert!(again.resolves_pivot());
+            assert_eq!(again.attempt, 2);
+            assert_ne!(again.command_id, cancel.command_id);
+            assert!(again.timeout > cancel.timeout);
+            // The payment's own outcome arrives, answering its request.
+            let request = run
+                .log
+                .iter()
+                .find_map(|e| match e {
+                    Entry::StepCommandSent { sent, .. }
+                        if matches!(sent.command, Command::RequestPayment { .. }) =>
+                    {
+                        Some(sent.clone())
+                    }
+                    _ => None,
+                })
+                .expect("the request");
+            run.answer(&request, outcome);
+            run.drive(|_| Answering::Succeed);
+            assert_eq!(run.saga.status, status);
+            assert_replays(&run);
+        }
+    }
+
+    #[test]
+    fn a_payment_never_answered_is_asked_about_but_never_compensated() {
+        let (mut run, _) = asking_to_cancel();
+        for _ in 0..50 {
+            let sent = run.saga.pending.clone().expect("asking");
+            assert!(sent.resolves_pivot());
+            assert!(sent.timeout <= MAX_CANCEL_WAIT);
+            run.now += sent.timeout.as_micros() as i64;
+            run.feed(Input::Timeout {
+                command_id: sent.command_id,
+                attempt: sent.attempt,
+                at: run.now,
+            });
+        }
+        assert_eq!(run.saga.status, Status::Running);
+        assert!(run.compensations().is_empty());
+        assert_replays(&run);
     }
 
     #[test]

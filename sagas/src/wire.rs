@@ -84,6 +84,10 @@ enum CommandJson {
         tracking_id: Uuid,
         reason: String,
     },
+    CancelPayment {
+        payment_id: Uuid,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -279,6 +283,9 @@ fn command_json(command: &Command) -> CommandJson {
             tracking_id,
             reason,
         },
+        Command::CancelPayment { payment_id, reason } => {
+            CommandJson::CancelPayment { payment_id, reason }
+        }
     }
 }
 
@@ -351,6 +358,9 @@ fn command(json: CommandJson) -> Result<Command, Error> {
             tracking_id,
             reason,
         },
+        CommandJson::CancelPayment { payment_id, reason } => {
+            Command::CancelPayment { payment_id, reason }
+        }
     })
 }
 
@@ -724,6 +734,9 @@ pub fn encode_command(
             tracking_id,
             reason,
         }),
+        Command::CancelPayment { payment_id, reason } => {
+            encoded(wire::CancelPayment { payment_id, reason })
+        }
     }
 }
 
@@ -765,12 +778,17 @@ pub fn commissions_answer(event: &CommissionsEvent) -> Option<Answer> {
     }
 }
 
-/// Payments answers only with the payout's outcome; a request being recorded is not one.
+/// Payments answers a request only with the payout's outcome (a request being recorded is not
+/// one), and a cancel with the cancellation or where the payment stands.
 pub fn payments_answer(event: &PaymentsEvent) -> Option<Answer> {
     match event {
-        PaymentsEvent::PaymentCompleted(_) => succeeded(None),
+        PaymentsEvent::PaymentCompleted(_) | PaymentsEvent::PaymentCancelled(_) => succeeded(None),
         PaymentsEvent::PaymentFailed(e) => rejected("payment_failed", &e.reason),
         PaymentsEvent::CommandRejected(r) => rejected(&r.code, &r.reason),
+        // A cancel of a payment cancelled before.
+        PaymentsEvent::CommandAlreadyApplied(a) if a.command_type == "CancelPayment" => {
+            succeeded(None)
+        }
         _ => None,
     }
 }

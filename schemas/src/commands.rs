@@ -86,6 +86,14 @@ pub struct RequestPayment {
     pub amount: Money,
 }
 
+/// Cancels a payment unless a payout was attempted: what a saga sends when a payment's request
+/// went unanswered, to learn whether money can still move before it compensates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelPayment {
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
 /// Compensation: marks a tracking event failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailTrackingEvent {
@@ -157,6 +165,7 @@ commands! {
     RecordTrackingEvent => CAMPAIGN_TRACKING_EVENTS,
     AssignCommission => ASSIGN_COMMISSION_TO_PARTNER,
     RequestPayment => PAYMENTS_REQUEST,
+    CancelPayment => PAYMENTS_CANCELLATION,
     FailTrackingEvent => FAIL_TRACKING_EVENTS,
     ReserveBudget => CAMPAIGN_BUDGET_RESERVATION,
     ReleaseBudget => CAMPAIGN_BUDGET_RELEASE,

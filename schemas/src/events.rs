@@ -213,6 +213,7 @@ pub enum PaymentsEvent {
     PaymentFailed(PaymentFailed),
     CommandRejected(CommandRejected),
     CommandAlreadyApplied(CommandAlreadyApplied),
+    PaymentCancelled(PaymentCancelled),
 }
 
 /// A payout of one commission was requested.
@@ -252,6 +253,14 @@ pub struct PaymentCompleted {
 /// The payout provider refused the payout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
+/// A payment was cancelled before any payout was attempted: it will never be paid, and a later
+/// request with its id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCancelled {
     pub payment_id: Uuid,
     pub reason: String,
 }
@@ -368,5 +377,6 @@ events! {
         PaymentFailed(PaymentFailed),
         CommandRejected(CommandRejected),
         CommandAlreadyApplied(CommandAlreadyApplied),
+        PaymentCancelled(PaymentCancelled),
     }
 }

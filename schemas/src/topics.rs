@@ -97,6 +97,7 @@ topics! {
     CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1, consumed by "tracking";
     ASSIGN_COMMISSION_TO_PARTNER = "assign-commission-to-partner", Command, versions 1, consumed by "commissions";
     PAYMENTS_REQUEST = "payments-request", Command, versions 1, consumed by "payments";
+    PAYMENTS_CANCELLATION = "payments-cancellation", Command, versions 1, consumed by "payments";
     FAIL_TRACKING_EVENTS = "fail-tracking-events", Command, versions 1, consumed by "tracking";
     CAMPAIGN_BUDGET_RESERVATION = "campaign-budget-reservation", Command, versions 1, consumed by "campaigns";
     CAMPAIGN_BUDGET_RELEASE = "campaign-budget-release", Command, versions 1, consumed by "campaigns";
@@ -105,7 +106,7 @@ topics! {
     CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1, consumed by "sagas";
     TRACKING_EVENTS = "tracking-events", Event, versions 1 2, consumed by "sagas";
     COMMISSIONS_EVENTS = "commissions-events", Event, versions 1, consumed by "sagas";
-    PAYMENTS_EVENTS = "payments-events", Event, versions 1, consumed by "sagas";
+    PAYMENTS_EVENTS = "payments-events", Event, versions 1 2, consumed by "sagas";
 }
 
 #[cfg(test)]

@@ -283,84 +283,154 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
     platform.stop().await;
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_payout_step_that_times_out_is_compensated(_: PgPoolOptions, connect: PgConnectOptions) {
-    let mut platform = Platform::start(connect).await;
-    let (partner, campaign) = set_up(&platform).await;
-    // Payments is down: the payout request goes unanswered.
-    platform.stop_process("payments").await;
-    let tracking_id = Uuid::new_v4();
-    let conversion = RecordTrackingEvent {
-        tracking_id,
-        campaign_id: campaign,
-        partner_id: partner,
-        kind: TrackingKind::Conversion,
-        order: Some(Order {
-            order_id: "order-3".into(),
-            amount: eur(5_000),
-        }),
-        occurred_at: micros(time::OffsetDateTime::now_utc()),
-    };
-    platform.send(tracking_id, &conversion).await;
-    let saga_id = sagas::wire::saga_id_for(tracking_id);
-    let url = format!("{}/sagas/{saga_id}", platform.urls.sagas);
-    platform
-        .wait_for(&url, Duration::from_secs(60), |b| {
-            b["saga"]["current_step"] == "request-payment"
-        })
+/// Fast-forwards a saga's durable timers while it waits on its payment (and only then: other
+/// steps are not what this is about), so that its timeouts come due now. Returns its detail.
+async fn fast_forward_payment(platform: &Platform, saga_id: Uuid) -> Value {
+    let (_, body) = platform
+        .get(&format!("{}/sagas/{saga_id}", platform.urls.sagas))
         .await;
-
-    // Time passes for the coordinator: its durable timers come due (every attempt's, in turn).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let detail = loop {
+    if body["saga"]["status"] == "running" && body["saga"]["current_step"] == "request-payment" {
         sqlx::query("update saga_timers set due_at = now() where saga_id = $1")
             .bind(saga_id)
             .execute(platform.sagas_pool())
             .await
             .expect("fast-forward");
-        let (_, detail) = platform.get(&url).await;
-        if matches!(
-            detail["saga"]["status"].as_str(),
-            Some("compensated" | "parked")
-        ) {
-            break detail;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the saga never timed out: {detail}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    body
+}
+
+/// Payments is down past the payment step's timeouts, then comes back: each saga asks payments
+/// to cancel instead of compensating a payment that may still happen, and ends either paid and
+/// completed, or never paid (cancelled or declined) and compensated; never paid and compensated.
+/// The provider answers some payouts slowly (the cancel then finds them in flight) or declines.
+#[sqlx::test(migrations = false)]
+async fn a_payment_that_times_out_is_cancelled_or_paid_and_never_both(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let mut platform = Platform::start(connect).await;
+    let (partner, campaign) = set_up(&platform).await;
+    platform.stop_process("payments").await;
+    // 10 % commissions: paid, paid slowly (777), declined (666), lost once (999), paid.
+    let orders = [5_000, 7_770, 6_660, 9_990, 3_000];
+    let mut sagas = Vec::new();
+    for (n, amount) in orders.into_iter().enumerate() {
+        let tracking_id = Uuid::new_v4();
+        let conversion = RecordTrackingEvent {
+            tracking_id,
+            campaign_id: campaign,
+            partner_id: partner,
+            kind: TrackingKind::Conversion,
+            order: Some(Order {
+                order_id: format!("pivot-{n}"),
+                amount: eur(amount),
+            }),
+            occurred_at: micros(time::OffsetDateTime::now_utc()),
+        };
+        platform.send(tracking_id, &conversion).await;
+        sagas.push(sagas::wire::saga_id_for(tracking_id));
+    }
+    let cancels = |detail: &Value| {
+        detail["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["sent"]["command"] == "cancel_payment")
+            .count()
     };
-    assert_eq!(detail["saga"]["status"], "compensated", "{detail}");
-    let timeline = detail["timeline"].as_array().expect("timeline");
-    let timeouts = timeline
-        .iter()
-        .filter(|e| e["entry"] == "step_timed_out" && e["step"] == "request-payment")
-        .count();
+
+    // Time passes while payments is down: every payment's attempts time out, and each saga
+    // asks payments to cancel, again and again, without compensating anything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for &saga_id in &sagas {
+        loop {
+            let body = fast_forward_payment(&platform, saga_id).await;
+            // Not started yet, or running: nothing is compensated while payments is down.
+            let status = body["saga"]["status"].as_str();
+            assert!(matches!(status, None | Some("running")), "{status:?}");
+            if cancels(&body) >= 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "saga {saga_id} never asked to cancel its payment"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Payments comes back, taking the requests and the cancels in whatever order.
+    let token = platform.service_token.clone();
+    let (query, _) = messaging::testing::query_api(&token).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let payments = tokio::spawn(payments::run(
+        platform.pool("payments").clone(),
+        platform.client.clone(),
+        query,
+        payments::PayoutSettings::new(platform.urls.simulator.clone()),
+        stop.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut ended = Vec::new();
+    for &saga_id in &sagas {
+        let body = loop {
+            let body = fast_forward_payment(&platform, saga_id).await;
+            if matches!(
+                body["saga"]["status"].as_str(),
+                Some("completed" | "compensated" | "parked")
+            ) {
+                break body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "saga {saga_id} never ended: {}",
+                body["saga"]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ended.push((saga_id, body));
+    }
+
+    let http = reqwest::Client::new();
+    let mut paid = 0;
+    for (saga_id, body) in &ended {
+        let payment_id = Uuid::new_v5(saga_id, b"payment");
+        let payout = http
+            .get(format!("{}/payouts/{payment_id}", platform.urls.simulator))
+            .send()
+            .await
+            .expect("the provider's ledger");
+        let payout_paid = payout.status().is_success()
+            && payout.json::<Value>().await.expect("payout")["status"] == "paid";
+        match body["saga"]["status"].as_str() {
+            Some("completed") => {
+                assert!(payout_paid, "completed without a payout: {body}");
+                paid += 1;
+            }
+            Some("compensated") => {
+                assert!(!payout_paid, "paid and compensated: {body}");
+            }
+            _ => panic!("neither paid nor compensated: {body}"),
+        }
+        assert_replays(&platform, *saga_id).await;
+    }
+    let (_, stats) = platform
+        .get(&format!("{}/stats", platform.urls.simulator))
+        .await;
     assert_eq!(
-        timeouts as u32,
-        sagas::definition::Step::RequestPayment.policy().attempts,
-        "every attempt timed out"
+        stats["executions"], paid,
+        "each payout executed once: {stats}"
     );
-    let started = timeline
+    let declined = ended
         .iter()
-        .find(|e| e["entry"] == "compensation_started")
-        .expect("compensation");
-    assert!(
-        started["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("request-payment timed out")),
-        "{started}"
-    );
-    let compensated: Vec<&str> = timeline
-        .iter()
-        .filter(|e| e["entry"] == "compensation_succeeded")
-        .filter_map(|e| e["step"].as_str())
-        .collect();
+        .find(|(saga_id, _)| *saga_id == sagas[2])
+        .map(|(_, body)| body["saga"]["status"].clone());
     assert_eq!(
-        compensated,
-        ["assign-commission", "reserve-budget", "trigger"]
+        declined,
+        Some(Value::from("compensated")),
+        "666 is declined"
     );
-    assert_replays(&platform, saga_id).await;
+    stop.cancel();
+    payments.await.expect("payments").expect("payments run");
     platform.stop().await;
 }

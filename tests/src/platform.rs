@@ -205,17 +205,25 @@ impl Platform {
         task.await.expect("process task");
     }
 
-    /// The database of one of the five services (`campaigns` … `sagas`).
-    pub fn database_name(&self, service: &str) -> &str {
+    /// The database of one of the five services (`campaigns` … `sagas`), and a pool on it.
+    fn database(&self, service: &str) -> &(String, PgPool) {
         let index = ["campaigns", "tracking", "commissions", "payments", "sagas"]
             .iter()
             .position(|s| *s == service)
             .expect("a service of the platform");
-        &self.databases[index].0
+        &self.databases[index]
+    }
+
+    pub fn database_name(&self, service: &str) -> &str {
+        &self.database(service).0
+    }
+
+    pub fn pool(&self, service: &str) -> &PgPool {
+        &self.database(service).1
     }
 
     pub fn sagas_pool(&self) -> &PgPool {
-        &self.databases[4].1
+        self.pool("sagas")
     }
 
     /// Publishes a command as a client would, keyed by `key`; returns its id.

@@ -2,16 +2,17 @@
 //! rendering, shared by the tests.
 
 use schemas::commands::{
-    AssignCommission, AssociateContent, AssociatePartner, ConfirmTrackingEvent, CreateCampaign,
-    FailTrackingEvent, RecordTrackingEvent, RegisterPartner, ReleaseBudget, RequestPayment,
-    ReserveBudget, ReverseCommission,
+    AssignCommission, AssociateContent, AssociatePartner, CancelPayment, ConfirmTrackingEvent,
+    CreateCampaign, FailTrackingEvent, RecordTrackingEvent, RegisterPartner, ReleaseBudget,
+    RequestPayment, ReserveBudget, ReverseCommission,
 };
 use schemas::events::{
     BudgetReleased, BudgetReserved, CampaignCreated, CampaignsEvent, CommandAlreadyApplied,
     CommandRejected, CommissionAssigned, CommissionReversed, CommissionVoided, CommissionsEvent,
-    ContentAssociated, OrderClaimed, PartnerAssociated, PartnerRegistered, PaymentCompleted,
-    PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted, PayoutOutcomeUnknown,
-    TrackingEvent, TrackingEventConfirmed, TrackingEventFailed, TrackingEventRecorded,
+    ContentAssociated, OrderClaimed, PartnerAssociated, PartnerRegistered, PaymentCancelled,
+    PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted,
+    PayoutOutcomeUnknown, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed,
+    TrackingEventRecorded,
 };
 use schemas::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
 use schemas::{Error, Message, Topic, TopicKind};
@@ -158,6 +159,10 @@ pub fn all() -> Vec<Sample> {
             partner_id: partner,
             campaign_id: campaign,
             amount: eur(325),
+        }),
+        Sample::new(CancelPayment {
+            payment_id: payment,
+            reason: "request-payment timed out after 2 attempts".into(),
         }),
         Sample::new(FailTrackingEvent {
             tracking_id: tracking,
@@ -324,5 +329,9 @@ pub fn all() -> Vec<Sample> {
             "RequestPayment",
             payment,
         ))),
+        Sample::new(PaymentsEvent::PaymentCancelled(PaymentCancelled {
+            payment_id: payment,
+            reason: "request-payment timed out after 2 attempts".into(),
+        })),
     ]
 }
