@@ -195,6 +195,7 @@ async fn compensations(
                     | Entry::CompensationCommandSent { .. }
                     | Entry::CompensationSucceeded { .. }
                     | Entry::CompensationFailed { .. }
+                    | Entry::CompensationRetryDue { .. }
                     | Entry::Parked { .. }
                     | Entry::OperatorActed { .. }
                     | Entry::Compensated { .. }

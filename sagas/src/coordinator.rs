@@ -175,6 +175,22 @@ async fn feed_locked(
     let mut messages = Vec::new();
     let mut timers = Vec::new();
     for entry in &entries {
+        // A refused compensation's backoff: a timer keyed by the refused command and the next
+        // attempt, which the definition takes as the signal to send that attempt.
+        if let Entry::CompensationFailed {
+            command_id,
+            attempt,
+            retry_in: Some(retry_in),
+            ..
+        } = entry
+        {
+            timers.push((
+                *command_id,
+                i32::try_from(attempt + 1).unwrap_or(i32::MAX),
+                retry_in.as_secs_f64(),
+            ));
+            continue;
+        }
         let (Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. }) =
             entry
         else {

@@ -231,7 +231,8 @@ pub enum Answer {
 pub enum OperatorAction {
     /// Send the failing compensation again.
     Retry,
-    /// The operator fixed what the failing compensation was for: count it done and go on.
+    /// The operator fixed what made the forward step fail (a budget raised, a service back): send
+    /// that step again and go on forward. Only while nothing has been undone yet.
     Resume,
     /// Stop going forward (or stop retrying) and compensate what is left, skipping a failing
     /// compensation.
@@ -351,13 +352,24 @@ pub enum Entry {
         message_id: Uuid,
         at: i64,
     },
-    /// A compensation was refused or went unanswered (`message_id` is none for a timeout).
+    /// A compensation was refused or went unanswered (`message_id` is none for a timeout). A
+    /// refused one is sent again after `retry_in` (a backoff with jitter); an unanswered one at
+    /// once (its timeout was the wait); after the last attempt, neither: the saga parks.
     CompensationFailed {
         step: Step,
         command_id: Uuid,
         attempt: u32,
         message_id: Option<Uuid>,
         reason: String,
+        retry_in: Option<Duration>,
+        at: i64,
+    },
+    /// The backoff after a refused compensation ran out: `attempt` is sent now. `command_id` is
+    /// the refused attempt's (the timer's key).
+    CompensationRetryDue {
+        step: Step,
+        command_id: Uuid,
+        attempt: u32,
         at: i64,
     },
     Parked {
@@ -417,6 +429,13 @@ pub struct Saga {
     pub reason: Option<String>,
     /// What the budget reservation came to: the commission and payment amount.
     pub amount: Option<Money>,
+    /// The pending compensation was refused; its next attempt waits for the backoff.
+    pub awaiting_retry: bool,
+    /// Operator actions taken on the parked saga: each starts the attempts anew, as commands of
+    /// their own.
+    pub operator_rounds: u32,
+    /// The forward step whose failure (a rejection or its last timeout) started compensating.
+    pub failed: Option<Step>,
 }
 
 impl Saga {
@@ -431,6 +450,9 @@ impl Saga {
             to_compensate: Vec::new(),
             reason: None,
             amount: None,
+            awaiting_retry: false,
+            operator_rounds: 0,
+            failed: None,
         }
     }
 
@@ -446,6 +468,15 @@ impl Saga {
             step.name()
         );
         Uuid::new_v5(&self.saga_id, name.as_bytes())
+    }
+
+    /// A forward step's command id: the same for every attempt, and new after an operator
+    /// resumed the saga (the service then decides the step again).
+    fn forward_id(&self, step: Step) -> Uuid {
+        match self.operator_rounds {
+            0 => self.command_id(step, false),
+            round => self.derived_id(&format!("forward/{}/{round}", step.name())),
+        }
     }
 
     /// The id of what a saga creates in a service, derived so that a replay chooses it again.
@@ -489,7 +520,7 @@ impl Saga {
         Some(Sent {
             step,
             attempt,
-            command_id: self.command_id(step, false),
+            command_id: self.forward_id(step),
             command,
             timeout: step.policy().timeout,
         })
@@ -568,7 +599,7 @@ impl Saga {
         at: i64,
     ) -> Vec<Entry> {
         let step = pending.step;
-        let step_id = self.command_id(step, false);
+        let step_id = self.forward_id(step);
         if command_id == step_id {
             return self.step_answered(step, (command_id, message_id), answer, at);
         }
@@ -627,10 +658,16 @@ impl Saga {
             // A payment that went out cannot be taken back; a confirmation is the last step.
             Step::RequestPayment | Step::ConfirmTracking => return None,
         };
+        // Each attempt is a command of its own, which the service decides again (a resend of one
+        // id would only get its first answer back); undoing twice changes nothing.
+        let command_id = match (self.operator_rounds, attempt) {
+            (0, 1) => self.command_id(step, true),
+            (round, _) => self.derived_id(&format!("compensate/{}/{round}/{attempt}", step.name())),
+        };
         Some(Sent {
             step,
             attempt,
-            command_id: self.command_id(step, true),
+            command_id,
             command,
             timeout: step.compensation_timeout(attempt),
         })
@@ -788,7 +825,7 @@ impl Saga {
                 let Some(pending) = self
                     .pending
                     .as_ref()
-                    .filter(|p| p.command_id == *command_id)
+                    .filter(|p| p.command_id == *command_id && !self.awaiting_retry)
                 else {
                     return vec![];
                 };
@@ -825,10 +862,31 @@ impl Saga {
                 let Some(pending) = self
                     .pending
                     .as_ref()
-                    .filter(|p| p.command_id == *command_id && p.attempt == *attempt)
+                    .filter(|p| p.command_id == *command_id)
                 else {
                     return vec![];
                 };
+                if self.awaiting_retry {
+                    // The backoff timer of the refused attempt: send the next one.
+                    if *attempt != pending.attempt + 1 {
+                        return vec![];
+                    }
+                    let due = Entry::CompensationRetryDue {
+                        step: pending.step,
+                        command_id: *command_id,
+                        attempt: *attempt,
+                        at: *at,
+                    };
+                    let mut entries = vec![due];
+                    entries.extend(
+                        self.compensation(pending.step, *attempt)
+                            .map(|sent| Entry::CompensationCommandSent { sent, at: *at }),
+                    );
+                    return entries;
+                }
+                if pending.attempt != *attempt {
+                    return vec![];
+                }
                 self.compensation_failed(
                     pending,
                     None,
@@ -837,6 +895,10 @@ impl Saga {
                 )
             }
             (Status::Parked, Input::Operator { action, actor, at }) => {
+                let resumable = self.failed.is_some() && self.to_compensate == self.compensations();
+                if *action == OperatorAction::Resume && !resumable {
+                    return vec![];
+                }
                 let acted = Entry::OperatorActed {
                     action: *action,
                     actor: actor.clone(),
@@ -847,8 +909,13 @@ impl Saga {
                 let mut entries = vec![acted];
                 match action {
                     OperatorAction::Retry => entries.extend(next.next_compensation(*at)),
-                    OperatorAction::Resume | OperatorAction::Compensate => {
-                        // The failing compensation counts as done (fixed by hand, or skipped).
+                    OperatorAction::Resume => entries.extend(
+                        self.failed
+                            .and_then(|step| next.forward(step, 1))
+                            .map(|sent| Entry::StepCommandSent { sent, at: *at }),
+                    ),
+                    OperatorAction::Compensate => {
+                        // The failing compensation counts as done (skipped).
                         let skipped = Entry::CompensationSucceeded {
                             step: next.to_compensate.first().copied().unwrap_or(Step::Trigger),
                             command_id: Uuid::nil(),
@@ -881,6 +948,20 @@ impl Saga {
         }
     }
 
+    /// How long a refused compensation waits before its `attempt`: half the step's timeout,
+    /// doubling, plus up to half as much again. The jitter comes from the saga's id, so that
+    /// sagas refused together spread out, and a replay chooses the same.
+    fn retry_backoff(&self, step: Step, attempt: u32) -> Duration {
+        let base = (step.policy().timeout / 2)
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(2)));
+        let spread = u128::from(u64::try_from(base.as_millis() / 2).unwrap_or(u64::MAX)).max(1);
+        let draw = self
+            .derived_id(&format!("jitter/{}/{attempt}", step.name()))
+            .as_u128()
+            % spread;
+        base + Duration::from_millis(u64::try_from(draw).unwrap_or(0))
+    }
+
     fn compensation_failed(
         &self,
         pending: &Sent,
@@ -888,20 +969,26 @@ impl Saga {
         reason: String,
         at: i64,
     ) -> Vec<Entry> {
+        let last = pending.attempt >= COMPENSATION_ATTEMPTS;
+        let refused = message_id.is_some();
         let failed = Entry::CompensationFailed {
             step: pending.step,
             command_id: pending.command_id,
             attempt: pending.attempt,
             message_id,
             reason: reason.clone(),
+            retry_in: (refused && !last)
+                .then(|| self.retry_backoff(pending.step, pending.attempt + 1)),
             at,
         };
         let mut entries = vec![failed];
-        if pending.attempt < COMPENSATION_ATTEMPTS {
-            entries.extend(
-                self.compensation(pending.step, pending.attempt + 1)
-                    .map(|sent| Entry::CompensationCommandSent { sent, at }),
-            );
+        if !last {
+            if !refused {
+                entries.extend(
+                    self.compensation(pending.step, pending.attempt + 1)
+                        .map(|sent| Entry::CompensationCommandSent { sent, at }),
+                );
+            }
         } else {
             entries.push(Entry::Parked {
                 reason: format!(
@@ -929,7 +1016,8 @@ impl Saga {
                 self.status = Status::Running;
             }
             Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. } => {
-                self.pending = Some(sent.clone())
+                self.pending = Some(sent.clone());
+                self.awaiting_retry = false;
             }
             Entry::StepSucceeded { step, amount, .. } => {
                 if *step == Step::ReserveBudget && amount.is_some() {
@@ -938,13 +1026,17 @@ impl Saga {
                 self.done.push(*step);
                 self.pending = None;
             }
-            Entry::StepFailed { .. } => self.pending = None,
+            Entry::StepFailed { step, .. } => {
+                self.pending = None;
+                self.failed = Some(*step);
+            }
             Entry::StepTimedOut { step, attempt, .. } => {
                 // Exhausted: the command may still have taken effect, so it is compensated too.
                 // A pivot is not: the saga goes on to ask whether it can still complete.
                 if *attempt >= step.policy().attempts && !step.is_pivot() {
                     self.done.push(*step);
                     self.pending = None;
+                    self.failed = Some(*step);
                 }
             }
             Entry::CompensationStarted { reason, .. } => {
@@ -958,13 +1050,29 @@ impl Saga {
                 }
                 self.pending = None;
             }
-            Entry::CompensationFailed { .. } => {}
+            Entry::CompensationFailed { retry_in, .. } => {
+                self.awaiting_retry = retry_in.is_some();
+            }
+            Entry::CompensationRetryDue { .. } => {}
             Entry::Parked { .. } => {
                 self.status = Status::Parked;
                 self.pending = None;
             }
             Entry::OperatorActed { action, .. } => match self.status {
-                Status::Parked => self.status = Status::Compensating,
+                Status::Parked if *action == OperatorAction::Resume => {
+                    // Forward again from the failed step: nothing was undone.
+                    self.status = Status::Running;
+                    self.operator_rounds += 1;
+                    if let Some(failed) = self.failed.take() {
+                        self.done.retain(|step| *step != failed);
+                    }
+                    self.to_compensate.clear();
+                    self.reason = None;
+                }
+                Status::Parked => {
+                    self.status = Status::Compensating;
+                    self.operator_rounds += 1;
+                }
                 Status::Running if *action == OperatorAction::Compensate => {
                     // The unanswered command may have taken effect: compensate it too.
                     if let Some(pending) = self.pending.take() {
@@ -1048,6 +1156,12 @@ impl Saga {
                 command_id,
                 attempt,
                 message_id: None,
+                at,
+                ..
+            }
+            | Entry::CompensationRetryDue {
+                command_id,
+                attempt,
                 at,
                 ..
             } => Input::Timeout {
@@ -1179,6 +1293,11 @@ mod tests {
                 let Some(sent) = self.saga.pending.clone() else {
                     return;
                 };
+                if self.saga.awaiting_retry {
+                    // The backoff of a refused compensation runs out.
+                    self.backoff_runs_out(&sent);
+                    continue;
+                }
                 match script(&sent) {
                     Answering::Succeed => {
                         let amount = (sent.step == Step::ReserveBudget).then(|| eur(500));
@@ -1204,6 +1323,22 @@ mod tests {
                 }
             }
             panic!("the saga never settled: {:?}", self.saga);
+        }
+
+        fn backoff_runs_out(&mut self, refused: &Sent) {
+            let Some(Entry::CompensationFailed {
+                retry_in: Some(retry_in),
+                ..
+            }) = self.log.last()
+            else {
+                panic!("a refused compensation waits: {:?}", self.log.last());
+            };
+            self.now += retry_in.as_micros() as i64;
+            self.feed(Input::Timeout {
+                command_id: refused.command_id,
+                attempt: refused.attempt + 1,
+                at: self.now,
+            });
         }
 
         /// (step, forward or compensation) of every command sent, resends included.
@@ -1582,10 +1717,10 @@ mod tests {
 
     #[test]
     fn a_compensation_that_keeps_failing_parks_the_saga_for_an_operator() {
-        for (action, expect_resent) in [
-            (OperatorAction::Retry, true),
-            (OperatorAction::Resume, false),
-            (OperatorAction::Compensate, false),
+        for (action, expect_resent, ends) in [
+            (OperatorAction::Retry, true, Status::Compensated),
+            (OperatorAction::Resume, false, Status::Completed),
+            (OperatorAction::Compensate, false, Status::Compensated),
         ] {
             let mut run = Run::start(SagaType::CommissionAssignment);
             let reserve = run.saga.pending.clone().expect("reserve");
@@ -1635,10 +1770,105 @@ mod tests {
                 .count() as u32
                 > COMPENSATION_ATTEMPTS;
             assert_eq!(resent, expect_resent, "{action:?}");
+            if action == OperatorAction::Resume {
+                // The budget was raised: the refused reservation goes again, as a new command.
+                let again = run.saga.pending.clone().expect("the reservation again");
+                assert_eq!((again.step, again.attempt), (Step::ReserveBudget, 1));
+                assert_ne!(again.command_id, reserve.command_id);
+                assert_eq!(run.saga.status, Status::Running);
+            }
             run.drive(|_| Answering::Succeed);
-            assert_eq!(run.saga.status, Status::Compensated, "{action:?}");
+            assert_eq!(run.saga.status, ends, "{action:?}");
             assert_replays(&run);
         }
+    }
+
+    #[test]
+    fn a_refused_compensation_waits_a_growing_jittered_backoff_each_time_as_a_new_command() {
+        let mut run = Run::start(SagaType::CommissionAssignment);
+        let reserve = run.saga.pending.clone().expect("reserve");
+        run.answer(&reserve, rejected("budget_exhausted"));
+        let first = run.saga.pending.clone().expect("fail tracking");
+        run.answer(&first, rejected("busy"));
+        assert!(run.saga.awaiting_retry);
+        assert_eq!(
+            run.saga.pending,
+            Some(first.clone()),
+            "nothing sent at once"
+        );
+        // A late duplicate of the refusal changes nothing while the backoff runs.
+        assert_eq!(
+            run.saga.on_input(&Input::Reply {
+                command_id: first.command_id,
+                message_id: Uuid::from_u128(7),
+                answer: rejected("busy"),
+                at: run.now,
+            }),
+            vec![]
+        );
+        run.drive(|_| Answering::Reject);
+        assert_eq!(run.saga.status, Status::Parked);
+        let waits: Vec<Duration> = run
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                Entry::CompensationFailed { retry_in, .. } => *retry_in,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waits.len() as u32, COMPENSATION_ATTEMPTS - 1);
+        assert!(waits.windows(2).all(|w| w[1] > w[0]), "growing: {waits:?}");
+        let base = Step::Trigger.policy().timeout / 2;
+        assert!(waits[0] >= base && waits[0] < base * 3 / 2, "{waits:?}");
+        let ids: std::collections::HashSet<Uuid> = run
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                Entry::CompensationCommandSent { sent, .. } => Some(sent.command_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ids.len() as u32,
+            COMPENSATION_ATTEMPTS,
+            "each attempt decided anew"
+        );
+        assert_replays(&run);
+
+        // Another saga refused at the same moment waits another time.
+        let mut other = Run::start(SagaType::CommissionAssignment);
+        other.saga.saga_id = Uuid::from_u128(43);
+        let jittered = other.saga.retry_backoff(Step::Trigger, 2);
+        assert_ne!(jittered, run.saga.retry_backoff(Step::Trigger, 2));
+    }
+
+    #[test]
+    fn resume_is_refused_once_a_step_was_undone() {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        // Budget reserved, commission refused: the reservation is released, then failing the
+        // tracking event is refused until the saga parks.
+        run.drive(|sent| match sent.command {
+            Command::ReserveBudget { .. } | Command::ReleaseBudget { .. } => Answering::Succeed,
+            _ => Answering::Reject,
+        });
+        assert_eq!(run.saga.status, Status::Parked);
+        let resume = Input::Operator {
+            action: OperatorAction::Resume,
+            actor: "alice".into(),
+            at: run.now + SECOND,
+        };
+        assert_eq!(
+            run.saga.on_input(&resume),
+            vec![],
+            "the budget was released already"
+        );
+        run.feed(Input::Operator {
+            action: OperatorAction::Compensate,
+            actor: "alice".into(),
+            at: run.now + SECOND,
+        });
+        assert_eq!(run.saga.status, Status::Compensated);
+        assert_replays(&run);
     }
 
     #[test]

@@ -154,6 +154,15 @@ enum EntryJson {
         attempt: u32,
         message_id: Option<Uuid>,
         reason: String,
+        /// Absent on entries written before refused compensations waited to be retried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+        at: i64,
+    },
+    CompensationRetryDue {
+        step: String,
+        command_id: Uuid,
+        attempt: u32,
         at: i64,
     },
     Parked {
@@ -396,6 +405,7 @@ pub fn entry_type(entry: &Entry) -> &'static str {
         Entry::CompensationCommandSent { .. } => "CompensationCommandSent",
         Entry::CompensationSucceeded { .. } => "CompensationSucceeded",
         Entry::CompensationFailed { .. } => "CompensationFailed",
+        Entry::CompensationRetryDue { .. } => "CompensationRetryDue",
         Entry::Parked { .. } => "SagaParked",
         Entry::OperatorActed { .. } => "OperatorActed",
         Entry::Completed { .. } => "SagaCompleted",
@@ -490,6 +500,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             attempt,
             message_id,
             reason,
+            retry_in,
             at,
         } => EntryJson::CompensationFailed {
             step: step.name().to_owned(),
@@ -497,6 +508,18 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             attempt,
             message_id,
             reason,
+            retry_in_ms: retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            at,
+        },
+        Entry::CompensationRetryDue {
+            step,
+            command_id,
+            attempt,
+            at,
+        } => EntryJson::CompensationRetryDue {
+            step: step.name().to_owned(),
+            command_id,
+            attempt,
             at,
         },
         Entry::Parked { reason, at } => EntryJson::Parked { reason, at },
@@ -601,6 +624,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
             attempt,
             message_id,
             reason,
+            retry_in_ms,
             at,
         } => Entry::CompensationFailed {
             step: step(&s)?,
@@ -608,6 +632,18 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
             attempt,
             message_id,
             reason,
+            retry_in: retry_in_ms.map(Duration::from_millis),
+            at,
+        },
+        EntryJson::CompensationRetryDue {
+            step: s,
+            command_id,
+            attempt,
+            at,
+        } => Entry::CompensationRetryDue {
+            step: step(&s)?,
+            command_id,
+            attempt,
             at,
         },
         EntryJson::Parked { reason, at } => Entry::Parked { reason, at },

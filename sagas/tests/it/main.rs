@@ -71,12 +71,28 @@ async fn commands(pool: &PgPool) -> Vec<(String, Uuid)> {
 
 /// Answers the saga's pending command.
 async fn answer(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, answer: Answer) {
-    let (saga, _, _) = {
+    let load = async || {
         let mut conn = pool.acquire().await.expect("connection");
         coordinator::load(&mut conn, saga_id, saga_type)
             .await
             .expect("load")
+            .0
     };
+    let mut saga = load().await;
+    if saga.awaiting_retry {
+        // A refused compensation waits for its backoff timer: let it come due and fire.
+        sqlx::query("update saga_timers set due_at = now() where saga_id = $1")
+            .bind(saga_id)
+            .execute(pool)
+            .await
+            .expect("fast-forward");
+        let fired = coordinator::fire_due_timers(pool, 10)
+            .await
+            .expect("timers");
+        assert_eq!(fired, 1, "the backoff timer");
+        saga = load().await;
+        assert!(!saga.awaiting_retry, "the next attempt went out");
+    }
     let pending = saga.pending.expect("a command is pending");
     let input = Input::Reply {
         command_id: pending.command_id,

@@ -351,7 +351,48 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Resume: the budget was raised, so the refused reservation goes again, and the saga forward.
     let (status, _) = act(&router, &format!("/sagas/{saga_id}/resume"), Some("alice")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, detail) = call(&router, "GET", &format!("/sagas/{saga_id}"), None).await;
+    assert_eq!(detail["saga"]["status"], "running");
+    assert_eq!(detail["saga"]["current_step"], "reserve-budget");
+    let (status, _) = act(&router, &format!("/sagas/{saga_id}/retry"), Some("alice")).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "nothing to retry while running"
+    );
+    // It is refused again, and so is every compensation: parked once more, the operator forces
+    // it to compensate, skipping the compensation that keeps failing.
+    answer(
+        &pool,
+        saga_id,
+        saga_type,
+        Answer::Rejected {
+            code: "budget_exhausted".into(),
+            reason: "still no budget".into(),
+        },
+    )
+    .await;
+    for _ in 0..sagas::definition::COMPENSATION_ATTEMPTS {
+        answer(
+            &pool,
+            saga_id,
+            saga_type,
+            Answer::Rejected {
+                code: "tracking_event_already_confirmed".into(),
+                reason: "too late".into(),
+            },
+        )
+        .await;
+    }
+    let (status, _) = act(
+        &router,
+        &format!("/sagas/{saga_id}/compensate"),
+        Some("bob"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = act(&router, &format!("/sagas/{saga_id}/retry"), Some("alice")).await;
     assert_eq!(
@@ -379,7 +420,10 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     assert!(
         timeline
             .iter()
-            .any(|e| e["entry"] == "operator_acted" && e["actor"] == "alice"),
+            .any(|e| e["entry"] == "operator_acted" && e["actor"] == "alice")
+            && timeline
+                .iter()
+                .any(|e| e["entry"] == "operator_acted" && e["actor"] == "bob"),
         "{timeline:?}"
     );
     let (_, log) = call(
@@ -404,5 +448,15 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         .iter()
         .filter(|e| e["entry"] == "compensation_failed")
         .count();
-    assert_eq!(failures as u32, sagas::definition::COMPENSATION_ATTEMPTS);
+    assert_eq!(
+        failures as u32,
+        2 * sagas::definition::COMPENSATION_ATTEMPTS,
+        "parked twice, before and after the resume"
+    );
+    let retries = kinds.iter().filter(|k| **k == "compensation_retry_due").count();
+    assert_eq!(
+        retries as u32,
+        2 * (sagas::definition::COMPENSATION_ATTEMPTS - 1),
+        "each refusal but the last waited for its backoff"
+    );
 }
