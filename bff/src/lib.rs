@@ -95,9 +95,80 @@ impl FromRequestParts<AppState> for Caller {
         reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream,
         reads::audit_events, reads::audit_correlation,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 struct ApiDoc;
+
+/// Documents the errors every operation can answer, as the router answers them: a malformed path
+/// or query (400), no valid token (401), a role that may not (403), nothing the caller may see
+/// (404), its rate spent (429), a service or the broker failing (502); with a body, also too
+/// large (413), not JSON (415) and invalid (422). All are `application/problem+json`.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let problem = ObjectBuilder::new()
+            .description(Some("An error (RFC 9457)."))
+            .property("type", text())
+            .property("title", text())
+            .property("status", ObjectBuilder::new().schema_type(Type::Integer))
+            .property("detail", text())
+            .required("status")
+            .required("detail");
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("Problem".into(), problem.into());
+        let response = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        let always = [
+            ("400", "a malformed id, query parameter or header"),
+            ("401", "no valid bearer token"),
+            ("403", "the caller's role may not do this"),
+            ("404", "nothing of that id the caller may see"),
+            ("429", "the caller's rate is spent; slow down"),
+            ("502", "a service or the broker failed; try again"),
+        ];
+        let with_body = [
+            ("413", "the body is over 64 KiB"),
+            ("415", "the body is not application/json"),
+            ("422", "the body is not a valid request"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let statuses = always.iter().chain(with_body.iter().filter(|_| has_body));
+                for (status, description) in statuses {
+                    operation
+                        .responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| response(description).into());
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

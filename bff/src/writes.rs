@@ -50,7 +50,14 @@ pub struct Accepted {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyBody {
+    #[schema(minimum = 1)]
     pub amount: i64,
+    #[schema(
+        pattern = "^[A-Z]{3}$",
+        min_length = 3,
+        max_length = 3,
+        example = "EUR"
+    )]
     pub currency: String,
 }
 
@@ -59,27 +66,55 @@ pub struct MoneyBody {
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleBody {
-    Fixed { amount: i64 },
-    Percent { basis_points: i32 },
+    Fixed {
+        #[schema(minimum = 1)]
+        amount: i64,
+    },
+    Percent {
+        #[schema(minimum = 1, maximum = 10_000)]
+        basis_points: i32,
+    },
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPartner {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub name: String,
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^[^\\s@\\x00-\\x1F\\x7F-\\x9F]+@[^\\s@\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub payout_account: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub name: String,
     pub budget: MoneyBody,
     pub commission_rule: RuleBody,
     /// RFC 3339; defaults to now.
+    #[schema(format = DateTime)]
     pub valid_from: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339, after `valid_from`.
+    #[schema(format = DateTime)]
     pub valid_until: String,
     /// Admins only: the advertiser the campaign is for. An advertiser's campaign is its own.
     pub advertiser_id: Option<Uuid>,
@@ -104,9 +139,20 @@ pub enum ContentKindBody {
 #[serde(deny_unknown_fields)]
 pub struct NewContent {
     pub kind: ContentKindBody,
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[^\\s\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub url: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub title: String,
+    /// At most 20, each 1 to 50 characters without control characters.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub tags: Vec<String>,
 }
 
@@ -121,6 +167,11 @@ pub enum KindBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderBody {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub order_id: String,
     pub amount: MoneyBody,
 }
@@ -134,6 +185,7 @@ pub struct NewTrackingEvent {
     /// Required for a conversion, refused otherwise.
     pub order: Option<OrderBody>,
     /// RFC 3339; defaults to now.
+    #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
 }
 

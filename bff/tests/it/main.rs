@@ -259,3 +259,132 @@ async fn text_with_control_characters_is_refused_with_the_field_named() {
         );
     }
 }
+
+/// `path` with its parameters filled in: a fresh id for each id, or `bad_id` in its place.
+fn concrete(path: &str, bad_id: Option<&str>) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("a closed parameter") + open;
+        out.push_str(&rest[..open]);
+        let value = match &rest[open + 1..close] {
+            "service" => "campaigns".to_owned(),
+            "action" => "retry".to_owned(),
+            "stream_id" => format!("campaign-{}", uuid::Uuid::new_v4()),
+            _ => bad_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+        };
+        out.push_str(&value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every operation of the OpenAPI document, called the ways a client gets wrong (no token, a
+/// malformed id, a body that is not JSON, not `application/json`, not a valid request, too large)
+/// and the right way against services that are down: every status it answers is one its
+/// operation documents, and every error is problem+json.
+#[tokio::test]
+async fn every_status_a_route_answers_is_in_its_openapi_document() {
+    let router = router().await;
+    let admin = admin();
+    let document = serde_json::to_value(bff::openapi()).expect("the document as JSON");
+    let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(bff::BODY_LIMIT));
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let documented: Vec<&String> = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .collect();
+            let method = method.to_uppercase();
+            let has_id = path.contains("{id}") || path.contains("{correlation_id}");
+            let mut calls: Vec<(String, Option<&str>, Option<String>, Option<&str>)> = vec![
+                (concrete(path, None), None, None, None),
+                (concrete(path, None), Some(admin.as_str()), None, None),
+            ];
+            if has_id {
+                calls.push((concrete(path, Some("not-an-id")), Some(&admin), None, None));
+            }
+            if operation["requestBody"].is_object() {
+                let uri = concrete(path, None);
+                calls.push((uri.clone(), Some(&admin), Some("{".into()), None));
+                calls.push((uri.clone(), Some(&admin), Some(r#"{"x": 1}"#.into()), None));
+                calls.push((uri.clone(), Some(&admin), Some(huge.clone()), None));
+                calls.push((uri, Some(&admin), Some(PARTNER.into()), Some("text/plain")));
+            }
+            for (uri, token, body, content_type) in calls {
+                let mut request = Request::builder().method(method.as_str()).uri(&uri);
+                if let Some(token) = token {
+                    request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+                }
+                let body = match body {
+                    Some(text) => {
+                        request = request.header(
+                            header::CONTENT_TYPE,
+                            content_type.unwrap_or("application/json"),
+                        );
+                        Body::from(text)
+                    }
+                    None => Body::empty(),
+                };
+                let response = router
+                    .clone()
+                    .oneshot(request.body(body).expect("request"))
+                    .await
+                    .expect("response");
+                let status = response.status();
+                assert!(
+                    documented.contains(&&status.as_str().to_owned()),
+                    "{method} {uri} answered {status}, which {method} {path} does not document \
+                     ({documented:?})"
+                );
+                if status.is_client_error() || status.is_server_error() {
+                    let content_type = response.headers().get(header::CONTENT_TYPE);
+                    assert_eq!(
+                        content_type.and_then(|v| v.to_str().ok()),
+                        Some("application/problem+json"),
+                        "{method} {uri} answered {status}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 60, "{checked} calls checked");
+}
+
+/// The validation rules are in the document, so that a request valid under it is accepted.
+#[test]
+fn the_document_states_the_validation_rules() {
+    let document = serde_json::to_value(bff::openapi()).expect("the document as JSON");
+    let schemas = &document["components"]["schemas"];
+    let percent = schemas["RuleBody"]["oneOf"]
+        .as_array()
+        .expect("rule variants")
+        .iter()
+        .find(|variant| variant["properties"]["basis_points"].is_object())
+        .expect("the percent rule");
+    let basis_points = &percent["properties"]["basis_points"];
+    assert_eq!(
+        (
+            basis_points["minimum"].as_f64(),
+            basis_points["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(10_000.0))
+    );
+    assert_eq!(
+        schemas["MoneyBody"]["properties"]["currency"]["pattern"],
+        "^[A-Z]{3}$"
+    );
+    assert_eq!(
+        schemas["NewPartner"]["properties"]["name"]["maxLength"],
+        200
+    );
+    assert_eq!(schemas["NewContent"]["properties"]["tags"]["maxItems"], 20);
+    assert_eq!(
+        schemas["NewCampaign"]["properties"]["valid_until"]["format"],
+        "date-time"
+    );
+}

@@ -453,7 +453,10 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         2 * sagas::definition::COMPENSATION_ATTEMPTS,
         "parked twice, before and after the resume"
     );
-    let retries = kinds.iter().filter(|k| **k == "compensation_retry_due").count();
+    let retries = kinds
+        .iter()
+        .filter(|k| **k == "compensation_retry_due")
+        .count();
     assert_eq!(
         retries as u32,
         2 * (sagas::definition::COMPENSATION_ATTEMPTS - 1),
