@@ -260,6 +260,9 @@ async fn text_with_control_characters_is_refused_with_the_field_named() {
     }
 }
 
+/// A request: its URI, token, JSON body and content type (`application/json` by default).
+type Call<'a> = (String, Option<&'a str>, Option<String>, Option<&'a str>);
+
 /// `path` with its parameters filled in: a fresh id for each id, or `bad_id` in its place.
 fn concrete(path: &str, bad_id: Option<&str>) -> String {
     let mut out = String::new();
@@ -300,7 +303,7 @@ async fn every_status_a_route_answers_is_in_its_openapi_document() {
                 .collect();
             let method = method.to_uppercase();
             let has_id = path.contains("{id}") || path.contains("{correlation_id}");
-            let mut calls: Vec<(String, Option<&str>, Option<String>, Option<&str>)> = vec![
+            let mut calls: Vec<Call> = vec![
                 (concrete(path, None), None, None, None),
                 (concrete(path, None), Some(admin.as_str()), None, None),
             ];
