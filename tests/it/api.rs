@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -667,4 +668,193 @@ async fn post_twice_with_one_key(api: &Api, token: &str, body: &Value) -> Vec<Va
         answers.push(answer);
     }
     answers
+}
+
+/// The read routes, the content association and the operator actions through HTTP, each with
+/// its role and tenant rules: the owner advertiser, another advertiser, a partner, an auditor
+/// and an admin.
+#[sqlx::test(migrations = false)]
+async fn every_route_answers_by_role_and_tenant(_: PgPoolOptions, connect: PgConnectOptions) {
+    let platform = Platform::start(connect).await;
+    let api = Api::start(
+        &platform,
+        &Key::Hs256 {
+            secret: SECRET.to_vec(),
+        },
+    )
+    .await;
+    let owner = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
+    let other = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
+    let (admin, auditor) = (token(Role::Admin, None), token(Role::Auditor, None));
+    let status = async |path: &str, token: &str| api.get(path, token).await.0;
+
+    let partner = api
+        .post(
+            "/v1/partners",
+            &owner,
+            json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00" }),
+        )
+        .await;
+    let partner_id = partner["partner_id"].as_str().expect("id").to_owned();
+    let before = time::OffsetDateTime::now_utc();
+    let campaign = api
+        .post(
+            "/v1/campaigns",
+            &owner,
+            json!({
+                "name": "Routes",
+                "budget": { "amount": 10_000, "currency": "EUR" },
+                "commission_rule": { "type": "fixed", "amount": 10 },
+                "valid_until": "2099-01-01T00:00:00Z",
+            }),
+        )
+        .await;
+    api.succeeded(&partner, &owner).await;
+    api.succeeded(&campaign, &owner).await;
+    let campaign_id = campaign["campaign_id"].as_str().expect("id").to_owned();
+    let campaign_path = format!("/v1/campaigns/{campaign_id}");
+    api.wait_for(&campaign_path, &owner, |_| true).await;
+
+    // Content: its owner associates it; another advertiser's campaign does not exist for it.
+    let content = json!({ "kind": "banner", "url": "https://example.com/b.png", "title": "B", "tags": ["spring"] });
+    let content_path = format!("{campaign_path}/content");
+    let associated = api.post(&content_path, &owner, content.clone()).await;
+    api.succeeded(&associated, &owner).await;
+    let (refused, _) = api
+        .call(reqwest::Method::POST, &content_path, &other, Some(&content))
+        .await;
+    assert_eq!(
+        refused,
+        StatusCode::NOT_FOUND,
+        "another advertiser's campaign"
+    );
+    let shown = api
+        .wait_for(&campaign_path, &owner, |c| {
+            c["content"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    assert_eq!(shown["content"][0]["title"], "B", "{shown}");
+
+    // The campaign list: the owner's own, every one for an auditor, none of it for another.
+    let listed = |body: &Value| {
+        body["items"]
+            .as_array()
+            .or_else(|| body.as_array())
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|c| c["campaign_id"] == campaign_id.as_str())
+            })
+    };
+    assert!(listed(&api.get("/v1/campaigns", &owner).await.1));
+    assert!(listed(&api.get("/v1/campaigns", &auditor).await.1));
+    assert!(!listed(&api.get("/v1/campaigns", &other).await.1));
+    let as_partner = token(Role::Partner, Some(&partner_id));
+    assert_eq!(
+        status("/v1/campaigns", &as_partner).await,
+        StatusCode::FORBIDDEN
+    );
+
+    // As of a time: before the campaign existed there was none; a malformed time is refused.
+    let at = |t: time::OffsetDateTime| t.format(&Rfc3339).expect("time");
+    let earlier = format!(
+        "{campaign_path}?as_of={}",
+        at(before - time::Duration::hours(1))
+    );
+    assert_eq!(status(&earlier, &owner).await, StatusCode::NOT_FOUND);
+    let now = format!(
+        "{campaign_path}?as_of={}",
+        at(time::OffsetDateTime::now_utc())
+    );
+    assert_eq!(status(&now, &owner).await, StatusCode::OK);
+    let (malformed, problem) = api
+        .get(&format!("{campaign_path}?as_of=yesterday"), &owner)
+        .await;
+    assert!(malformed.is_client_error(), "{malformed}: {problem}");
+
+    // A click: its tracking event and the campaign's stats, to the owner and overseers only.
+    let click = api
+        .post(
+            "/v1/tracking-events",
+            &owner,
+            json!({ "campaign_id": campaign_id, "partner_id": partner_id, "kind": "click" }),
+        )
+        .await;
+    let tracking_path = format!(
+        "/v1/tracking-events/{}",
+        click["tracking_id"].as_str().expect("id")
+    );
+    api.wait_for(&tracking_path, &owner, |t| t["kind"] == "click")
+        .await;
+    assert_eq!(status(&tracking_path, &auditor).await, StatusCode::OK);
+    assert_eq!(status(&tracking_path, &other).await, StatusCode::NOT_FOUND);
+    let stats_path = format!("{campaign_path}/stats");
+    api.wait_for(&stats_path, &owner, |s| s["clicks"] == 1)
+        .await;
+    assert_eq!(status(&stats_path, &admin).await, StatusCode::OK);
+    assert_eq!(status(&stats_path, &other).await, StatusCode::NOT_FOUND);
+
+    // A partner: to itself and overseers; to another partner it does not exist.
+    let partner_path = format!("/v1/partners/{partner_id}");
+    let shown = api.wait_for(&partner_path, &as_partner, |_| true).await;
+    assert_eq!(shown["name"], "Pat");
+    assert_eq!(status(&partner_path, &auditor).await, StatusCode::OK);
+    let someone = token(Role::Partner, Some(&Uuid::new_v4().to_string()));
+    assert_eq!(status(&partner_path, &someone).await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&partner_path, &owner).await, StatusCode::FORBIDDEN);
+
+    // The audit: a stream's events and a service's log, for overseers only.
+    let stream = format!("/v1/audit/campaigns/streams/campaign-{campaign_id}");
+    let (ok, events) = api.get(&stream, &auditor).await;
+    assert_eq!(ok, StatusCode::OK, "{events}");
+    let types: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
+    assert_eq!(types.first(), Some(&"CampaignCreated"), "{types:?}");
+    assert!(types.contains(&"ContentAssociated"), "{types:?}");
+    assert_eq!(status(&stream, &owner).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status("/v1/audit/nowhere/streams/x", &auditor).await,
+        StatusCode::NOT_FOUND
+    );
+    let (ok, log) = api.get("/v1/audit/tracking/events?limit=5", &admin).await;
+    assert_eq!(ok, StatusCode::OK, "{log}");
+    assert!(
+        log["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{log}"
+    );
+    assert_eq!(
+        status("/v1/audit/tracking/events", &as_partner).await,
+        StatusCode::FORBIDDEN
+    );
+
+    // Operator actions: admins only, on a saga in a state they apply to. (The partner was never
+    // associated, so this saga compensated.)
+    let saga = click["saga_id"].as_str().expect("saga id");
+    api.wait_for(&format!("/v1/sagas/{saga}"), &admin, |s| {
+        s["saga"]["status"] == "compensated"
+    })
+    .await;
+    let act = async |action: &str, token: &str| {
+        api.call(
+            reqwest::Method::POST,
+            &format!("/v1/sagas/{saga}/{action}"),
+            token,
+            None,
+        )
+        .await
+        .0
+    };
+    assert_eq!(
+        act("retry", &admin).await,
+        StatusCode::CONFLICT,
+        "a completed saga"
+    );
+    assert_eq!(act("compensate", &auditor).await, StatusCode::FORBIDDEN);
+    assert_eq!(act("dance", &admin).await, StatusCode::NOT_FOUND);
+    api.stop.cancel();
+    platform.stop().await;
 }
