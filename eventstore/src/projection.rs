@@ -3,14 +3,14 @@
 //! A projection applies events in global-log order; the read model's changes and the checkpoint
 //! commit together, so a crash never applies an event twice or skips one. Several instances of a
 //! service may run the same projection: a transaction-scoped advisory lock on its name lets one
-//! batch run at a time. A rebuild empties the read model's tables and replays the log from zero,
-//! then compares what it built with what was live, row for row, inside PostgreSQL. Its tables'
-//! secondary (non-unique) indexes are dropped for the replay and built once at the end, which
-//! costs a third of keeping them up to date row by row; unique ones stay, for the lookups and the
-//! upserts of `apply`.
+//! batch run at a time. A rebuild replays the log from zero into copies of the read model's
+//! tables, in short transactions, compares what it built with what was live, row for row, inside
+//! PostgreSQL, and swaps the copies in (see [`rebuild`]). The copies' secondary (non-unique)
+//! indexes are built once at the end, which costs a third of keeping them up to date row by row;
+//! unique ones stay, for the lookups and the upserts of `apply`.
 
 use crate::{Error, RecordedEvent, load_checkpoint, read_all, store_checkpoint};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use std::future::Future;
 use std::time::Duration;
 
@@ -48,8 +48,8 @@ pub trait Projection: Send + Sync {
 
 /// Events per transaction when keeping up with the log.
 const BATCH: i64 = 500;
-/// Events per page when rebuilding, all in one transaction.
-const REBUILD_PAGE: i64 = 5000;
+/// Events per page, and per transaction, when rebuilding.
+const REBUILD_PAGE: i64 = 2000;
 
 /// Applies the next batch of events after the checkpoint; returns how many it applied (0: caught
 /// up, or another instance holds the batch).
@@ -143,47 +143,116 @@ pub struct Rebuild {
     pub only_rebuilt: Vec<String>,
 }
 
-/// Rebuilds the read model from zero in one transaction, holding the projection's lock, and
-/// compares it with the live one up to the same position. `progress` is called with the number
-/// of events replayed so far.
+/// Rebuilds the read model from zero beside the live one and swaps it in, comparing the two up to
+/// the same position first.
+///
+/// The live projection is paused for the while (a session-level hold on its lock, which its
+/// batches only try), so the live tables stay as they were and readers go on reading them. The
+/// rebuild replays the log into copies of the tables in a schema of its own, one page per short
+/// transaction, with `search_path` pointing there, so that `apply` writes the copies without
+/// knowing. (One long transaction would hold back the global log of every service on the
+/// server for as long as it ran: the log is read only up to the oldest running transaction.)
+/// The copies have no secondary indexes while they fill; they are built once at the end. Then,
+/// in one transaction, the live tables are dropped and the copies moved in. A rebuild that fails
+/// leaves the live model untouched, and the next one clears its schema. `progress` is called with
+/// the number of events replayed so far.
 pub async fn rebuild<P: Projection>(
     pool: &PgPool,
     projection: &P,
     mut progress: impl FnMut(usize) + Send,
 ) -> Result<Rebuild, Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext($1))")
+    let mut hold = pool.acquire().await?;
+    sqlx::query("select pg_advisory_lock(hashtext($1))")
         .bind(projection.name())
-        .execute(&mut *tx)
+        .execute(&mut *hold)
         .await?;
-    let live_position = load_checkpoint(&mut tx, projection.name()).await?;
+    let rebuilt = replay_beside(pool, projection, &mut progress).await;
+    // Released whatever happened; the lock would otherwise go with the connection only.
+    sqlx::query("select pg_advisory_unlock(hashtext($1))")
+        .bind(projection.name())
+        .execute(&mut *hold)
+        .await?;
+    rebuilt
+}
+
+/// The schema a projection's rebuild fills; its name is the projection's, made an identifier.
+fn rebuild_schema(projection: &str) -> String {
+    let name: String = projection
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("pulsaga_rebuild_{name}")
+}
+
+async fn replay_beside<P: Projection>(
+    pool: &PgPool,
+    projection: &P,
+    progress: &mut (impl FnMut(usize) + Send),
+) -> Result<Rebuild, Error> {
+    let schema = rebuild_schema(projection.name());
     let tables = projection.tables();
-    // The live rows are kept aside in temporary tables that go with the transaction.
-    let kept = |i: usize| format!("pulsaga_live_{i}");
-    for (i, table) in tables.iter().enumerate() {
-        let sql = format!(
-            "create temp table {} on commit drop as table {table}",
-            kept(i)
-        );
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-    }
-    let sql = format!("truncate {}", tables.join(", "));
-    sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-    // Dropped with the transaction's other changes: a failed rebuild leaves them as they were.
-    let secondary: Vec<(String, String)> = sqlx::query_as(
-        "select indexrelid::regclass::text, pg_get_indexdef(indexrelid) from pg_index
-          where indrelid = any($1::text[]::regclass[]) and not indisunique",
-    )
-    .bind(tables)
-    .fetch_all(&mut *tx)
+    let mut conn = pool.acquire().await?;
+    let live_position = load_checkpoint(&mut conn, projection.name()).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "drop schema if exists {schema} cascade; create schema {schema};"
+    )))
+    .execute(&mut *conn)
     .await?;
-    for (index, _) in &secondary {
-        let sql = format!("drop index {index}");
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    for table in tables {
+        let sql = format!("create table {schema}.{table} (like public.{table} including all)");
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
     }
+    // The live indexes, whose names the copies' take (names are per schema, so they can while
+    // the copies are beside the live tables): unique ones at once, renamed from what `like`
+    // called them; secondary ones once the rows are in.
+    let indexes = |schema: &str| {
+        sqlx::query_as::<_, (String, String, bool)>(
+            "select c.relname::text, pg_get_indexdef(i.indexrelid), i.indisunique
+               from pg_index i join pg_class c on c.oid = i.indexrelid
+              where i.indrelid = any($1::text[]::regclass[])",
+        )
+        .bind(
+            tables
+                .iter()
+                .map(|table| format!("{schema}.{table}"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let live_indexes = indexes("public").fetch_all(&mut *conn).await?;
+    for (copy, definition, unique) in indexes(&schema).fetch_all(&mut *conn).await? {
+        let live = live_indexes
+            .iter()
+            .find(|(_, live, _)| unnamed(live) == unnamed(&definition))
+            .map(|(name, _, _)| name.as_str());
+        let sql = match (unique, live) {
+            (true, Some(live)) if live != copy => {
+                format!("alter index {schema}.{copy} rename to {live}")
+            }
+            (true, _) => continue,
+            (false, _) => format!("drop index {schema}.{copy}"),
+        };
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    }
+    let secondary: Vec<String> = live_indexes
+        .iter()
+        .filter(|(_, _, unique)| !unique)
+        .map(|(_, definition, _)| definition.replacen(" ON public.", &format!(" ON {schema}."), 1))
+        .collect();
     let mut after = 0;
     let mut events = 0;
     while after != live_position {
+        let mut tx = Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "set local search_path = {schema}, public"
+        )))
+        .execute(&mut *tx)
+        .await?;
         let page = read_all(&mut tx, after, REBUILD_PAGE).await?;
         if page.events.is_empty() {
             break;
@@ -196,24 +265,35 @@ pub async fn rebuild<P: Projection>(
             .map_or(page.events.len(), |i| i + 1);
         let replayed = &page.events[..end];
         projection.apply_page(&mut tx, replayed).await?;
+        tx.commit().await?;
         events += replayed.len();
         after = replayed.last().map_or(page.next, |e| e.position);
         progress(events);
     }
-    for (_, definition) in secondary {
+    for definition in secondary {
         sqlx::query(AssertSqlSafe(definition))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
+    let mut tx = Connection::begin(&mut *conn).await?;
     // Room for the comparison to hash both models in memory instead of sorting them on disk.
     sqlx::raw_sql("set local work_mem = '64MB'")
         .execute(&mut *tx)
         .await?;
     let (mut only_live, mut only_rebuilt) = (Vec::new(), Vec::new());
-    for (i, table) in tables.iter().enumerate() {
-        only_live.extend(rows_missing(&mut tx, table, &kept(i), table).await?);
-        only_rebuilt.extend(rows_missing(&mut tx, table, table, &kept(i)).await?);
+    for table in tables {
+        let (live, copy) = (format!("public.{table}"), format!("{schema}.{table}"));
+        only_live.extend(rows_missing(&mut tx, table, &live, &copy).await?);
+        only_rebuilt.extend(rows_missing(&mut tx, table, &copy, &live).await?);
     }
+    for table in tables {
+        let sql =
+            format!("drop table public.{table}; alter table {schema}.{table} set schema public");
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(format!("drop schema {schema}")))
+        .execute(&mut *tx)
+        .await?;
     store_checkpoint(&mut tx, projection.name(), after).await?;
     tx.commit().await?;
     Ok(Rebuild {
@@ -222,6 +302,17 @@ pub async fn rebuild<P: Projection>(
         only_live,
         only_rebuilt,
     })
+}
+
+/// An index definition without its name and its table's schema, to match a copy's index with
+/// the live one it copies.
+fn unnamed(definition: &str) -> String {
+    let Some((head, tail)) = definition.split_once(" ON ") else {
+        return definition.to_owned();
+    };
+    let kind = head.rsplit_once(' ').map_or(head, |(kind, _)| kind);
+    let tail = tail.split_once('.').map_or(tail, |(_, table)| table);
+    format!("{kind} ON {tail}")
 }
 
 /// Up to five rows of `from` that `other` lacks (counting duplicates), labelled with `table`.
