@@ -41,6 +41,8 @@ pub struct Settings {
     pub verifier: Verifier,
     /// Requests per second each caller (token subject) may make, in bursts of twice that.
     pub rate_per_second: NonZeroU32,
+    /// How often this process was restarted by its supervisor (`pulsaga up`).
+    pub restarts: u32,
 }
 
 /// Shared by every request.
@@ -51,6 +53,7 @@ pub struct AppState {
     verifier: Arc<Verifier>,
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
     http_metrics: metrics::HttpMetrics,
+    restarts: u32,
 }
 
 impl std::fmt::Debug for AppState {
@@ -205,6 +208,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         verifier: Arc::new(settings.verifier),
         limiter: Arc::new(RateLimiter::keyed(quota)),
         http_metrics: metrics::HttpMetrics::default(),
+        restarts: settings.restarts,
     };
     let registry = messaging::metrics::Metrics::default();
     registry.register(|r| state.http_metrics.register(r));
@@ -261,20 +265,26 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         .with_state(state)
 }
 
-/// 200 when the broker and every service (each with its database) answer, else 503 naming
-/// what does not.
+/// 200 when the broker and every service (each with its database) answer, with how often each
+/// process was restarted by its supervisor; else 503 naming what does not answer.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let mut down: Vec<&str> = Vec::new();
     if !state.client.reachable().await {
         down.push("broker");
     }
+    let mut restarts = serde_json::Map::new();
+    restarts.insert("bff".into(), json!(state.restarts));
     for service in Service::ALL {
-        if !state.services.ready(service).await {
-            down.push(service.name());
+        match state.services.ready(service).await {
+            Some(count) => {
+                restarts.insert(service.name().into(), json!(count));
+            }
+            None => down.push(service.name()),
         }
     }
     if down.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+        let body = json!({ "status": "ready", "restarts": restarts });
+        (StatusCode::OK, Json(body)).into_response()
     } else {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

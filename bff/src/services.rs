@@ -151,12 +151,16 @@ impl Services {
         }
     }
 
-    /// Whether `service` answers a query (it reaches its database).
-    pub async fn ready(&self, service: Service) -> bool {
-        self.http
-            .get(format!("{}/events?limit=1", self.urls.of(service)))
+    /// How often `service`'s process was restarted, if it is ready (it reaches its database).
+    pub async fn ready(&self, service: Service) -> Option<u64> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.urls.of(service)))
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success())
+            .ok()
+            .filter(|r| r.status().is_success())?;
+        let body: Value = response.json().await.ok()?;
+        body["restarts"].as_u64()
     }
 }

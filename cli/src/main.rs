@@ -169,6 +169,9 @@ enum Command {
         /// Where `serve broker` keeps Apache Pulsar's data.
         #[arg(long, default_value = ".pulsaga/broker")]
         data_dir: std::path::PathBuf,
+        /// How often a supervisor (`pulsaga up`) restarted this process; `/readyz` shows it.
+        #[arg(long, env = "PULSAGA_RESTARTS", default_value_t = 0)]
+        restarts: u32,
         #[command(flatten)]
         infrastructure: Infrastructure,
         /// The API's settings (boxed: the largest of the commands' settings).
@@ -305,6 +308,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             database,
             payout_provider_url,
             data_dir,
+            restarts,
             infrastructure,
             api,
         } => match process.service() {
@@ -317,12 +321,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     listen,
                     &payout_provider_url,
                     api.services.token()?,
+                    restarts,
                     &infrastructure,
                 )
                 .await
             }
             None if process == Process::Bff => {
-                serve::bff(listen.unwrap_or(BFF_LISTEN), &api, &infrastructure).await
+                serve::bff(
+                    listen.unwrap_or(BFF_LISTEN),
+                    &api,
+                    restarts,
+                    &infrastructure,
+                )
+                .await
             }
             None if process == Process::Broker => {
                 serve::broker(listen, &data_dir, &infrastructure).await

@@ -74,6 +74,7 @@ pub async fn serve(
     listen: SocketAddr,
     payout_provider_url: &str,
     token: ServiceToken,
+    restarts: u32,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
     let pool = database(service, database_name, infrastructure).await?;
@@ -88,7 +89,11 @@ pub async fn serve(
         .with_context(|| format!("listening on {listen}"))?;
     let shutdown = stop_on_signal();
     tracing::info!(service = service.name(), address = %listener.local_addr()?, "serving");
-    let query = QueryApi { listener, token };
+    let query = QueryApi {
+        listener,
+        token,
+        restarts,
+    };
     let run = match service {
         Service::Campaigns => campaigns::run(pool.clone(), client.clone(), query, shutdown)
             .await
@@ -118,9 +123,13 @@ pub async fn serve(
 pub async fn bff(
     listen: SocketAddr,
     api: &crate::settings::Api,
+    restarts: u32,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
-    let settings = api.bff()?;
+    let settings = bff::Settings {
+        restarts,
+        ..api.bff()?
+    };
     let client = Arc::new(
         Client::connect(infrastructure.pulsar())
             .await

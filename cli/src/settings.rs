@@ -222,6 +222,7 @@ impl Api {
             verifier: self.jwt.verifier()?,
             rate_per_second: std::num::NonZeroU32::new(self.rate_limit)
                 .context("PULSAGA_RATE_LIMIT must be at least 1")?,
+            restarts: 0,
         })
     }
 }

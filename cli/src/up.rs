@@ -75,7 +75,7 @@ pub struct Platform {
     pub pulsar_admin_url: String,
     /// What the services' query APIs require; made for this platform.
     pub service_token: ServiceToken,
-    children: Vec<(&'static str, Child)>,
+    children: Vec<Process>,
     postgres: Option<LocalPostgres>,
     broker: Option<Standalone>,
 }
@@ -91,6 +91,21 @@ impl Platform {
         stop(self.children, self.postgres, self.broker).await;
     }
 
+    /// Keeps every process running until `stop`: one that dies is reported with how it ended
+    /// and started again after a backoff, 1 s doubling to 30 s while it keeps dying within a
+    /// minute of its start. Each knows how often it was restarted and shows it on `/readyz`.
+    pub async fn supervise(&mut self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            for process in &mut self.children {
+                process.tend();
+            }
+        }
+    }
+
     /// The process id of the broker it started, if it started one.
     pub fn broker_pid(&self) -> Option<u32> {
         self.broker.as_ref().and_then(Standalone::pid)
@@ -98,7 +113,7 @@ impl Platform {
 }
 
 pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
-    let platform = Platform::start(&options, jwt).await?;
+    let mut platform = Platform::start(&options, jwt).await?;
     let secret = jwt.secret()?;
     let api = platform.api.clone();
     println!("Pulsaga is up.");
@@ -149,7 +164,7 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
     match &outcome {
         Ok(()) => {
             println!("Ctrl-C stops everything.");
-            serve::stop_on_signal().cancelled().await;
+            platform.supervise(serve::stop_on_signal()).await;
         }
         Err(error) => eprintln!("pulsaga: the demo failed: {error:#}"),
     }
@@ -222,16 +237,14 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
         ("SERVICE_TOKEN", service_token.expose()),
     ];
-    let mut children: Vec<(&'static str, Child)> = Vec::new();
+    let mut children: Vec<Process> = Vec::new();
     let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
-    children.push((
+    children.push(Process::start(
         "payout-sim",
-        spawn(
-            &["serve", "payout-sim", "--listen", &sim],
-            &[],
-            options.log_filter.as_deref(),
-        )?,
-    ));
+        &["serve", "payout-sim", "--listen", &sim],
+        &[],
+        options.log_filter.as_deref(),
+    )?);
     let mut urls = Vec::new();
     for service in Service::ALL {
         let listen = format!(
@@ -251,10 +264,12 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         if service == Service::Payments {
             args.extend(["--payout-provider-url", &provider]);
         }
-        children.push((
+        children.push(Process::start(
             service.name(),
-            spawn(&args, &shared_env, options.log_filter.as_deref())?,
-        ));
+            &args,
+            &shared_env,
+            options.log_filter.as_deref(),
+        )?);
         urls.push((service, format!("http://{listen}")));
     }
     let api_listen = if options.any_ports {
@@ -283,14 +298,12 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         ("JWT_AUDIENCE", jwt.jwt_audience.clone()),
     ];
     let api_env: Vec<(&str, &str)> = api_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    children.push((
+    children.push(Process::start(
         "bff",
-        spawn(
-            &["serve", "bff", "--listen", &api_listen.to_string()],
-            &api_env,
-            options.log_filter.as_deref(),
-        )?,
-    ));
+        &["serve", "bff", "--listen", &api_listen.to_string()],
+        &api_env,
+        options.log_filter.as_deref(),
+    )?);
 
     if let Err(error) = wait_ready(&api, &mut children).await {
         stop(children, postgres, broker).await;
@@ -322,7 +335,115 @@ async fn prepare(options: &Options, infrastructure: &Infrastructure) -> anyhow::
     Ok(())
 }
 
-fn spawn(args: &[&str], env: &[(&str, &str)], log: Option<&str>) -> anyhow::Result<Child> {
+/// A process of the platform: how it is started, and the one running now.
+struct Process {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: Option<String>,
+    child: Child,
+    /// How often it was started again.
+    restarts: u32,
+    /// Deaths in a row within a minute of a start: the backoff doubles with each.
+    failures: u32,
+    started: Instant,
+    /// When a process that died is started again.
+    restart_at: Option<Instant>,
+}
+
+/// A process up this long is stable: its next death starts the backoff over.
+const STABLE: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Process {
+    fn start(
+        name: &'static str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&str>,
+    ) -> anyhow::Result<Process> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = spawn(&args, &env, log, 0)?;
+        Ok(Process {
+            name,
+            args,
+            env,
+            log: log.map(str::to_owned),
+            child,
+            restarts: 0,
+            failures: 0,
+            started: Instant::now(),
+            restart_at: None,
+        })
+    }
+
+    /// Notices a death, or starts the process again once its backoff ran out.
+    fn tend(&mut self) {
+        let now = Instant::now();
+        if let Some(due) = self.restart_at {
+            if now < due {
+                return;
+            }
+            match spawn(
+                &self.args,
+                &self.env,
+                self.log.as_deref(),
+                self.restarts + 1,
+            ) {
+                Ok(child) => {
+                    self.child = child;
+                    self.restarts += 1;
+                    self.started = now;
+                    self.restart_at = None;
+                    eprintln!(
+                        "pulsaga: {} started again (restart {})",
+                        self.name, self.restarts
+                    );
+                }
+                Err(error) => {
+                    let backoff = self.backoff();
+                    eprintln!(
+                        "pulsaga: starting {} again failed: {error:#}; next try in {backoff:?}",
+                        self.name
+                    );
+                    self.restart_at = Some(now + backoff);
+                }
+            }
+            return;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.failures = if self.started.elapsed() >= STABLE {
+                0
+            } else {
+                self.failures + 1
+            };
+            let backoff = self.backoff();
+            eprintln!(
+                "pulsaga: {} exited ({status}) after {:.1} s; starting it again in {backoff:?}",
+                self.name,
+                self.started.elapsed().as_secs_f64()
+            );
+            self.restart_at = Some(now + backoff);
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(self.failures.saturating_sub(1)))
+            .min(MAX_BACKOFF)
+    }
+}
+
+fn spawn(
+    args: &[String],
+    env: &[(String, String)],
+    log: Option<&str>,
+    restarts: u32,
+) -> anyhow::Result<Child> {
     let binary = std::env::current_exe().context("finding this binary")?;
     let mut command = Command::new(binary);
     if let Some(filter) = log {
@@ -330,20 +451,24 @@ fn spawn(args: &[&str], env: &[(&str, &str)], log: Option<&str>) -> anyhow::Resu
     }
     command
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("PULSAGA_RESTARTS", restarts.to_string())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting pulsaga {}", args.join(" ")))
 }
 
 /// Waits until the API answers `/readyz`, failing early if a process exits.
-async fn wait_ready(api: &str, children: &mut [(&'static str, Child)]) -> anyhow::Result<()> {
+async fn wait_ready(api: &str, children: &mut [Process]) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        for (name, child) in children.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("{name} exited ({status}) before the platform was ready");
+        for process in children.iter_mut() {
+            if let Some(status) = process.child.try_wait()? {
+                anyhow::bail!(
+                    "{} exited ({status}) before the platform was ready",
+                    process.name
+                );
             }
         }
         if let Ok(response) = http.get(format!("{api}/readyz")).send().await
@@ -360,12 +485,11 @@ async fn wait_ready(api: &str, children: &mut [(&'static str, Child)]) -> anyhow
 }
 
 /// Stops the API first and the payout simulator last, each with SIGTERM and a grace period.
-async fn stop(
-    children: Vec<(&'static str, Child)>,
-    postgres: Option<LocalPostgres>,
-    broker: Option<Standalone>,
-) {
-    for (name, mut child) in children.into_iter().rev() {
+async fn stop(children: Vec<Process>, postgres: Option<LocalPostgres>, broker: Option<Standalone>) {
+    for Process {
+        name, mut child, ..
+    } in children.into_iter().rev()
+    {
         if let Some(pid) = child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])

@@ -102,11 +102,15 @@ where
         self
     }
 
-    /// Serves `router` (the query API, behind the service token) and `/metrics` (open, for
-    /// Prometheus) on the API's listener until shutdown.
+    /// Serves `router` (the query API) and `/readyz` (the database answers; the process's
+    /// restarts), both behind the service token, and `/metrics` (open, for Prometheus) on the
+    /// API's listener until shutdown.
     pub fn serve(&mut self, api: QueryApi, router: axum::Router) -> &mut Self {
         let token = api.token;
+        let (pool, restarts) = (self.pool.clone(), api.restarts);
+        let readyz = axum::routing::get(move || readyz(pool.clone(), restarts));
         let app = router
+            .route("/readyz", readyz)
             .layer(axum::middleware::from_fn(move |request, next| {
                 token.clone().require(request, next)
             }))
@@ -140,5 +144,19 @@ where
             }
         }
         outcome
+    }
+}
+
+/// 200 with the process's restarts when its database answers, else 503.
+async fn readyz(pool: PgPool, restarts: u32) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match sqlx::query("select 1").execute(&pool).await {
+        Ok(_) => axum::Json(serde_json::json!({ "status": "ready", "restarts": restarts }))
+            .into_response(),
+        Err(error) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unavailable", "detail": error.to_string() })),
+        )
+            .into_response(),
     }
 }

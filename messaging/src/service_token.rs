@@ -113,9 +113,11 @@ impl fmt::Debug for ServiceToken {
     }
 }
 
-/// A service's query API: where it listens and the token it requires.
+/// A service's query API: where it listens and the token it requires, and how often its process
+/// was restarted by its supervisor (`pulsaga up`), which `/readyz` shows.
 #[derive(Debug)]
 pub struct QueryApi {
     pub listener: TcpListener,
     pub token: ServiceToken,
+    pub restarts: u32,
 }

@@ -115,7 +115,12 @@ pub async fn query_api(token: &crate::ServiceToken) -> (crate::QueryApi, String)
         .expect("a free loopback port");
     let base = format!("http://{}", listener.local_addr().expect("an address"));
     let token = token.clone();
-    (crate::QueryApi { listener, token }, base)
+    let api = crate::QueryApi {
+        listener,
+        token,
+        restarts: 0,
+    };
+    (api, base)
 }
 
 /// An HTTP client that presents `token` to the services' query APIs.

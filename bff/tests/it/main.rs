@@ -36,6 +36,7 @@ async fn router() -> axum::Router {
         )
         .expect("verifier"),
         rate_per_second: std::num::NonZeroU32::new(1000).expect("rate"),
+        restarts: 0,
     };
     bff::router(messaging::testing::client().await, settings)
 }

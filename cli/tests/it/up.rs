@@ -221,6 +221,47 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         "{listed}"
     );
 
+    // A process that dies is started again, and `/readyz` says how often.
+    let tracking = urls["tracking"].trim_start_matches("http://");
+    let killed = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("serve tracking --listen {tracking}"),
+        ])
+        .status()
+        .await
+        .expect("pkill");
+    assert!(killed.success(), "the tracking process was found");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = reqwest::get(format!("{api}/readyz")).await.expect("readyz");
+        let ok = ready.status().is_success();
+        let body: serde_json::Value = ready.json().await.unwrap_or_default();
+        if ok && body["restarts"]["tracking"] == 1 {
+            assert_eq!(body["restarts"]["campaigns"], 0, "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracking was not started again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The platform works on with the new tracking process (whose spans the trace check below
+    // then finds: the killed one's were lost with it).
+    let again = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args(["demo", "--api", &api])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .await
+        .expect("pulsaga demo");
+    assert!(
+        again.status.success(),
+        "the demo after a restart failed: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
     let pid = up.0.id().expect("pid").to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
