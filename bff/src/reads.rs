@@ -167,37 +167,50 @@ pub async fn partner(
     )
 }
 
-#[utoipa::path(get, path = "/v1/partners/{id}/commissions", tag = "reads", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "the partner's commissions")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/partners/{id}/commissions", tag = "reads",
+    params(("id" = Uuid, Path),
+        ("status" = Option<String>, Query, description = "assigned or reversed"),
+        ("after" = Option<i64>, Query, description = "the `next` of the previous page"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "100 by default")),
+    responses((status = 200, description = "a page of the partner's commissions, in the order they were assigned, and the cursor of the next")),
+    security(("bearer" = [])))]
 pub async fn partner_commissions(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, Problem> {
-    partner_list(&state, &caller, id, Service::Commissions, "commissions").await
+    let list = (Service::Commissions, "commissions");
+    partner_list(&state, &caller, id, list, query.as_deref()).await
 }
 
-/// One of a partner's lists, from the service that keeps it.
+/// One of a partner's lists, from the service that keeps it, with the caller's paging.
 async fn partner_list(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
-    service: Service,
-    what: &str,
+    (service, what): (Service, &str),
+    query: Option<&str>,
 ) -> Result<Json<Value>, Problem> {
     partner_visible(caller, id)?;
-    let path = format!("/partners/{id}/{what}");
+    let path = with_query(format!("/partners/{id}/{what}"), query);
     Ok(listed(state.services.get(service, &path, caller).await?))
 }
 
-#[utoipa::path(get, path = "/v1/partners/{id}/payments", tag = "reads", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "the partner's payments")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/partners/{id}/payments", tag = "reads",
+    params(("id" = Uuid, Path),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "payments to skip"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "100 by default")),
+    responses((status = 200, description = "a page of the partner's payments, newest first, and the totals paid")),
+    security(("bearer" = [])))]
 pub async fn partner_payments(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, Problem> {
-    partner_list(&state, &caller, id, Service::Payments, "payments").await
+    let list = (Service::Payments, "payments");
+    partner_list(&state, &caller, id, list, query.as_deref()).await
 }
 
 #[utoipa::path(get, path = "/v1/tracking-events/{id}", tag = "reads", params(("id" = Uuid, Path)),

@@ -286,6 +286,28 @@ async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
         )
         .await;
     assert_eq!(statuses(&commissions, "commissions").len(), 2);
+    // Paged as the caller asks: one at a time, by cursor; a bad limit is the caller's error.
+    let path = format!("/v1/partners/{partner_id}/commissions");
+    let (_, first) = api.get(&format!("{path}?limit=1"), &as_partner).await;
+    let next = first["next"].as_i64().expect("a next page");
+    let (_, second) = api
+        .get(&format!("{path}?limit=1&after={next}"), &as_partner)
+        .await;
+    let mut paged: Vec<(i64, String)> = [first, second]
+        .iter()
+        .flat_map(|page| statuses(page, "commissions"))
+        .collect();
+    paged.sort();
+    assert_eq!(paged, statuses(&commissions, "commissions"));
+    let (status, _) = api.get(&format!("{path}?limit=0"), &as_partner).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, one) = api
+        .get(
+            &format!("/v1/partners/{partner_id}/payments?limit=1"),
+            &as_partner,
+        )
+        .await;
+    assert_eq!(one["payments"].as_array().map(Vec::len), Some(1), "{one}");
     api.wait_for(
         &format!("/v1/partners/{partner_id}/payments"),
         &as_partner,
