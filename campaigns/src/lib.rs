@@ -58,6 +58,7 @@ pub async fn run(
         .consume(handlers::BudgetReservation(campaigns.clone()))
         .consume(handlers::BudgetRelease(campaigns))
         .relay()
+        .prune()
         .project(projections::CampaignViews)
         .serve(query, api);
     tasks.join().await

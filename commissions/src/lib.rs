@@ -53,6 +53,7 @@ pub async fn run(
         .consume(handlers::Assign)
         .consume(handlers::Reverse)
         .relay()
+        .prune()
         .project(projections::CommissionViews)
         .serve(query, api);
     tasks.join().await

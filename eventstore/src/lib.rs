@@ -11,6 +11,7 @@ mod log;
 pub mod outbox;
 mod outcome;
 pub mod projection;
+pub mod prune;
 mod stream;
 mod wakeup;
 

@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How often the inbox and the published outbox are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often a caught-up projection looks for new events if no append's notification came.
 const PROJECTION_POLL: Duration = Duration::from_millis(500);
 
@@ -90,6 +93,25 @@ where
             self.shutdown.clone(),
         );
         self.set.spawn(async move { Ok(run.await?) });
+        self
+    }
+
+    /// Prunes the inbox, the published outbox and the Idempotency-Key claims past
+    /// `eventstore::prune::RETENTION`, at start and then every hour.
+    pub fn prune(&mut self) -> &mut Self {
+        let (pool, stop, service) = (self.pool.clone(), self.shutdown.clone(), self.service);
+        self.set.spawn(async move {
+            loop {
+                match eventstore::prune::prune(&pool, eventstore::prune::RETENTION).await {
+                    Ok(pruned) => tracing::debug!(service, ?pruned, "pruned"),
+                    Err(error) => tracing::warn!(service, %error, "pruning failed; next hour"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                }
+            }
+        });
         self
     }
 

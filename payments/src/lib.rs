@@ -65,6 +65,7 @@ pub async fn run(
         .consume(handlers::Request)
         .consume(handlers::Cancel)
         .relay()
+        .prune()
         .project(projections::PaymentViews)
         .spawn(async move { Ok(worker.await?) })
         .serve(query, api);

@@ -67,6 +67,7 @@ pub async fn run(
         .consume(coordinator::CommissionsReplies)
         .consume(coordinator::PaymentsReplies)
         .relay()
+        .prune()
         .spawn(timers)
         .serve(query, api);
     tasks.join().await

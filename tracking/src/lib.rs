@@ -53,6 +53,7 @@ pub async fn run(
         .consume(handlers::Confirm)
         .consume(handlers::Fail)
         .relay()
+        .prune()
         .project(projections::TrackingViews)
         .serve(query, api);
     tasks.join().await

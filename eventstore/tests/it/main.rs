@@ -5,6 +5,7 @@ mod api;
 mod global_log;
 mod inbox_and_checkpoints;
 mod outbox;
+mod prune;
 mod streams;
 
 use eventstore::{Metadata, NewEvent};
