@@ -74,20 +74,19 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
     assert_eq!(recorder.attempts("contended").len(), contended as usize + 1);
     assert_eq!(ConsumerStats::get(&stats.conflicts), u64::from(contended));
 
-    // The slow message succeeded on its fourth attempt, each wait longer than the one before.
+    // The slow message succeeded on its fourth attempt, each after at least its growing backoff.
+    // (Only the lower bound is a property: a busy machine stretches any wait.)
     let slow = recorder.attempts("slow");
     assert_eq!(slow.len(), 4);
     let gaps: Vec<Duration> = slow.windows(2).map(|w| w[1] - w[0]).collect();
-    for (n, gap) in gaps.iter().enumerate() {
+    let delays: Vec<Duration> = (1..=3).map(|attempt| backoff.delay(attempt)).collect();
+    assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+    for (n, (gap, delay)) in gaps.iter().zip(&delays).enumerate() {
         assert!(
-            *gap >= backoff.delay(n as u32 + 1),
-            "gap {n} of {gaps:?} shorter than the backoff"
+            gap >= delay,
+            "gap {n} of {gaps:?} shorter than the backoff {delays:?}"
         );
     }
-    assert!(
-        gaps.windows(2).all(|w| w[1] > w[0]),
-        "delays grow: {gaps:?}"
-    );
 
     // The poison message was tried exactly max_attempts times, then dead-lettered; its key's next
     // message waited for it, and the other key did not.
