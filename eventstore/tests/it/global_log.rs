@@ -90,6 +90,33 @@ async fn followers_never_skip_late_commits_unlike_a_position_cursor(
         })
         .collect();
 
+    // One late commit for certain, so that the control below does not rest on chance alone: an
+    // event appended first is committed only after a later-numbered one was committed, and the
+    // followers (polling every few milliseconds) have had time to read past it.
+    let mut late = pool.begin().await.expect("begin");
+    append(
+        &mut late,
+        "late",
+        "late",
+        ExpectedVersion::Any,
+        &[event("Late", b"l")],
+    )
+    .await
+    .expect("append");
+    let mut conn = pool.acquire().await.expect("connection");
+    append(
+        &mut conn,
+        "early",
+        "early",
+        ExpectedVersion::Any,
+        &[event("Early", b"e")],
+    )
+    .await
+    .expect("append");
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    late.commit().await.expect("commit");
+
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
         let pool = pool.clone();
@@ -124,7 +151,7 @@ async fn followers_never_skip_late_commits_unlike_a_position_cursor(
         .expect("all events")
         .into_iter()
         .collect();
-    assert_eq!(committed.len(), WRITERS * COMMITS_PER_WRITER * 2);
+    assert_eq!(committed.len(), WRITERS * COMMITS_PER_WRITER * 2 + 2);
     for (follower, task) in followers {
         let seen = task.await.expect("follower");
         assert!(seen.is_subset(&committed));
