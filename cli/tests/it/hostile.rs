@@ -46,37 +46,38 @@ async fn status(url: &str) -> reqwest::StatusCode {
     http.get(url).send().await.expect("request").status()
 }
 
-#[tokio::test]
-async fn campaigns_dead_letters_text_holding_nul_and_goes_on() {
+/// Serves `service` and produces three commands made by `command` straight to their topic: one
+/// whose text holds U+0000, one whose actor property does, and a fine one. The fine one is
+/// applied (it shows under `route` by its id), the other two are dead-lettered with the reason
+/// and never stored, and the process goes on running.
+async fn dead_letters_nul_and_goes_on<M: Message>(
+    service: &str,
+    route: &str,
+    command: impl Fn(&str) -> (Uuid, M),
+) {
     let pulsar = testing::settings().await;
     let database = Database::create().await;
     let listen = free_address();
-    let mut process = serve("campaigns", &database, &pulsar, listen);
+    let mut process = serve(service, &database, &pulsar, listen);
     let base = format!("http://{listen}");
     wait_for(&format!("{base}/events"), |_| true).await;
     let client = Client::connect(pulsar.clone()).await.expect("client");
 
-    let partner = |name: &str| RegisterPartner {
-        partner_id: Uuid::new_v4(),
-        name: name.into(),
-        email: "p@example.com".into(),
-        payout_account: "NL00".into(),
-    };
-    let (in_body, in_property, fine) = (partner("Evil\0Corp"), partner("Eve"), partner("Pat"));
-    publish(&client, in_body.partner_id, &in_body, None).await;
-    publish(&client, in_property.partner_id, &in_property, Some("eve\0")).await;
-    publish(&client, fine.partner_id, &fine, None).await;
+    let (in_body, in_property, fine) = (command("Evil\0Corp"), command("Eve"), command("Pat"));
+    publish(&client, in_body.0, &in_body.1, None).await;
+    publish(&client, in_property.0, &in_property.1, Some("eve\0")).await;
+    publish(&client, fine.0, &fine.1, None).await;
 
-    wait_for(&format!("{base}/partners/{}", fine.partner_id), |_| true).await;
-    let letters = testing::dead_letters(&pulsar, RegisterPartner::TOPIC, None, 2).await;
+    wait_for(&format!("{base}/{route}/{}", fine.0), |_| true).await;
+    let letters = testing::dead_letters(&pulsar, M::TOPIC, None, 2).await;
     assert_eq!(reasons(&letters), expected());
-    for hostile in [&in_body, &in_property] {
-        let url = format!("{base}/partners/{}", hostile.partner_id);
+    for hostile in [in_body.0, in_property.0] {
+        let url = format!("{base}/{route}/{hostile}");
         assert_eq!(status(&url).await, reqwest::StatusCode::NOT_FOUND);
     }
     assert!(
         process.try_wait().expect("status").is_none(),
-        "campaigns is still running"
+        "{service} is still running"
     );
 
     process.start_kill().expect("stop");
@@ -85,57 +86,39 @@ async fn campaigns_dead_letters_text_holding_nul_and_goes_on() {
 }
 
 #[tokio::test]
+async fn campaigns_dead_letters_text_holding_nul_and_goes_on() {
+    dead_letters_nul_and_goes_on("campaigns", "partners", |name| {
+        let partner_id = Uuid::new_v4();
+        let command = RegisterPartner {
+            partner_id,
+            name: name.into(),
+            email: "p@example.com".into(),
+            payout_account: "NL00".into(),
+        };
+        (partner_id, command)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tracking_dead_letters_text_holding_nul_and_goes_on() {
-    let pulsar = testing::settings().await;
-    let database = Database::create().await;
-    let listen = free_address();
-    let mut process = serve("tracking", &database, &pulsar, listen);
-    let base = format!("http://{listen}");
-    wait_for(&format!("{base}/events"), |_| true).await;
-    let client = Client::connect(pulsar.clone()).await.expect("client");
-
-    let conversion = |order_id: &str| RecordTrackingEvent {
-        tracking_id: Uuid::new_v4(),
-        campaign_id: Uuid::new_v4(),
-        partner_id: Uuid::new_v4(),
-        kind: TrackingKind::Conversion,
-        order: Some(Order {
-            order_id: order_id.into(),
-            amount: Money {
-                amount: 1_000,
-                currency: "EUR".into(),
-            },
-        }),
-        occurred_at: 1_772_357_400_000_000,
-    };
-    let (in_body, in_property, fine) = (conversion("A\0"), conversion("B"), conversion("C"));
-    publish(&client, in_body.tracking_id, &in_body, None).await;
-    publish(
-        &client,
-        in_property.tracking_id,
-        &in_property,
-        Some("eve\0"),
-    )
+    dead_letters_nul_and_goes_on("tracking", "tracking-events", |order_id| {
+        let tracking_id = Uuid::new_v4();
+        let command = RecordTrackingEvent {
+            tracking_id,
+            campaign_id: Uuid::new_v4(),
+            partner_id: Uuid::new_v4(),
+            kind: TrackingKind::Conversion,
+            order: Some(Order {
+                order_id: order_id.into(),
+                amount: Money {
+                    amount: 1_000,
+                    currency: "EUR".into(),
+                },
+            }),
+            occurred_at: 1_772_357_400_000_000,
+        };
+        (tracking_id, command)
+    })
     .await;
-    publish(&client, fine.tracking_id, &fine, None).await;
-
-    wait_for(
-        &format!("{base}/tracking-events/{}", fine.tracking_id),
-        |_| true,
-    )
-    .await;
-    let letters = testing::dead_letters(&pulsar, RecordTrackingEvent::TOPIC, None, 2).await;
-    assert_eq!(reasons(&letters), expected());
-    for hostile in [&in_body, &in_property] {
-        let url = format!("{base}/tracking-events/{}", hostile.tracking_id);
-        assert_eq!(status(&url).await, reqwest::StatusCode::NOT_FOUND);
-    }
-    assert!(
-        process.try_wait().expect("status").is_none(),
-        "tracking is still running"
-    );
-
-    process.start_kill().expect("stop");
-    process.wait().await.expect("reap");
-    database.drop().await;
 }
