@@ -20,14 +20,19 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use messaging::Client;
+use messaging::admission::Admission;
 use serde_json::json;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+/// How long a request beyond `Settings::max_in_flight` waits for its turn.
+const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -41,6 +46,9 @@ pub struct Settings {
     pub verifier: Verifier,
     /// Requests per second each caller (token subject) may make, in bursts of twice that.
     pub rate_per_second: NonZeroU32,
+    /// How many requests are handled at once; more wait a second for their turn, then are
+    /// answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
     /// How often this process was restarted by its supervisor (`pulsaga up`).
     pub restarts: u32,
 }
@@ -77,11 +85,13 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?;
         let caller = state.verifier.verify(token.trim())?;
-        if state.limiter.check_key(&caller.subject).is_err() {
+        if let Err(not_until) = state.limiter.check_key(&caller.subject) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests; slow down",
-            ));
+            )
+            .retry_after(wait.as_secs_f64().ceil() as u64));
         }
         Ok(caller)
     }
@@ -142,8 +152,12 @@ impl utoipa::Modify for ErrorResponses {
             ("401", "no valid bearer token"),
             ("403", "the caller's role may not do this"),
             ("404", "nothing of that id the caller may see"),
-            ("429", "the caller's rate is spent; slow down"),
+            (
+                "429",
+                "the caller's rate is spent; come back after Retry-After",
+            ),
             ("502", "a service or the broker failed; try again"),
+            ("503", "overloaded; come back after Retry-After"),
         ];
         let with_body = [
             ("413", "the body is over 64 KiB"),
@@ -212,7 +226,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
     };
     let registry = messaging::metrics::Metrics::default();
     registry.register(|r| state.http_metrics.register(r));
-    let v1 = Router::new()
+    let v1 = Router::<AppState>::new()
         .route("/partners", post(writes::register_partner))
         .route(
             "/campaigns",
@@ -241,8 +255,9 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
             get(reads::audit_stream),
         )
         .route("/audit/{service}/events", get(reads::audit_events));
+    let admission = Admission::new(settings.max_in_flight, ADMISSION_WAIT);
     Router::new()
-        .nest("/v1", v1)
+        .nest("/v1", admission.around(v1))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -266,24 +281,26 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
 }
 
 /// 200 when the broker and every service (each with its database) answer, with how often each
-/// process was restarted by its supervisor; else 503 naming what does not answer.
+/// process was restarted by its supervisor and how far each projection is behind its service's
+/// log; else 503 naming what does not answer.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let mut down: Vec<&str> = Vec::new();
     if !state.client.reachable().await {
         down.push("broker");
     }
-    let mut restarts = serde_json::Map::new();
+    let (mut restarts, mut projections) = (serde_json::Map::new(), serde_json::Map::new());
     restarts.insert("bff".into(), json!(state.restarts));
     for service in Service::ALL {
         match state.services.ready(service).await {
-            Some(count) => {
-                restarts.insert(service.name().into(), json!(count));
+            Some(ready) => {
+                restarts.insert(service.name().into(), ready["restarts"].clone());
+                projections.insert(service.name().into(), ready["projections"].clone());
             }
             None => down.push(service.name()),
         }
     }
     if down.is_empty() {
-        let body = json!({ "status": "ready", "restarts": restarts });
+        let body = json!({ "status": "ready", "restarts": restarts, "projections": projections });
         (StatusCode::OK, Json(body)).into_response()
     } else {
         Problem::new(

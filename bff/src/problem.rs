@@ -10,11 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// An error answer: its status and a sentence for the caller.
+/// An error answer: its status, a sentence for the caller and, when it may come back later, in
+/// how many seconds (`Retry-After`).
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
     pub detail: String,
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -22,7 +24,14 @@ impl Problem {
         Problem {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The caller should come back in `seconds` (at least one).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -71,6 +80,11 @@ impl IntoResponse for Problem {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -3,7 +3,7 @@
 
 use crate::auth::Caller;
 use crate::problem::Problem;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use messaging::ServiceToken;
 use serde_json::Value;
 
@@ -136,6 +136,10 @@ impl Services {
             .await
             .map_err(|e| Problem::upstream(what, e))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
         let body: Value = response.json().await.unwrap_or(Value::Null);
         match status {
             s if s.is_success() => Ok(Some(body)),
@@ -147,12 +151,19 @@ impl Services {
                     body["detail"].as_str().unwrap_or("refused").to_owned(),
                 ))
             }
+            // The service sheds load: so does the API, with the service's word on when to return.
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what} is busy; try again"),
+            )
+            .retry_after(retry_after.unwrap_or(1))),
             other => Err(Problem::upstream(what, format!("answered {other}: {body}"))),
         }
     }
 
-    /// How often `service`'s process was restarted, if it is ready (it reaches its database).
-    pub async fn ready(&self, service: Service) -> Option<u64> {
+    /// What `service`'s `/readyz` says (its restarts, its projections' lag), if it is ready: it
+    /// reaches its database.
+    pub async fn ready(&self, service: Service) -> Option<Value> {
         let response = self
             .http
             .get(format!("{}/readyz", self.urls.of(service)))
@@ -160,7 +171,6 @@ impl Services {
             .await
             .ok()
             .filter(|r| r.status().is_success())?;
-        let body: Value = response.json().await.ok()?;
-        body["restarts"].as_u64()
+        response.json().await.ok()
     }
 }

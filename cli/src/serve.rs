@@ -18,9 +18,7 @@ pub async fn database(
     name: &str,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<PgPool> {
-    let pool = infrastructure
-        .database(name, infrastructure.database_connections)
-        .await?;
+    let pool = infrastructure.database(name).await?;
     match service {
         Service::Campaigns => campaigns::migrate(&pool).await.map_err(anyhow::Error::from),
         Service::Tracking => tracking::migrate(&pool).await.map_err(anyhow::Error::from),

@@ -6,6 +6,17 @@ use clap::Args;
 use messaging::{PulsarSettings, ServiceToken};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+use std::time::Duration;
+
+/// How long a task waits for one of the pool's connections before it fails (a consumer retries;
+/// a query API answers 503).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default of `DATABASE_CONNECTIONS`.
+pub const DATABASE_CONNECTIONS: u32 = 6;
+
+/// The default of `DATABASE_IDLE_SECONDS`.
+pub const DATABASE_IDLE_SECONDS: u64 = 30;
 
 /// Where PostgreSQL and Pulsar are.
 #[derive(Debug, Clone, Args)]
@@ -18,9 +29,15 @@ pub struct Infrastructure {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// The most connections the process holds to its database (each replica holds its own).
-    #[arg(long, env = "DATABASE_CONNECTIONS", default_value_t = 16)]
+    /// The most connections the process's pool holds to its database, one of them listening for
+    /// notifications; the outbox relay holds one more. Each replica holds its own: the default
+    /// lets two platforms, or two replicas of every process, share PostgreSQL's default 100.
+    #[arg(long, env = "DATABASE_CONNECTIONS", default_value_t = DATABASE_CONNECTIONS, value_parser = clap::value_parser!(u32).range(2..))]
     pub database_connections: u32,
+    /// Seconds a connection may stay unused before the pool closes it, so that the connections a
+    /// burst opened are given back.
+    #[arg(long, env = "DATABASE_IDLE_SECONDS", default_value_t = DATABASE_IDLE_SECONDS)]
+    pub database_idle_seconds: u64,
     /// The Apache Pulsar broker's binary protocol.
     #[arg(long, env = "PULSAR_URL", default_value = "pulsar://127.0.0.1:6650")]
     pub pulsar_url: String,
@@ -53,7 +70,7 @@ impl Infrastructure {
     }
 
     /// A pool on the service's own database, created on the server if it is missing.
-    pub async fn database(&self, name: &str, connections: u32) -> anyhow::Result<PgPool> {
+    pub async fn database(&self, name: &str) -> anyhow::Result<PgPool> {
         let server = self.server()?;
         let mut admin = server.connect().await.context("connecting to PostgreSQL")?;
         let exists: bool =
@@ -79,7 +96,10 @@ impl Infrastructure {
         // No ping before each checkout: it is a round trip on every transaction, and a broken
         // connection fails the statement instead, which every caller already retries.
         PgPoolOptions::new()
-            .max_connections(connections)
+            .max_connections(self.database_connections)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(self.database_idle_seconds))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             .connect_with(server.database(name))
             .await
@@ -148,6 +168,10 @@ pub struct Api {
     /// Requests per second per caller (bursts of twice as many).
     #[arg(long, env = "PULSAGA_RATE_LIMIT", default_value_t = 200)]
     pub rate_limit: u32,
+    /// Requests handled at once; more wait a second for their turn, then are answered 503 with
+    /// `Retry-After`.
+    #[arg(long, env = "PULSAGA_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
 }
 
 /// How tokens are signed and checked: the algorithm is pinned here, never read from a token.
@@ -222,6 +246,7 @@ impl Api {
             verifier: self.jwt.verifier()?,
             rate_per_second: std::num::NonZeroU32::new(self.rate_limit)
                 .context("PULSAGA_RATE_LIMIT must be at least 1")?,
+            max_in_flight: self.max_in_flight,
             restarts: 0,
         })
     }

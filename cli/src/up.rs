@@ -217,7 +217,8 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     };
     let infrastructure = Infrastructure {
         database_url: database_url.clone(),
-        database_connections: 16,
+        database_connections: crate::settings::DATABASE_CONNECTIONS,
+        database_idle_seconds: crate::settings::DATABASE_IDLE_SECONDS,
         pulsar_url: pulsar_url.clone(),
         pulsar_admin_url: pulsar_admin_url.clone(),
         pulsar_tenant: "public".into(),

@@ -83,6 +83,9 @@ impl EventView {
     }
 }
 
+/// The seconds an overloaded API asks its callers to wait (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u16 = 1;
+
 /// A query API error, rendered as problem+json.
 #[derive(Debug)]
 pub struct Problem {
@@ -104,12 +107,23 @@ impl Problem {
             detail: detail.into(),
         }
     }
+
+    /// Overloaded for now: answered with `Retry-After`, so the caller comes back.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: detail.into(),
+        }
+    }
 }
 
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
         match error {
             Error::UnknownPosition(_) => Problem::bad_request(error.to_string()),
+            Error::Database(sqlx::Error::PoolTimedOut) => {
+                Problem::unavailable("the database is busy; try again")
+            }
             other => {
                 let id = Uuid::new_v4();
                 tracing::error!(error_id = %id, error = %chain(&other), "query failed");
@@ -141,12 +155,18 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+        }
+        response
     }
 }
 

@@ -23,7 +23,7 @@ pub use stream::{
     Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_correlation,
     read_stream, read_stream_as_of,
 };
-pub use wakeup::Wakeup;
+pub use wakeup::{Notifications, Wakeup};
 
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -72,6 +72,36 @@ pub async fn apply_batch<P: Projection>(pool: &PgPool, projection: &P) -> Result
     Ok(page.events.len())
 }
 
+/// How far a projection is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Lag {
+    /// Committed events it has not applied.
+    pub events: i64,
+    /// How long ago the oldest of them was recorded (0 when caught up).
+    pub seconds: f64,
+}
+
+/// How far `name` is behind the log: the committed events after its checkpoint, and the age of
+/// the oldest.
+pub async fn lag(conn: &mut PgConnection, name: &str) -> Result<Lag, Error> {
+    let after = load_checkpoint(conn, name).await?;
+    let (events, seconds): (i64, Option<f64>) = sqlx::query_as(
+        "select count(*), extract(epoch from clock_timestamp() - min(e.recorded_at))::float8
+           from events e
+          where (e.transaction_id, e.position)
+                > (case when $1 = 0 then '0'::xid8
+                        else (select transaction_id from events where position = $1) end, $1)
+            and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(after)
+    .fetch_one(conn)
+    .await?;
+    Ok(Lag {
+        events,
+        seconds: seconds.unwrap_or(0.0).max(0.0),
+    })
+}
+
 /// Applies batches until the projection has caught up with the log; returns the events applied.
 pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<usize, Error> {
     let mut total = 0;
@@ -85,7 +115,7 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
 }
 
 /// Keeps the projection up to date until `stop` resolves. Caught up, it waits for the outbox's
-/// notification, or `idle` at most: a service's transactions that append events also queue them
+/// notification (`wakeup`, on `outbox::CHANNEL`), or `idle` at most: a service's transactions that append events also queue them
 /// for publishing, so that notification is theirs too. (A notification of its own on every
 /// append would cost more than the polling it saves: PostgreSQL serializes the commits of all
 /// transactions that notify, and concurrent appends then lose half their throughput.)
@@ -96,11 +126,11 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
 pub async fn run<P: Projection>(
     pool: &PgPool,
     projection: &P,
+    mut wakeup: crate::Wakeup,
     idle: Duration,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(stop);
-    let mut wakeup = crate::Wakeup::listen(pool, crate::outbox::CHANNEL).await;
     let mut failures = 0u32;
     loop {
         match apply_batch(pool, projection).await {

@@ -1,55 +1,157 @@
-//! Waiting for work without polling hard: a worker listens on a PostgreSQL notification channel
+//! Waiting for work without polling hard: a worker waits on a PostgreSQL notification channel
 //! (raised by a trigger at the commit of the transaction that queued the work) and wakes at once,
 //! or after its fallback interval if a notification is lost (a reconnect drops them).
+//!
+//! A listener holds one of its pool's connections for as long as it listens, so a process listens
+//! on one connection for all its workers ([`Notifications`]) instead of one per worker.
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use std::collections::HashMap;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// A listener on one channel; without a connection it only sleeps.
+/// How long the listener waits before it connects again after failing to.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(5);
+
+/// A worker asking to wait on a channel, and where its receiver goes once the channel is listened to.
+type Subscription = (String, oneshot::Sender<watch::Receiver<()>>);
+
+/// The process's listener: one connection of the pool, listening on every channel a worker of
+/// the process waits on. Cloning it shares the listener; it stops when every clone and every
+/// [`Wakeup`] is gone.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+}
+
+impl Notifications {
+    /// Starts the listener on `pool`; it connects when a worker first asks for a channel.
+    pub fn new(pool: &PgPool) -> Notifications {
+        let (subscriptions, requests) = mpsc::unbounded_channel();
+        tokio::spawn(listen(pool.clone(), requests));
+        Notifications { subscriptions }
+    }
+
+    /// A wakeup on `channel`, returned once the channel is listened to: a notification of any
+    /// commit after this returns wakes it. If listening fails the worker still works, by its
+    /// fallback interval.
+    pub async fn wakeup(&self, channel: &str) -> Wakeup {
+        let (reply, receiver) = oneshot::channel();
+        let receiver = match self.subscriptions.send((channel.to_owned(), reply)) {
+            Ok(()) => receiver.await.ok(),
+            Err(_) => None,
+        };
+        Wakeup {
+            receiver,
+            _listener: self.clone(),
+        }
+    }
+}
+
+/// One worker's view of one channel.
 #[derive(Debug)]
 pub struct Wakeup {
-    listener: Option<PgListener>,
+    receiver: Option<watch::Receiver<()>>,
+    /// Keeps the listener going while the worker waits.
+    _listener: Notifications,
 }
 
 impl Wakeup {
-    /// Listens on `channel`. If listening fails the worker still works, by its fallback interval.
-    pub async fn listen(pool: &PgPool, channel: &str) -> Wakeup {
-        let listener = async {
-            let mut listener = PgListener::connect_with(pool).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        }
-        .await;
-        match listener {
-            Ok(listener) => Wakeup {
-                listener: Some(listener),
-            },
-            Err(error) => {
-                tracing::warn!(%channel, %error, "cannot listen for notifications; polling instead");
-                Wakeup { listener: None }
-            }
-        }
-    }
-
-    /// Returns at the next notification (or at once if one came meanwhile), or after `fallback`.
-    /// The notifications already received with it are taken too: they are for commits made
-    /// before this returns, which the caller's next look sees, so a burst of commits wakes the
-    /// worker once instead of once per commit.
+    /// Returns at the next notification (or at once if one came since the last return), or after
+    /// `fallback`. A burst of notifications wakes the worker once, not once per commit: they are
+    /// for commits made before this returns, which the caller's next look sees.
     pub async fn wait(&mut self, fallback: Duration) {
-        let Some(listener) = &mut self.listener else {
-            tokio::time::sleep(fallback).await;
-            return;
+        let notified = async {
+            let changed = match &mut self.receiver {
+                Some(receiver) => receiver.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                // Not listening: only the fallback wakes the worker.
+                std::future::pending::<()>().await;
+            }
         };
         tokio::select! {
-            received = listener.recv() => {
-                if let Err(error) = received {
-                    tracing::debug!(%error, "notification listener reconnecting");
-                    tokio::time::sleep(fallback.min(Duration::from_millis(100))).await;
-                }
-                while listener.next_buffered().is_some() {}
-            }
+            _ = notified => {}
             _ = tokio::time::sleep(fallback) => {}
         }
     }
+}
+
+/// The listener's task: subscribes workers, and passes each notification on to its channel's
+/// workers. When the connection is lost every worker is woken, since notifications may have been
+/// lost with it.
+async fn listen(pool: PgPool, mut requests: mpsc::UnboundedReceiver<Subscription>) {
+    let mut channels: HashMap<String, watch::Sender<()>> = HashMap::new();
+    let mut listener: Option<PgListener> = None;
+    let wake_all = |channels: &HashMap<String, watch::Sender<()>>| {
+        channels.values().for_each(|sender| sender.send_replace(()));
+    };
+    loop {
+        let notification = async {
+            match &mut listener {
+                Some(listener) => Some(listener.try_recv().await),
+                None if channels.is_empty() => std::future::pending().await,
+                None => {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    None
+                }
+            }
+        };
+        tokio::select! {
+            request = requests.recv() => {
+                let Some((channel, reply)) = request else { return };
+                if !channels.contains_key(&channel) {
+                    channels.insert(channel.clone(), watch::channel(()).0);
+                    if let Some(connected) = &mut listener {
+                        if let Err(error) = connected.listen(&channel).await {
+                            tracing::warn!(%channel, %error, "cannot listen for notifications; polling instead");
+                        }
+                    } else {
+                        listener = connect(&pool, &channels).await;
+                    }
+                }
+                let _ = reply.send(channels[&channel].subscribe());
+            }
+            received = notification => match received {
+                Some(Ok(Some(notification))) => {
+                    if let Some(sender) = channels.get(notification.channel()) {
+                        sender.send_replace(());
+                    }
+                }
+                // The connection was lost; the next receive reconnects.
+                Some(Ok(None)) => wake_all(&channels),
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "notification listener failed; connecting again");
+                    listener = None;
+                    wake_all(&channels);
+                }
+                None => {
+                    listener = connect(&pool, &channels).await;
+                    wake_all(&channels);
+                }
+            }
+        }
+    }
+}
+
+/// A listener on every channel in `channels`, or `None` (the workers poll meanwhile).
+async fn connect(
+    pool: &PgPool,
+    channels: &HashMap<String, watch::Sender<()>>,
+) -> Option<PgListener> {
+    let listening = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener
+            .listen_all(channels.keys().map(String::as_str))
+            .await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    listening
+        .await
+        .inspect_err(|error| {
+            tracing::warn!(%error, "cannot listen for notifications; polling until it can");
+        })
+        .ok()
 }

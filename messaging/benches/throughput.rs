@@ -127,9 +127,13 @@ async fn main() {
     }
     let shutdown = CancellationToken::new();
     let started = Instant::now();
+    let wakeup = eventstore::Notifications::new(&pool)
+        .wakeup(outbox::CHANNEL)
+        .await;
     let relay = tokio::spawn(relay::run(
         client.clone(),
         pool.clone(),
+        wakeup,
         RelaySettings::new("bench"),
         shutdown.clone(),
     ));

@@ -4,14 +4,20 @@
 //! one task fails the others are stopped, and the first error is returned; when `shutdown` fires
 //! they all finish what they hold and return.
 
+use crate::admission::Admission;
 use crate::consume::{self, ConsumerSettings, Handler};
 use crate::metrics::Metrics;
 use crate::relay::{self, RelaySettings};
 use crate::{Client, QueryApi};
-use eventstore::projection::{self, Projection};
+use eventstore::projection::{self, Lag, Projection};
+use eventstore::{Notifications, outbox};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::PgPool;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How often a caught-up projection looks for new events if no append's notification came.
-const PROJECTION_POLL: Duration = Duration::from_millis(500);
+const PROJECTION_POLL: Duration = Duration::from_secs(5);
+
+/// How long a query API request waits for its turn before it is answered 503.
+const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
 /// The tasks of one service. `E` is the service's error type.
 #[derive(Debug)]
@@ -31,6 +40,9 @@ pub struct Tasks<E> {
     shutdown: CancellationToken,
     set: JoinSet<Result<(), E>>,
     metrics: Metrics,
+    notifications: Notifications,
+    /// The names of the projections it keeps, for their lag.
+    projections: Vec<&'static str>,
 }
 
 impl<E> Tasks<E>
@@ -52,6 +64,8 @@ where
         Tasks {
             service,
             client,
+            notifications: Notifications::new(&pool),
+            projections: Vec::new(),
             pool,
             shutdown,
             set: JoinSet::new(),
@@ -62,6 +76,11 @@ where
     /// The process's metrics, for the service's own to join them.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The process's listener for notifications: one connection for all its workers.
+    pub fn notifications(&self) -> &Notifications {
+        &self.notifications
     }
 
     /// Consumes `H::Message`'s topic on the service's subscription.
@@ -86,13 +105,12 @@ where
     /// Relays the service's outbox, under a name unique to this process.
     pub fn relay(&mut self) -> &mut Self {
         let name = format!("{}-{}", self.service, uuid::Uuid::new_v4());
-        let run = relay::run(
-            self.client.clone(),
-            self.pool.clone(),
-            RelaySettings::new(name),
-            self.shutdown.clone(),
-        );
-        self.set.spawn(async move { Ok(run.await?) });
+        let (client, pool) = (self.client.clone(), self.pool.clone());
+        let (notifications, stop) = (self.notifications.clone(), self.shutdown.clone());
+        self.set.spawn(async move {
+            let wakeup = notifications.wakeup(outbox::CHANNEL).await;
+            Ok(relay::run(client, pool, wakeup, RelaySettings::new(name), stop).await?)
+        });
         self
     }
 
@@ -117,21 +135,32 @@ where
 
     /// Keeps a read model up to date.
     pub fn project<P: Projection + 'static>(&mut self, projection: P) -> &mut Self {
+        self.projections.push(projection.name());
         let (pool, stop) = (self.pool.clone(), self.shutdown.clone());
+        let notifications = self.notifications.clone();
         self.set.spawn(async move {
-            Ok(projection::run(&pool, &projection, PROJECTION_POLL, stop.cancelled()).await?)
+            let wakeup = notifications.wakeup(outbox::CHANNEL).await;
+            let stop = stop.cancelled();
+            Ok(projection::run(&pool, &projection, wakeup, PROJECTION_POLL, stop).await?)
         });
         self
     }
 
     /// Serves `router` (the query API) and `/readyz` (the database answers; the process's
-    /// restarts), both behind the service token, and `/metrics` (open, for Prometheus) on the
-    /// API's listener until shutdown.
+    /// restarts; each projection's lag), both behind the service token, and `/metrics` (open,
+    /// for Prometheus, with the projections' lag as of `LAG_EVERY` ago) on the API's listener
+    /// until shutdown. The query API handles as many requests at once as the pool has
+    /// connections; more wait up to `ADMISSION_WAIT`, then are answered 503. Call it last.
     pub fn serve(&mut self, api: QueryApi, router: axum::Router) -> &mut Self {
         let token = api.token;
+        let projections: Arc<[&'static str]> = self.projections.clone().into();
+        self.watch_lag(projections.clone());
         let (pool, restarts) = (self.pool.clone(), api.restarts);
-        let readyz = axum::routing::get(move || readyz(pool.clone(), restarts));
-        let app = router
+        let at_once = self.pool.options().get_max_connections() as usize;
+        let readyz =
+            axum::routing::get(move || readyz(pool.clone(), restarts, projections.clone()));
+        let app = Admission::new(at_once, ADMISSION_WAIT)
+            .around(router)
             .route("/readyz", readyz)
             .layer(axum::middleware::from_fn(move |request, next| {
                 token.clone().require(request, next)
@@ -141,6 +170,25 @@ where
             .with_graceful_shutdown(self.shutdown.clone().cancelled_owned());
         self.set.spawn(async move { Ok(serve.await?) });
         self
+    }
+
+    /// Keeps the lag gauges of `projections` up to date, every `LAG_EVERY`.
+    fn watch_lag(&mut self, projections: Arc<[&'static str]>) {
+        let lag = LagGauges::default();
+        self.metrics.register(|registry| lag.register(registry));
+        let (pool, stop) = (self.pool.clone(), self.shutdown.clone());
+        self.set.spawn(async move {
+            while !stop.is_cancelled() {
+                if let Ok(lags) = lags(&pool, &projections).await {
+                    lag.set(&lags);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(LAG_EVERY) => {}
+                }
+            }
+            Ok(())
+        });
     }
 
     /// Any other task; it must end when the shutdown token it was given is cancelled.
@@ -169,12 +217,77 @@ where
     }
 }
 
-/// 200 with the process's restarts when its database answers, else 503.
-async fn readyz(pool: PgPool, restarts: u32) -> axum::response::Response {
+/// How often the projections' lag gauges are brought up to date.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// `pulsaga_projection_lag_events` and `pulsaga_projection_lag_seconds`, by projection.
+#[derive(Debug, Clone, Default)]
+struct LagGauges {
+    events: Family<ProjectionLabel, Gauge>,
+    seconds: Family<ProjectionLabel, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ProjectionLabel {
+    projection: String,
+}
+
+impl LagGauges {
+    fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "projection_lag_events",
+            "Committed events a projection has not applied yet",
+            self.events.clone(),
+        );
+        registry.register(
+            "projection_lag_seconds",
+            "Age of the oldest event a projection has not applied yet",
+            self.seconds.clone(),
+        );
+    }
+
+    fn set(&self, lags: &[(&'static str, Lag)]) {
+        for (name, lag) in lags {
+            let label = ProjectionLabel {
+                projection: (*name).to_owned(),
+            };
+            self.events.get_or_create(&label).set(lag.events);
+            self.seconds.get_or_create(&label).set(lag.seconds);
+        }
+    }
+}
+
+/// Each projection's lag, in one connection.
+async fn lags(
+    pool: &PgPool,
+    projections: &[&'static str],
+) -> Result<Vec<(&'static str, Lag)>, eventstore::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut lags = Vec::with_capacity(projections.len());
+    for name in projections {
+        lags.push((*name, projection::lag(&mut conn, name).await?));
+    }
+    Ok(lags)
+}
+
+/// 200 with the process's restarts and its projections' lag when its database answers, else 503.
+async fn readyz(
+    pool: PgPool,
+    restarts: u32,
+    projections: Arc<[&'static str]>,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match sqlx::query("select 1").execute(&pool).await {
-        Ok(_) => axum::Json(serde_json::json!({ "status": "ready", "restarts": restarts }))
-            .into_response(),
+    let answer = async {
+        sqlx::query("select 1").execute(&pool).await?;
+        lags(&pool, &projections).await
+    };
+    match answer.await {
+        Ok(lags) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "restarts": restarts,
+            "projections": lags.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        }))
+        .into_response(),
         Err(error) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({ "status": "unavailable", "detail": error.to_string() })),

@@ -4,6 +4,7 @@
 //! crate that imports `pulsar`.
 
 pub mod admin;
+pub mod admission;
 pub mod broker;
 mod client;
 pub mod consume;

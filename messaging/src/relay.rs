@@ -44,7 +44,7 @@ impl RelaySettings {
             name: name.into(),
             batch: 128,
             lease: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(500),
+            idle_poll: Duration::from_secs(2),
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(5),
@@ -54,17 +54,17 @@ impl RelaySettings {
     }
 }
 
-/// Relays until `shutdown`; the batch in hand is finished first.
+/// Relays until `shutdown`; the batch in hand is finished first. `wakeup` is on `outbox::CHANNEL`.
 pub async fn run(
     client: Arc<Client>,
     pool: PgPool,
+    mut wakeup: eventstore::Wakeup,
     settings: RelaySettings,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut failures = 0;
     let mut since_vacuum = 0;
     let mut vacuuming: Option<tokio::task::JoinHandle<()>> = None;
-    let mut wakeup = eventstore::Wakeup::listen(&pool, outbox::CHANNEL).await;
     let (service_pool, pool) = (pool.clone(), own_pool(&pool));
     while !shutdown.is_cancelled() {
         let round = relay_once(&client, &pool, &settings).await;

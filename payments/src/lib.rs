@@ -58,9 +58,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)?;
-    let worker = payouts::run(pool.clone(), provider, payouts, shutdown.clone());
     let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
+    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool.clone(), shutdown.clone());
+    let notifications = tasks.notifications().clone();
+    let worker = payouts::run(pool, provider, notifications, payouts, shutdown);
     tasks
         .consume(handlers::Request)
         .consume(handlers::Cancel)

@@ -40,7 +40,8 @@ pub struct PayoutSettings {
     pub backoff: Backoff,
     /// How long a claimed row stays with its worker; longer than a call and its recording.
     pub lease: Duration,
-    /// How often an idle worker looks for due rows (retries); a newly scheduled payout wakes it.
+    /// The longest an idle worker sleeps: it wakes when the next row is due (a retry, or a lease
+    /// run out), and a newly scheduled payout wakes it at once.
     pub poll: Duration,
     /// Provider calls in flight at once.
     pub concurrency: usize,
@@ -56,7 +57,7 @@ impl PayoutSettings {
                 max: Duration::from_secs(60),
             },
             lease: Duration::from_secs(60),
-            poll: Duration::from_millis(100),
+            poll: Duration::from_secs(5),
             concurrency: 16,
         }
     }
@@ -148,11 +149,12 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<D
 pub async fn run(
     pool: PgPool,
     provider: Provider,
+    notifications: eventstore::Notifications,
     settings: PayoutSettings,
     shutdown: CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let mut in_flight = JoinSet::new();
-    let mut wakeup = eventstore::Wakeup::listen(&pool, CHANNEL).await;
+    let mut wakeup = notifications.wakeup(CHANNEL).await;
     while !shutdown.is_cancelled() {
         while let Some(done) = in_flight.try_join_next() {
             if let Err(error) = done {
@@ -175,15 +177,30 @@ pub async fn run(
             ));
         }
         if idle {
+            // At least a moment: a due row another worker holds is due still.
+            let wait = until_next_due(&pool).await?.max(PAUSE).min(settings.poll);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = wakeup.wait(settings.poll) => {}
+                _ = wakeup.wait(wait) => {}
                 Some(_) = in_flight.join_next() => {}
             }
         }
     }
     while in_flight.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The shortest pause of an idle worker.
+const PAUSE: Duration = Duration::from_millis(50);
+
+/// How long until the next payout row is due (zero if one is); `Duration::MAX` if there is none.
+async fn until_next_due(pool: &PgPool) -> Result<Duration, sqlx::Error> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from min(next_attempt_at) - now())::float8 from payouts_due",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.map_or(Duration::MAX, |s| Duration::from_secs_f64(s.max(0.0))))
 }
 
 /// What the provider's answer leads to.

@@ -434,21 +434,41 @@ impl Handler for PaymentsReplies {
 
 /// Feeds due timers to their sagas, one transaction each, until `stop`. Several coordinators may
 /// run: a timer is claimed with SKIP LOCKED and deleted in the transaction that feeds it.
+///
+/// Between rounds it sleeps until the next timer is due, `longest` at most: a timer set
+/// meanwhile is due a step's timeout after it was set, so it fires at most `longest` minus that
+/// timeout late (never, for timeouts of `longest` or more).
 pub async fn run_timers(
     pool: &PgPool,
-    poll: Duration,
+    longest: Duration,
     stop: impl Future<Output = ()>,
 ) -> Result<(), eventstore::Error> {
     tokio::pin!(stop);
     loop {
         let fired = fire_due_timers(pool, 64).await?;
         if fired == 0 {
+            // At least a moment: a due timer another coordinator holds, or one that failed to
+            // fire, is due still.
+            let wait = until_next_timer(pool).await?.max(TIMER_PAUSE).min(longest);
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
+}
+
+/// The shortest pause between two rounds of timers that fired none.
+const TIMER_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long until the next timer is due (zero if one is); `Duration::MAX` if there is none.
+async fn until_next_timer(pool: &PgPool) -> Result<Duration, eventstore::Error> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from min(due_at) - now())::float8 from saga_timers",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.map_or(Duration::MAX, |s| Duration::from_secs_f64(s.max(0.0))))
 }
 
 /// Fires up to `limit` due timers; returns how many fired. A due timer is found without a lock,

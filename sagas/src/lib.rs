@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 /// The subscription (and inbox) name of the coordinator's consumers.
 pub const SUBSCRIPTION: &str = "sagas";
 
+/// The longest the timer task sleeps between two looks at the next due timer: no longer than
+/// the shortest timer the definitions set (a refused compensation's first retry, half a 10 s step
+/// timeout), so that a timer set while it sleeps does not fire late.
+const TIMERS_LONGEST_WAIT: Duration = Duration::from_secs(5);
+
 /// Why the coordinator stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,12 +54,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let timers = {
         let (pool, stop) = (pool.clone(), shutdown.clone());
-        async move {
-            Ok(
-                coordinator::run_timers(&pool, Duration::from_millis(100), stop.cancelled())
-                    .await?,
-            )
-        }
+        async move { Ok(coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await?) }
     };
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);

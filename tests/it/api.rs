@@ -47,6 +47,7 @@ impl Api {
             service_token: platform.service_token.clone(),
             verifier: Verifier::new(key, ISSUER, AUDIENCE, 30).expect("verifier"),
             rate_per_second: std::num::NonZeroU32::new(rate).expect("rate"),
+            max_in_flight: 512,
             restarts: 0,
         };
         let stop = CancellationToken::new();

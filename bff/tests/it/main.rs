@@ -1,6 +1,6 @@
 //! The API's router alone, called through `oneshot`: authentication, problem+json for every
-//! error, validation. No service runs (their URLs refuse connections), so every answer here is
-//! the BFF's own, decided before it would call one.
+//! error, validation, backpressure. No service runs (their URLs refuse connections, or one
+//! answers as a busy service would), so every answer here is the BFF's own.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -15,15 +15,21 @@ const ISSUER: &str = "pulsaga";
 const AUDIENCE: &str = "pulsaga-api";
 
 async fn router() -> axum::Router {
-    // The discard port: nothing listens there.
-    let nowhere = || "http://127.0.0.1:9".to_owned();
+    router_with(NOWHERE, 1000).await
+}
+
+/// The discard port: nothing listens there.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+/// The API with every service at `services`, and `rate` requests per second per caller.
+async fn router_with(services: &str, rate: u32) -> axum::Router {
     let settings = bff::Settings {
         services: ServiceUrls {
-            campaigns: nowhere(),
-            tracking: nowhere(),
-            commissions: nowhere(),
-            payments: nowhere(),
-            sagas: nowhere(),
+            campaigns: services.to_owned(),
+            tracking: services.to_owned(),
+            commissions: services.to_owned(),
+            payments: services.to_owned(),
+            sagas: services.to_owned(),
         },
         service_token: messaging::ServiceToken::random(),
         verifier: Verifier::new(
@@ -35,7 +41,8 @@ async fn router() -> axum::Router {
             30,
         )
         .expect("verifier"),
-        rate_per_second: std::num::NonZeroU32::new(1000).expect("rate"),
+        rate_per_second: std::num::NonZeroU32::new(rate).expect("rate"),
+        max_in_flight: 512,
         restarts: 0,
     };
     bff::router(messaging::testing::client().await, settings)
@@ -65,6 +72,7 @@ fn admin() -> String {
 struct Answer {
     status: StatusCode,
     content_type: String,
+    retry_after: Option<u64>,
     body: Value,
 }
 
@@ -92,6 +100,10 @@ async fn call(
         .await
         .expect("response");
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -104,6 +116,7 @@ async fn call(
     Answer {
         status,
         content_type,
+        retry_after,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
@@ -217,6 +230,45 @@ async fn every_error_is_problem_json() {
         );
         assert_eq!(answer.body["status"], expected.as_u16(), "{what}");
         assert!(answer.body["detail"].is_string(), "{what}: {}", answer.body);
+    }
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_is_told_when_to_come_back() {
+    // One request a second, in bursts of two.
+    let router = router_with(NOWHERE, 1).await;
+    let admin = admin();
+    for _ in 0..2 {
+        let answer = call(&router, "GET", "/v1/campaigns", Some(&admin), None).await;
+        assert_ne!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let refused = call(&router, "GET", "/v1/campaigns", Some(&admin), None).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.content_type, "application/problem+json");
+    assert_eq!(refused.retry_after, Some(1));
+}
+
+#[tokio::test]
+async fn a_busy_service_makes_the_api_shed_load_with_its_retry_after() {
+    let busy = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "7")],
+            r#"{"status": 503, "detail": "the database is busy; try again"}"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, busy).await });
+    let router = router_with(&url, 1000).await;
+
+    for uri in ["/v1/campaigns", "/v1/sagas"] {
+        let answer = call(&router, "GET", uri, Some(&admin()), None).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(answer.content_type, "application/problem+json");
+        assert_eq!(answer.retry_after, Some(7), "{uri}");
     }
 }
 

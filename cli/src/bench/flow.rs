@@ -12,7 +12,7 @@ use anyhow::Context;
 use bff::auth::Role;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -33,6 +33,10 @@ pub struct Point {
     /// Step commands resent because their answer took longer than the step's timeout.
     pub step_timeouts: usize,
     pub sent: usize,
+    /// Conversions the API asked to send again later (429 or 503 with `Retry-After`), and did.
+    pub refused: usize,
+    /// Conversions that failed for good (another error answer, or no answer).
+    pub errors: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// CPU seconds the load cost, from its first conversion until every saga had ended.
@@ -149,23 +153,28 @@ async fn load(
             let token = callers[n % callers.len()].clone();
             sends.spawn(async move {
                 let sent = OffsetDateTime::now_utc();
-                let response = http
+                let request = http
                     .post(format!("{base}/v1/tracking-events"))
                     .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await?;
-                let answer: Value = response.error_for_status()?.json().await?;
-                let saga = answer["saga_id"].as_str().unwrap_or_default().to_owned();
-                anyhow::Ok((saga, sent))
+                    .json(&body);
+                let (answer, refused) = send_as_told(request).await;
+                let saga = answer.map(|answer| answer["saga_id"].as_str().map(str::to_owned));
+                (saga, sent, refused)
             });
         }
-        let mut sent = HashMap::new();
+        let mut sends_done = Sends::default();
         while let Some(done) = sends.join_next().await {
-            let (saga, at) = done??;
-            sent.insert(saga, at);
+            let (saga, at, refused) = done?;
+            sends_done.refused += refused;
+            match saga {
+                Ok(Some(saga)) => {
+                    sends_done.sent.insert(saga, at);
+                }
+                Ok(None) => sends_done.fail("an answer without a saga id".into()),
+                Err(error) => sends_done.fail(error),
+            }
         }
-        anyhow::Ok(sent)
+        anyhow::Ok(sends_done)
     });
     // The coordinator's log, followed from where it stood: how every saga ended, once, with the
     // time it was recorded (the same clock as `sent`: one machine).
@@ -173,13 +182,13 @@ async fn load(
     let mut ended_otherwise: HashMap<String, &'static str> = HashMap::new();
     let mut step_timeouts = 0;
     let mut last_progress = Instant::now();
-    let mut sent: Option<HashMap<String, OffsetDateTime>> = None;
+    let mut sends: Option<Sends> = None;
     let mut sender = Some(sender);
     loop {
         if let Some(task) = sender.take_if(|task| task.is_finished()) {
-            sent = Some(task.await??);
+            sends = Some(task.await??);
         }
-        if let Some(sent) = &sent
+        if let Some(Sends { sent, .. }) = &sends
             && (sent
                 .keys()
                 .all(|id| completed.contains_key(id) || ended_otherwise.contains_key(id))
@@ -187,12 +196,15 @@ async fn load(
         {
             break;
         }
-        let page: Value = follower
+        // A page the coordinator does not give now (it sheds load, say) is asked for again.
+        let page = follower
             .get(format!("{sagas_url}/events?after={after}&limit=1000"))
             .send()
-            .await?
-            .json()
-            .await?;
+            .await;
+        let page: Value = match page {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
         after = page["next"].as_i64().unwrap_or(after);
         let events = page["events"].as_array().cloned().unwrap_or_default();
         for event in &events {
@@ -232,7 +244,11 @@ async fn load(
         }
     }
     let cpu = cpu_before.and_then(|before| Some(Cpu::now(api.broker)?.since(before)));
-    let sent = sent.unwrap_or_default();
+    let Sends {
+        sent,
+        refused,
+        errors,
+    } = sends.unwrap_or_default();
     let mut latencies: Vec<Duration> = sent
         .iter()
         .filter_map(|(id, at)| Duration::try_from(*completed.get(id)? - *at).ok())
@@ -266,10 +282,66 @@ async fn load(
             - ending_count("parked"),
         step_timeouts,
         sent: sent.len(),
+        refused,
+        errors: errors.values().sum(),
         p50_ms: ms(percentile(&latencies, 0.5)),
         p99_ms: ms(percentile(&latencies, 0.99)),
         cpu,
     })
+}
+
+/// What came of one load's conversions.
+#[derive(Debug, Default)]
+struct Sends {
+    /// The accepted ones: their saga, and when they were sent.
+    sent: HashMap<String, OffsetDateTime>,
+    refused: usize,
+    /// The ones that failed for good, by what went wrong.
+    errors: BTreeMap<String, usize>,
+}
+
+impl Sends {
+    fn fail(&mut self, error: String) {
+        if !self.errors.contains_key(&error) {
+            eprintln!("bench: a conversion failed: {error}");
+        }
+        *self.errors.entry(error).or_default() += 1;
+    }
+}
+
+/// The most times one request is sent again when the API asks for it later.
+const MAX_REFUSALS: usize = 20;
+
+/// Sends `request` as a well-behaved client does: answered 429 or 503, it waits the
+/// `Retry-After` the API gave and sends it again. The body of the 2xx answer, or what went wrong;
+/// with how many times it was asked to come back.
+async fn send_as_told(request: reqwest::RequestBuilder) -> (Result<Value, String>, usize) {
+    let mut refused = 0;
+    loop {
+        let Some(attempt) = request.try_clone() else {
+            return (Err("a request that cannot be sent again".into()), refused);
+        };
+        let response = match attempt.send().await {
+            Ok(response) => response,
+            Err(error) => return (Err(format!("no answer: {error}")), refused),
+        };
+        let status = response.status();
+        if status.is_success() {
+            let body = response.json().await.map_err(|e| format!("{status}: {e}"));
+            return (body, refused);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        match retry_after {
+            Some(seconds) if refused < MAX_REFUSALS && matches!(status.as_u16(), 429 | 503) => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            _ => return (Err(format!("answered {status}")), refused),
+        }
+    }
 }
 
 /// The position the coordinator's log has reached.
@@ -290,43 +362,59 @@ async fn log_end(http: &reqwest::Client, sagas_url: &str) -> anyhow::Result<i64>
     }
 }
 
+/// What the API did with `POST /v1/tracking-events` from many callers at once.
+struct Acceptance {
+    /// Accepted per second.
+    rate: f64,
+    p99: Duration,
+    /// Answered otherwise (the API shedding load included), or not answered.
+    failed: usize,
+}
+
 /// Requests per second and p99 of `POST /v1/tracking-events` with `concurrency` callers.
-/// Each caller has a token of its own: the API limits requests per caller.
+/// Each caller has a token of its own: the API limits requests per caller. A caller goes on
+/// after an error; the errors are counted.
 async fn acceptance(
     api: &Api,
     (campaign, partner): (&str, &str),
     tokens: Vec<String>,
     duration: Duration,
-) -> anyhow::Result<(f64, Duration)> {
+) -> anyhow::Result<Acceptance> {
     let end = Instant::now() + duration;
     let mut callers = tokio::task::JoinSet::new();
     for token in tokens {
         let (http, base) = (api.client.http.clone(), api.client.base.clone());
         let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "lead" });
         callers.spawn(async move {
-            let mut times = Vec::new();
+            let (mut times, mut failed) = (Vec::new(), 0);
             while Instant::now() < end {
                 let sent = Instant::now();
-                http.post(format!("{base}/v1/tracking-events"))
+                let answer = http
+                    .post(format!("{base}/v1/tracking-events"))
                     .bearer_auth(&token)
                     .json(&body)
                     .send()
-                    .await?
-                    .error_for_status()?;
-                times.push(sent.elapsed());
+                    .await;
+                match answer {
+                    Ok(response) if response.status().is_success() => times.push(sent.elapsed()),
+                    _ => failed += 1,
+                }
             }
-            anyhow::Ok(times)
+            (times, failed)
         });
     }
-    let mut times = Vec::new();
+    let (mut times, mut failed) = (Vec::new(), 0);
     while let Some(done) = callers.join_next().await {
-        times.extend(done??);
+        let (caller_times, caller_failed) = done?;
+        times.extend(caller_times);
+        failed += caller_failed;
     }
     times.sort();
-    Ok((
-        times.len() as f64 / duration.as_secs_f64(),
-        percentile(&times, 0.99),
-    ))
+    Ok(Acceptance {
+        rate: times.len() as f64 / duration.as_secs_f64(),
+        p99: percentile(&times, 0.99),
+        failed,
+    })
 }
 
 /// The median of `times`.
@@ -488,8 +576,7 @@ async fn drive(
         );
         curve.push(point.await?);
     }
-    let (accepted, accept_p99) =
-        acceptance(&api, ids, tokens, Duration::from_secs(scale.pick(1, 5, 15))).await?;
+    let accepted = acceptance(&api, ids, tokens, Duration::from_secs(scale.pick(1, 5, 15))).await?;
 
     let ms = bound.as_secs_f64() * 1e3;
     let lightest = curve.first().context("a load")?;
@@ -538,27 +625,32 @@ async fn drive(
         figures.push(Figure::info(
             format!(
                 "sagas completed at {} sagas/s offered ({} of {}; {} compensated, {} parked, \
-                 {} unfinished; {} step timeouts)",
+                 {} unfinished; {} step timeouts; {} sent again as the API asked, {} failed)",
                 point.offered,
                 point.completed,
                 point.sent,
                 point.compensated,
                 point.parked,
                 point.unfinished,
-                point.step_timeouts
+                point.step_timeouts,
+                point.refused,
+                point.errors
             ),
             point.achieved,
             "sagas/s",
         ));
     }
     figures.push(Figure::info(
-        "POST /v1/tracking-events accepted, 32 callers",
-        accepted,
+        format!(
+            "POST /v1/tracking-events accepted, 32 callers ({} not accepted)",
+            accepted.failed
+        ),
+        accepted.rate,
         "req/s",
     ));
     figures.push(Figure::info(
         "POST /v1/tracking-events p99, 32 callers",
-        accept_p99.as_secs_f64() * 1e3,
+        accepted.p99.as_secs_f64() * 1e3,
         "ms",
     ));
     Ok((figures, curve))

@@ -63,6 +63,29 @@ fn services_by_trace(
     traces
 }
 
+/// The client connections to each service's database on the PostgreSQL that `up` started in
+/// `data_dir` (its port is the fourth line of `postmaster.pid`; it trusts local connections).
+async fn connections_by_database(
+    data_dir: &std::path::Path,
+) -> std::collections::BTreeMap<String, i64> {
+    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .expect("the embedded PostgreSQL's pid file");
+    let port = pid_file.lines().nth(3).expect("the port line").trim();
+    let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .await
+        .expect("connect to the embedded PostgreSQL");
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select datname, count(*) from pg_stat_activity
+          where backend_type = 'client backend' and datname <> 'postgres'
+          group by datname",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("pg_stat_activity");
+    pool.close().await;
+    rows.into_iter().collect()
+}
+
 /// `pulsaga up`, stopped with SIGTERM when dropped — also when the test fails — so that it stops
 /// its processes (a SIGKILL would leave them running).
 struct Up(tokio::process::Child);
@@ -261,6 +284,13 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         "the demo after a restart failed: {}",
         String::from_utf8_lossy(&again.stderr)
     );
+
+    // Each process holds at most its pool (`DATABASE_CONNECTIONS`, 6 by default, its listener
+    // among them) and its relay's connection: a platform stays within 35 of PostgreSQL's default
+    // 100, so two platforms, or two replicas of every process, fit.
+    let held = connections_by_database(&data_dir).await;
+    assert_eq!(held.len(), 5, "one database per service: {held:?}");
+    assert!(held.values().all(|&n| n <= 7), "{held:?}");
 
     let pid = up.0.id().expect("pid").to_string();
     let status = Command::new("kill")

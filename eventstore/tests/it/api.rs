@@ -167,3 +167,42 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
         "unknown query fields are refused"
     );
 }
+
+/// When every connection of the pool is taken for longer than a request may wait, the query API
+/// answers 503 with `Retry-After`, not an internal error.
+#[sqlx::test(migrations = false)]
+async fn a_starved_pool_is_answered_503_with_retry_after(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let migrated = store(connect.clone(), 1).await;
+    migrated.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_with(connect)
+        .await
+        .expect("pool");
+    let router = eventstore::api::routes(pool.clone(), decode);
+    let held = pool.acquire().await.expect("the only connection");
+
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get("/streams/c-1")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    drop(held);
+    let (status, _, _) = get(&router, "/streams/c-1").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the database's answer: no such stream"
+    );
+}

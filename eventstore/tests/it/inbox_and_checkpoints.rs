@@ -185,3 +185,53 @@ async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnect
         );
     }
 }
+
+/// A projection's lag counts the committed events after its checkpoint, and ages the oldest.
+#[sqlx::test(migrations = false)]
+async fn a_projection_lags_by_the_events_after_its_checkpoint(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    use eventstore::projection::lag;
+    let pool = store(connect, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let caught_up = lag(&mut conn, "views").await.expect("lag");
+    assert_eq!(
+        (caught_up.events, caught_up.seconds),
+        (0, 0.0),
+        "an empty log"
+    );
+
+    let events = [
+        super::event("A", b"1"),
+        super::event("B", b"2"),
+        super::event("C", b"3"),
+    ];
+    eventstore::append(
+        &mut conn,
+        "s-1",
+        "thing",
+        eventstore::ExpectedVersion::NoStream,
+        &events,
+    )
+    .await
+    .expect("append");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let behind = lag(&mut conn, "views").await.expect("lag");
+    assert_eq!(behind.events, 3);
+    assert!(behind.seconds >= 0.05, "{behind:?}");
+
+    let page = eventstore::read_all(&mut conn, 0, 2).await.expect("read");
+    store_checkpoint(&mut conn, "views", page.next)
+        .await
+        .expect("checkpoint");
+    assert_eq!(lag(&mut conn, "views").await.expect("lag").events, 1);
+    let page = eventstore::read_all(&mut conn, page.next, 10)
+        .await
+        .expect("read");
+    store_checkpoint(&mut conn, "views", page.next)
+        .await
+        .expect("checkpoint");
+    let caught_up = lag(&mut conn, "views").await.expect("lag");
+    assert_eq!((caught_up.events, caught_up.seconds), (0, 0.0));
+}

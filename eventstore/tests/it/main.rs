@@ -4,6 +4,7 @@
 mod api;
 mod global_log;
 mod inbox_and_checkpoints;
+mod notifications;
 mod outbox;
 mod prune;
 mod streams;

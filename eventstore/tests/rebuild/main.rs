@@ -141,7 +141,10 @@ async fn another_services_projection_keeps_up_while_one_rebuilds_100_000_events(
             let stopped = async {
                 let _ = stopped.await;
             };
-            projection::run(&other, &Tally, Duration::from_millis(50), stopped).await
+            let wakeup = eventstore::Notifications::new(&other)
+                .wakeup(eventstore::outbox::CHANNEL)
+                .await;
+            projection::run(&other, &Tally, wakeup, Duration::from_millis(50), stopped).await
         }
     });
 

@@ -3,7 +3,7 @@
 
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
 use messaging::consume::ConsumerStats;
-use messaging::relay::{self, RelaySettings};
+use messaging::relay::RelaySettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -28,12 +28,7 @@ async fn per_key_order_holds_across_two_key_shared_consumers(
             .collect();
         enqueue(&fixture.pool, &batch).await;
     }
-    let relay = tokio::spawn(relay::run(
-        fixture.client.clone(),
-        fixture.pool.clone(),
-        RelaySettings::new("relay-1"),
-        fixture.shutdown.clone(),
-    ));
+    let relay = fixture.relay(RelaySettings::new("relay-1"));
 
     let effects = fixture
         .wait_for_effects(KEYS * PER_KEY, Duration::from_secs(60))
@@ -239,12 +234,7 @@ async fn the_relay_vacuums_the_outbox_as_it_publishes(_: PgPoolOptions, connect:
     let mut relay_settings = RelaySettings::new("relay");
     relay_settings.batch = 16;
     relay_settings.vacuum_every = 40;
-    let relay = tokio::spawn(relay::run(
-        fixture.client.clone(),
-        fixture.pool.clone(),
-        relay_settings,
-        fixture.shutdown.clone(),
-    ));
+    let relay = fixture.relay(relay_settings);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut conn = fixture.pool.acquire().await.expect("connection");

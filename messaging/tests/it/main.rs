@@ -10,6 +10,7 @@ mod tracing;
 use eventstore::outbox;
 use messaging::broker::{Standalone, StandaloneSettings};
 use messaging::consume::{self, Backoff, ConsumerSettings, Handler, HandlerError, Incoming};
+use messaging::relay::{self, RelaySettings};
 use messaging::{Client, Properties, PulsarSettings};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
@@ -94,6 +95,18 @@ impl Fixture {
             self.shutdown.clone(),
         );
         tokio::spawn(async move { run.await.expect("consumer runner") })
+    }
+
+    /// A relay of the fixture's outbox, woken by its notifications.
+    fn relay(&self, settings: RelaySettings) -> JoinHandle<Result<(), messaging::Error>> {
+        let (client, pool) = (self.client.clone(), self.pool.clone());
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let wakeup = eventstore::Notifications::new(&pool)
+                .wakeup(outbox::CHANNEL)
+                .await;
+            relay::run(client, pool, wakeup, settings, shutdown).await
+        })
     }
 
     /// The effects in commit order: (consumer, key, message id, body).

@@ -3,7 +3,7 @@
 
 use super::{Fixture, Recorder, enqueue, message, settings};
 use eventstore::outbox;
-use messaging::relay::{self, RelaySettings};
+use messaging::relay::RelaySettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -46,12 +46,7 @@ async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgC
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
     let mut relay_settings = RelaySettings::new("relay");
     relay_settings.batch = 16;
-    let relay = tokio::spawn(relay::run(
-        fixture.client.clone(),
-        fixture.pool.clone(),
-        relay_settings,
-        fixture.shutdown.clone(),
-    ));
+    let relay = fixture.relay(relay_settings);
 
     fixture.wait_for_effects(60, Duration::from_secs(60)).await;
     fixture.broker().kill().await.expect("kill -9 the broker");
@@ -87,23 +82,13 @@ async fn a_relay_that_dies_holding_leases_is_taken_over(
         settings.lease = Duration::from_secs(1);
         settings
     };
-    let doomed = tokio::spawn(relay::run(
-        fixture.client.clone(),
-        fixture.pool.clone(),
-        short_lease("doomed"),
-        fixture.shutdown.clone(),
-    ));
+    let doomed = fixture.relay(short_lease("doomed"));
     fixture.wait_for_effects(40, Duration::from_secs(60)).await;
     // Aborted like a killed process: no cleanup, leases left behind, publishes cut off midway.
     doomed.abort();
     let _ = doomed.await;
 
-    let survivor = tokio::spawn(relay::run(
-        fixture.client.clone(),
-        fixture.pool.clone(),
-        short_lease("survivor"),
-        fixture.shutdown.clone(),
-    ));
+    let survivor = fixture.relay(short_lease("survivor"));
     assert_exactly_once_in_order(&fixture, KEYS * per_key).await;
     fixture.shutdown.cancel();
     survivor.await.expect("relay").expect("relay run");
