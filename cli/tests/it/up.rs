@@ -263,6 +263,14 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         let body: serde_json::Value = ready.json().await.unwrap_or_default();
         if ok && body["restarts"]["tracking"] == 1 {
             assert_eq!(body["restarts"]["campaigns"], 0, "{body}");
+            // How far each service's projections are behind its log.
+            let lags = body["projections"]["commissions"]
+                .as_object()
+                .expect("the commissions projections' lag");
+            assert!(
+                !lags.is_empty() && lags.values().all(|lag| lag["events"].is_i64()),
+                "{body}"
+            );
             break;
         }
         assert!(
@@ -288,6 +296,16 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     // Each process holds at most its pool (`DATABASE_CONNECTIONS`, 6 by default, its listener
     // among them) and its relay's connection: a platform stays within 35 of PostgreSQL's default
     // 100, so two platforms, or two replicas of every process, fit.
+    let metrics = reqwest::get(format!("{}/metrics", urls["campaigns"]))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("pulsaga_projection_lag_events{projection="),
+        "{metrics}"
+    );
     let held = connections_by_database(&data_dir).await;
     assert_eq!(held.len(), 5, "one database per service: {held:?}");
     assert!(held.values().all(|&n| n <= 7), "{held:?}");
