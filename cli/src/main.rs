@@ -4,6 +4,7 @@
 //! (`replay`) and mints development tokens (`token`).
 
 mod bench;
+mod chaos;
 mod client;
 mod demo;
 mod inspect;
@@ -221,6 +222,13 @@ enum Command {
         #[command(flatten)]
         options: bench::Options,
     },
+    /// Drive sagas through a platform of its own while processes, the broker and PostgreSQL are
+    /// killed and restarted at random; then check that nothing was lost, stuck, doubled or left
+    /// unbalanced. Prints a JSON summary; fails on any violation.
+    Chaos {
+        #[command(flatten)]
+        options: chaos::Options,
+    },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
         #[arg(long, value_enum)]
@@ -342,6 +350,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         },
         Command::Up { options, jwt } => up::up(*options, &jwt).await,
         Command::Bench { options } => bench::run(&options).await,
+        Command::Chaos { options } => chaos::run(&options).await,
         Command::Demo { api, jwt } => demo::run(&api, &jwt).await,
         Command::Saga {
             command,

@@ -71,6 +71,8 @@ pub struct Platform {
     /// Each service's query API.
     pub urls: Vec<(Service, String)>,
     pub simulator: String,
+    /// The PostgreSQL server the services' databases are on.
+    pub database_url: String,
     pub pulsar_url: String,
     pub pulsar_admin_url: String,
     /// What the services' query APIs require; made for this platform.
@@ -98,12 +100,52 @@ impl Platform {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(TEND_EVERY) => {}
             }
-            for process in &mut self.children {
-                process.tend();
-            }
+            self.tend();
         }
+    }
+
+    /// One round of [`Platform::supervise`]: notices deaths, restarts what is due.
+    pub fn tend(&mut self) {
+        for process in &mut self.children {
+            process.tend();
+        }
+    }
+
+    /// The names of its processes, in the order [`Platform::kill`] takes them.
+    pub fn processes(&self) -> Vec<&'static str> {
+        self.children.iter().map(|process| process.name).collect()
+    }
+
+    /// Kills the `index`-th process with SIGKILL, as a crash would; tending starts it again.
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let process = self.children.get_mut(index).context("no such process")?;
+        process
+            .child
+            .start_kill()
+            .with_context(|| format!("killing {}", process.name))
+    }
+
+    /// Kills the broker it started with SIGKILL and starts it again on the same ports and data.
+    pub async fn restart_broker(&mut self) -> anyhow::Result<()> {
+        let broker = self
+            .broker
+            .as_mut()
+            .context("the platform's broker is not its own")?;
+        broker.kill().await?;
+        broker.restart().await?;
+        Ok(())
+    }
+
+    /// Restarts the PostgreSQL it started in immediate mode: every connection is cut and the
+    /// server recovers from its write-ahead log, as after a crash.
+    pub async fn restart_postgres(&mut self) -> anyhow::Result<()> {
+        self.postgres
+            .as_ref()
+            .context("the platform's PostgreSQL is not its own")?
+            .restart_immediately()
+            .await
     }
 
     /// The process id of the broker it started, if it started one.
@@ -194,7 +236,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     let (pulsar_url, pulsar_admin_url) = match &options.pulsar_url {
         Some(url) => (url.clone(), options.pulsar_admin_url.clone()),
         None => {
-            println!(
+            eprintln!(
                 "Starting Apache Pulsar {} standalone (data in {})…",
                 messaging::broker::PULSAR_VERSION,
                 options.data_dir.join("broker").display()
@@ -206,7 +248,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
             })
             .await
             .context("starting Apache Pulsar")?;
-            println!(
+            eprintln!(
                 "Apache Pulsar is up after {:.1} s.",
                 started.started_in().as_secs_f64()
             );
@@ -314,6 +356,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         api,
         urls,
         simulator: format!("http://{sim}"),
+        database_url,
         pulsar_url,
         pulsar_admin_url,
         service_token,
@@ -351,6 +394,9 @@ struct Process {
     /// When a process that died is started again.
     restart_at: Option<Instant>,
 }
+
+/// How often a supervisor looks at its processes.
+const TEND_EVERY: Duration = Duration::from_millis(200);
 
 /// A process up this long is stable: its next death starts the backoff over.
 const STABLE: Duration = Duration::from_secs(60);
@@ -523,6 +569,22 @@ struct LocalPostgres {
 }
 
 impl LocalPostgres {
+    async fn restart_immediately(&self) -> anyhow::Result<()> {
+        let status = pg_command(&self.bin, "pg_ctl", self.as_postgres)
+            .args(["-D", &self.data.to_string_lossy(), "-l"])
+            .arg(self.data.join("server.log"))
+            .args(["-m", "immediate", "-w", "restart"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(
+            status.success(),
+            "PostgreSQL did not restart; see {}",
+            self.data.join("server.log").display()
+        );
+        Ok(())
+    }
+
     async fn stop(self) {
         let _ = pg_command(&self.bin, "pg_ctl", self.as_postgres)
             .args([
@@ -533,6 +595,7 @@ impl LocalPostgres {
                 "-w",
                 "stop",
             ])
+            .stdout(std::process::Stdio::null())
             .status()
             .await;
     }

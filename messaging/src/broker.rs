@@ -192,7 +192,11 @@ impl Standalone {
 /// loopback only; topics never deleted while idle (a service's topic may be quiet for hours);
 /// no websocket proxy; a cursor's acknowledgements persisted within a fifth of a second and the
 /// bookie's journal synced before an entry is confirmed, so that a `kill -9` of the broker
-/// loses no confirmed message and redelivers few acknowledged ones; caches sized for a laptop.
+/// loses no confirmed message and redelivers few acknowledged ones; caches sized for a laptop;
+/// and the BookKeeper client's health check off: it quarantines a bookie for half an hour after
+/// a burst of errors, and right after a restart from `kill -9` the only bookie answers errors for
+/// a few seconds (its registration is not yet resolvable), so the broker would be left with no
+/// bookie to write to.
 fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
     let ours = [
         ("bindAddress", "127.0.0.1".to_owned()),
@@ -203,6 +207,7 @@ fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
         ("webSocketServiceEnabled", "false".to_owned()),
         ("managedLedgerDefaultMarkDeleteRateLimit", "5".to_owned()),
         ("journalSyncData", "true".to_owned()),
+        ("bookkeeperClientHealthCheckEnabled", "false".to_owned()),
         ("managedLedgerCacheSizeMB", "64".to_owned()),
         ("dbStorage_writeCacheMaxSizeMb", "32".to_owned()),
         ("dbStorage_readAheadCacheMaxSizeMb", "32".to_owned()),

@@ -33,8 +33,6 @@ pub enum Error {
     EventStore(#[from] eventstore::Error),
     #[error("messaging")]
     Messaging(#[from] messaging::Error),
-    #[error("the payout worker lost its database")]
-    Payouts(#[from] sqlx::Error),
     #[error("payout provider settings")]
     Provider(#[from] provider::SetupError),
     #[error("serving the query API failed")]
@@ -68,7 +66,10 @@ pub async fn run(
         .relay()
         .prune()
         .project(projections::PaymentViews)
-        .spawn(async move { Ok(worker.await?) })
+        .spawn(async move {
+            worker.await;
+            Ok(())
+        })
         .serve(query, api);
     tasks.join().await
 }

@@ -145,15 +145,17 @@ pub async fn claim(pool: &PgPool, limit: usize, lease: Duration) -> Result<Vec<D
 }
 
 /// Calls the provider for due payouts until `shutdown`, then lets the calls in flight finish and
-/// record their answers. Fails only when it cannot claim rows (the database is gone).
+/// record their answers. When the database fails (a restart, a cut connection) it tries again
+/// after a growing pause: rows stay due, and a claim's lease runs out if its worker died.
 pub async fn run(
     pool: PgPool,
     provider: Provider,
     notifications: eventstore::Notifications,
     settings: PayoutSettings,
     shutdown: CancellationToken,
-) -> Result<(), sqlx::Error> {
+) {
     let mut in_flight = JoinSet::new();
+    let mut failures = 0;
     let mut wakeup = notifications.wakeup(CHANNEL).await;
     while !shutdown.is_cancelled() {
         while let Some(done) = in_flight.try_join_next() {
@@ -163,7 +165,22 @@ pub async fn run(
         }
         let room = settings.concurrency.saturating_sub(in_flight.len());
         let claimed = if room > 0 {
-            claim(&pool, room, settings.lease).await?
+            match claim(&pool, room, settings.lease).await {
+                Ok(claimed) => {
+                    failures = 0;
+                    claimed
+                }
+                Err(error) => {
+                    failures += 1;
+                    let pause = settings.backoff.delay(failures);
+                    tracing::warn!(%error, ?pause, "claiming payouts failed; trying again");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+            }
         } else {
             Vec::new()
         };
@@ -178,7 +195,8 @@ pub async fn run(
         }
         if idle {
             // At least a moment: a due row another worker holds is due still.
-            let wait = until_next_due(&pool).await?.max(PAUSE).min(settings.poll);
+            let next = until_next_due(&pool).await.unwrap_or(PAUSE);
+            let wait = next.max(PAUSE).min(settings.poll);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = wakeup.wait(wait) => {}
@@ -187,7 +205,6 @@ pub async fn run(
         }
     }
     while in_flight.join_next().await.is_some() {}
-    Ok(())
 }
 
 /// The shortest pause of an idle worker.

@@ -437,21 +437,22 @@ impl Handler for PaymentsReplies {
 ///
 /// Between rounds it sleeps until the next timer is due, `longest` at most: a timer set
 /// meanwhile is due a step's timeout after it was set, so it fires at most `longest` minus that
-/// timeout late (never, for timeouts of `longest` or more).
-pub async fn run_timers(
-    pool: &PgPool,
-    longest: Duration,
-    stop: impl Future<Output = ()>,
-) -> Result<(), eventstore::Error> {
+/// timeout late (never, for timeouts of `longest` or more). When the database fails it waits
+/// `longest` and looks again: the timers stay due.
+pub async fn run_timers(pool: &PgPool, longest: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
-        let fired = fire_due_timers(pool, 64).await?;
+        let fired = fire_due_timers(pool, 64).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "firing saga timers failed; trying again");
+            0
+        });
         if fired == 0 {
             // At least a moment: a due timer another coordinator holds, or one that failed to
             // fire, is due still.
-            let wait = until_next_timer(pool).await?.max(TIMER_PAUSE).min(longest);
+            let next = until_next_timer(pool).await.unwrap_or(longest);
+            let wait = next.max(TIMER_PAUSE).min(longest);
             tokio::select! {
-                _ = &mut stop => return Ok(()),
+                _ = &mut stop => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -54,7 +54,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     let timers = {
         let (pool, stop) = (pool.clone(), shutdown.clone());
-        async move { Ok(coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await?) }
+        async move {
+            coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
+            Ok(())
+        }
     };
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);

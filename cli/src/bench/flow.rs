@@ -69,9 +69,9 @@ struct Api {
     broker: Option<u32>,
 }
 
-/// A campaign paying 10 % of each order, with one partner; returns (campaign, partner).
-async fn set_up(api: &Api) -> anyhow::Result<(String, String)> {
-    let (client, token) = (&api.client, api.token.as_str());
+/// A campaign paying 10 % of each order, with one partner, made by the advertiser `token` acts
+/// for; returns (campaign, partner).
+pub(crate) async fn set_up(client: &ApiClient, token: &str) -> anyhow::Result<(String, String)> {
     let partner = client
         .post(
             "/v1/partners",
@@ -531,7 +531,7 @@ async fn drive(
         .find(|(service, _)| *service == crate::Service::Sagas)
         .map(|(_, url)| url.clone())
         .context("the coordinator's URL")?;
-    let (campaign, partner) = set_up(&api).await?;
+    let (campaign, partner) = set_up(&api.client, &api.token).await?;
     let ids = (campaign.as_str(), partner.as_str());
 
     let tokens = (0..32)

@@ -10,6 +10,8 @@ mod cpu;
 mod flow;
 mod rebuild;
 
+pub(crate) use flow::set_up;
+
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;

@@ -2,6 +2,7 @@
 //! Apache Pulsar, including `kill -9` in the middle of a stream.
 
 mod bench;
+mod chaos;
 mod compose;
 mod crash;
 mod hostile;

@@ -1,0 +1,789 @@
+//! `pulsaga chaos`: the platform of `pulsaga up` on free ports, with a PostgreSQL and an Apache
+//! Pulsar of its own, driven with order-to-payment sagas through its API while faults strike at
+//! random moments, reproducibly from a seed: `kill -9` of a process (each is started again by the
+//! supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, and
+//! payouts the provider answers slowly, with 503 or not at all. When the load is sent and the
+//! faults are over it waits for quiet, then checks from the outside that every accepted command
+//! took effect once, every saga ended, no payout was made twice, no commission doubled, the
+//! budget balances and every read model equals a fresh rebuild. It prints a JSON summary and fails
+//! on any violation, naming the sagas involved.
+
+use crate::Service;
+use crate::client::ApiClient;
+use crate::settings::{Infrastructure, Jwt};
+use crate::up::{Options as UpOptions, Platform};
+use anyhow::Context;
+use bff::auth::Role;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Order-to-payment sagas to start, one conversion each.
+    #[arg(long, default_value_t = 300)]
+    pub sagas: usize,
+    /// Conversions sent per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// `kill -9`s, each of a process chosen at random (not the provider simulator: its ledger is
+    /// what the payments are checked against).
+    #[arg(long, default_value_t = 4)]
+    pub kills: usize,
+    /// Restarts of Apache Pulsar, each after a `kill -9`.
+    #[arg(long, default_value_t = 1)]
+    pub broker_restarts: usize,
+    /// Immediate-mode restarts of PostgreSQL: every connection cut, recovery from the WAL.
+    #[arg(long, default_value_t = 1)]
+    pub postgres_restarts: usize,
+    /// Seeds every random choice: the same seed strikes the same faults at the same moments of
+    /// the load (default: from the clock; the summary shows it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The longest wait for quiet once the load is sent, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub quiet_timeout: u64,
+    /// Also write the JSON summary to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Something that goes wrong on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `kill -9` of the process at this index of `Platform::processes`.
+    Kill(usize),
+    BrokerRestart,
+    PostgresRestart,
+}
+
+/// The order amounts, each with what the provider simulator does with its payout (10 % of it;
+/// see `payments::simulator::rule`) and how often it is drawn, in percent.
+const ORDERS: [(i64, &str, u32); 5] = [
+    (5_000, "paid", 70),
+    (5_550, "503 first", 8),
+    (7_770, "slow first", 8),
+    (9_990, "lost first", 8),
+    (6_660, "declined", 6),
+];
+
+/// What the run found; every list is a violation.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub sagas: Sagas,
+    pub faults: BTreeMap<String, usize>,
+    /// Accepted commands that did not take effect, and sagas that never started.
+    pub lost: Vec<String>,
+    /// Sagas that did not end (completed or compensated).
+    pub stuck: Vec<String>,
+    /// Anything that happened twice: an event recorded, a saga started, a commission, a payout.
+    pub doubled: Vec<String>,
+    /// Budgets whose reservations differ from the commissions they pay.
+    pub unbalanced: Vec<String>,
+    /// Read models that differ from a fresh rebuild.
+    pub projections_differ: Vec<String>,
+    /// From the end of the load and the faults until quiet; null if quiet never came.
+    pub seconds_to_quiet: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Sagas {
+    pub sent: usize,
+    pub accepted: usize,
+    /// Conversions the API did not accept within `SEND_DEADLINE` (not a violation: nothing
+    /// was promised for them).
+    pub not_accepted: usize,
+    pub completed: usize,
+    pub compensated: usize,
+}
+
+impl Summary {
+    fn violations(&self) -> usize {
+        self.lost.len()
+            + self.stuck.len()
+            + self.doubled.len()
+            + self.unbalanced.len()
+            + self.projections_differ.len()
+    }
+}
+
+/// How long one conversion is sent again (a process down, the API shedding load) before it is
+/// given up.
+const SEND_DEADLINE: Duration = Duration::from_secs(180);
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let seed = options.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let secret =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let jwt = Jwt {
+        jwt_algorithm: crate::settings::JwtAlgorithm::Hs256,
+        jwt_secret: Some(secret),
+        jwt_public_key: None,
+        jwt_issuer: "pulsaga".into(),
+        jwt_audience: "pulsaga-api".into(),
+    };
+    let name = format!("chaos_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let up = UpOptions {
+        database_url: None,
+        pulsar_url: None,
+        pulsar_admin_url: String::new(),
+        listen: "127.0.0.1:0".parse()?,
+        any_ports: true,
+        database_prefix: name.clone(),
+        data_dir: std::env::temp_dir().join(format!("pulsaga-{name}")),
+        embedded_postgres: true,
+        demo: false,
+        log_filter: Some("error".into()),
+    };
+    eprintln!("chaos: seed {seed}; starting a platform of its own");
+    let mut platform = Platform::start(&up, &jwt).await?;
+    let summary = drive(&mut platform, &jwt, &name, options, seed).await;
+    platform.stop().await;
+    std::fs::remove_dir_all(&up.data_dir).ok();
+    let summary = summary?;
+    let text = serde_json::to_string_pretty(&summary)?;
+    println!("{text}");
+    if let Some(out) = &options.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    anyhow::ensure!(
+        summary.violations() == 0,
+        "{} violations (seed {seed})",
+        summary.violations()
+    );
+    Ok(())
+}
+
+/// One conversion the API accepted.
+#[derive(Debug, Clone)]
+struct Accepted {
+    command_id: String,
+    saga_id: String,
+}
+
+async fn drive(
+    platform: &mut Platform,
+    jwt: &Jwt,
+    database_prefix: &str,
+    options: &Options,
+    seed: u64,
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary {
+        seed,
+        ..Summary::default()
+    };
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let mint = |subject: &str, role: Role, tenant: Option<&str>| {
+        bff::auth::mint_hs256(
+            jwt.secret()?,
+            &jwt.jwt_issuer,
+            &jwt.jwt_audience,
+            subject,
+            role,
+            tenant,
+            24 * 3600,
+        )
+        .map_err(anyhow::Error::from)
+    };
+    let advertiser = mint("chaos", Role::Advertiser, Some(&tenant))?;
+    let api = ApiClient::new(&platform.api);
+    let (campaign, partner) = crate::bench::set_up(&api, &advertiser).await?;
+
+    let (amounts, schedule) = draw(options, &platform.processes(), seed);
+    for &order in &amounts {
+        *summary
+            .faults
+            .entry(format!("payout {}", ORDERS[order].1))
+            .or_default() += 1;
+    }
+    summary.faults.remove("payout paid");
+
+    let sender = {
+        let (http, base) = (api.http.clone(), api.base.clone());
+        let (token, rate) = (advertiser.clone(), options.rate);
+        let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "conversion" });
+        tokio::spawn(send_all(http, base, token, body, amounts, seed, rate))
+    };
+    let started = Instant::now();
+    let mut faults = schedule.into_iter().peekable();
+    let mut sender = Some(sender);
+    let mut accepted = Vec::new();
+    while sender.is_some() || faults.peek().is_some() {
+        if let Some(task) = sender.take_if(|task| task.is_finished()) {
+            let (sent, given_up) = task.await?;
+            summary.sagas.sent = sent.len() + given_up;
+            summary.sagas.not_accepted = given_up;
+            accepted = sent;
+        }
+        if let Some((_, fault)) = faults.next_if(|(at, _)| started.elapsed() >= *at) {
+            strike(platform, fault, &mut summary).await;
+        }
+        platform.tend();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    summary.sagas.accepted = accepted.len();
+    eprintln!(
+        "chaos: {} conversions accepted, {} faults struck; waiting for quiet",
+        accepted.len(),
+        summary.faults.values().sum::<usize>()
+    );
+
+    let http = crate::settings::service_client(&platform.service_token)?;
+    let service = |s: Service| {
+        platform
+            .urls
+            .iter()
+            .find(|(service, _)| *service == s)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_default()
+    };
+    let urls = Urls {
+        api: platform.api.clone(),
+        sagas: service(Service::Sagas),
+        tracking: service(Service::Tracking),
+        commissions: service(Service::Commissions),
+        payments: service(Service::Payments),
+        campaigns: service(Service::Campaigns),
+        simulator: platform.simulator.clone(),
+    };
+    let quiet_since = Instant::now();
+    let deadline = quiet_since + Duration::from_secs(options.quiet_timeout);
+    let mut pending: HashSet<String> = accepted.iter().map(|a| a.command_id.clone()).collect();
+    loop {
+        if quiet(&api, &advertiser, &http, &urls, &mut pending).await? {
+            summary.seconds_to_quiet = Some(quiet_since.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "chaos: no quiet within {} s; checking as it is",
+                options.quiet_timeout
+            );
+            break;
+        }
+        platform.tend();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("chaos: checking");
+    check_commands(&api, &advertiser, &accepted, &mut summary).await?;
+    check_sagas(&http, &urls, &accepted, &mut summary).await?;
+    check_once(&http, &urls, &mut summary).await?;
+    check_money(&http, &urls, (&campaign, &partner), &mut summary).await?;
+    let infrastructure = Infrastructure {
+        database_url: platform.database_url.clone(),
+        database_connections: 2,
+        database_idle_seconds: crate::settings::DATABASE_IDLE_SECONDS,
+        pulsar_url: platform.pulsar_url.clone(),
+        pulsar_admin_url: platform.pulsar_admin_url.clone(),
+        pulsar_tenant: "public".into(),
+        pulsar_namespace: "default".into(),
+    };
+    for service in Service::ALL {
+        let database = format!("{database_prefix}{}", service.name());
+        let pool = crate::serve::database(service, &database, &infrastructure).await?;
+        let rebuilt = crate::replay::rebuild(&pool, service, None, false).await?;
+        pool.close().await;
+        for (name, rebuild) in rebuilt.into_iter().filter(|(_, r)| !r.matches) {
+            summary.projections_differ.push(format!(
+                "{name}: only live {:?}, only rebuilt {:?}",
+                rebuild.only_live, rebuild.only_rebuilt
+            ));
+        }
+    }
+    Ok(summary)
+}
+
+/// Everything random in a run, drawn in one order from `seed`, so that a seed replays the same
+/// run: each conversion's order (an index into `ORDERS`), and the faults, each at a moment of the
+/// load (spread over its middle four fifths, so that the platform is busy when they strike).
+fn draw(options: &Options, processes: &[&str], seed: u64) -> (Vec<usize>, Vec<(Duration, Fault)>) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let total_weight: u32 = ORDERS.iter().map(|(_, _, weight)| weight).sum();
+    let orders: Vec<usize> = (0..options.sagas)
+        .map(|_| {
+            let mut draw = rng.random_range(0..total_weight);
+            ORDERS
+                .iter()
+                .position(|(_, _, weight)| {
+                    let hit = draw < *weight;
+                    draw = draw.saturating_sub(*weight);
+                    hit
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    let load = Duration::from_secs_f64(options.sagas as f64 / options.rate);
+    (orders, plan(processes, options, load, &mut rng))
+}
+
+fn plan(
+    processes: &[&str],
+    options: &Options,
+    load: Duration,
+    rng: &mut SmallRng,
+) -> Vec<(Duration, Fault)> {
+    let targets: Vec<usize> = processes
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| **name != "payout-sim")
+        .map(|(index, _)| index)
+        .collect();
+    let mut faults: Vec<Fault> = (0..options.kills)
+        .filter_map(|_| targets.choose(rng).map(|&index| Fault::Kill(index)))
+        .collect();
+    faults.extend(std::iter::repeat_n(
+        Fault::BrokerRestart,
+        options.broker_restarts,
+    ));
+    faults.extend(std::iter::repeat_n(
+        Fault::PostgresRestart,
+        options.postgres_restarts,
+    ));
+    faults.shuffle(rng);
+    let mut moments: Vec<Duration> = faults
+        .iter()
+        .map(|_| load.mul_f64(rng.random_range(0.1..0.9)))
+        .collect();
+    moments.sort();
+    moments.into_iter().zip(faults).collect()
+}
+
+async fn strike(platform: &mut Platform, fault: Fault, summary: &mut Summary) {
+    let (kind, outcome) = match fault {
+        Fault::Kill(index) => {
+            let name = platform.processes()[index];
+            (format!("kill -9 {name}"), platform.kill(index))
+        }
+        Fault::BrokerRestart => ("broker restart".into(), platform.restart_broker().await),
+        Fault::PostgresRestart => ("postgres restart".into(), platform.restart_postgres().await),
+    };
+    match outcome {
+        Ok(()) => {
+            eprintln!("chaos: {kind}");
+            *summary.faults.entry(kind).or_default() += 1;
+        }
+        Err(error) => eprintln!("chaos: {kind} failed: {error:#}"),
+    }
+}
+
+/// Sends one conversion per order at `rate`, each with an Idempotency-Key of its own, so that
+/// sending one again (its answer lost, a process down, the API shedding load) is the same
+/// command. Returns the accepted ones and how many were given up.
+async fn send_all(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    body: Value,
+    orders: Vec<usize>,
+    seed: u64,
+    rate: f64,
+) -> (Vec<Accepted>, usize) {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut sends = tokio::task::JoinSet::new();
+    for (n, order) in orders.into_iter().enumerate() {
+        ticker.tick().await;
+        let mut body = body.clone();
+        body["order"] = json!({
+            "order_id": format!("chaos-{seed}-{n}"),
+            "amount": { "amount": ORDERS[order].0, "currency": "EUR" },
+        });
+        let request = http
+            .post(format!("{base}/v1/tracking-events"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("chaos-{seed}-{n}"))
+            .json(&body);
+        sends.spawn(send_until_accepted(request));
+    }
+    let (mut accepted, mut given_up) = (Vec::new(), 0);
+    while let Some(done) = sends.join_next().await {
+        match done {
+            Ok(Some(answer)) => accepted.push(answer),
+            _ => given_up += 1,
+        }
+    }
+    (accepted, given_up)
+}
+
+async fn send_until_accepted(request: reqwest::RequestBuilder) -> Option<Accepted> {
+    let deadline = Instant::now() + SEND_DEADLINE;
+    while Instant::now() < deadline {
+        let response = request.try_clone()?.send().await;
+        let wait = match response {
+            Ok(response) if response.status().is_success() => {
+                let answer: Value = response.json().await.ok()?;
+                return Some(Accepted {
+                    command_id: answer["command_id"].as_str()?.to_owned(),
+                    saga_id: answer["saga_id"].as_str()?.to_owned(),
+                });
+            }
+            Ok(response)
+                if response.status().is_server_error()
+                    || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok()?.parse().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs)
+            }
+            Ok(response) => {
+                eprintln!("chaos: a conversion was refused: {}", response.status());
+                return None;
+            }
+            Err(_) => Duration::from_secs(1),
+        };
+        tokio::time::sleep(wait).await;
+    }
+    None
+}
+
+/// Where the checks look.
+struct Urls {
+    api: String,
+    sagas: String,
+    tracking: String,
+    commissions: String,
+    payments: String,
+    campaigns: String,
+    simulator: String,
+}
+
+/// Quiet: every accepted command has its outcome, no saga is running or compensating, and every
+/// projection has caught up with its log.
+async fn quiet(
+    api: &ApiClient,
+    token: &str,
+    http: &reqwest::Client,
+    urls: &Urls,
+    pending: &mut HashSet<String>,
+) -> anyhow::Result<bool> {
+    let mut settled = Vec::new();
+    for id in pending.iter() {
+        let (status, outcome) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/commands/{id}"),
+                token,
+                None,
+            )
+            .await
+            .unwrap_or_default();
+        if status.is_success() && outcome["status"] != "pending" {
+            settled.push(id.clone());
+        }
+    }
+    for id in settled {
+        pending.remove(&id);
+    }
+    if !pending.is_empty() {
+        return Ok(false);
+    }
+    for status in ["running", "compensating"] {
+        let listed = get(
+            http,
+            &format!("{}/sagas?status={status}&limit=1", urls.sagas),
+        )
+        .await;
+        if listed.is_none_or(|body| body["sagas"].as_array().is_none_or(|s| !s.is_empty())) {
+            return Ok(false);
+        }
+    }
+    let Some(ready) = get(http, &format!("{}/readyz", urls.api)).await else {
+        return Ok(false);
+    };
+    let caught_up = ready["projections"].as_object().is_some_and(|services| {
+        services
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|projections| projections.values())
+            .all(|lag| lag["events"] == 0)
+    });
+    Ok(caught_up)
+}
+
+/// The JSON of a 2xx answer to a GET, or `None`.
+async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let response = http.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Every accepted conversion succeeded.
+async fn check_commands(
+    api: &ApiClient,
+    token: &str,
+    accepted: &[Accepted],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for conversion in accepted {
+        let id = &conversion.command_id;
+        let (_, outcome) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/commands/{id}"),
+                token,
+                None,
+            )
+            .await?;
+        if outcome["status"] != "succeeded" {
+            summary.lost.push(format!(
+                "command {id} of saga {}: {}",
+                conversion.saga_id, outcome
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every accepted conversion's saga exists and ended.
+async fn check_sagas(
+    http: &reqwest::Client,
+    urls: &Urls,
+    accepted: &[Accepted],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for conversion in accepted {
+        let id = &conversion.saga_id;
+        let Some(saga) = get(http, &format!("{}/sagas/{id}", urls.sagas)).await else {
+            summary.lost.push(format!("saga {id} never started"));
+            continue;
+        };
+        match saga["saga"]["status"].as_str() {
+            Some("completed") => summary.sagas.completed += 1,
+            Some("compensated") => summary.sagas.compensated += 1,
+            other => summary.stuck.push(format!(
+                "saga {id}: {} at {} ({})",
+                other.unwrap_or("?"),
+                saga["saga"]["current_step"],
+                saga["saga"]["reason"].as_str().unwrap_or("no reason given")
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// A service's whole log, page by page.
+async fn log(http: &reqwest::Client, service_url: &str) -> anyhow::Result<Vec<Value>> {
+    let (mut events, mut after) = (Vec::new(), 0);
+    loop {
+        let page = get(
+            http,
+            &format!("{service_url}/events?after={after}&limit=1000"),
+        )
+        .await
+        .with_context(|| format!("reading the log of {service_url}"))?;
+        let page_events = page["events"].as_array().cloned().unwrap_or_default();
+        if page_events.is_empty() {
+            return Ok(events);
+        }
+        after = page["next"].as_i64().context("a next position")?;
+        events.extend(page_events);
+    }
+}
+
+/// No tracking event was recorded twice and no saga started twice.
+async fn check_once(
+    http: &reqwest::Client,
+    urls: &Urls,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for (url, event_type) in [
+        (&urls.tracking, "TrackingEventRecorded"),
+        (&urls.sagas, "SagaStarted"),
+    ] {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for event in log(http, url).await? {
+            if event["event_type"] == event_type {
+                let stream = event["stream_id"].as_str().unwrap_or_default().to_owned();
+                *counts.entry(stream).or_default() += 1;
+            }
+        }
+        for (stream, count) in counts.into_iter().filter(|(_, count)| *count > 1) {
+            summary
+                .doubled
+                .push(format!("{event_type} {count} times on {stream}"));
+        }
+    }
+    Ok(())
+}
+
+/// No commission twice for one tracking event, no payout made twice, and the campaign's
+/// reservations equal the net of its commissions.
+async fn check_money(
+    http: &reqwest::Client,
+    urls: &Urls,
+    (campaign, partner): (&str, &str),
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let mut commissions = Vec::new();
+    let mut after = None;
+    loop {
+        let cursor = after.map_or(String::new(), |position: i64| format!("&after={position}"));
+        let page = get(
+            http,
+            &format!(
+                "{}/partners/{partner}/commissions?limit=1000{cursor}",
+                urls.commissions
+            ),
+        )
+        .await
+        .context("the partner's commissions")?;
+        commissions.extend(page["commissions"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut by_tracking: HashMap<String, usize> = HashMap::new();
+    for commission in &commissions {
+        let tracking = commission["tracking_id"].as_str().unwrap_or_default();
+        *by_tracking.entry(tracking.to_owned()).or_default() += 1;
+    }
+    for (tracking, count) in by_tracking.into_iter().filter(|(_, count)| *count > 1) {
+        summary
+            .doubled
+            .push(format!("{count} commissions for tracking event {tracking}"));
+    }
+
+    let stats = get(http, &format!("{}/stats", urls.simulator))
+        .await
+        .context("the provider's stats")?;
+    let mut payments = Vec::new();
+    loop {
+        let page = get(
+            http,
+            &format!(
+                "{}/partners/{partner}/payments?limit=1000&offset={}",
+                urls.payments,
+                payments.len()
+            ),
+        )
+        .await
+        .context("the partner's payments")?;
+        let page_payments = page["payments"].as_array().cloned().unwrap_or_default();
+        if page_payments.is_empty() {
+            break;
+        }
+        payments.extend(page_payments);
+    }
+    let completed: Vec<&Value> = payments
+        .iter()
+        .filter(|payment| payment["status"] == "completed")
+        .collect();
+    if summary.sagas.completed != completed.len() {
+        summary.unbalanced.push(format!(
+            "{} sagas completed, {} payments completed",
+            summary.sagas.completed,
+            completed.len()
+        ));
+    }
+    let executions = stats["executions"].as_u64().unwrap_or_default();
+    if executions != completed.len() as u64 {
+        summary.doubled.push(format!(
+            "the provider made {executions} payouts for {} completed payments",
+            completed.len()
+        ));
+    }
+    for payment in completed {
+        let id = payment["payment_id"].as_str().unwrap_or_default();
+        let payout = get(http, &format!("{}/payouts/{id}", urls.simulator)).await;
+        let paid = payout.is_some_and(|payout| {
+            payout["status"] == "paid" && payout["reference"] == payment["provider_reference"]
+        });
+        if !paid {
+            summary
+                .doubled
+                .push(format!("payment {id} is completed without its payout"));
+        }
+    }
+
+    let reserved = get(http, &format!("{}/campaigns/{campaign}", urls.campaigns))
+        .await
+        .context("the campaign")?["reserved"]
+        .as_i64()
+        .unwrap_or_default();
+    let net: i64 = get(
+        http,
+        &format!(
+            "{}/campaigns/{campaign}/commissions/summary",
+            urls.commissions
+        ),
+    )
+    .await
+    .context("the campaign's commissions")?["currencies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|currency| currency["net"].as_i64())
+        .sum();
+    if reserved != net {
+        summary.unbalanced.push(format!(
+            "campaign {campaign}: {reserved} reserved, commissions net {net}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn options(args: &[&str]) -> Options {
+        Cli::parse_from(std::iter::once("chaos").chain(args.iter().copied())).options
+    }
+
+    const PROCESSES: [&str; 7] = [
+        "payout-sim",
+        "campaigns",
+        "tracking",
+        "commissions",
+        "payments",
+        "sagas",
+        "bff",
+    ];
+
+    #[test]
+    fn a_seed_draws_the_same_run_and_another_seed_another() {
+        let options = options(&["--sagas", "200", "--kills", "5"]);
+        let (orders, faults) = draw(&options, &PROCESSES, 7);
+        assert_eq!(
+            (orders.clone(), faults.clone()),
+            draw(&options, &PROCESSES, 7)
+        );
+        assert_ne!(orders, draw(&options, &PROCESSES, 8).0);
+
+        assert_eq!(orders.len(), 200);
+        assert!(orders.iter().any(|&order| ORDERS[order].1 == "declined"));
+        assert_eq!(faults.len(), 5 + 1 + 1);
+        let load = Duration::from_secs(20);
+        assert!(faults.windows(2).all(|pair| pair[0].0 <= pair[1].0));
+        assert!(
+            faults
+                .iter()
+                .all(|(at, _)| *at >= load / 10 && *at <= load * 9 / 10)
+        );
+        assert!(
+            faults.iter().all(|(_, fault)| *fault != Fault::Kill(0)),
+            "never the simulator"
+        );
+    }
+}
