@@ -123,27 +123,12 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     });
-    let secret =
-        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
-    let jwt = Jwt {
-        jwt_algorithm: crate::settings::JwtAlgorithm::Hs256,
-        jwt_secret: Some(secret),
-        jwt_public_key: None,
-        jwt_issuer: "pulsaga".into(),
-        jwt_audience: "pulsaga-api".into(),
-    };
+    let jwt = Jwt::random_hs256();
     let name = format!("chaos_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let up = UpOptions {
-        database_url: None,
-        pulsar_url: None,
-        pulsar_admin_url: String::new(),
-        listen: "127.0.0.1:0".parse()?,
-        any_ports: true,
-        database_prefix: name.clone(),
-        data_dir: std::env::temp_dir().join(format!("pulsaga-{name}")),
         embedded_postgres: true,
-        demo: false,
         log_filter: Some("error".into()),
+        ..UpOptions::on_free_ports(&name, None)
     };
     eprintln!("chaos: seed {seed}; starting a platform of its own");
     let mut platform = Platform::start(&up, &jwt).await?;

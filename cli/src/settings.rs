@@ -199,6 +199,19 @@ pub enum JwtAlgorithm {
 }
 
 impl Jwt {
+    /// HS256 with a secret of its own, for a harness that mints every token it uses.
+    pub fn random_hs256() -> Jwt {
+        let secret =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        Jwt {
+            jwt_algorithm: JwtAlgorithm::Hs256,
+            jwt_secret: Some(secret),
+            jwt_public_key: None,
+            jwt_issuer: "pulsaga".into(),
+            jwt_audience: "pulsaga-api".into(),
+        }
+    }
+
     /// The HS256 secret, required for development tokens.
     pub fn secret(&self) -> anyhow::Result<&[u8]> {
         self.jwt_secret

@@ -55,6 +55,25 @@ pub struct Options {
     pub log_filter: Option<String>,
 }
 
+impl Options {
+    /// A platform beside others, for a harness (the bench, chaos): every process on a free
+    /// port, databases named with `prefix`, data in a temporary folder, warnings logged.
+    pub fn on_free_ports(prefix: &str, database_url: Option<&str>) -> Options {
+        Options {
+            database_url: database_url.map(str::to_owned),
+            pulsar_url: None,
+            pulsar_admin_url: String::new(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            any_ports: true,
+            database_prefix: prefix.to_owned(),
+            data_dir: std::env::temp_dir().join(format!("pulsaga-{prefix}")),
+            embedded_postgres: false,
+            demo: false,
+            log_filter: Some("warn".into()),
+        }
+    }
+}
+
 /// A port for a process: its default, or a free one.
 fn port(default: u16, any: bool) -> anyhow::Result<u16> {
     if !any {

@@ -474,28 +474,9 @@ pub async fn measure(
     database_url: &str,
     scale: Scale,
 ) -> anyhow::Result<(Vec<Figure>, Vec<Point>)> {
-    let secret =
-        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
-    let jwt = Jwt {
-        jwt_algorithm: crate::settings::JwtAlgorithm::Hs256,
-        jwt_secret: Some(secret),
-        jwt_public_key: None,
-        jwt_issuer: "pulsaga".into(),
-        jwt_audience: "pulsaga-api".into(),
-    };
+    let jwt = Jwt::random_hs256();
     let prefix = format!("bench_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let options = Options {
-        database_url: Some(database_url.to_owned()),
-        pulsar_url: None,
-        pulsar_admin_url: String::new(),
-        listen: "127.0.0.1:0".parse()?,
-        any_ports: true,
-        database_prefix: prefix.clone(),
-        data_dir: std::env::temp_dir().join(format!("pulsaga-{prefix}")),
-        embedded_postgres: false,
-        demo: false,
-        log_filter: Some("warn".into()),
-    };
+    let options = Options::on_free_ports(&prefix, Some(database_url));
     let platform = Platform::start(&options, &jwt).await?;
     let outcome = drive(&platform, &jwt, database_url, scale).await;
     platform.stop().await;
