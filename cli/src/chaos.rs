@@ -1,8 +1,9 @@
 //! `pulsaga chaos`: the platform of `pulsaga up` on free ports, with a PostgreSQL and an Apache
 //! Pulsar of its own, driven with order-to-payment sagas through its API while faults strike at
 //! random moments, reproducibly from a seed: `kill -9` of a process (each is started again by the
-//! supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, and
-//! payouts the provider answers slowly, with 503 or not at all. When the load is sent and the
+//! supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of
+//! the link between the processes and PostgreSQL (through a proxy it controls), and payouts the
+//! provider answers slowly, with 503 or not at all. When the load is sent and the
 //! faults are over it waits for quiet, then checks from the outside that every accepted command
 //! took effect once, every saga ended, no payout was made twice, no commission doubled, the
 //! budget balances and every read model equals a fresh rebuild. It prints a JSON summary and fails
@@ -41,6 +42,10 @@ pub struct Options {
     /// Immediate-mode restarts of PostgreSQL: every connection cut, recovery from the WAL.
     #[arg(long, default_value_t = 1)]
     pub postgres_restarts: usize,
+    /// Cuts of the link between the processes and PostgreSQL (a proxy drops every connection
+    /// and refuses new ones for `CUT_OUTAGE`).
+    #[arg(long, default_value_t = 1)]
+    pub database_cuts: usize,
     /// Seeds every random choice: the same seed strikes the same faults at the same moments of
     /// the load (default: from the clock; the summary shows it).
     #[arg(long)]
@@ -60,7 +65,11 @@ enum Fault {
     Kill(usize),
     BrokerRestart,
     PostgresRestart,
+    DatabaseCut,
 }
+
+/// How long a cut link between the processes and PostgreSQL stays down.
+const CUT_OUTAGE: Duration = Duration::from_secs(5);
 
 /// The order amounts, each with what the provider simulator does with its payout (10 % of it;
 /// see `payments::simulator::rule`) and how often it is drawn, in percent.
@@ -127,6 +136,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let name = format!("chaos_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let up = UpOptions {
         embedded_postgres: true,
+        database_proxy: true,
         log_filter: Some("error".into()),
         ..UpOptions::on_free_ports(&name, None)
     };
@@ -334,6 +344,10 @@ fn plan(
         Fault::PostgresRestart,
         options.postgres_restarts,
     ));
+    faults.extend(std::iter::repeat_n(
+        Fault::DatabaseCut,
+        options.database_cuts,
+    ));
     faults.shuffle(rng);
     let mut moments: Vec<Duration> = faults
         .iter()
@@ -351,6 +365,10 @@ async fn strike(platform: &mut Platform, fault: Fault, summary: &mut Summary) {
         }
         Fault::BrokerRestart => ("broker restart".into(), platform.restart_broker().await),
         Fault::PostgresRestart => ("postgres restart".into(), platform.restart_postgres().await),
+        Fault::DatabaseCut => (
+            "database link cut".into(),
+            platform.cut_database(CUT_OUTAGE),
+        ),
     };
     match outcome {
         Ok(()) => {
@@ -758,7 +776,7 @@ mod tests {
 
         assert_eq!(orders.len(), 200);
         assert!(orders.iter().any(|&order| ORDERS[order].1 == "declined"));
-        assert_eq!(faults.len(), 5 + 1 + 1);
+        assert_eq!(faults.len(), 5 + 1 + 1 + 1);
         let load = Duration::from_secs(20);
         assert!(faults.windows(2).all(|pair| pair[0].0 <= pair[1].0));
         assert!(

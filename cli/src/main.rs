@@ -8,6 +8,7 @@ mod chaos;
 mod client;
 mod demo;
 mod inspect;
+mod proxy;
 mod replay;
 mod serve;
 mod settings;

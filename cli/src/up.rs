@@ -6,6 +6,7 @@
 //! simulator and the API as child processes of this binary, prints the URLs and a token per
 //! role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds), the broker last.
 
+use crate::proxy::Proxy;
 use crate::settings::{Infrastructure, Jwt};
 use crate::{Service, serve};
 use anyhow::Context;
@@ -53,6 +54,10 @@ pub struct Options {
     /// `RUST_LOG` for the processes (default: this process's environment).
     #[arg(skip)]
     pub log_filter: Option<String>,
+    /// Connect the processes to PostgreSQL through a proxy the harness can cut
+    /// ([`Platform::cut_database`]).
+    #[arg(skip)]
+    pub database_proxy: bool,
 }
 
 impl Options {
@@ -70,6 +75,7 @@ impl Options {
             embedded_postgres: false,
             demo: false,
             log_filter: Some("warn".into()),
+            database_proxy: false,
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct Platform {
     children: Vec<Process>,
     postgres: Option<LocalPostgres>,
     broker: Option<Standalone>,
+    /// Between the processes and PostgreSQL, when the harness asked for it.
+    database_proxy: Option<Proxy>,
 }
 
 impl Platform {
@@ -165,6 +173,16 @@ impl Platform {
             .context("the platform's PostgreSQL is not its own")?
             .restart_immediately()
             .await
+    }
+
+    /// Cuts every connection between the processes and PostgreSQL, and refuses new ones for
+    /// `outage`.
+    pub fn cut_database(&self, outage: Duration) -> anyhow::Result<()> {
+        self.database_proxy
+            .as_ref()
+            .context("the platform's processes reach PostgreSQL without a proxy")?
+            .cut(outage);
+        Ok(())
     }
 
     /// The process id of the broker it started, if it started one.
@@ -291,10 +309,21 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         return Err(error);
     }
     let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
+    let (database_proxy, processes_database_url) = if options.database_proxy {
+        match proxied(&database_url).await {
+            Ok((proxy, url)) => (Some(proxy), url),
+            Err(error) => {
+                stop(Vec::new(), postgres, broker).await;
+                return Err(error);
+            }
+        }
+    } else {
+        (None, database_url.clone())
+    };
 
     let service_token = ServiceToken::random();
     let shared_env = [
-        ("DATABASE_URL", database_url.as_str()),
+        ("DATABASE_URL", processes_database_url.as_str()),
         ("PULSAR_URL", pulsar_url.as_str()),
         ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
         ("SERVICE_TOKEN", service_token.expose()),
@@ -382,7 +411,27 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         children,
         postgres,
         broker,
+        database_proxy,
     })
+}
+
+/// A proxy to the PostgreSQL server at `database_url`, and the URL that reaches it through it.
+async fn proxied(database_url: &str) -> anyhow::Result<(Proxy, String)> {
+    let mut url = reqwest::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+    let host = url
+        .host_str()
+        .context("DATABASE_URL names no host")?
+        .to_owned();
+    let port = url.port().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    let proxy = Proxy::start(target).await?;
+    url.set_host(Some("127.0.0.1"))?;
+    url.set_port(Some(proxy.address().port()))
+        .map_err(|()| anyhow::anyhow!("DATABASE_URL cannot take a port"))?;
+    Ok((proxy, url.to_string()))
 }
 
 /// Creates and migrates every service's database and provisions the Pulsar namespace.

@@ -124,6 +124,9 @@ impl From<Error> for Problem {
             Error::Database(sqlx::Error::PoolTimedOut) => {
                 Problem::unavailable("the database is busy; try again")
             }
+            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                Problem::unavailable("the database is out of reach; try again")
+            }
             other => {
                 let id = Uuid::new_v4();
                 tracing::error!(error_id = %id, error = %chain(&other), "query failed");

@@ -15,6 +15,10 @@ pub const PULSAR_VERSION: &str = "4.0.8";
 pub const HOME_ENV: &str = "PULSAR_HOME";
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a healthy broker may take before it can create a topic (open a new ledger).
+const WRITABLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Starts after a `kill -9` before a restart gives up.
+const RESTART_ATTEMPTS: u32 = 3;
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum BrokerError {
     Exited { log: PathBuf },
     #[error("Apache Pulsar was not healthy within {READY_TIMEOUT:?}; see {log}")]
     NotReady { log: PathBuf },
+    #[error(
+        "Apache Pulsar was healthy but could not create a topic within {WRITABLE_TIMEOUT:?}; see {log}"
+    )]
+    NotWritable { log: PathBuf },
     #[error("broker I/O")]
     Io(#[from] std::io::Error),
 }
@@ -76,7 +84,7 @@ pub struct Standalone {
 }
 
 impl Standalone {
-    /// Starts the broker and waits until its health check passes.
+    /// Starts the broker and waits until its health check passes and it can create a topic.
     pub async fn start(settings: &StandaloneSettings) -> Result<Self, BrokerError> {
         let home = match &settings.home {
             Some(home) => home.clone(),
@@ -134,10 +142,23 @@ impl Standalone {
         Ok(())
     }
 
-    /// Starts the broker again on the same ports and data, and waits until it is healthy.
+    /// Starts the broker again on the same ports and data, and waits until it is healthy and can
+    /// create a topic. Now and then a standalone started right after a `kill -9` passes its
+    /// health check but cannot open a new ledger for minutes ("Not enough non-faulty bookies
+    /// available"); such a start is killed and made again, up to `RESTART_ATTEMPTS` times.
     pub async fn restart(&mut self) -> Result<(), BrokerError> {
-        self.child = spawn(&self.home, &self.data_dir)?;
-        self.wait_until_ready().await
+        let mut attempt = 1;
+        loop {
+            self.child = spawn(&self.home, &self.data_dir)?;
+            match self.wait_until_ready().await {
+                Err(BrokerError::NotWritable { log }) if attempt < RESTART_ATTEMPTS => {
+                    tracing::warn!(attempt, log = %log.display(), "apache pulsar cannot create topics; starting it again");
+                    self.kill().await?;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Stops the broker with SIGTERM (it closes its ledgers and cursors), killing it if it has
@@ -178,12 +199,40 @@ impl Standalone {
                 .is_ok_and(|response| response.status().is_success());
             if healthy {
                 self.started_in = started.elapsed();
-                return Ok(());
+                return self.wait_until_writable(&http).await;
             }
             if started.elapsed() > READY_TIMEOUT {
                 return Err(BrokerError::NotReady { log });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Standalone {
+    /// Waits until the broker can create a topic, which opens a new ledger on the bookie: its
+    /// health check passes on a ledger it already has.
+    async fn wait_until_writable(&mut self, http: &reqwest::Client) -> Result<(), BrokerError> {
+        let probe = format!(
+            "{}/admin/v2/persistent/public/default/pulsaga-probe-{}",
+            self.admin_url(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let deadline = Instant::now() + WRITABLE_TIMEOUT;
+        loop {
+            let created = http.put(&probe).send().await.is_ok_and(|response| {
+                response.status().is_success() || response.status() == reqwest::StatusCode::CONFLICT
+            });
+            if created {
+                let _ = http.delete(format!("{probe}?force=true")).send().await;
+                return Ok(());
+            }
+            if self.child.try_wait()?.is_some() || Instant::now() > deadline {
+                return Err(BrokerError::NotWritable {
+                    log: self.data_dir.join("pulsar.log"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }
@@ -194,9 +243,8 @@ impl Standalone {
 /// bookie's journal synced before an entry is confirmed, so that a `kill -9` of the broker
 /// loses no confirmed message and redelivers few acknowledged ones; caches sized for a laptop;
 /// and the BookKeeper client's health check off: it quarantines a bookie for half an hour after
-/// a burst of errors, and right after a restart from `kill -9` the only bookie answers errors for
-/// a few seconds (its registration is not yet resolvable), so the broker would be left with no
-/// bookie to write to.
+/// a burst of errors (right after a restart from `kill -9` the bookie answers errors for a few
+/// seconds), and a standalone has only the one bookie.
 fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
     let ours = [
         ("bindAddress", "127.0.0.1".to_owned()),

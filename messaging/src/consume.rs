@@ -8,8 +8,10 @@
 //! one aggregate.
 //! A conflict with a concurrent writer is decided again after a short random pause, as often as it
 //! takes (another write went through each time).
-//! A transient failure is retried in its lane after a growing delay (pulsar-rs would redeliver a
-//! negative ack at once, and out of order), up to `max_attempts`; then, or at once for a permanent
+//! A database out of reach holds the message in its lane, tried again after growing delays for as
+//! long as the outage lasts. Any other transient failure is retried in its lane after a growing
+//! delay (pulsar-rs would redeliver a negative ack at once, and out of order), up to
+//! `max_attempts`; then, or at once for a permanent
 //! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
 //! original properties plus the error, and is acknowledged. A failing key holds up only itself.
 //! The attempt count lives in the process: after a restart a message starts counting again.
@@ -61,11 +63,37 @@ pub enum HandlerError {
     /// dead letter.
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached: the connection was lost or refused, the server is
+    /// shutting down, restarting or out of connections. Nothing is wrong with the message, so it
+    /// waits in its lane and is tried again, with the transient backoff, for as long as the outage
+    /// lasts; it never counts toward `max_attempts`. (An outage longer than the attempts' delays
+    /// would otherwise dead-letter every message in flight: accepted commands lost.)
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Whether `error` says the database cannot be reached, rather than anything about the work.
+fn unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (08), insufficient resources (53: too many connections, disk
+        // full, out of memory), and an administrator's or a crash's shutdown, or a server still
+        // starting (57P01-57P03).
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+        }),
+        _ => false,
+    }
 }
 
 impl From<sqlx::Error> for HandlerError {
     /// A data exception (SQLSTATE class 22: a value the column cannot hold, out of range, badly
-    /// encoded) fails the same way every time, so it is permanent; anything else may pass later.
+    /// encoded) fails the same way every time, so it is permanent; a database out of reach is
+    /// [`HandlerError::Unavailable`]; anything else may pass later.
     fn from(error: sqlx::Error) -> Self {
         let data_exception = error
             .as_database_error()
@@ -76,6 +104,8 @@ impl From<sqlx::Error> for HandlerError {
                 code: "data_exception".into(),
                 reason: crate::error_chain(&error),
             }
+        } else if unreachable(&error) {
+            HandlerError::Unavailable(crate::error_chain(&error))
         } else {
             HandlerError::Transient(crate::error_chain(&error))
         }
@@ -90,6 +120,7 @@ impl From<eventstore::Error> for HandlerError {
                 reason: error.to_string(),
             },
             eventstore::Error::Conflict { .. } => HandlerError::Conflict(error.to_string()),
+            eventstore::Error::Database(error) => HandlerError::from(error),
             other => HandlerError::Transient(crate::error_chain(&other)),
         }
     }
@@ -461,7 +492,7 @@ impl<H: Handler> Worker<H> {
             attempts: 1,
         })?;
         let mut attempt = 1;
-        let mut conflicts = 0;
+        let (mut conflicts, mut outage) = (0, 0);
         loop {
             match self.attempt(&incoming).await {
                 Ok(()) => return Ok(()),
@@ -488,7 +519,18 @@ impl<H: Handler> Worker<H> {
                         _ = tokio::time::sleep(conflict_pause(conflicts)) => {}
                     }
                 }
+                Err(HandlerError::Unavailable(reason)) => {
+                    outage += 1;
+                    let delay = self.settings.backoff.delay(outage);
+                    tracing::warn!(message_id = %incoming.properties.message_id, outage, ?delay, %reason, "database out of reach; trying again");
+                    ConsumerStats::add(&self.settings.stats.retries);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
                 Err(HandlerError::Transient(reason)) => {
+                    outage = 0;
                     let delay = self.settings.backoff.delay(attempt);
                     tracing::warn!(message_id = %incoming.properties.message_id, attempt, ?delay, %reason, "retrying message");
                     ConsumerStats::add(&self.settings.stats.retries);
@@ -663,4 +705,24 @@ fn decode<T: Message + Serialize>(
         key: key.to_owned(),
         properties,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_waited_for_and_other_failures_are_counted() {
+        let lost = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "got 0 bytes at EOF");
+        for unreachable in [
+            sqlx::Error::Io(lost),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+        ] {
+            let error = HandlerError::from(eventstore::Error::Database(unreachable));
+            assert!(matches!(error, HandlerError::Unavailable(_)), "{error:?}");
+        }
+        let other = HandlerError::from(sqlx::Error::RowNotFound);
+        assert!(matches!(other, HandlerError::Transient(_)), "{other:?}");
+    }
 }

@@ -1,6 +1,6 @@
 //! `pulsaga chaos`, the short run of the test suite: 300 order-to-payment sagas through kills of
-//! processes, a broker restart, a PostgreSQL restart and misbehaving payouts; nothing lost, stuck,
-//! doubled or unbalanced, every read model equal to its rebuild.
+//! processes, a broker restart, a PostgreSQL restart, a cut database link and misbehaving
+//! payouts; nothing lost, stuck, doubled or unbalanced, every read model equal to its rebuild.
 
 use std::time::Duration;
 use tokio::process::Command;
@@ -20,6 +20,8 @@ async fn sagas_survive_kills_and_restarts_with_nothing_lost_or_doubled() {
             "--broker-restarts",
             "1",
             "--postgres-restarts",
+            "1",
+            "--database-cuts",
             "1",
             "--seed",
             "20261206",
@@ -79,6 +81,7 @@ async fn sagas_survive_kills_and_restarts_with_nothing_lost_or_doubled() {
     assert_eq!(struck("kill -9"), 4, "{summary:#}");
     assert_eq!(struck("broker restart"), 1, "{summary:#}");
     assert_eq!(struck("postgres restart"), 1, "{summary:#}");
+    assert_eq!(struck("database link cut"), 1, "{summary:#}");
     assert!(struck("payout") > 0, "{summary:#}");
     assert!(summary["seconds_to_quiet"].is_number(), "{summary:#}");
 }
