@@ -97,23 +97,33 @@ async fn wait_until_ended(platform: &Platform, sagas: &[Uuid], within: Duration)
     }
 }
 
-/// Every order paid once and confirmed once, in order, across both bursts.
+/// Every order paid once and confirmed once, in order, across both bursts. The read models are
+/// eventually consistent: they are given a while to catch up with the sagas that ended.
 async fn assert_each_applied_once_in_order(platform: &Platform, orders: i64) {
-    let commissions = count(platform, "commissions", "select count(*) from commissions").await;
-    let payments = count(
-        platform,
-        "payments",
-        "select count(*) from payments where status = 'completed'",
-    )
-    .await;
-    let reservations = count(
-        platform,
-        "campaigns",
-        "select count(*) from budget_reservations where status = 'held'",
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let applied = loop {
+        let applied = (
+            count(platform, "commissions", "select count(*) from commissions").await,
+            count(
+                platform,
+                "payments",
+                "select count(*) from payments where status = 'completed'",
+            )
+            .await,
+            count(
+                platform,
+                "campaigns",
+                "select count(*) from budget_reservations where status = 'held'",
+            )
+            .await,
+        );
+        if applied == (orders, orders, orders) || Instant::now() > deadline {
+            break applied;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(
-        (commissions, payments, reservations),
+        applied,
         (orders, orders, orders),
         "one commission, one payment and one reservation per order"
     );

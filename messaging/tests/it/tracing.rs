@@ -23,8 +23,10 @@ async fn the_handler_runs_in_the_trace_the_message_carries(
     let provider = SdkTracerProvider::builder().build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    // The runtime of this test is single-threaded, so the spawned runner sees this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Process-wide, not `set_default`: tracing-core caches each callsite's interest for the whole
+    // process, and with a single thread-local subscriber it asks only the subscriber of the thread
+    // that reaches a callsite first, which may be another test's.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
     let fixture = Fixture::start(connect).await;
     let recorder = Recorder::named("r");
