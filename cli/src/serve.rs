@@ -7,8 +7,10 @@ use crate::settings::Infrastructure;
 use anyhow::Context;
 use messaging::{Client, QueryApi, ServiceToken};
 use sqlx::PgPool;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,40 @@ pub async fn database(
     }
     .with_context(|| format!("migrating {}", service.name()))?;
     Ok(pool)
+}
+
+/// How long a starting process waits for PostgreSQL and the broker: a platform restarting
+/// together, or a dependency restarting under it, is not a reason to exit.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// `step`'s result, tried again every second while it fails, for `STARTUP_PATIENCE` at most.
+async fn patiently<T, F: Future<Output = anyhow::Result<T>>>(
+    mut step: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "not ready to start; trying again"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A client of the broker, waited for patiently.
+async fn connect(infrastructure: &Infrastructure) -> anyhow::Result<Client> {
+    patiently(|| async {
+        Client::connect(infrastructure.pulsar())
+            .await
+            .context("connecting to Pulsar")
+    })
+    .await
 }
 
 /// Provisions the Pulsar namespace the settings name: policies, topics with their schemas,
@@ -75,13 +111,9 @@ pub async fn serve(
     restarts: u32,
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<()> {
-    let pool = database(service, database_name, infrastructure).await?;
-    provision(infrastructure).await?;
-    let client = Arc::new(
-        Client::connect(infrastructure.pulsar())
-            .await
-            .context("connecting to Pulsar")?,
-    );
+    let pool = patiently(|| database(service, database_name, infrastructure)).await?;
+    patiently(|| provision(infrastructure)).await?;
+    let client = Arc::new(connect(infrastructure).await?);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -128,11 +160,7 @@ pub async fn bff(
         restarts,
         ..api.bff()?
     };
-    let client = Arc::new(
-        Client::connect(infrastructure.pulsar())
-            .await
-            .context("connecting to Pulsar")?,
-    );
+    let client = Arc::new(connect(infrastructure).await?);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

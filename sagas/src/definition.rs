@@ -638,6 +638,16 @@ impl Saga {
         }
     }
 
+    /// The command id of a compensation's `attempt` in this operator round. Each attempt is a
+    /// command of its own, which the service decides again (a resend of one id would only get
+    /// its first answer back); undoing twice changes nothing.
+    fn compensation_id(&self, step: Step, attempt: u32) -> Uuid {
+        match (self.operator_rounds, attempt) {
+            (0, 1) => self.command_id(step, true),
+            (round, _) => self.derived_id(&format!("compensate/{}/{round}/{attempt}", step.name())),
+        }
+    }
+
     fn compensation(&self, step: Step, attempt: u32) -> Option<Sent> {
         let data = self.data.as_ref()?;
         let reason = self.reason.clone().unwrap_or_default();
@@ -658,16 +668,10 @@ impl Saga {
             // A payment that went out cannot be taken back; a confirmation is the last step.
             Step::RequestPayment | Step::ConfirmTracking => return None,
         };
-        // Each attempt is a command of its own, which the service decides again (a resend of one
-        // id would only get its first answer back); undoing twice changes nothing.
-        let command_id = match (self.operator_rounds, attempt) {
-            (0, 1) => self.command_id(step, true),
-            (round, _) => self.derived_id(&format!("compensate/{}/{round}/{attempt}", step.name())),
-        };
         Some(Sent {
             step,
             attempt,
-            command_id,
+            command_id: self.compensation_id(step, attempt),
             command,
             timeout: step.compensation_timeout(attempt),
         })
@@ -822,11 +826,16 @@ impl Saga {
                     at,
                 },
             ) => {
-                let Some(pending) = self
-                    .pending
-                    .as_ref()
-                    .filter(|p| p.command_id == *command_id && !self.awaiting_retry)
-                else {
+                let Some(pending) = self.pending.as_ref().filter(|p| {
+                    if p.command_id == *command_id {
+                        return !self.awaiting_retry;
+                    }
+                    // An earlier attempt answers late (its timeout sent the next): undone is
+                    // undone, whichever attempt did it.
+                    matches!(answer, Answer::Succeeded { .. })
+                        && (1..p.attempt)
+                            .any(|attempt| self.compensation_id(p.step, attempt) == *command_id)
+                }) else {
                     return vec![];
                 };
                 match answer {
@@ -1781,6 +1790,40 @@ mod tests {
             assert_eq!(run.saga.status, ends, "{action:?}");
             assert_replays(&run);
         }
+    }
+
+    #[test]
+    fn a_late_success_of_an_earlier_compensation_attempt_counts() {
+        let mut run = Run::start(SagaType::CommissionAssignment);
+        let reserve = run.saga.pending.clone().expect("reserve");
+        run.answer(&reserve, rejected("budget_exhausted"));
+        let first = run.saga.pending.clone().expect("fail tracking");
+        run.now += first.timeout.as_micros() as i64;
+        run.feed(Input::Timeout {
+            command_id: first.command_id,
+            attempt: first.attempt,
+            at: run.now,
+        });
+        let second = run.saga.pending.clone().expect("the second attempt");
+        assert_eq!((second.step, second.attempt), (first.step, 2));
+
+        // The service was down; back, it answers the first attempt's command first.
+        run.answer(&first, rejected("late refusal of an old attempt"));
+        assert_eq!(
+            run.saga.pending,
+            Some(second.clone()),
+            "an old refusal changes nothing"
+        );
+        run.answer(&first, Answer::Succeeded { amount: None });
+        assert_eq!(run.saga.status, Status::Compensated);
+        let before = run.log.len();
+        run.answer(&second, Answer::Succeeded { amount: None });
+        assert_eq!(
+            run.log.len(),
+            before,
+            "the second attempt's answer is one too many"
+        );
+        assert_replays(&run);
     }
 
     #[test]
