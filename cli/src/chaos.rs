@@ -552,12 +552,21 @@ async fn check_sagas(
         match saga["saga"]["status"].as_str() {
             Some("completed") => summary.sagas.completed += 1,
             Some("compensated") => summary.sagas.compensated += 1,
-            other => summary.stuck.push(format!(
-                "saga {id}: {} at {} ({})",
-                other.unwrap_or("?"),
-                saga["saga"]["current_step"],
-                saga["saga"]["reason"].as_str().unwrap_or("no reason given")
-            )),
+            other => {
+                // Why it stopped: the last reason its log gives (a parked saga's is the
+                // compensation that kept failing), else the saga's own.
+                let last_reason = saga["timeline"]
+                    .as_array()
+                    .and_then(|log| log.iter().rev().find_map(|entry| entry["reason"].as_str()));
+                summary.stuck.push(format!(
+                    "saga {id}: {} at {} ({})",
+                    other.unwrap_or("?"),
+                    saga["saga"]["current_step"],
+                    last_reason
+                        .or(saga["saga"]["reason"].as_str())
+                        .unwrap_or("no reason given")
+                ))
+            }
         }
     }
     Ok(())
