@@ -17,6 +17,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How long a message may wait to be taken by its producer, and then for the broker's receipt.
+/// After a broker restart a producer can be left waiting on a connection that is gone: without a
+/// deadline its sender (a relay) would wait with it for good. A message sent again after a
+/// deadline may arrive twice; consumers skip it by message id.
+const SEND_DEADLINE: Duration = Duration::from_secs(15);
+
 /// How to reach Apache Pulsar and name topics.
 #[derive(Debug, Clone)]
 pub struct PulsarSettings {
@@ -120,16 +126,28 @@ impl Client {
         let mut receipts = Vec::with_capacity(messages.len());
         {
             let mut producers = self.producers.lock().await;
+            // A topic whose producer did not take a message in time takes no more this call.
+            let mut stuck: Vec<&str> = Vec::new();
             for message in messages {
-                receipts.push(self.send(&mut producers, message).await);
+                if stuck.contains(&message.topic.as_str()) {
+                    receipts.push(Err(Error::Timeout));
+                    continue;
+                }
+                let sent = tokio::time::timeout(SEND_DEADLINE, self.send(&mut producers, message));
+                let sent = sent.await.unwrap_or(Err(Error::Timeout));
+                if matches!(sent, Err(Error::Timeout)) {
+                    stuck.push(&message.topic);
+                }
+                receipts.push(sent);
             }
         }
         let mut results = Vec::with_capacity(messages.len());
         let mut failed_topics = Vec::new();
         let pending = receipts.into_iter().map(|receipt| async move {
-            match receipt {
-                Ok(future) => future.await.map(drop).map_err(Error::from),
-                Err(error) => Err(error),
+            let future = receipt?;
+            match tokio::time::timeout(SEND_DEADLINE, future).await {
+                Ok(receipt) => receipt.map(drop).map_err(Error::from),
+                Err(_) => Err(Error::Timeout),
             }
         });
         for (message, result) in messages.iter().zip(join_all(pending).await) {
@@ -139,7 +157,8 @@ impl Client {
             results.push(result);
         }
         if !failed_topics.is_empty() {
-            // A producer that failed may be broken for good; the next send builds a new one.
+            // A producer that failed (or whose receipt never came) may be broken for good; the
+            // next send builds a new one.
             let mut producers = self.producers.lock().await;
             for topic in failed_topics {
                 producers.remove(&topic);

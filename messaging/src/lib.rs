@@ -32,6 +32,9 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("event store")]
     EventStore(#[from] eventstore::Error),
+    /// The broker did not take a message, or did not confirm it, within `SEND_DEADLINE`.
+    #[error("no receipt from the broker in time")]
+    Timeout,
 }
 
 impl From<pulsar::error::ProducerError> for Error {
