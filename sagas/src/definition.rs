@@ -78,8 +78,9 @@ pub struct Policy {
 /// Compensations are retried this often, with growing timeouts, before the saga parks.
 pub const COMPENSATION_ATTEMPTS: u32 = 4;
 
-/// The longest a saga waits before it asks again whether its payment can be cancelled.
-pub const MAX_CANCEL_WAIT: Duration = Duration::from_secs(600);
+/// The longest a saga waits for an answer it keeps asking for: whether its payment can be
+/// cancelled, or a step past the payment.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(600);
 
 /// Payments' answers to a cancel: the payment will never be paid (cancelled now or before, or
 /// declined), or it was paid. Any other answer (in flight) means: wait for its outcome.
@@ -122,6 +123,17 @@ impl Step {
                 attempts: 3,
             },
         }
+    }
+
+    /// The timeout of a forward `attempt` (1-based): the step's own for its policy's attempts,
+    /// then doubling (only a step past the pivot goes on), up to `MAX_RETRY_WAIT`.
+    pub fn forward_timeout(self, attempt: u32) -> Duration {
+        let policy = self.policy();
+        let beyond = attempt.saturating_sub(policy.attempts);
+        policy
+            .timeout
+            .saturating_mul(2u32.saturating_pow(beyond))
+            .min(MAX_RETRY_WAIT)
     }
 
     /// The timeout of a compensation's `attempt` (1-based): doubling from the step's own.
@@ -470,6 +482,12 @@ impl Saga {
         Uuid::new_v5(&self.saga_id, name.as_bytes())
     }
 
+    /// Whether the payment went out: nothing after it is undone, so a step past it is sent
+    /// again until it answers, however long its service is away.
+    fn past_pivot(&self) -> bool {
+        self.done.iter().any(|step| step.is_pivot())
+    }
+
     /// A forward step's command id: the same for every attempt, and new after an operator
     /// resumed the saga (the service then decides the step again).
     fn forward_id(&self, step: Step) -> Uuid {
@@ -522,7 +540,7 @@ impl Saga {
             attempt,
             command_id: self.forward_id(step),
             command,
-            timeout: step.policy().timeout,
+            timeout: step.forward_timeout(attempt),
         })
     }
 
@@ -534,7 +552,7 @@ impl Saga {
             .policy()
             .timeout
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(MAX_CANCEL_WAIT);
+            .min(MAX_RETRY_WAIT);
         Sent {
             step,
             attempt,
@@ -803,7 +821,7 @@ impl Saga {
                 };
                 let next = if pending.resolves_pivot() {
                     Some(self.cancel_payment(attempt + 1))
-                } else if *attempt < pending.step.policy().attempts {
+                } else if *attempt < pending.step.policy().attempts || self.past_pivot() {
                     self.forward(pending.step, attempt + 1)
                 } else if pending.step.is_pivot() {
                     // It may still be paid: ask, never assume.
@@ -1041,8 +1059,9 @@ impl Saga {
             }
             Entry::StepTimedOut { step, attempt, .. } => {
                 // Exhausted: the command may still have taken effect, so it is compensated too.
-                // A pivot is not: the saga goes on to ask whether it can still complete.
-                if *attempt >= step.policy().attempts && !step.is_pivot() {
+                // A pivot is not: the saga goes on to ask whether it can still complete; nor is
+                // a step past it, which is sent again.
+                if *attempt >= step.policy().attempts && !step.is_pivot() && !self.past_pivot() {
                     self.done.push(*step);
                     self.pending = None;
                     self.failed = Some(*step);
@@ -1448,6 +1467,10 @@ mod tests {
             let steps = saga_type.steps();
             for (failing, &step) in steps.iter().enumerate() {
                 for how in [Answering::Reject, Answering::Silent] {
+                    if how == Answering::Silent && steps[..failing].iter().any(|s| s.is_pivot()) {
+                        // Sent again until it answers: see the test below.
+                        continue;
+                    }
                     let mut run = Run::start(saga_type);
                     // A payment that went unanswered is asked about; payments confirms that
                     // it cancelled it.
@@ -1628,7 +1651,7 @@ mod tests {
         for _ in 0..50 {
             let sent = run.saga.pending.clone().expect("asking");
             assert!(sent.resolves_pivot());
-            assert!(sent.timeout <= MAX_CANCEL_WAIT);
+            assert!(sent.timeout <= MAX_RETRY_WAIT);
             run.now += sent.timeout.as_micros() as i64;
             run.feed(Input::Timeout {
                 command_id: sent.command_id,
@@ -1638,6 +1661,36 @@ mod tests {
         }
         assert_eq!(run.saga.status, Status::Running);
         assert!(run.compensations().is_empty());
+        assert_replays(&run);
+    }
+
+    #[test]
+    fn a_step_past_the_payment_is_sent_again_until_it_answers_and_never_compensated() {
+        let mut run = Run::start(SagaType::OrderToPayment);
+        while let Some(sent) = run.saga.pending.clone()
+            && sent.step != Step::ConfirmTracking
+        {
+            let amount = (sent.step == Step::ReserveBudget).then(|| eur(500));
+            run.answer(&sent, Answer::Succeeded { amount });
+        }
+        let first = run.saga.pending.clone().expect("confirming");
+        for _ in 0..20 {
+            let sent = run.saga.pending.clone().expect("still confirming");
+            assert_eq!((sent.step, sent.command_id), (first.step, first.command_id));
+            assert!(sent.timeout <= MAX_RETRY_WAIT);
+            run.now += sent.timeout.as_micros() as i64;
+            run.feed(Input::Timeout {
+                command_id: sent.command_id,
+                attempt: sent.attempt,
+                at: run.now,
+            });
+        }
+        assert_eq!(run.saga.status, Status::Running);
+        assert!(run.compensations().is_empty(), "a paid saga undoes nothing");
+        let last = run.saga.pending.clone().expect("confirming");
+        assert_eq!((last.attempt, last.timeout), (21, MAX_RETRY_WAIT));
+        run.answer(&last, Answer::Succeeded { amount: None });
+        assert_eq!(run.saga.status, Status::Completed);
         assert_replays(&run);
     }
 
