@@ -161,13 +161,8 @@ enum Command {
         /// The service's database (default: named after the service).
         #[arg(long, env = "PULSAGA_DATABASE")]
         database: Option<String>,
-        /// The payout provider the payments service calls.
-        #[arg(
-            long,
-            env = "PAYOUT_PROVIDER_URL",
-            default_value = "http://127.0.0.1:7199"
-        )]
-        payout_provider_url: String,
+        #[command(flatten)]
+        options: settings::ServiceOptions,
         /// Where `serve broker` keeps Apache Pulsar's data.
         #[arg(long, default_value = ".pulsaga/broker")]
         data_dir: std::path::PathBuf,
@@ -315,7 +310,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             process,
             listen,
             database,
-            payout_provider_url,
+            options,
             data_dir,
             restarts,
             infrastructure,
@@ -328,7 +323,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     service,
                     database,
                     listen,
-                    &payout_provider_url,
+                    &options,
                     api.services.token()?,
                     restarts,
                     &infrastructure,

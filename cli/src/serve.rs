@@ -3,7 +3,7 @@
 //! Pulsar standalone itself (`serve broker`).
 
 use crate::Service;
-use crate::settings::Infrastructure;
+use crate::settings::{Infrastructure, ServiceOptions};
 use anyhow::Context;
 use messaging::{Client, QueryApi, ServiceToken};
 use sqlx::PgPool;
@@ -106,7 +106,7 @@ pub async fn serve(
     service: Service,
     database_name: &str,
     listen: SocketAddr,
-    payout_provider_url: &str,
+    options: &ServiceOptions,
     token: ServiceToken,
     restarts: u32,
     infrastructure: &Infrastructure,
@@ -135,14 +135,17 @@ pub async fn serve(
             .await
             .map_err(anyhow::Error::from),
         Service::Payments => {
-            let payouts = payments::PayoutSettings::new(payout_provider_url);
+            let payouts = payments::PayoutSettings::new(&options.payout_provider_url);
             payments::run(pool.clone(), client.clone(), query, payouts, shutdown)
                 .await
                 .map_err(anyhow::Error::from)
         }
-        Service::Sagas => sagas::run(pool.clone(), client.clone(), query, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
+        Service::Sagas => {
+            let archive_after = options.archive_after();
+            sagas::run(pool.clone(), client.clone(), query, archive_after, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }
     };
     client.close().await;
     pool.close().await;

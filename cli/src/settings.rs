@@ -107,6 +107,41 @@ impl Infrastructure {
     }
 }
 
+/// What a service's own work needs: the payments service its payout provider, the coordinator
+/// when to archive.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceOptions {
+    /// The payout provider the payments service calls.
+    #[arg(
+        long,
+        env = "PAYOUT_PROVIDER_URL",
+        default_value = "http://127.0.0.1:7199"
+    )]
+    pub payout_provider_url: String,
+    /// How many days after a saga ended (completed or compensated) the coordinator archives it:
+    /// out of the hot tables, still shown by id. Fractions of a day are allowed; 0 archives a
+    /// saga within a minute of its end.
+    #[arg(long, env = "PULSAGA_ARCHIVE_AFTER_DAYS", default_value_t = sagas::archive::DEFAULT_AGE.as_secs_f64() / DAY, value_parser = days)]
+    pub archive_after_days: f64,
+}
+
+impl ServiceOptions {
+    pub fn archive_after(&self) -> Duration {
+        Duration::from_secs_f64(self.archive_after_days * DAY)
+    }
+}
+
+/// Seconds in a day.
+const DAY: f64 = 86_400.0;
+
+/// A number of days: finite, not negative, at most a century.
+fn days(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(days) if (0.0..=36_500.0).contains(&days) => Ok(days),
+        _ => Err(format!("{text:?} is not a number of days from 0 to 36500")),
+    }
+}
+
 /// Where the services' query APIs answer.
 #[derive(Debug, Clone, Args)]
 pub struct ServiceUrls {

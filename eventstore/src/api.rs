@@ -1,5 +1,5 @@
 //! The event store's HTTP query routes, which every service mounts next to its read models: one
-//! stream's events, the global log by position or time, and a command's outcome. Events are
+//! stream's events (archived ones too), the global log by position or time, and a command's outcome. Events are
 //! rendered as JSON with their payload decoded by the service (its `wire.rs` knows the schema).
 //! Errors are `application/problem+json`.
 
@@ -186,7 +186,7 @@ async fn stream(
     Query(query): Query<StreamQuery>,
 ) -> Result<Json<Vec<EventView>>, Problem> {
     let mut conn = api.pool.acquire().await.map_err(Error::from)?;
-    let events = crate::read_stream(
+    let events = crate::archive::read_stream_or_archived(
         &mut conn,
         &stream_id,
         query.from_version.unwrap_or(1),

@@ -5,6 +5,7 @@
 //! own effects.
 
 pub mod api;
+pub mod archive;
 mod checkpoint;
 mod inbox;
 mod log;

@@ -28,7 +28,8 @@ pub struct Page {
 /// Up to `limit` events of the global log that follow the event at position `after` (0: from the
 /// beginning). A cursor is always the position of an event this function returned, so a
 /// projection stores `next` as its checkpoint; a position that is not an event's (positions of
-/// rolled-back appends are never used) is [`Error::UnknownPosition`].
+/// rolled-back appends are never used) is [`Error::UnknownPosition`]. Archived streams are out of
+/// the log, but a cursor at one of their events stays valid (`crate::archive`).
 pub async fn read_all(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Page, Error> {
     // The cursor row is looked up rather than trusted: an unknown position yields no cursor and
     // so no rows, and the empty page is then told apart from the end of the log. The cursor is
@@ -36,7 +37,7 @@ pub async fn read_all(conn: &mut PgConnection, after: i64, limit: i64) -> Result
     let rows: Vec<EventRow> = sqlx::query_as(select_events!(
         "e where (e.transaction_id, e.position)
                  > (case when $1 = 0 then '0'::xid8
-                         else (select transaction_id from events where position = $1) end, $1)
+                         else eventstore_transaction_at($1) end, $1)
            and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
          order by e.transaction_id, e.position
          limit $2"
@@ -46,11 +47,10 @@ pub async fn read_all(conn: &mut PgConnection, after: i64, limit: i64) -> Result
     .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() && after != 0 {
-        let known: bool =
-            sqlx::query_scalar("select exists (select 1 from events where position = $1)")
-                .bind(after)
-                .fetch_one(&mut *conn)
-                .await?;
+        let known: bool = sqlx::query_scalar("select eventstore_transaction_at($1) is not null")
+            .bind(after)
+            .fetch_one(&mut *conn)
+            .await?;
         if !known {
             return Err(Error::UnknownPosition(after));
         }
@@ -72,7 +72,7 @@ pub async fn read_all_between(
     let rows: Vec<EventRow> = sqlx::query_as(select_events!(
         "e where (e.transaction_id, e.position)
                  > (case when $1 = 0 then '0'::xid8
-                         else (select transaction_id from events where position = $1) end, $1)
+                         else eventstore_transaction_at($1) end, $1)
            and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
            and e.recorded_at >= $3 and e.recorded_at < $4
          order by e.transaction_id, e.position

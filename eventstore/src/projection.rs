@@ -90,7 +90,7 @@ pub async fn lag(conn: &mut PgConnection, name: &str) -> Result<Lag, Error> {
            from events e
           where (e.transaction_id, e.position)
                 > (case when $1 = 0 then '0'::xid8
-                        else (select transaction_id from events where position = $1) end, $1)
+                        else eventstore_transaction_at($1) end, $1)
             and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
     )
     .bind(after)

@@ -185,13 +185,18 @@ fn id_reused(error: sqlx::Error, events: &[NewEvent]) -> Error {
     }
 }
 
-/// `select <every event column> from events <rest>`, as a static string.
+/// `select <every event column> from events <rest>` (or from `$table`), as a static string.
 macro_rules! select_events {
     ($rest:literal $(,)?) => {
+        select_events!(from "events", $rest)
+    };
+    (from $table:literal, $rest:literal $(,)?) => {
         concat!(
             "select position, stream_id, stream_type, version, event_id, event_type, ",
             "schema_version, payload, message_id, correlation_id, causation_id, saga_id, tenant, ",
-            "actor, traceparent, recorded_at from events ",
+            "actor, traceparent, recorded_at from ",
+            $table,
+            " ",
             $rest
         )
     };

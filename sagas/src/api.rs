@@ -1,6 +1,8 @@
 //! The coordinator's query API: sagas listed by type, status, campaign, partner, time and
 //! "stalled for longer than"; one saga with each step's status and its whole log as a timeline;
 //! its compensation log alone; and operator actions on a parked saga, recorded with who did it.
+//! A saga that was archived (`archive`) is still shown by id, with `archived_at`; listings cover
+//! the sagas that are not archived.
 
 use crate::coordinator::{self, stream_id};
 use crate::definition::{Entry, OperatorAction, Step};
@@ -100,7 +102,8 @@ async fn list(
 /// The saga's log: (entry, when it was recorded, JSON as stored).
 async fn log(pool: &PgPool, id: Uuid) -> Result<Vec<(Entry, OffsetDateTime, Value)>, Problem> {
     let mut conn = pool.acquire().await.map_err(internal)?;
-    let events = eventstore::read_stream(&mut conn, &stream_id(id), 1, None).await?;
+    let events =
+        eventstore::archive::read_stream_or_archived(&mut conn, &stream_id(id), 1, None).await?;
     if events.is_empty() {
         return Err(Problem::not_found(format!("no saga {id}")));
     }
@@ -160,12 +163,15 @@ fn steps(entries: &[Entry], all: &[Step]) -> Vec<Value> {
 }
 
 async fn detail(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Result<Json<Value>, Problem> {
-    let row: Option<Value> =
-        sqlx::query_scalar("select to_jsonb(s) from sagas s where saga_id = $1")
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .map_err(internal)?;
+    let row: Option<Value> = sqlx::query_scalar(
+        "select to_jsonb(s) from sagas s where saga_id = $1
+         union all
+         select to_jsonb(a) from archived_sagas a where saga_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await
+    .map_err(internal)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
     let log = log(&pool, id).await?;
     let entries: Vec<Entry> = log.iter().map(|(e, _, _)| e.clone()).collect();

@@ -122,6 +122,9 @@ async fn feed_locked(
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
+    if row.is_none() && crate::archive::is_archived(tx, saga_id).await? {
+        return Ok(vec![]);
+    }
     let (saga, _, version) = load(tx, saga_id, saga_type).await?;
     let entries = saga.on_input(input);
     if entries.is_empty() {

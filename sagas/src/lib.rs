@@ -4,6 +4,7 @@
 //! It consumes the four services' event topics and publishes their commands.
 
 pub mod api;
+pub mod archive;
 pub mod coordinator;
 pub mod definition;
 pub mod metrics;
@@ -45,17 +46,26 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
 }
 
 /// Runs the coordinator until `shutdown`: its consumers of the four event topics, the timer
-/// worker, the outbox relay and the query API.
+/// worker, the archiver (sagas that ended more than `archive_after` ago), the outbox relay and
+/// the query API.
 pub async fn run(
     pool: PgPool,
     client: Arc<Client>,
     query: QueryApi,
+    archive_after: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let timers = {
         let (pool, stop) = (pool.clone(), shutdown.clone());
         async move {
             coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
+            Ok(())
+        }
+    };
+    let archiver = {
+        let (pool, stop) = (pool.clone(), shutdown.clone());
+        async move {
+            archive::run(&pool, archive_after, stop.cancelled()).await;
             Ok(())
         }
     };
@@ -72,6 +82,7 @@ pub async fn run(
         .relay()
         .prune()
         .spawn(timers)
+        .spawn(archiver)
         .serve(query, api);
     tasks.join().await
 }

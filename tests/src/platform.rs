@@ -170,7 +170,12 @@ impl Platform {
             Box::new({
                 let c = c.clone();
                 move |stop| {
-                    tokio::spawn(async move { report("sagas", sagas::run(p4, c, l4, stop).await) })
+                    tokio::spawn(async move {
+                        report(
+                            "sagas",
+                            sagas::run(p4, c, l4, sagas::archive::DEFAULT_AGE, stop).await,
+                        )
+                    })
                 }
             }),
         );

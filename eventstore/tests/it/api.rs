@@ -11,12 +11,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-fn decode(event: &RecordedEvent) -> Option<Value> {
+pub(super) fn decode(event: &RecordedEvent) -> Option<Value> {
     let text = std::str::from_utf8(&event.payload).ok()?;
     Some(json!({ "text": text }))
 }
 
-async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
+pub(super) async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
     let response = router
         .clone()
         .oneshot(Request::get(uri).body(Body::empty()).expect("request"))

@@ -2,6 +2,7 @@
 //! fresh database created by `#[sqlx::test]`.
 
 mod api;
+mod archive;
 mod global_log;
 mod inbox_and_checkpoints;
 mod notifications;

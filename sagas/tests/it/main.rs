@@ -2,6 +2,7 @@
 //! timer worker and operators feed them, the commands it queues, its timers, its query API, and
 //! deterministic replay of what it recorded.
 
+mod archive;
 mod runtime;
 
 use sagas::coordinator::{self, Cause};

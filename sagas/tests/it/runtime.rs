@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-async fn call(
+pub(super) async fn call(
     router: &axum::Router,
     method: &str,
     uri: &str,
