@@ -13,7 +13,7 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let pulsar = messaging::testing::settings().await;
     let database = Database::create().await;
     let listen = free_address();
-    let mut process = serve("tracking", &database, &pulsar, listen);
+    let mut process = serve("tracking", &[], &database, &pulsar, listen);
     let base = format!("http://{listen}");
     wait_for(&format!("{base}/events"), |_| true).await;
 
@@ -53,7 +53,7 @@ async fn a_service_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
         "the process died before the stream ended ({applied_before})"
     );
 
-    let mut restarted = serve("tracking", &database, &pulsar, listen);
+    let mut restarted = serve("tracking", &[], &database, &pulsar, listen);
     wait_for(&stats, |b| b["clicks"] == COMMANDS).await;
     let recorded: i64 = sqlx::query_scalar(
         "select count(*) from events where event_type = 'TrackingEventRecorded'",

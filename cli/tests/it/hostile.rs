@@ -58,7 +58,7 @@ async fn dead_letters_nul_and_goes_on<M: Message>(
     let pulsar = testing::settings().await;
     let database = Database::create().await;
     let listen = free_address();
-    let mut process = serve(service, &database, &pulsar, listen);
+    let mut process = serve(service, &[], &database, &pulsar, listen);
     let base = format!("http://{listen}");
     wait_for(&format!("{base}/events"), |_| true).await;
     let client = Client::connect(pulsar.clone()).await.expect("client");

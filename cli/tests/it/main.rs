@@ -1,6 +1,7 @@
 //! The `pulsaga` binary as an operator runs it: real processes against the real PostgreSQL and
 //! Apache Pulsar, including `kill -9` in the middle of a stream.
 
+mod archive;
 mod bench;
 mod chaos;
 mod compose;
@@ -62,8 +63,14 @@ fn free_address() -> SocketAddr {
     listener.local_addr().expect("address")
 }
 
-/// `pulsaga serve <service>` as a child process.
-fn serve(service: &str, database: &Database, pulsar: &PulsarSettings, listen: SocketAddr) -> Child {
+/// `pulsaga serve <service> [args]` as a child process.
+fn serve(
+    service: &str,
+    args: &[&str],
+    database: &Database,
+    pulsar: &PulsarSettings,
+    listen: SocketAddr,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pulsaga"))
         .args([
             "serve",
@@ -73,6 +80,7 @@ fn serve(service: &str, database: &Database, pulsar: &PulsarSettings, listen: So
             "--listen",
             &listen.to_string(),
         ])
+        .args(args)
         .env("DATABASE_URL", &database.server_url)
         .env("SERVICE_TOKEN", SERVICE_TOKEN.expose())
         .envs(messaging::testing::env(pulsar))
