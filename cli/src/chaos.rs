@@ -1,7 +1,7 @@
-//! `pulsaga chaos`: the platform of `pulsaga up` on free ports, with a PostgreSQL and an Apache
-//! Pulsar of its own, driven with order-to-payment sagas through its API while faults strike at
-//! random moments, reproducibly from a seed: `kill -9` of a process (each is started again by the
-//! supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of
+//! `pulsaga chaos`: the platform of `pulsaga up` on free ports (two replicas of every service and
+//! of the coordinator by default), with a PostgreSQL and an Apache Pulsar of its own, driven with
+//! order-to-payment sagas through its API while faults strike at random moments, reproducibly
+//! from a seed: `kill -9` of a process, any replica (each is started again by the supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of
 //! the link between the processes and PostgreSQL (through a proxy it controls), and payouts the
 //! provider answers slowly, with 503 or not at all. When the load is sent and the
 //! faults are over it waits for quiet, then checks from the outside that every accepted command
@@ -32,6 +32,10 @@ pub struct Options {
     /// Conversions sent per second.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
+    /// Replicas of every service and of the coordinator (`pulsaga up --replicas`): each can be
+    /// the one killed.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub replicas: u32,
     /// `kill -9`s, each of a process chosen at random (not the provider simulator: its ledger is
     /// what the payments are checked against).
     #[arg(long, default_value_t = 4)]
@@ -138,6 +142,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         embedded_postgres: true,
         database_proxy: true,
         log_filter: Some("error".into()),
+        replicas: options.replicas,
         ..UpOptions::on_free_ports(&name, None)
     };
     eprintln!("chaos: seed {seed}; starting a platform of its own");

@@ -48,6 +48,11 @@ pub struct Options {
     /// Start a PostgreSQL of its own (under `--data-dir`) even if one answers on 5432.
     #[arg(long)]
     pub embedded_postgres: bool,
+    /// How many replicas of every service and of the coordinator to run, each on a port of its
+    /// own; replicas share the work through Key_Shared subscriptions. The query URLs name the
+    /// first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub replicas: u32,
     /// Run `pulsaga demo` against the platform once it is ready.
     #[arg(long)]
     pub demo: bool,
@@ -73,6 +78,7 @@ impl Options {
             database_prefix: prefix.to_owned(),
             data_dir: std::env::temp_dir().join(format!("pulsaga-{prefix}")),
             embedded_postgres: false,
+            replicas: 1,
             demo: false,
             log_filter: Some("warn".into()),
             database_proxy: false,
@@ -141,8 +147,11 @@ impl Platform {
     }
 
     /// The names of its processes, in the order [`Platform::kill`] takes them.
-    pub fn processes(&self) -> Vec<&'static str> {
-        self.children.iter().map(|process| process.name).collect()
+    pub fn processes(&self) -> Vec<&str> {
+        self.children
+            .iter()
+            .map(|process| process.name.as_str())
+            .collect()
     }
 
     /// Kills the `index`-th process with SIGKILL, as a crash would; tending starts it again.
@@ -338,30 +347,43 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     )?);
     let mut urls = Vec::new();
     for service in Service::ALL {
-        let listen = format!(
-            "127.0.0.1:{}",
-            port(service.default_listen().port(), options.any_ports)?
-        );
-        let name = database(service);
-        let mut args = vec![
-            "serve",
-            service.name(),
-            "--listen",
-            &listen,
-            "--database",
-            &name,
-        ];
-        let provider = format!("http://{sim}");
-        if service == Service::Payments {
-            args.extend(["--payout-provider-url", &provider]);
+        for replica in 1..=options.replicas {
+            // The first replica on the service's port; the others on free ones.
+            let default_port = match replica {
+                1 => service.default_listen().port(),
+                _ => 0,
+            };
+            let listen = format!(
+                "127.0.0.1:{}",
+                port(default_port, options.any_ports || replica > 1)?
+            );
+            let name = database(service);
+            let mut args = vec![
+                "serve",
+                service.name(),
+                "--listen",
+                &listen,
+                "--database",
+                &name,
+            ];
+            let provider = format!("http://{sim}");
+            if service == Service::Payments {
+                args.extend(["--payout-provider-url", &provider]);
+            }
+            let process = match replica {
+                1 => service.name().to_owned(),
+                _ => format!("{}-{replica}", service.name()),
+            };
+            children.push(Process::start(
+                process,
+                &args,
+                &shared_env,
+                options.log_filter.as_deref(),
+            )?);
+            if replica == 1 {
+                urls.push((service, format!("http://{listen}")));
+            }
         }
-        children.push(Process::start(
-            service.name(),
-            &args,
-            &shared_env,
-            options.log_filter.as_deref(),
-        )?);
-        urls.push((service, format!("http://{listen}")));
     }
     let api_listen = if options.any_ports {
         SocketAddr::from(([127, 0, 0, 1], port(0, true)?))
@@ -449,7 +471,7 @@ async fn prepare(options: &Options, infrastructure: &Infrastructure) -> anyhow::
 
 /// A process of the platform: how it is started, and the one running now.
 struct Process {
-    name: &'static str,
+    name: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: Option<String>,
@@ -472,7 +494,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Process {
     fn start(
-        name: &'static str,
+        name: impl Into<String>,
         args: &[&str],
         env: &[(&str, &str)],
         log: Option<&str>,
@@ -484,7 +506,7 @@ impl Process {
             .collect();
         let child = spawn(&args, &env, log, 0)?;
         Ok(Process {
-            name,
+            name: name.into(),
             args,
             env,
             log: log.map(str::to_owned),
