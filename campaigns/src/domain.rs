@@ -9,12 +9,12 @@
 //! Retries are the same command (ids come from the client), so every command that finds its effect
 //! already in place decides nothing (an empty event list) before checking any other rule.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
 use uuid::Uuid;
 
 /// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
     pub amount: i64,
     pub currency: String,
@@ -30,7 +30,7 @@ impl Money {
 }
 
 /// How a campaign pays its partners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommissionRule {
     /// A fixed amount, in minor units of the budget's currency, per billable event.
     Fixed { amount: i64 },
@@ -47,7 +47,7 @@ pub enum TrackingKind {
 }
 
 /// The kind of promotional content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContentKind {
     Banner,
     Link,
@@ -125,7 +125,7 @@ fn validate_registration(registration: &PartnerRegistration) -> Result<(), Error
 }
 
 /// What `CreateCampaign` asks for and `CampaignCreated` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignDetails {
     pub campaign_id: Uuid,
     /// The advertiser owning the campaign (its tenant).
@@ -140,7 +140,7 @@ pub struct CampaignDetails {
 }
 
 /// Promotional content attached to a campaign.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Content {
     pub content_id: Uuid,
     pub kind: ContentKind,
@@ -150,11 +150,15 @@ pub struct Content {
 }
 
 /// An advertiser's campaign with its partners, content and budget reservations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Campaign {
     details: Option<CampaignDetails>,
     partners: BTreeSet<Uuid>,
     content: BTreeMap<Uuid, Content>,
+    /// The reservations this state knows: every one when folded from the stream's start. A
+    /// snapshot leaves them out (a campaign's reservations grow with its orders); the service
+    /// makes the one a command names known before deciding (`know_reservation`).
+    #[serde(skip)]
     reservations: BTreeMap<Uuid, Reservation>,
     /// The sum of held reservations, in the budget's currency.
     spent: i64,
@@ -162,11 +166,11 @@ pub struct Campaign {
 
 /// A reservation is kept after its release, so that a retried reserve or release stays a no-op.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Reservation {
-    partner_id: Uuid,
-    tracking_id: Uuid,
-    amount: Money,
-    released: bool,
+pub struct Reservation {
+    pub partner_id: Uuid,
+    pub tracking_id: Uuid,
+    pub amount: Money,
+    pub released: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +203,17 @@ pub enum CampaignCommand {
         campaign_id: Uuid,
         reason: String,
     },
+}
+
+impl CampaignCommand {
+    /// The reservation the command decides on, if any.
+    pub fn reservation_id(&self) -> Option<Uuid> {
+        match self {
+            CampaignCommand::ReserveBudget { reservation_id, .. }
+            | CampaignCommand::ReleaseBudget { reservation_id, .. } => Some(*reservation_id),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +260,23 @@ impl Campaign {
     /// The associated content, in content id order.
     pub fn content(&self) -> impl Iterator<Item = &Content> {
         self.content.values()
+    }
+
+    /// The reservations this state knows (see the field), by id.
+    pub fn reservations(&self) -> impl Iterator<Item = (&Uuid, &Reservation)> {
+        self.reservations.iter()
+    }
+
+    /// Makes a reservation recorded before this state's snapshot known, as its events would.
+    pub fn know_reservation(&mut self, reservation_id: Uuid, reservation: Reservation) {
+        self.reservations
+            .entry(reservation_id)
+            .or_insert(reservation);
+    }
+
+    /// Forgets the reservations, keeping the state the size of the campaign's details.
+    pub fn forget_reservations(&mut self) {
+        self.reservations.clear();
     }
 
     pub fn decide(&self, command: &CampaignCommand) -> Result<Vec<CampaignEvent>, Error> {

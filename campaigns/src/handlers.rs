@@ -6,10 +6,11 @@
 //! campaign (sagas key their commands by saga id, so they do run concurrently) never both spend
 //! the same budget: the loser gets a conflict, which the runner retries on fresh state.
 //!
-//! A campaign's stream only grows (two events per saga it pays for), so its folded state is kept
-//! in memory between commands and only the events after the kept version are read and applied.
+//! A campaign's stream only grows (two events per saga it pays for): `state` keeps deciding on
+//! it from folding the whole stream.
 
-use crate::domain::{Campaign, CampaignCommand, Error, Partner};
+use crate::domain::{CampaignCommand, Error, Partner};
+use crate::state::{self, CampaignCache};
 use crate::wire::{self, Stored};
 use eventstore::ExpectedVersion;
 use messaging::Properties;
@@ -21,8 +22,7 @@ use schemas::commands::{
 };
 use schemas::events::CampaignsEvent;
 use sqlx::PgConnection;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A stream's state and version, folded from its events.
@@ -44,7 +44,7 @@ fn expected(version: i64) -> ExpectedVersion {
 }
 
 /// Brings `state`, folded from the stream's events up to `version`, up to the stream's end.
-async fn fold<S>(
+pub(crate) async fn fold<S>(
     tx: &mut PgConnection,
     stream_id: &str,
     (mut state, version): (S, i64),
@@ -60,45 +60,6 @@ async fn fold<S>(
         }
     }
     Ok((state, events.last().map_or(version, |e| e.version)))
-}
-
-/// Campaigns as last folded, with the version each was folded to, shared by every handler that
-/// decides on a campaign. A stream's events never change once committed, so a kept state stays
-/// true up to its version whatever happened since; the append's expected version still decides
-/// any race. A handler takes the state out while it decides and puts it back, so concurrent
-/// commands on one campaign never share one; the one without it folds from the start.
-#[derive(Debug, Default)]
-pub struct CampaignCache(Mutex<HashMap<Uuid, (Campaign, i64)>>);
-
-impl CampaignCache {
-    /// Campaigns kept at most; past it, an arbitrary one is forgotten for each new one.
-    const CAPACITY: usize = 4096;
-
-    fn take(&self, campaign_id: Uuid) -> (Campaign, i64) {
-        let mut kept = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        kept.remove(&campaign_id).unwrap_or_default()
-    }
-
-    fn put(&self, campaign_id: Uuid, campaign: Campaign, version: i64) {
-        let mut kept = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if kept.len() >= Self::CAPACITY
-            && let Some(other) = kept.keys().next().copied()
-        {
-            kept.remove(&other);
-        }
-        match kept.get(&campaign_id) {
-            Some((_, newer)) if *newer >= version => {}
-            _ => {
-                kept.insert(campaign_id, (campaign, version));
-            }
-        }
-    }
 }
 
 async fn reject(
@@ -146,7 +107,7 @@ async fn commit<E>(
     }
 }
 
-/// Decides a command on its campaign's stream.
+/// Decides a command on its campaign's stream (`state`: how the campaign is loaded).
 async fn on_campaign(
     tx: &mut PgConnection,
     props: &Properties,
@@ -154,16 +115,12 @@ async fn on_campaign(
     campaign_id: Uuid,
     command: CampaignCommand,
 ) -> Result<(), HandlerError> {
+    let loaded = state::load(tx, cache, campaign_id, command.reservation_id()).await?;
+    let decision = loaded.campaign.decide(&command);
+    let version = loaded.version;
+    let decided = decision.as_deref().unwrap_or_default();
+    state::decided(tx, cache, campaign_id, loaded, decided).await?;
     let stream_id = wire::campaign_stream(campaign_id);
-    let kept = cache.take(campaign_id);
-    let (campaign, version) = fold(tx, &stream_id, kept, |state: &mut Campaign, stored| {
-        if let Stored::Campaign(event) = stored {
-            state.apply(&event);
-        }
-    })
-    .await?;
-    let decision = campaign.decide(&command);
-    cache.put(campaign_id, campaign, version);
     let stream = (stream_id.as_str(), "campaign", expected(version));
     let key = campaign_id.to_string();
     commit(tx, props, &key, stream, decision, wire::campaign_event).await

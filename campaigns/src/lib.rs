@@ -8,6 +8,7 @@ pub mod api;
 pub mod domain;
 pub mod handlers;
 pub mod projections;
+pub mod state;
 pub mod wire;
 
 use messaging::host::Tasks;
@@ -49,7 +50,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
-    let campaigns = Arc::new(handlers::CampaignCache::default());
+    let campaigns = Arc::new(state::CampaignCache::default());
     tasks
         .consume(handlers::Registration)
         .consume(handlers::Creation(campaigns.clone()))

@@ -12,16 +12,20 @@ use crate::stream::{EventRow, select_events};
 use crate::{Error, RecordedEvent, read_stream};
 use sqlx::PgConnection;
 
-/// Moves every event of `stream_ids` into the archive, in the caller's transaction; returns how
-/// many moved.
+/// Moves every event of `stream_ids` into the archive (their snapshots go), in the caller's
+/// transaction; returns how many events moved.
 pub async fn archive_streams(conn: &mut PgConnection, stream_ids: &[String]) -> Result<u64, Error> {
     let moved = sqlx::query(
         "with moved as (delete from events where stream_id = any($1) returning *)
          insert into archived_events select * from moved",
     )
     .bind(stream_ids)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    sqlx::query("delete from snapshots where stream_id = any($1)")
+        .bind(stream_ids)
+        .execute(conn)
+        .await?;
     Ok(moved.rows_affected())
 }
 

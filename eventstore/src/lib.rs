@@ -13,6 +13,7 @@ pub mod outbox;
 mod outcome;
 pub mod projection;
 pub mod prune;
+pub mod snapshot;
 mod stream;
 mod wakeup;
 

@@ -6,12 +6,13 @@
 
 use super::{association, campaign, database, reservation};
 use campaigns::domain::{Campaign, CampaignCommand};
-use campaigns::handlers::{BudgetReservation, Creation, PartnerAssociation};
+use campaigns::handlers::{BudgetRelease, BudgetReservation, Creation, PartnerAssociation};
+use campaigns::state::SNAPSHOT_EVERY;
 use campaigns::wire::{self, Stored};
 use eventstore::{ExpectedVersion, Outcome};
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, StreamEvents};
-use schemas::commands::ReserveBudget;
+use schemas::commands::{ReleaseBudget, ReserveBudget};
 use schemas::events::CampaignsEvent;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -300,5 +301,103 @@ async fn instances_taking_turns_see_each_others_reservations(
     assert_eq!(
         held_after_each_event(&pool, id).await.last(),
         Some(&(ROOM * COMMISSION))
+    );
+}
+
+/// The campaign stream's version.
+async fn version(pool: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar("select coalesce(max(version), 0) from events where stream_id = $1")
+        .bind(wire::campaign_stream(id))
+        .fetch_one(pool)
+        .await
+        .expect("version")
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_long_campaign_is_decided_from_its_snapshot_and_the_reservation_index(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    const ORDERS: i64 = SNAPSHOT_EVERY + 100;
+    let pool = database(connect, 4).await;
+    let (id, partner) = running_campaign(&pool, ORDERS + 1).await;
+    let handler = BudgetReservation::default();
+    let mut first = None;
+    for _ in 0..ORDERS {
+        let message = incoming(reservation(id, partner));
+        handle_like_the_runner(&pool, &handler, &message).await;
+        first.get_or_insert(message.message);
+    }
+    let first = first.expect("a reservation");
+    let stream = wire::campaign_stream(id);
+    let (at, size): (i64, i32) =
+        sqlx::query_as("select version, length(state) from snapshots where stream_id = $1")
+            .bind(&stream)
+            .fetch_one(&pool)
+            .await
+            .expect("a snapshot");
+    assert_eq!(at, SNAPSHOT_EVERY);
+    assert!(
+        size < 1_000,
+        "reservations stay out of the snapshot: {size} bytes"
+    );
+    let indexed: i64 = sqlx::query_scalar("select count(*) from reservation_index")
+        .fetch_one(&pool)
+        .await
+        .expect("index");
+    assert_eq!(indexed, ORDERS);
+
+    // Take the events the snapshot covers away: deciding from the start would find no campaign,
+    // so whatever follows is decided from the snapshot, the events after it and the index. Each
+    // handler is new, as in a process that has not seen the campaign yet.
+    sqlx::query("delete from events where stream_id = $1 and version <= $2")
+        .bind(&stream)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .expect("forget the covered events");
+    let before = version(&pool, id).await;
+    let again = incoming(first.clone());
+    handle_like_the_runner(&pool, &BudgetReservation::default(), &again).await;
+    assert_eq!(
+        version(&pool, id).await,
+        before,
+        "an old reservation is known"
+    );
+    let last = incoming(reservation(id, partner));
+    handle_like_the_runner(&pool, &BudgetReservation::default(), &last).await;
+    assert_eq!(version(&pool, id).await, before + 1, "room for one more");
+    let over = incoming(reservation(id, partner));
+    handle_like_the_runner(&pool, &BudgetReservation::default(), &over).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let outcome = eventstore::load_outcome(&mut conn, over.properties.message_id)
+        .await
+        .expect("outcome")
+        .expect("an outcome");
+    assert!(
+        matches!(&outcome.outcome, Outcome::Rejected { code, .. } if code == "budget_exhausted"),
+        "the budget is spent: {outcome:?}"
+    );
+    drop(conn);
+
+    let release = incoming(ReleaseBudget {
+        reservation_id: first.reservation_id,
+        campaign_id: id,
+        reason: "compensated".into(),
+    });
+    handle_like_the_runner(&pool, &BudgetRelease::default(), &release).await;
+    let released: bool =
+        sqlx::query_scalar("select released from reservation_index where reservation_id = $1")
+            .bind(first.reservation_id)
+            .fetch_one(&pool)
+            .await
+            .expect("index");
+    assert!(released);
+    let room_again = incoming(reservation(id, partner));
+    handle_like_the_runner(&pool, &BudgetReservation::default(), &room_again).await;
+    assert_eq!(
+        version(&pool, id).await,
+        before + 3,
+        "the release gave the first reservation's amount back"
     );
 }
