@@ -114,6 +114,8 @@ pub struct Sagas {
     pub not_accepted: usize,
     pub completed: usize,
     pub compensated: usize,
+    /// Why the compensated sagas compensated: each reason up to its details, with a count.
+    pub compensated_because: BTreeMap<String, usize>,
 }
 
 impl Summary {
@@ -556,7 +558,16 @@ async fn check_sagas(
         };
         match saga["saga"]["status"].as_str() {
             Some("completed") => summary.sagas.completed += 1,
-            Some("compensated") => summary.sagas.compensated += 1,
+            Some("compensated") => {
+                summary.sagas.compensated += 1;
+                let reason = saga["saga"]["reason"].as_str().unwrap_or("no reason given");
+                let kind = reason.split_once(": ").map_or(reason, |(kind, _)| kind);
+                *summary
+                    .sagas
+                    .compensated_because
+                    .entry(kind.to_owned())
+                    .or_default() += 1;
+            }
             other => {
                 // Why it stopped: the last reason its log gives (a parked saga's is the
                 // compensation that kept failing), else the saga's own.

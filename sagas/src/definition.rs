@@ -125,14 +125,13 @@ impl Step {
         }
     }
 
-    /// The timeout of a forward `attempt` (1-based): the step's own for its policy's attempts,
-    /// then doubling (only a step past the pivot goes on), up to `MAX_RETRY_WAIT`.
+    /// The timeout of a forward `attempt` (1-based): the step's own, doubling with each attempt
+    /// up to `MAX_RETRY_WAIT`, so that a service's outage or backlog is waited out longer each
+    /// time before the saga gives the step up (or, past the pivot, for as long as it takes).
     pub fn forward_timeout(self, attempt: u32) -> Duration {
-        let policy = self.policy();
-        let beyond = attempt.saturating_sub(policy.attempts);
-        policy
+        self.policy()
             .timeout
-            .saturating_mul(2u32.saturating_pow(beyond))
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
             .min(MAX_RETRY_WAIT)
     }
 
