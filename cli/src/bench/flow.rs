@@ -478,9 +478,14 @@ pub async fn measure(
     let prefix = format!("bench_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let options = Options::on_free_ports(&prefix, Some(database_url));
     let platform = Platform::start(&options, &jwt).await?;
+    let pools = service_pools(database_url, &prefix).await?;
+    let empty = table_bytes(&pools).await?;
+    for (_, pool) in pools {
+        pool.close().await;
+    }
     let mut outcome = drive(&platform, &jwt, database_url, scale).await;
     if let Ok((figures, _)) = &mut outcome {
-        figures.extend(storage(database_url, &prefix).await?);
+        figures.extend(storage(database_url, &prefix, empty).await?);
     }
     platform.stop().await;
     drop_databases(database_url, &prefix).await?;
@@ -686,11 +691,11 @@ fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
 }
 
 /// Drops the databases `up` created for the bench.
-/// Bytes of the services' tables (indexes and TOAST included) per saga the run started: as the
-/// run left them, then after pruning all that can be pruned and archiving every ended saga
-/// (retention and age 0) and compacting the tables, with and without the archive. The tables'
-/// fixed size (a few pages each) is in the figures too: it weighs less the longer the run.
-async fn storage(database_url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>> {
+/// The services' databases, one pool each.
+async fn service_pools(
+    database_url: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<(crate::Service, sqlx::PgPool)>> {
     let server: sqlx::postgres::PgConnectOptions = database_url.parse()?;
     let mut pools = Vec::new();
     for service in crate::Service::ALL {
@@ -698,23 +703,37 @@ async fn storage(database_url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>
         let pool = sqlx::PgPool::connect_with(server.clone().database(&name)).await?;
         pools.push((service, pool));
     }
-    let sizes = async |pools: &[(crate::Service, sqlx::PgPool)]| -> anyhow::Result<(i64, i64)> {
-        let (mut all, mut hot) = (0, 0);
-        for (_, pool) in pools {
-            let (a, h): (i64, i64) = sqlx::query_as(
-                "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
-                        coalesce(sum(pg_total_relation_size(c.oid))
-                                   filter (where c.relname not like 'archived\\_%'), 0)::bigint
-                   from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                  where c.relkind = 'r' and n.nspname = 'public'",
-            )
-            .fetch_one(pool)
-            .await?;
-            all += a;
-            hot += h;
-        }
-        Ok((all, hot))
-    };
+    Ok(pools)
+}
+
+/// Bytes in the services' tables, indexes and TOAST included: (all of them, the archive left out).
+async fn table_bytes(pools: &[(crate::Service, sqlx::PgPool)]) -> anyhow::Result<(i64, i64)> {
+    let (mut all, mut hot) = (0, 0);
+    for (_, pool) in pools {
+        let (a, h): (i64, i64) = sqlx::query_as(
+            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
+                    coalesce(sum(pg_total_relation_size(c.oid))
+                               filter (where c.relname not like 'archived\\_%'), 0)::bigint
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
+              where c.relkind = 'r' and n.nspname = 'public'",
+        )
+        .fetch_one(pool)
+        .await?;
+        all += a;
+        hot += h;
+    }
+    Ok((all, hot))
+}
+
+/// What a saga adds to the services' tables, beyond their size before the load (`empty`): as
+/// the run left them, then after pruning all that can be pruned and archiving every ended saga
+/// (retention and age 0) and compacting the tables, with and without the archive.
+async fn storage(
+    database_url: &str,
+    prefix: &str,
+    empty: (i64, i64),
+) -> anyhow::Result<Vec<Figure>> {
+    let pools = service_pools(database_url, prefix).await?;
     let sagas_pool = &pools
         .iter()
         .find(|(service, _)| *service == crate::Service::Sagas)
@@ -723,7 +742,7 @@ async fn storage(database_url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>
     let sagas: i64 = sqlx::query_scalar("select count(*) from sagas")
         .fetch_one(sagas_pool)
         .await?;
-    let (left, _) = sizes(&pools).await?;
+    let (left, _) = table_bytes(&pools).await?;
     for (service, pool) in &pools {
         eventstore::prune::prune(pool, Duration::ZERO).await?;
         if *service == crate::Service::Sagas {
@@ -731,25 +750,25 @@ async fn storage(database_url: &str, prefix: &str) -> anyhow::Result<Vec<Figure>
         }
         sqlx::raw_sql("vacuum full").execute(pool).await?;
     }
-    let (all, hot) = sizes(&pools).await?;
+    let (all, hot) = table_bytes(&pools).await?;
     for (_, pool) in pools {
         pool.close().await;
     }
-    let per_saga = |bytes: i64| bytes as f64 / sagas.max(1) as f64;
+    let per_saga = |bytes: i64, before: i64| (bytes - before) as f64 / sagas.max(1) as f64;
     Ok(vec![
         Figure::info(
-            format!("storage per saga as the run left it ({sagas} sagas)"),
-            per_saga(left),
+            format!("storage a saga adds, as the run left it ({sagas} sagas)"),
+            per_saga(left, empty.0),
             "bytes",
         ),
         Figure::info(
-            "storage per saga, pruned and archived: hot tables",
-            per_saga(hot),
+            "storage a saga adds, pruned and archived: hot tables",
+            per_saga(hot, empty.1),
             "bytes",
         ),
         Figure::info(
-            "storage per saga, pruned and archived: archive included",
-            per_saga(all),
+            "storage a saga adds, pruned and archived: archive included",
+            per_saga(all, empty.0),
             "bytes",
         ),
     ])

@@ -40,12 +40,26 @@ async fn the_bench_measures_every_figure_and_writes_its_files() {
         "saga p50",
         "sustained sagas/s",
         "POST /v1/tracking-events accepted",
+        "storage a saga adds, as the run left it",
+        "storage a saga adds, pruned and archived: hot tables",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(part)),
             "{part} in {names:?}"
         );
     }
+    let stored = |name: &str| {
+        report["figures"]
+            .as_array()
+            .and_then(|figures| figures.iter().find(|f| f["name"].as_str() == Some(name)))
+            .and_then(|f| f["value"].as_f64())
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let hot = stored("storage a saga adds, pruned and archived: hot tables");
+    assert!(
+        hot < stored("storage a saga adds, pruned and archived: archive included"),
+        "archiving moves a saga out of the hot tables"
+    );
     let curve = report["saga_latency_by_load"].as_array().expect("curve");
     assert!(
         curve.iter().all(|p| p["completed"] == p["sent"]),
