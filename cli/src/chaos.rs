@@ -1,13 +1,14 @@
 //! `pulsaga chaos`: the platform of `pulsaga up` on free ports (two replicas of every service and
 //! of the coordinator by default), with a PostgreSQL and an Apache Pulsar of its own, driven with
 //! order-to-payment sagas through its API while faults strike at random moments, reproducibly
-//! from a seed: `kill -9` of a process, any replica (each is started again by the supervisor), a broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of
-//! the link between the processes and PostgreSQL (through a proxy it controls), and payouts the
-//! provider answers slowly, with 503 or not at all. When the load is sent and the
-//! faults are over it waits for quiet, then checks from the outside that every accepted command
-//! took effect once, every saga ended, no payout was made twice, no commission doubled, the
-//! budget balances and every read model equals a fresh rebuild. It prints a JSON summary and fails
-//! on any violation, naming the sagas involved.
+//! from a seed: `kill -9` of a process, any replica (each is started again by the supervisor), a
+//! broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of the link
+//! between the processes and PostgreSQL (through a proxy it controls), and payouts the provider
+//! answers slowly, with 503 or not at all. When the load is sent and the faults are over it waits
+//! for quiet, then checks from the outside that every accepted command took effect once, every
+//! saga ended, no payout was made twice, no commission doubled, the budget balances and every
+//! read model equals a fresh rebuild. It prints a JSON summary and fails on any violation, naming
+//! the sagas involved.
 
 use crate::Service;
 use crate::client::ApiClient;
