@@ -8,7 +8,7 @@
 //! start a new stream. The owner decides when that is (the coordinator: a saga that ended a
 //! while ago) and moves the streams in its own transaction, beside its own bookkeeping.
 
-use crate::stream::{EventRow, select_events};
+use crate::stream::{read_range, select_events, stream_range};
 use crate::{Error, RecordedEvent, read_stream};
 use sqlx::PgConnection;
 
@@ -41,15 +41,6 @@ pub async fn read_stream_or_archived(
     if !hot.is_empty() {
         return Ok(hot);
     }
-    let rows: Vec<EventRow> = sqlx::query_as(select_events!(
-        from "archived_events",
-        "where stream_id = $1 and version >= $2 and ($3::bigint is null or version <= $3)
-         order by version",
-    ))
-    .bind(stream_id)
-    .bind(from_version)
-    .bind(to_version)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    let sql = select_events!(from "archived_events", stream_range!());
+    read_range(conn, sql, stream_id, (from_version, to_version)).await
 }

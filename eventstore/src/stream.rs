@@ -190,14 +190,14 @@ macro_rules! select_events {
     ($rest:literal $(,)?) => {
         select_events!(from "events", $rest)
     };
-    (from $table:literal, $rest:literal $(,)?) => {
+    (from $table:literal, $($rest:tt)+) => {
         concat!(
             "select position, stream_id, stream_type, version, event_id, event_type, ",
             "schema_version, payload, message_id, correlation_id, causation_id, saga_id, tenant, ",
             "actor, traceparent, recorded_at from ",
             $table,
             " ",
-            $rest
+            $($rest)+
         )
     };
 }
@@ -256,15 +256,37 @@ pub async fn read_stream(
     from_version: i64,
     to_version: Option<i64>,
 ) -> Result<Vec<RecordedEvent>, Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(select_events!(
+    read_range(
+        conn,
+        select_events!(from "events", stream_range!()),
+        stream_id,
+        (from_version, to_version),
+    )
+    .await
+}
+
+/// The condition and order of a stream's version range, `$1` the stream, `$2`..`$3` the range.
+macro_rules! stream_range {
+    () => {
         "where stream_id = $1 and version >= $2 and ($3::bigint is null or version <= $3)
-         order by version",
-    ))
-    .bind(stream_id)
-    .bind(from_version)
-    .bind(to_version)
-    .fetch_all(conn)
-    .await?;
+         order by version"
+    };
+}
+pub(crate) use stream_range;
+
+/// A stream's version range, read with `sql` (a `select_events!` of a table and [`stream_range`]).
+pub(crate) async fn read_range(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    stream_id: &str,
+    (from_version, to_version): (i64, Option<i64>),
+) -> Result<Vec<RecordedEvent>, Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(sql)
+        .bind(stream_id)
+        .bind(from_version)
+        .bind(to_version)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.into_iter().map(RecordedEvent::from).collect())
 }
 
