@@ -144,7 +144,10 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let up = UpOptions {
         embedded_postgres: true,
         database_proxy: true,
-        log_filter: Some("error".into()),
+        // The processes log errors only, unless `RUST_LOG` asks for more.
+        log_filter: std::env::var_os("RUST_LOG")
+            .is_none()
+            .then(|| "error".into()),
         replicas: options.replicas,
         ..UpOptions::on_free_ports(&name, None)
     };

@@ -15,6 +15,9 @@
 //! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
 //! original properties plus the error, and is acknowledged. A failing key holds up only itself.
 //! The attempt count lives in the process: after a restart a message starts counting again.
+//! pulsar-rs reconnects a consumer when the broker goes away, but gives up when it meets an error
+//! its retries do not cover (a reset connection, a refused subscription); the runner then
+//! subscribes again, after growing delays while that repeats, instead of going quiet.
 //!
 //! A command found in the inbox is not applied again, but what it sent the first time is queued
 //! again under the same message ids (`outbox::requeue_caused_by`): a sender resends a command when
@@ -176,6 +179,8 @@ pub struct ConsumerStats {
     /// Conflicts with concurrent writers, decided again.
     pub conflicts: Counter,
     pub dead_lettered: Counter,
+    /// Times the consumer lost its subscription for good and subscribed again.
+    pub resubscribed: Counter,
     /// Seconds from receiving a message to its commit (or dead letter), retries included.
     pub handling: Histogram,
 }
@@ -189,6 +194,7 @@ impl Default for ConsumerStats {
             retries: Counter::default(),
             conflicts: Counter::default(),
             dead_lettered: Counter::default(),
+            resubscribed: Counter::default(),
             handling: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         }
     }
@@ -235,6 +241,11 @@ impl ConsumerStats {
                 "consumer_dead_lettered",
                 "Messages sent to the dead-letter topic",
                 &self.dead_lettered,
+            ),
+            (
+                "consumer_resubscribed",
+                "Consumers that lost their subscription for good and subscribed again",
+                &self.resubscribed,
             ),
         ] {
             registry.register(name, help, counter.clone());
@@ -352,6 +363,8 @@ pub async fn run<H: Handler>(
         in_flight: 0,
     };
     let mut stopping = false;
+    // Ends of the consumer's stream since it last received a message.
+    let mut ended = 0;
     loop {
         if stopping && lanes.in_flight == 0 {
             break;
@@ -385,9 +398,33 @@ pub async fn run<H: Handler>(
             }
             next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
-                    Some(Ok(message)) => lanes.admit(&worker, message, &done_sender),
-                    Some(Err(error)) => tracing::warn!(%error, "receiving failed"),
-                    None => break,
+                    Some(Ok(message)) => {
+                        ended = 0;
+                        lanes.admit(&worker, message, &done_sender);
+                    }
+                    // pulsar-rs reports an error when reconnecting fails (one its retries do not
+                    // cover, met while the broker restarts), leaving the consumer subscribed to
+                    // nothing, and ends the stream when it gives up altogether. Either way a new
+                    // consumer takes over: messages in hand are acknowledged through it, and those
+                    // the old one held come again and are found in the inbox.
+                    lost => {
+                        ended += 1;
+                        let delay = worker.settings.backoff.delay(ended);
+                        let error = lost.and_then(Result::err).map(|e| e.to_string());
+                        tracing::warn!(topic = topic.name, ?error, ?delay, "the consumer lost its subscription; subscribing again");
+                        ConsumerStats::add(&worker.settings.stats.resubscribed);
+                        let fresh = tokio::select! {
+                            _ = shutdown.cancelled() => None,
+                            _ = tokio::time::sleep(delay) => {
+                                subscribe(&worker.client, topic.name, &worker.settings, &shutdown).await
+                            }
+                        };
+                        match fresh {
+                            Some(fresh) => consumer = fresh,
+                            // Shut down first: what is in hand is left unacknowledged.
+                            None => break,
+                        }
+                    }
                 }
             }
         }

@@ -1,17 +1,20 @@
-//! Crashes: a `kill -9` of the broker mid-stream, and a relay that dies holding leases. Nothing
-//! the broker confirmed is lost and nothing takes effect twice.
+//! Crashes: a `kill -9` of the broker mid-stream, a consumer pulsar-rs gives up on, and a relay
+//! that dies holding leases. Nothing the broker confirmed is lost and nothing takes effect twice.
 
 use super::{Fixture, Recorder, enqueue, message, settings};
 use eventstore::outbox;
+use messaging::consume::ConsumerStats;
 use messaging::relay::RelaySettings;
+use schemas::Message;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KEYS: usize = 8;
 
-async fn enqueue_stream(fixture: &Fixture, per_key: usize) {
-    for n in 0..per_key {
+/// For each `n` in `rounds`, one message per key with body `{key}:{n}`.
+async fn enqueue_stream(fixture: &Fixture, rounds: std::ops::Range<usize>) {
+    for n in rounds {
         let batch: Vec<_> = (0..KEYS)
             .map(|k| message(&format!("key-{k}"), &format!("{k}:{n}")))
             .collect();
@@ -34,15 +37,23 @@ async fn assert_exactly_once_in_order(fixture: &Fixture, total: usize) {
         assert_eq!(n, *expected, "key {key} out of order");
         *expected += 1;
     }
+    // A message can take effect before the relay has recorded the broker's receipt of it.
     let mut conn = fixture.pool.acquire().await.expect("connection");
-    assert_eq!(outbox::pending(&mut conn).await.expect("pending"), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox::pending(&mut conn).await.expect("pending") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the outbox is not drained within 30 s of the last effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[sqlx::test(migrations = false)]
 async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
     let mut fixture = Fixture::with_own_broker(connect).await;
     let per_key = 50;
-    enqueue_stream(&fixture, per_key).await;
+    enqueue_stream(&fixture, 0..per_key).await;
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
     let mut relay_settings = RelaySettings::new("relay");
     relay_settings.batch = 16;
@@ -74,7 +85,7 @@ async fn a_relay_that_dies_holding_leases_is_taken_over(
 ) {
     let fixture = Fixture::start(connect).await;
     let per_key = 40;
-    enqueue_stream(&fixture, per_key).await;
+    enqueue_stream(&fixture, 0..per_key).await;
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
     let short_lease = |name: &str| {
         let mut settings = RelaySettings::new(name);
@@ -92,5 +103,97 @@ async fn a_relay_that_dies_holding_leases_is_taken_over(
     assert_exactly_once_in_order(&fixture, KEYS * per_key).await;
     fixture.shutdown.cancel();
     survivor.await.expect("relay").expect("relay run");
+    consumer.await.expect("consumer");
+}
+
+/// The admin API call `method path`, with a JSON body if given; fails the test unless it succeeds
+/// (or, with `gone_is_fine`, finds nothing there).
+async fn admin(
+    fixture: &Fixture,
+    (method, path): (reqwest::Method, &str),
+    body: Option<&str>,
+    gone_is_fine: bool,
+) {
+    let url = format!("{}{path}", fixture.client.settings().admin_url);
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let status = request.send().await.expect("admin API").status();
+    assert!(
+        status.is_success() || (gone_is_fine && status == reqwest::StatusCode::NOT_FOUND),
+        "{url}: {status}"
+    );
+}
+
+/// pulsar-rs ends a consumer's stream when reconnecting meets an error its retries do not cover
+/// (here: the broker closes the consumer and then refuses the subscription it had). The runner
+/// subscribes again until it can, and goes on consuming.
+#[sqlx::test(migrations = false)]
+async fn a_consumer_that_pulsar_rs_gives_up_on_subscribes_again(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let consumer_settings = settings("effects");
+    let stats = consumer_settings.stats.clone();
+    let consumer = fixture.consumer(consumer_settings, Recorder::named("r"));
+    let relay = fixture.relay(RelaySettings::new("relay"));
+    enqueue_stream(&fixture, 0..1).await;
+    fixture
+        .wait_for_effects(KEYS, Duration::from_secs(60))
+        .await;
+
+    let pulsar = fixture.client.settings();
+    let namespace = format!(
+        "/admin/v2/namespaces/{}/{}",
+        pulsar.tenant, pulsar.namespace
+    );
+    let topic = pulsar.topic(schemas::commands::RegisterPartner::TOPIC.name);
+    let subscription = format!(
+        "/admin/v2/{}/subscription/effects?force=true",
+        topic.replace("://", "/")
+    );
+    let policy = format!("{namespace}/autoSubscriptionCreation");
+    admin(
+        &fixture,
+        (reqwest::Method::POST, &policy),
+        Some(r#"{"allowAutoSubscriptionCreation": false}"#),
+        false,
+    )
+    .await;
+    // The broker takes the policy up asynchronously: until it has, the consumer it closes
+    // subscribes again at once, so the subscription is deleted until that fails.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'lost: loop {
+        admin(
+            &fixture,
+            (reqwest::Method::DELETE, &subscription),
+            None,
+            true,
+        )
+        .await;
+        for _ in 0..40 {
+            if ConsumerStats::get(&stats.resubscribed) > 0 {
+                break 'lost;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner did not notice its consumer's end within a minute"
+        );
+    }
+    enqueue_stream(&fixture, 1..2).await;
+    admin(&fixture, (reqwest::Method::DELETE, &policy), None, false).await;
+
+    // The new subscription starts at the earliest message: the first ones come again and are
+    // found in the inbox.
+    assert_exactly_once_in_order(&fixture, 2 * KEYS).await;
+    assert!(ConsumerStats::get(&stats.duplicates) >= KEYS as u64);
+    fixture.shutdown.cancel();
+    relay.await.expect("relay").expect("relay run");
     consumer.await.expect("consumer");
 }
