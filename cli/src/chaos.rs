@@ -2,13 +2,13 @@
 //! of the coordinator by default), with a PostgreSQL and an Apache Pulsar of its own, driven with
 //! order-to-payment sagas through its API while faults strike at random moments, reproducibly
 //! from a seed: `kill -9` of a process, any replica (each is started again by the supervisor), a
-//! broker restart after `kill -9`, an immediate-mode PostgreSQL restart, a cut of the link
-//! between the processes and PostgreSQL (through a proxy it controls), and payouts the provider
-//! answers slowly, with 503 or not at all. When the load is sent and the faults are over it waits
-//! for quiet, then checks from the outside that every accepted command took effect once, every
-//! saga ended, no payout was made twice, no commission doubled, the budget balances and every
-//! read model equals a fresh rebuild. It prints a JSON summary and fails on any violation, naming
-//! the sagas involved.
+//! broker restart after `kill -9`, an immediate-mode PostgreSQL restart, cuts of the links
+//! between the processes and PostgreSQL and the broker (through proxies it controls), and payouts
+//! the provider answers slowly, with 503 or not at all. When the load is sent and the faults are
+//! over it waits for quiet, then checks from the outside that every accepted command took effect
+//! once, every saga ended, no payout was made twice, no commission doubled, the budget balances
+//! and every read model equals a fresh rebuild. It prints a JSON summary and fails on any
+//! violation, naming the sagas involved.
 
 use crate::Service;
 use crate::client::ApiClient;
@@ -51,6 +51,10 @@ pub struct Options {
     /// and refuses new ones for `CUT_OUTAGE`).
     #[arg(long, default_value_t = 1)]
     pub database_cuts: usize,
+    /// Cuts of the link between the processes and the broker (a proxy drops every connection
+    /// and refuses new ones for `CUT_OUTAGE`).
+    #[arg(long, default_value_t = 1)]
+    pub broker_cuts: usize,
     /// Seeds every random choice: the same seed strikes the same faults at the same moments of
     /// the load (default: from the clock; the summary shows it).
     #[arg(long)]
@@ -71,9 +75,10 @@ enum Fault {
     BrokerRestart,
     PostgresRestart,
     DatabaseCut,
+    BrokerCut,
 }
 
-/// How long a cut link between the processes and PostgreSQL stays down.
+/// How long a cut link, to PostgreSQL or to the broker, stays down.
 const CUT_OUTAGE: Duration = Duration::from_secs(5);
 
 /// The order amounts, each with what the provider simulator does with its payout (10 % of it;
@@ -144,6 +149,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let up = UpOptions {
         embedded_postgres: true,
         database_proxy: true,
+        broker_proxy: true,
         // The processes log errors only, unless `RUST_LOG` asks for more.
         log_filter: std::env::var_os("RUST_LOG")
             .is_none()
@@ -359,6 +365,7 @@ fn plan(
         Fault::DatabaseCut,
         options.database_cuts,
     ));
+    faults.extend(std::iter::repeat_n(Fault::BrokerCut, options.broker_cuts));
     faults.shuffle(rng);
     let mut moments: Vec<Duration> = faults
         .iter()
@@ -380,6 +387,7 @@ async fn strike(platform: &mut Platform, fault: Fault, summary: &mut Summary) {
             "database link cut".into(),
             platform.cut_database(CUT_OUTAGE),
         ),
+        Fault::BrokerCut => ("broker link cut".into(), platform.cut_broker(CUT_OUTAGE)),
     };
     match outcome {
         Ok(()) => {
@@ -791,7 +799,7 @@ mod tests {
 
         assert_eq!(orders.len(), 200);
         assert!(orders.iter().any(|&order| ORDERS[order].1 == "declined"));
-        assert_eq!(faults.len(), 5 + 1 + 1 + 1);
+        assert_eq!(faults.len(), 5 + 1 + 1 + 1 + 1);
         let load = Duration::from_secs(20);
         assert!(faults.windows(2).all(|pair| pair[0].0 <= pair[1].0));
         assert!(

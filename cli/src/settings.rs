@@ -310,8 +310,11 @@ pub fn init_telemetry(service: &'static str) -> Telemetry {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    // pulsar-rs logs each connection's first attempt as a warning ("Retry #0"): its retries
+    // show at error level, and only those.
     let logs = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,pulsar=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,pulsar=warn"))
+        .add_directive("pulsar::retry_op=error".parse().expect("a valid directive"));
     let mut provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_resource(
         opentelemetry_sdk::Resource::builder()
             .with_service_name(service)

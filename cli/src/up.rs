@@ -11,7 +11,7 @@ use crate::settings::{Infrastructure, Jwt};
 use crate::{Service, serve};
 use anyhow::Context;
 use messaging::ServiceToken;
-use messaging::broker::{Standalone, StandaloneSettings};
+use messaging::broker::{ProxiedListener, Standalone, StandaloneSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,6 +63,10 @@ pub struct Options {
     /// ([`Platform::cut_database`]).
     #[arg(skip)]
     pub database_proxy: bool,
+    /// Connect the processes to the broker it starts through a proxy the harness can cut
+    /// ([`Platform::cut_broker`]).
+    #[arg(skip)]
+    pub broker_proxy: bool,
 }
 
 impl Options {
@@ -82,6 +86,7 @@ impl Options {
             demo: false,
             log_filter: Some("warn".into()),
             database_proxy: false,
+            broker_proxy: false,
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Platform {
     broker: Option<Standalone>,
     /// Between the processes and PostgreSQL, when the harness asked for it.
     database_proxy: Option<Proxy>,
+    /// Between the processes and the broker, when the harness asked for it.
+    broker_proxy: Option<Proxy>,
 }
 
 impl Platform {
@@ -190,6 +197,16 @@ impl Platform {
         self.database_proxy
             .as_ref()
             .context("the platform's processes reach PostgreSQL without a proxy")?
+            .cut(outage);
+        Ok(())
+    }
+
+    /// Cuts every connection between the processes and the broker, and refuses new ones for
+    /// `outage`.
+    pub fn cut_broker(&self, outage: Duration) -> anyhow::Result<()> {
+        self.broker_proxy
+            .as_ref()
+            .context("the platform's processes reach the broker without a proxy")?
             .cut(outage);
         Ok(())
     }
@@ -279,9 +296,26 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         }
     };
     let mut broker = None;
+    let mut broker_proxy = None;
     let (pulsar_url, pulsar_admin_url) = match &options.pulsar_url {
+        Some(_) if options.broker_proxy => {
+            stop(Vec::new(), postgres, None).await;
+            anyhow::bail!("only a broker of the platform's own can be put behind a proxy");
+        }
         Some(url) => (url.clone(), options.pulsar_admin_url.clone()),
         None => {
+            let proxied = if options.broker_proxy {
+                let bind_port = port(0, true)?;
+                let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], bind_port))).await?;
+                let advertised_port = proxy.address().port();
+                broker_proxy = Some(proxy);
+                Some(ProxiedListener {
+                    bind_port,
+                    advertised_port,
+                })
+            } else {
+                None
+            };
             eprintln!(
                 "Starting Apache Pulsar {} standalone (data in {})…",
                 messaging::broker::PULSAR_VERSION,
@@ -290,6 +324,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
             let started = Standalone::start(&StandaloneSettings {
                 broker_port: port(6650, options.any_ports)?,
                 web_port: port(8080, options.any_ports)?,
+                proxied,
                 ..StandaloneSettings::in_dir(options.data_dir.join("broker"))
             })
             .await
@@ -330,10 +365,14 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         (None, database_url.clone())
     };
 
+    let processes_pulsar_url = match &broker_proxy {
+        Some(proxy) => format!("pulsar://{}", proxy.address()),
+        None => pulsar_url.clone(),
+    };
     let service_token = ServiceToken::random();
     let shared_env = [
         ("DATABASE_URL", processes_database_url.as_str()),
-        ("PULSAR_URL", pulsar_url.as_str()),
+        ("PULSAR_URL", processes_pulsar_url.as_str()),
         ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
         ("SERVICE_TOKEN", service_token.expose()),
     ];
@@ -398,7 +437,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
             .unwrap_or_default()
     };
     let api_env = [
-        ("PULSAR_URL", pulsar_url.clone()),
+        ("PULSAR_URL", processes_pulsar_url.clone()),
         ("PULSAR_ADMIN_URL", pulsar_admin_url.clone()),
         ("CAMPAIGNS_URL", url_of(Service::Campaigns)),
         ("TRACKING_URL", url_of(Service::Tracking)),
@@ -434,6 +473,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         postgres,
         broker,
         database_proxy,
+        broker_proxy,
     })
 }
 

@@ -57,6 +57,19 @@ pub struct StandaloneSettings {
     pub broker_port: u16,
     /// The admin REST API's port (`http://`); 0 takes a free one.
     pub web_port: u16,
+    /// A second listener for clients that reach the broker through a proxy.
+    pub proxied: Option<ProxiedListener>,
+}
+
+/// A listener for clients behind a TCP proxy (`pulsaga chaos` cuts their link with it). A
+/// client follows the address a topic lookup answers, so a proxy on the service URL alone is
+/// bypassed after the first lookup. The broker listens for these clients on `bind_port`, where
+/// the proxy forwards, and answers their lookups with `advertised_port`, the proxy's; clients on
+/// the broker port are answered with the broker port, as without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxiedListener {
+    pub bind_port: u16,
+    pub advertised_port: u16,
 }
 
 impl StandaloneSettings {
@@ -67,6 +80,7 @@ impl StandaloneSettings {
             data_dir: data_dir.into(),
             broker_port: 0,
             web_port: 0,
+            proxied: None,
         }
     }
 }
@@ -102,6 +116,7 @@ impl Standalone {
             &std::fs::read_to_string(home.join("conf/standalone.conf"))?,
             broker_port,
             web_port,
+            settings.proxied,
         );
         std::fs::write(data_dir.join("standalone.conf"), config)?;
         let mut broker = Standalone {
@@ -244,11 +259,36 @@ impl Standalone {
 /// loses no confirmed message and redelivers few acknowledged ones; caches sized for a laptop;
 /// and the BookKeeper client's health check off: it quarantines a bookie for half an hour after
 /// a burst of errors (right after a restart from `kill -9` the bookie answers errors for a few
-/// seconds), and a standalone has only the one bookie.
-fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
+/// seconds), and a standalone has only the one bookie. With a proxied listener, the broker port
+/// is the listener named `internal` and the proxy's the one named `proxied`.
+fn configuration(
+    shipped: &str,
+    broker_port: u16,
+    web_port: u16,
+    proxied: Option<ProxiedListener>,
+) -> String {
+    let advertised = match proxied {
+        None => vec![("advertisedAddress", "127.0.0.1".to_owned())],
+        Some(ProxiedListener {
+            bind_port,
+            advertised_port,
+        }) => vec![
+            (
+                "advertisedListeners",
+                format!(
+                    "internal:pulsar://127.0.0.1:{broker_port},\
+                     proxied:pulsar://127.0.0.1:{advertised_port}"
+                ),
+            ),
+            ("internalListenerName", "internal".to_owned()),
+            (
+                "bindAddresses",
+                format!("proxied:pulsar://127.0.0.1:{bind_port}"),
+            ),
+        ],
+    };
     let ours = [
         ("bindAddress", "127.0.0.1".to_owned()),
-        ("advertisedAddress", "127.0.0.1".to_owned()),
         ("brokerServicePort", broker_port.to_string()),
         ("webServicePort", web_port.to_string()),
         ("brokerDeleteInactiveTopicsEnabled", "false".to_owned()),
@@ -260,7 +300,10 @@ fn configuration(shipped: &str, broker_port: u16, web_port: u16) -> String {
         ("dbStorage_writeCacheMaxSizeMb", "32".to_owned()),
         ("dbStorage_readAheadCacheMaxSizeMb", "32".to_owned()),
         ("dbStorage_rocksDB_blockCacheSize", "16777216".to_owned()),
-    ];
+    ]
+    .into_iter()
+    .chain(advertised)
+    .collect::<Vec<_>>();
     let mut lines: Vec<String> = shipped
         .lines()
         .filter(|line| {
@@ -336,13 +379,32 @@ mod tests {
     fn the_project_settings_replace_the_shipped_ones() {
         let shipped =
             "# a comment\nbrokerServicePort=6650\nclusterName=standalone\njournalSyncData=false";
-        let config = configuration(shipped, 16650, 18080);
+        let config = configuration(shipped, 16650, 18080, None);
         assert!(config.contains("clusterName=standalone\n"));
         assert!(config.contains("brokerServicePort=16650\n"));
         assert!(config.contains("journalSyncData=true\n"));
         assert!(!config.contains("brokerServicePort=6650"));
         assert!(!config.contains("journalSyncData=false"));
         assert_eq!(config.matches("webServicePort=").count(), 1);
+        assert!(config.contains("advertisedAddress=127.0.0.1\n"));
+    }
+
+    #[test]
+    fn a_proxied_listener_advertises_the_proxy_to_its_clients_only() {
+        let shipped = "advertisedAddress=\nbindAddresses=\nadvertisedListeners=";
+        let proxied = ProxiedListener {
+            bind_port: 16651,
+            advertised_port: 16652,
+        };
+        let config = configuration(shipped, 16650, 18080, Some(proxied));
+        assert!(config.contains(
+            "advertisedListeners=internal:pulsar://127.0.0.1:16650,\
+             proxied:pulsar://127.0.0.1:16652\n"
+        ));
+        assert!(config.contains("internalListenerName=internal\n"));
+        assert!(config.contains("bindAddresses=proxied:pulsar://127.0.0.1:16651\n"));
+        assert!(!config.contains("advertisedAddress=127"));
+        assert_eq!(config.matches("bindAddresses=").count(), 1);
     }
 
     #[test]

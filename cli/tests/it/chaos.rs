@@ -1,7 +1,7 @@
 //! `pulsaga chaos`, the short run of the test suite: 300 order-to-payment sagas through kills of
-//! processes (two replicas of each), a broker restart, a PostgreSQL restart, a cut database link
-//! and misbehaving payouts; nothing lost, stuck, doubled or unbalanced, every read model equal to
-//! its rebuild.
+//! processes (two replicas of each), a broker restart, a PostgreSQL restart, cut links to the
+//! database and to the broker, and misbehaving payouts; nothing lost, stuck, doubled or
+//! unbalanced, every read model equal to its rebuild.
 
 use std::time::Duration;
 use tokio::process::Command;
@@ -25,6 +25,8 @@ async fn sagas_survive_kills_and_restarts_with_nothing_lost_or_doubled() {
             "--postgres-restarts",
             "1",
             "--database-cuts",
+            "1",
+            "--broker-cuts",
             "1",
             "--seed",
             "20261206",
@@ -85,6 +87,7 @@ async fn sagas_survive_kills_and_restarts_with_nothing_lost_or_doubled() {
     assert_eq!(struck("broker restart"), 1, "{summary:#}");
     assert_eq!(struck("postgres restart"), 1, "{summary:#}");
     assert_eq!(struck("database link cut"), 1, "{summary:#}");
+    assert_eq!(struck("broker link cut"), 1, "{summary:#}");
     assert!(struck("payout") > 0, "{summary:#}");
     assert!(summary["seconds_to_quiet"].is_number(), "{summary:#}");
 }
