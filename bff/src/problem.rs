@@ -112,6 +112,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A JSON request body that may be left out altogether; one that is sent is taken as [`Body`]
+/// takes it.
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::body::HttpBody;
+        if request.body().is_end_stream() {
+            return Ok(OptionalBody(None));
+        }
+        let Body(value) = Body::from_request(request, state).await?;
+        Ok(OptionalBody(Some(value)))
+    }
+}
+
 /// Path parameters whose every rejection (a malformed id) is a [`Problem`].
 #[derive(Debug)]
 pub struct Path<T>(pub T);

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::{Path, Problem, Query};
+use crate::problem::{OptionalBody, Path, Problem, Query};
 use crate::services::Service;
 use crate::writes::owned_campaign;
 use axum::Json;
@@ -43,6 +43,17 @@ fn found(value: Option<Value>, what: String) -> Result<Json<Value>, Problem> {
 pub struct AsOf {
     /// RFC 3339: the state at that time.
     pub as_of: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/me", tag = "reads",
+    responses((status = 200, description = "who the token says the caller is: subject, role, tenant")),
+    security(("bearer" = [])))]
+pub async fn me(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "subject": caller.subject,
+        "role": caller.role.name(),
+        "tenant": caller.tenant,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/campaigns", tag = "reads",
@@ -282,8 +293,12 @@ pub async fn command(
 #[utoipa::path(get, path = "/v1/sagas", tag = "sagas",
     params(("type" = Option<String>, Query), ("status" = Option<String>, Query), ("campaign_id" = Option<Uuid>, Query),
         ("partner_id" = Option<Uuid>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
-        ("stalled_for" = Option<String>, Query)),
-    responses((status = 200, description = "sagas matching the filters")), security(("bearer" = [])))]
+        ("stalled_for" = Option<String>, Query, description = "seconds since the last change of a saga that has not ended"),
+        ("key" = Option<String>, Query, description = "a saga, tracking event or correlation id, or an order id"),
+        ("cursor" = Option<String>, Query, description = "the `next` of the previous page"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "100 by default")),
+    responses((status = 200, description = "a page of the matching sagas, newest first, with `next` (null on the last page) and `counts` by status (the status filter aside)")),
+    security(("bearer" = [])))]
 pub async fn sagas(
     State(state): State<AppState>,
     caller: Caller,
@@ -333,23 +348,39 @@ pub async fn saga_compensations(
     )
 }
 
+/// Why an operator acts on a saga.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acting {
+    /// Recorded in the saga's log with the action and the caller (at most 2000 characters).
+    pub reason: Option<String>,
+}
+
 #[utoipa::path(post, path = "/v1/sagas/{id}/{action}", tag = "sagas",
     params(("id" = Uuid, Path), ("action" = String, Path, description = "retry, resume or compensate")),
+    request_body(content = Option<Acting>, description = "optional: why"),
     responses((status = 200, description = "the entries the action logged; the caller is the actor")),
     security(("bearer" = [])))]
 pub async fn saga_action(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, action)): Path<(Uuid, String)>,
+    OptionalBody(acting): OptionalBody<Acting>,
 ) -> Result<Json<Value>, Problem> {
     caller.require(&[Role::Admin])?;
     if !matches!(action.as_str(), "retry" | "resume" | "compensate") {
         return Err(Problem::not_found(format!("no action {action}")));
     }
+    let acting = acting.unwrap_or_default();
     found(
         state
             .services
-            .post(Service::Sagas, &format!("/sagas/{id}/{action}"), &caller)
+            .post(
+                Service::Sagas,
+                &format!("/sagas/{id}/{action}"),
+                &json!({ "reason": acting.reason }),
+                &caller,
+            )
             .await?,
         format!("saga {id}"),
     )

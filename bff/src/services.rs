@@ -96,14 +96,18 @@ impl Services {
         self.send(service, request, caller).await
     }
 
-    /// POSTs to `path` of `service`, without a body: the caller travels in headers.
+    /// POSTs `body` to `path` of `service`; the caller travels in headers.
     pub async fn post(
         &self,
         service: Service,
         path: &str,
+        body: &Value,
         caller: &Caller,
     ) -> Result<Option<Value>, Problem> {
-        let request = self.http.post(format!("{}{path}", self.urls.of(service)));
+        let request = self
+            .http
+            .post(format!("{}{path}", self.urls.of(service)))
+            .json(body);
         self.send(service, request, caller).await
     }
 

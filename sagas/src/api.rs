@@ -1,5 +1,6 @@
-//! The coordinator's query API: sagas listed by type, status, campaign, partner, time and
-//! "stalled for longer than"; one saga with each step's status and its whole log as a timeline;
+//! The coordinator's query API: sagas listed by type, status, campaign, partner, time, "stalled
+//! for longer than" and business key (saga, tracking, correlation or order id), a page at a time
+//! with counts by status; one saga with each step's status and its whole log as a timeline;
 //! its compensation log alone; and operator actions on a parked saga, recorded with who did it.
 //! A saga that was archived (`archive`) is still shown by id, with `archived_at`; listings cover
 //! the sagas that are not archived.
@@ -45,6 +46,10 @@ struct Filter {
     to: Option<String>,
     /// Seconds since the last change, for sagas that are neither completed nor compensated.
     stalled_for: Option<f64>,
+    /// A business key: the saga's id, its tracking event's, its correlation id, or its order id.
+    key: Option<String>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
     limit: Option<i64>,
 }
 
@@ -58,6 +63,25 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, Probl
         .transpose()
 }
 
+/// A page ends at a saga: its start in microseconds since the Unix epoch and its id, which
+/// orders sagas that started in the same microsecond.
+fn cursor(value: Option<&str>) -> Result<(Option<i64>, Option<Uuid>), Problem> {
+    let Some(value) = value else {
+        return Ok((None, None));
+    };
+    let parsed = value
+        .split_once('.')
+        .and_then(|(micros, id)| Some((micros.parse().ok()?, Uuid::parse_str(id).ok()?)));
+    match parsed {
+        Some((micros, id)) => Ok((Some(micros), Some(id))),
+        None => Err(Problem::bad_request(format!(
+            "cursor must be the `next` of a previous page, got {value:?}"
+        ))),
+    }
+}
+
+/// The sagas that match, newest first, a page at a time (`next` continues it), with how many
+/// match in each status (the status filter aside). Archived sagas are not listed.
 async fn list(
     State(pool): State<PgPool>,
     Query(filter): Query<Filter>,
@@ -76,14 +100,41 @@ async fn list(
         time("from", filter.from.as_deref())?,
         time("to", filter.to.as_deref())?,
     );
-    let rows: Vec<Value> = sqlx::query_scalar(
-        "select to_jsonb(s) from sagas s
-          where ($1::text is null or saga_type = $1) and ($2::text is null or status = $2)
-            and ($3::uuid is null or campaign_id = $3) and ($4::uuid is null or partner_id = $4)
-            and ($5::timestamptz is null or started_at >= $5) and ($6::timestamptz is null or started_at < $6)
-            and ($7::float8 is null or (status not in ('completed', 'compensated')
-                                        and updated_at < now() - make_interval(secs => $7)))
-          order by started_at desc limit $8",
+    let (after_micros, after_id) = cursor(filter.cursor.as_deref())?;
+    let key = filter
+        .key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let key_id = key.and_then(|k| Uuid::parse_str(k).ok());
+    let page: Value = sqlx::query_scalar(
+        "with matching as (
+             select * from sagas
+              where ($1::text is null or saga_type = $1)
+                and ($3::uuid is null or campaign_id = $3) and ($4::uuid is null or partner_id = $4)
+                and ($5::timestamptz is null or started_at >= $5)
+                and ($6::timestamptz is null or started_at < $6)
+                and ($7::float8 is null or (status not in ('completed', 'compensated')
+                                            and updated_at < now() - make_interval(secs => $7)))
+                and ($8::text is null or order_id = $8
+                     or saga_id = $9 or tracking_id = $9 or correlation_id = $9)),
+         page as (
+             select * from matching
+              where ($2::text is null or status = $2)
+                and ($10::bigint is null
+                     or (started_at, saga_id)
+                        < (timestamptz 'epoch' + $10 * interval '1 microsecond', $11))
+              order by started_at desc, saga_id desc
+              limit $12)
+         select jsonb_build_object(
+             'sagas', coalesce((select jsonb_agg(to_jsonb(p) order by p.started_at desc, p.saga_id desc)
+                                  from page p), '[]'),
+             'next', case when (select count(*) from page) = $12 then
+                         (select (extract(epoch from p.started_at) * 1000000)::bigint || '.' || p.saga_id
+                            from page p order by p.started_at, p.saga_id limit 1) end,
+             'counts', coalesce((select jsonb_object_agg(status, n)
+                                   from (select status, count(*) as n from matching group by status) c),
+                                '{}'))",
     )
     .bind(filter.saga_type)
     .bind(filter.status)
@@ -92,11 +143,15 @@ async fn list(
     .bind(from)
     .bind(to)
     .bind(filter.stalled_for)
+    .bind(key)
+    .bind(key_id)
+    .bind(after_micros)
+    .bind(after_id)
     .bind(limit)
-    .fetch_all(&pool)
+    .fetch_one(&pool)
     .await
     .map_err(internal)?;
-    Ok(Json(json!({ "sagas": rows })))
+    Ok(Json(page))
 }
 
 /// The saga's log: (entry, when it was recorded, JSON as stored).
@@ -217,20 +272,49 @@ async fn compensations(
 /// header is the BFF's word; a request body never names the actor.
 const ACTOR: &str = "x-pulsaga-actor";
 
+/// What an operator says with an action (the body is optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Acting {
+    /// Why, recorded in the saga's log with the action.
+    reason: Option<String>,
+}
+
+/// The longest reason recorded, in characters.
+const MAX_REASON: usize = 2000;
+
 async fn operate(
     State(pool): State<PgPool>,
     Path((id, action)): Path<(Uuid, String)>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, Problem> {
     let action = OperatorAction::from_name(&action)
         .ok_or_else(|| Problem::not_found(format!("no operator action {action}")))?;
+    let acting: Acting = if body.is_empty() {
+        Acting::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(format!("the body is {{\"reason\": \"…\"}} or nothing: {e}"))
+        })?
+    };
+    let reason = acting
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > MAX_REASON) {
+        return Err(Problem::bad_request(format!(
+            "a reason is at most {MAX_REASON} characters"
+        )));
+    }
     let actor = headers
         .get(ACTOR)
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
         .filter(|actor| !actor.is_empty())
         .ok_or_else(|| Problem::bad_request(format!("the {ACTOR} header names who acts")))?;
-    let entries = coordinator::operate(&pool, id, action, actor)
+    let entries = coordinator::operate(&pool, id, action, actor, reason)
         .await
         .map_err(|e| Problem {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -37,7 +37,14 @@ pub async fn archive_ended(pool: &PgPool, age: Duration) -> Result<u64, eventsto
                       limit $2
                         for update skip locked)
                  returning *)
-             insert into archived_sagas select * from moved returning saga_id",
+             insert into archived_sagas (saga_id, saga_type, status, tracking_id, campaign_id,
+                    partner_id, correlation_id, tenant, actor, current_step, reason, started_at,
+                    updated_at, order_id)
+             select saga_id, saga_type, status, tracking_id, campaign_id, partner_id,
+                    correlation_id, tenant, actor, current_step, reason, started_at, updated_at,
+                    order_id
+               from moved
+             returning saga_id",
         )
         .bind(age.as_secs_f64())
         .bind(BATCH)

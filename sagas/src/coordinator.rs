@@ -285,8 +285,8 @@ async fn upsert_row(
     let current_step = saga.pending.as_ref().map(|p| p.step.name());
     sqlx::query_scalar::<_, f64>(
         "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id, correlation_id,
-                            tenant, actor, current_step, reason, started_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())
+                            tenant, actor, current_step, reason, order_id, started_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
          on conflict (saga_id) do update
             set status = excluded.status, current_step = excluded.current_step, reason = excluded.reason,
                 updated_at = now()
@@ -303,6 +303,7 @@ async fn upsert_row(
     .bind(actor)
     .bind(current_step)
     .bind(&saga.reason)
+    .bind(data.order.as_ref().map(|order| order.order_id.as_str()))
     .fetch_one(&mut *tx)
     .await
     .map(Some)
@@ -554,6 +555,7 @@ pub async fn operate(
     saga_id: Uuid,
     action: crate::definition::OperatorAction,
     actor: &str,
+    reason: Option<&str>,
 ) -> Result<Option<Vec<Entry>>, HandlerError> {
     let mut tx = pool.begin().await?;
     let Some((saga_type, row)) = lock_saga(&mut tx, saga_id).await? else {
@@ -566,6 +568,7 @@ pub async fn operate(
     let input = Input::Operator {
         action,
         actor: actor.to_owned(),
+        reason: reason.map(str::to_owned),
         at: now_micros(),
     };
     let entries = feed_locked(&mut tx, saga_id, saga_type, Some(row), &input, &cause).await?;

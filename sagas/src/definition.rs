@@ -293,6 +293,8 @@ pub enum Input {
     Operator {
         action: OperatorAction,
         actor: String,
+        /// Why, in the operator's words.
+        reason: Option<String>,
         at: i64,
     },
 }
@@ -390,6 +392,7 @@ pub enum Entry {
     OperatorActed {
         action: OperatorAction,
         actor: String,
+        reason: Option<String>,
         at: i64,
     },
     Completed {
@@ -920,7 +923,15 @@ impl Saga {
                     *at,
                 )
             }
-            (Status::Parked, Input::Operator { action, actor, at }) => {
+            (
+                Status::Parked,
+                Input::Operator {
+                    action,
+                    actor,
+                    reason,
+                    at,
+                },
+            ) => {
                 let resumable = self.failed.is_some() && self.to_compensate == self.compensations();
                 if *action == OperatorAction::Resume && !resumable {
                     return vec![];
@@ -928,6 +939,7 @@ impl Saga {
                 let acted = Entry::OperatorActed {
                     action: *action,
                     actor: actor.clone(),
+                    reason: reason.clone(),
                     at: *at,
                 };
                 let mut next = self.clone();
@@ -960,12 +972,14 @@ impl Saga {
                 Input::Operator {
                     action: OperatorAction::Compensate,
                     actor,
+                    reason,
                     at,
                 },
             ) => {
                 let acted = Entry::OperatorActed {
                     action: OperatorAction::Compensate,
                     actor: actor.clone(),
+                    reason: reason.clone(),
                     at: *at,
                 };
                 self.start_compensating(format!("compensation forced by {actor}"), acted, *at)
@@ -1214,9 +1228,15 @@ impl Saga {
                     at: *at,
                 }
             }
-            Entry::OperatorActed { action, actor, at } => Input::Operator {
+            Entry::OperatorActed {
+                action,
+                actor,
+                reason,
+                at,
+            } => Input::Operator {
                 action: *action,
                 actor: actor.clone(),
+                reason: reason.clone(),
                 at: *at,
             },
             _ => return None,
@@ -1817,6 +1837,7 @@ mod tests {
             run.feed(Input::Operator {
                 action,
                 actor: "alice".into(),
+                reason: None,
                 at: run.now + SECOND,
             });
             assert!(
@@ -1950,6 +1971,7 @@ mod tests {
         let resume = Input::Operator {
             action: OperatorAction::Resume,
             actor: "alice".into(),
+            reason: None,
             at: run.now + SECOND,
         };
         assert_eq!(
@@ -1960,6 +1982,7 @@ mod tests {
         run.feed(Input::Operator {
             action: OperatorAction::Compensate,
             actor: "alice".into(),
+            reason: None,
             at: run.now + SECOND,
         });
         assert_eq!(run.saga.status, Status::Compensated);
@@ -1980,6 +2003,7 @@ mod tests {
         run.feed(Input::Operator {
             action: OperatorAction::Compensate,
             actor: "bob".into(),
+            reason: None,
             at: 5 * SECOND,
         });
         run.drive(|_| Answering::Succeed);
@@ -1996,6 +2020,7 @@ mod tests {
             done.feed(Input::Operator {
                 action: OperatorAction::Retry,
                 actor: "bob".into(),
+                reason: None,
                 at: 0
             })
             .is_empty()

@@ -172,6 +172,9 @@ enum EntryJson {
     OperatorActed {
         action: String,
         actor: String,
+        /// Absent on entries written before operators gave reasons.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         at: i64,
     },
     Completed {
@@ -523,9 +526,15 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             at,
         },
         Entry::Parked { reason, at } => EntryJson::Parked { reason, at },
-        Entry::OperatorActed { action, actor, at } => EntryJson::OperatorActed {
+        Entry::OperatorActed {
+            action,
+            actor,
+            reason,
+            at,
+        } => EntryJson::OperatorActed {
             action: action.name().to_owned(),
             actor,
+            reason,
             at,
         },
         Entry::Completed { at } => EntryJson::Completed { at },
@@ -647,12 +656,18 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
             at,
         },
         EntryJson::Parked { reason, at } => Entry::Parked { reason, at },
-        EntryJson::OperatorActed { action, actor, at } => Entry::OperatorActed {
+        EntryJson::OperatorActed {
+            action,
+            actor,
+            reason,
+            at,
+        } => Entry::OperatorActed {
             action: OperatorAction::from_name(&action).ok_or(Error::Unknown {
                 what: "operator action",
                 name: action,
             })?,
             actor,
+            reason,
             at,
         },
         EntryJson::Completed { at } => Entry::Completed { at },

@@ -387,9 +387,11 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         )
         .await;
     }
-    let (status, _) = act(
+    let (status, _) = send(
         &router,
+        "POST",
         &format!("/sagas/{saga_id}/compensate"),
+        Some(serde_json::json!({ "reason": "  the partner was paid by hand  " })),
         Some("bob"),
     )
     .await;
@@ -421,9 +423,9 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         timeline
             .iter()
             .any(|e| e["entry"] == "operator_acted" && e["actor"] == "alice")
-            && timeline
-                .iter()
-                .any(|e| e["entry"] == "operator_acted" && e["actor"] == "bob"),
+            && timeline.iter().any(|e| e["entry"] == "operator_acted"
+                && e["actor"] == "bob"
+                && e["reason"] == "the partner was paid by hand"),
         "{timeline:?}"
     );
     let (_, log) = call(
@@ -462,4 +464,76 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         2 * (sagas::definition::COMPENSATION_ATTEMPTS - 1),
         "each refusal but the last waited for its backoff"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn sagas_are_found_by_business_key_a_page_at_a_time_with_counts(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = database(connect).await;
+    let router = sagas::api::router(pool.clone());
+    let mut started = Vec::new();
+    for order in ["order-1", "order-2", "order-3"] {
+        let (_, saga_type, mut data) = conversion();
+        if let Some(o) = data.order.as_mut() {
+            o.order_id = order.into();
+        }
+        let saga_id = sagas::wire::saga_id_for(data.tracking_id);
+        let tracking_id = data.tracking_id;
+        feed(
+            &pool,
+            saga_id,
+            saga_type,
+            Input::Start {
+                saga_id,
+                saga_type,
+                data,
+                at: 0,
+            },
+        )
+        .await;
+        started.push((saga_id, tracking_id));
+    }
+    let (status, first) = call(&router, "GET", "/sagas?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["sagas"].as_array().map(Vec::len), Some(2));
+    assert_eq!(first["counts"], serde_json::json!({ "running": 3 }));
+    let next = first["next"].as_str().expect("a next page");
+    let (_, second) = call(
+        &router,
+        "GET",
+        &format!("/sagas?limit=2&cursor={next}"),
+        None,
+    )
+    .await;
+    assert_eq!(second["sagas"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second["next"], Value::Null, "the last page");
+    let mut seen: Vec<String> = first["sagas"]
+        .as_array()
+        .into_iter()
+        .chain(second["sagas"].as_array())
+        .flatten()
+        .map(|saga| saga["saga_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    seen.sort();
+    let mut all: Vec<String> = started.iter().map(|(id, _)| id.to_string()).collect();
+    all.sort();
+    assert_eq!(seen, all, "every saga once across the pages");
+
+    for key in [
+        "order-2".to_owned(),
+        started[1].0.to_string(),
+        started[1].1.to_string(),
+    ] {
+        let (_, found) = call(&router, "GET", &format!("/sagas?key={key}"), None).await;
+        assert_eq!(found["sagas"].as_array().map(Vec::len), Some(1), "{key}");
+        assert_eq!(found["sagas"][0]["saga_id"], started[1].0.to_string());
+        assert_eq!(found["sagas"][0]["order_id"], "order-2");
+    }
+    let (_, none) = call(&router, "GET", "/sagas?key=order-9&status=running", None).await;
+    assert_eq!(none["sagas"], serde_json::json!([]));
+    assert_eq!(none["counts"], serde_json::json!({}));
+    let (status, _) = call(&router, "GET", "/sagas?cursor=yesterday", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
