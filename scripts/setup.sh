@@ -67,3 +67,14 @@ if ! cmp -s "$root/scripts/requirements.txt" "$stamp"; then
   cp "$root/scripts/requirements.txt" "$stamp"
 fi
 export PULSAGA_PYTHON="$root/.venv/bin/python"
+
+# The console's browser tests (tests/browser): Debian's Chromium, which Playwright drives (it
+# cannot download a browser here), and the npm packages pinned by package-lock.json.
+command -v chromium >/dev/null || apt_install chromium
+command -v npm >/dev/null || apt_install npm
+export PULSAGA_CHROMIUM=${PULSAGA_CHROMIUM:-$(command -v chromium)}
+stamp="$root/tests/browser/node_modules/.pulsaga-lock"
+if ! cmp -s "$root/tests/browser/package-lock.json" "$stamp"; then
+  (cd "$root/tests/browser" && npm ci --silent --no-audit --no-fund)
+  cp "$root/tests/browser/package-lock.json" "$stamp"
+fi

@@ -5,6 +5,7 @@
 //! latencies at `/metrics`.
 
 pub mod auth;
+mod console;
 mod metrics;
 pub mod problem;
 mod reads;
@@ -103,7 +104,7 @@ impl FromRequestParts<AppState> for Caller {
     paths(
         writes::register_partner, writes::create_campaign, writes::associate_partner,
         writes::associate_content, writes::record_tracking_event,
-        reads::command, reads::campaigns, reads::campaign, reads::campaign_stats, reads::partner,
+        reads::me, reads::command, reads::campaigns, reads::campaign, reads::campaign_stats, reads::partner,
         reads::partner_commissions, reads::partner_payments, reads::tracking_event, reads::sagas,
         reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream,
         reads::audit_events, reads::audit_correlation,
@@ -227,6 +228,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
     let registry = messaging::metrics::Metrics::default();
     registry.register(|r| state.http_metrics.register(r));
     let v1 = Router::<AppState>::new()
+        .route("/me", get(reads::me))
         .route("/partners", post(writes::register_partner))
         .route(
             "/campaigns",
@@ -263,6 +265,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .merge(console::routes())
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .merge(registry.route())
         .fallback(|| async { Problem::not_found("no such route") })

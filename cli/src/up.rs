@@ -241,6 +241,7 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
     println!();
     println!("Tokens (valid 12 h; `pulsaga token --role R --tenant T` mints more):");
     let advertiser = uuid::Uuid::new_v4().to_string();
+    let mut admin = String::new();
     for (role, tenant) in [
         (bff::auth::Role::Admin, None),
         (bff::auth::Role::Auditor, None),
@@ -256,10 +257,16 @@ pub async fn up(options: Options, jwt: &Jwt) -> anyhow::Result<()> {
             12 * 3600,
         )?;
         println!("  {:<10} {token}", role.name());
+        if role == bff::auth::Role::Admin {
+            admin = token;
+        }
     }
     println!(
         "  (a partner's token names its partner id: pulsaga token --role partner --tenant <id>)"
     );
+    println!();
+    // The token travels in the fragment, which the browser never sends to a server.
+    println!("Console (signed in as admin): {api}/ui/#token={admin}");
     println!();
     let outcome = if options.demo {
         crate::demo::run(&api, jwt).await

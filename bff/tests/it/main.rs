@@ -444,3 +444,37 @@ fn the_document_states_the_validation_rules() {
         "date-time"
     );
 }
+
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_and_asks_who_the_caller_is() {
+    let router = router().await;
+    let me = call(&router, "GET", "/v1/me", Some(&admin()), None).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(
+        me.body,
+        json!({ "subject": "admin-1", "role": "admin", "tenant": null })
+    );
+    let anonymous = call(&router, "GET", "/v1/me", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    let redirect = call(&router, "GET", "/ui", None, None).await;
+    assert_eq!(redirect.status, StatusCode::PERMANENT_REDIRECT);
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/console.js", "text/javascript; charset=utf-8"),
+        ("/ui/console.css", "text/css; charset=utf-8"),
+    ] {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], content_type, "{path}");
+        let policy = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    }
+}

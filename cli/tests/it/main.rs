@@ -5,6 +5,7 @@ mod archive;
 mod bench;
 mod chaos;
 mod compose;
+mod console;
 mod crash;
 mod hostile;
 mod replicas;
@@ -16,6 +17,26 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
+
+/// `pulsaga up`, stopped with SIGTERM when dropped — also when the test fails — so that it stops
+/// its processes (a SIGKILL would leave them running).
+struct Up(tokio::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..300 {
+                if self.0.try_wait().is_ok_and(|status| status.is_some()) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
 
 /// A database of its own on the test server, dropped at the end.
 struct Database {

@@ -86,26 +86,6 @@ async fn connections_by_database(
     rows.into_iter().collect()
 }
 
-/// `pulsaga up`, stopped with SIGTERM when dropped — also when the test fails — so that it stops
-/// its processes (a SIGKILL would leave them running).
-struct Up(tokio::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            for _ in 0..300 {
-                if self.0.try_wait().is_ok_and(|status| status.is_some()) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     // Under the system's temporary folder: PostgreSQL runs as the postgres user, who may not
@@ -126,7 +106,7 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         .spawn()
         .expect("pulsaga up");
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut up = Up(up);
+    let mut up = super::Up(up);
     // The URLs it prints: "  <name> <url>" lines, up to the payout simulator's.
     let urls = tokio::time::timeout(Duration::from_secs(240), async {
         let mut urls = std::collections::HashMap::new();
