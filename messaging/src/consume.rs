@@ -17,7 +17,11 @@
 //! The attempt count lives in the process: after a restart a message starts counting again.
 //! pulsar-rs reconnects a consumer when the broker goes away, but gives up when it meets an error
 //! its retries do not cover (a reset connection, a refused subscription); the runner then
-//! subscribes again, after growing delays while that repeats, instead of going quiet.
+//! subscribes again, after growing delays while that repeats, instead of going quiet. A message
+//! the broker still counts as delivered to a runner that has none in hand (its acknowledgement
+//! lost with a connection) would hold up its key for every consumer of the subscription: a runner
+//! with nothing in hand asks the broker every 30 s, and lets go of such messages by subscribing
+//! again.
 //!
 //! A command found in the inbox is not applied again, but what it sent the first time is queued
 //! again under the same message ids (`outbox::requeue_caused_by`): a sender resends a command when
@@ -347,9 +351,11 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let topic = H::Message::TOPIC;
-    let Some(mut consumer) = subscribe(&client, topic.name, &settings, &shutdown).await else {
+    let Some((mut consumer, mut name)) = subscribe(&client, topic.name, &settings, &shutdown).await
+    else {
         return Ok(());
     };
+    let admin = crate::admin::Admin::new(&client.settings.admin_url);
     let worker = Arc::new(Worker {
         client,
         pool,
@@ -365,6 +371,10 @@ pub async fn run<H: Handler>(
     let mut stopping = false;
     // Ends of the consumer's stream since it last received a message.
     let mut ended = 0;
+    let mut held_check = tokio::time::interval(HELD_CHECK_EVERY);
+    held_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The broker said, at the last check, that it holds messages this consumer never acked.
+    let mut held_before = false;
     loop {
         if stopping && lanes.in_flight == 0 {
             break;
@@ -396,10 +406,33 @@ pub async fn run<H: Handler>(
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
             }
+            // A Key_Shared subscription gives a key to a new consumer only once the messages of
+            // that key delivered before are acknowledged: one the broker still counts as
+            // delivered here (an acknowledgement lost as the connection went) holds up its key,
+            // and the runner must let it go. Twice in a row, with nothing in hand and nothing
+            // received between: the consumer closes, which redelivers it.
+            _ = held_check.tick(), if !stopping => {
+                let held = if lanes.in_flight == 0 {
+                    held_here(&admin, &worker, topic.name, &name).await
+                } else {
+                    0
+                };
+                if held > 0 && held_before {
+                    tracing::warn!(topic = topic.name, held, "the broker holds messages delivered here that none of ours has in hand; subscribing again");
+                    held_before = false;
+                    match resubscribe(&worker, 1, &shutdown).await {
+                        Some(fresh) => (consumer, name) = fresh,
+                        None => break,
+                    }
+                } else {
+                    held_before = held > 0;
+                }
+            }
             next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
                     Some(Ok(message)) => {
                         ended = 0;
+                        held_before = false;
                         lanes.admit(&worker, message, &done_sender);
                     }
                     // pulsar-rs reports an error when reconnecting fails (one its retries do not
@@ -409,18 +442,10 @@ pub async fn run<H: Handler>(
                     // the old one held come again and are found in the inbox.
                     lost => {
                         ended += 1;
-                        let delay = worker.settings.backoff.delay(ended);
                         let error = lost.and_then(Result::err).map(|e| e.to_string());
-                        tracing::warn!(topic = topic.name, ?error, ?delay, "the consumer lost its subscription; subscribing again");
-                        ConsumerStats::add(&worker.settings.stats.resubscribed);
-                        let fresh = tokio::select! {
-                            _ = shutdown.cancelled() => None,
-                            _ = tokio::time::sleep(delay) => {
-                                subscribe(&worker.client, topic.name, &worker.settings, &shutdown).await
-                            }
-                        };
-                        match fresh {
-                            Some(fresh) => consumer = fresh,
+                        tracing::warn!(topic = topic.name, ?error, "the consumer lost its subscription; subscribing again");
+                        match resubscribe(&worker, ended, &shutdown).await {
+                            Some(fresh) => (consumer, name) = fresh,
                             // Shut down first: what is in hand is left unacknowledged.
                             None => break,
                         }
@@ -435,20 +460,33 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-/// Subscribes (Key_Shared, declaring the topic's Avro schema), retrying with growing delays
-/// while the broker refuses; `None` once `shutdown` fires first.
+/// How often a runner with nothing in hand asks the broker whether it counts messages as
+/// delivered to it.
+const HELD_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// A subscribed consumer and the name the broker knows it by.
+type Subscribed = (Consumer<Vec<u8>, TokioExecutor>, String);
+
+/// Subscribes (Key_Shared, declaring the topic's Avro schema) under a name of its own, retrying
+/// with growing delays while the broker refuses; `None` once `shutdown` fires first.
 async fn subscribe(
     client: &Client,
     topic: &str,
     settings: &ConsumerSettings,
     shutdown: &CancellationToken,
-) -> Option<Consumer<Vec<u8>, TokioExecutor>> {
+) -> Option<Subscribed> {
     let mut attempt = 1;
     loop {
+        let name = format!(
+            "{}-{}",
+            settings.subscription,
+            uuid::Uuid::new_v4().simple()
+        );
         let built = client
             .pulsar
             .consumer()
             .with_topic(client.settings.topic(topic))
+            .with_consumer_name(name.clone())
             .with_subscription(settings.subscription.clone())
             .with_subscription_type(SubType::KeyShared)
             .with_options(ConsumerOptions {
@@ -460,7 +498,7 @@ async fn subscribe(
             .build()
             .await;
         match built {
-            Ok(consumer) => return Some(consumer),
+            Ok(consumer) => return Some((consumer, name)),
             Err(error) => {
                 let delay = settings.backoff.delay(attempt);
                 tracing::warn!(%topic, error = %crate::error_chain(&error), ?delay, "subscribing failed; trying again");
@@ -472,6 +510,51 @@ async fn subscribe(
             }
         }
     }
+}
+
+/// Drops the consumer (the broker redelivers what it held) for a new one, after the backoff's
+/// delay for the `attempt`-th time in a row; `None` once `shutdown` fires first.
+async fn resubscribe<H: Handler>(
+    worker: &Worker<H>,
+    attempt: u32,
+    shutdown: &CancellationToken,
+) -> Option<Subscribed> {
+    ConsumerStats::add(&worker.settings.stats.resubscribed);
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        _ = tokio::time::sleep(worker.settings.backoff.delay(attempt)) => {
+            subscribe(&worker.client, H::Message::TOPIC.name, &worker.settings, shutdown).await
+        }
+    }
+}
+
+/// The messages the broker counts as delivered to the consumer `name` and not acknowledged
+/// (0 when it cannot say).
+async fn held_here<H>(
+    admin: &crate::admin::Admin,
+    worker: &Worker<H>,
+    topic: &str,
+    name: &str,
+) -> u64 {
+    let stats = match admin.topic_stats(&worker.client.settings, topic).await {
+        Ok(stats) => stats.unwrap_or_default(),
+        Err(error) => {
+            tracing::debug!(%error, topic, "reading the topic's stats failed");
+            return 0;
+        }
+    };
+    held_by(&stats, &worker.settings.subscription, name)
+}
+
+/// In a topic's stats: the unacknowledged messages of the consumer `name` of `subscription`.
+fn held_by(stats: &serde_json::Value, subscription: &str, name: &str) -> u64 {
+    stats["subscriptions"][subscription]["consumers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|consumer| consumer["consumerName"] == name)
+        .filter_map(|consumer| consumer["unackedMessages"].as_u64())
+        .sum()
 }
 
 struct Worker<H> {
@@ -747,6 +830,23 @@ fn decode<T: Message + Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_messages_the_broker_holds_for_a_consumer_are_read_from_its_stats() {
+        let stats = serde_json::json!({
+            "subscriptions": {
+                "sagas": { "consumers": [
+                    { "consumerName": "sagas-a", "unackedMessages": 2 },
+                    { "consumerName": "sagas-b", "unackedMessages": 0 },
+                ] },
+                "other": { "consumers": [ { "consumerName": "sagas-a", "unackedMessages": 7 } ] },
+            }
+        });
+        assert_eq!(held_by(&stats, "sagas", "sagas-a"), 2);
+        assert_eq!(held_by(&stats, "sagas", "sagas-b"), 0);
+        assert_eq!(held_by(&stats, "sagas", "gone"), 0);
+        assert_eq!(held_by(&serde_json::Value::Null, "sagas", "sagas-a"), 0);
+    }
 
     #[test]
     fn a_database_out_of_reach_is_waited_for_and_other_failures_are_counted() {
