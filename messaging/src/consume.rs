@@ -185,6 +185,8 @@ pub struct ConsumerStats {
     pub dead_lettered: Counter,
     /// Times the consumer lost its subscription for good and subscribed again.
     pub resubscribed: Counter,
+    /// Messages still in hand after `ConsumerSettings::long_in_hand`.
+    pub long_in_hand: Counter,
     /// Seconds from receiving a message to its commit (or dead letter), retries included.
     pub handling: Histogram,
 }
@@ -199,6 +201,7 @@ impl Default for ConsumerStats {
             conflicts: Counter::default(),
             dead_lettered: Counter::default(),
             resubscribed: Counter::default(),
+            long_in_hand: Counter::default(),
             handling: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         }
     }
@@ -251,6 +254,11 @@ impl ConsumerStats {
                 "Consumers that lost their subscription for good and subscribed again",
                 &self.resubscribed,
             ),
+            (
+                "consumer_long_in_hand",
+                "Messages still in hand after the long wait (a handler that may never finish)",
+                &self.long_in_hand,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -275,6 +283,9 @@ pub struct ConsumerSettings {
     pub backoff: Backoff,
     /// Messages received but not yet acknowledged, across all keys.
     pub max_in_flight: usize,
+    /// A message in hand this long is reported (a warning, `long_in_hand`): a handler that never
+    /// finishes holds up its lane, and on Key_Shared its key for every consumer.
+    pub long_in_hand: Duration,
     pub stats: Arc<ConsumerStats>,
 }
 
@@ -290,6 +301,7 @@ impl ConsumerSettings {
                 max: Duration::from_secs(10),
             },
             max_in_flight: 256,
+            long_in_hand: Duration::from_secs(120),
             stats: Arc::default(),
         }
     }
@@ -589,14 +601,25 @@ impl<H: Handler> Worker<H> {
             .map(|kv| kv.value.as_str());
         crate::trace::continue_trace(&span, traceparent);
         let started = std::time::Instant::now();
-        let outcome = async {
-            match self.process(&key, &received).await {
-                Ok(()) => Outcome::Done,
-                Err(dead) => self.dead_letter(&key, &received, dead).await,
+        // Said once: everything behind it in its lane, and on Key_Shared its key, waits.
+        let outcome = {
+            let work = async {
+                match self.process(&key, &received).await {
+                    Ok(()) => Outcome::Done,
+                    Err(dead) => self.dead_letter(&key, &received, dead).await,
+                }
             }
-        }
-        .instrument(span)
-        .await;
+            .instrument(span);
+            tokio::pin!(work);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                _ = tokio::time::sleep(self.settings.long_in_hand) => {
+                    ConsumerStats::add(&self.settings.stats.long_in_hand);
+                    tracing::warn!(topic = H::Message::TOPIC.name, %key, after = ?self.settings.long_in_hand, "a message is still in hand; its lane waits behind it");
+                    work.await
+                }
+            }
+        };
         self.settings
             .stats
             .handling

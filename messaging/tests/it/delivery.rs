@@ -2,7 +2,7 @@
 //! by the handler, and effectively-once processing of duplicates.
 
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
-use messaging::consume::ConsumerStats;
+use messaging::consume::{ConsumerSettings, ConsumerStats};
 use messaging::relay::RelaySettings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
@@ -255,4 +255,36 @@ async fn the_relay_vacuums_the_outbox_as_it_publishes(_: PgPoolOptions, connect:
     relay.await.expect("relay").expect("relay run");
     // 100 messages in rounds of at most 16: a vacuum after every 40 to 55 of them.
     assert!((1..=2).contains(&outbox_vacuums(&fixture.pool).await));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_message_long_in_hand_is_reported_and_still_applied(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let recorder =
+        Recorder::named("r").script("sluggish", Script::Slow(Duration::from_millis(900)));
+    let consumer_settings = ConsumerSettings {
+        long_in_hand: Duration::from_millis(200),
+        ..settings("effects")
+    };
+    let stats = consumer_settings.stats.clone();
+    let consumer = fixture.consumer(consumer_settings, recorder);
+    for (key, body) in [("key-1", "sluggish"), ("key-2", "brisk")] {
+        fixture
+            .client
+            .publish(&message(key, body))
+            .await
+            .expect("publish");
+    }
+    fixture.wait_for_effects(2, Duration::from_secs(30)).await;
+    assert_eq!(
+        ConsumerStats::get(&stats.long_in_hand),
+        1,
+        "the slow one only"
+    );
+    assert_eq!(ConsumerStats::get(&stats.applied), 2);
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
 }
