@@ -117,7 +117,7 @@ async fn the_console_serves_every_role_in_a_real_browser() {
         .spawn()
         .expect("pulsaga up");
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let _up = super::Up(up);
+    let up = super::Up(up);
     // What it prints: "  <name> <url or token>" lines, the console's sign-in link, and once the
     // demo has run, how to stop it.
     let (printed, link) = tokio::time::timeout(Duration::from_secs(420), async {
@@ -158,7 +158,7 @@ async fn the_console_serves_every_role_in_a_real_browser() {
         .expect("json");
     let declined = &declined["sagas"][0];
     signal("-STOP", "payments", &printed["payments"]).await;
-    let _frozen = Frozen(printed["payments"].clone());
+    let frozen = Frozen(printed["payments"].clone());
     let recorded: serde_json::Value = http
         .post(format!("{api}/v1/tracking-events"))
         .bearer_auth(&admin)
@@ -200,4 +200,8 @@ async fn the_console_serves_every_role_in_a_real_browser() {
     for page in ["sagas.png", "saga.png", "flow.png"] {
         assert!(screenshots.join(page).is_file(), "screenshot {page}");
     }
+    // Payments thawed first: a stopped process cannot take its SIGTERM.
+    drop(frozen);
+    drop(up);
+    std::fs::remove_dir_all(&data_dir).ok();
 }
