@@ -147,10 +147,12 @@ async fn the_console_serves_every_role_in_a_real_browser() {
 
     // A saga left running: payments frozen, a new order waits for its payout.
     let http = reqwest::Client::new();
-    let declined: serde_json::Value = http
-        .get(format!("{api}/v1/sagas?key=order-1003"))
-        .bearer_auth(&admin)
-        .send()
+    let get = |path: String| {
+        http.get(format!("{api}/v1{path}"))
+            .bearer_auth(&admin)
+            .send()
+    };
+    let declined: serde_json::Value = get("/sagas?key=order-1003".into())
         .await
         .expect("sagas")
         .json()
@@ -177,10 +179,7 @@ async fn the_console_serves_every_role_in_a_real_browser() {
     let running = recorded["saga_id"].as_str().expect("its saga").to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let saga: serde_json::Value = http
-            .get(format!("{api}/v1/sagas/{running}"))
-            .bearer_auth(&admin)
-            .send()
+        let saga: serde_json::Value = get(format!("/sagas/{running}"))
             .await
             .expect("saga")
             .json()

@@ -44,6 +44,17 @@ fn conversion() -> (Uuid, SagaType, SagaData) {
     )
 }
 
+/// Starts the saga with `data`, as its trigger would.
+async fn start(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, data: SagaData) -> usize {
+    let input = Input::Start {
+        saga_id,
+        saga_type,
+        data,
+        at: 0,
+    };
+    feed(pool, saga_id, saga_type, input).await
+}
+
 /// Feeds one input in its own transaction, as a consumer would.
 async fn feed(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, input: Input) -> usize {
     let mut tx = pool.begin().await.expect("begin");

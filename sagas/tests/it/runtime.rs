@@ -1,6 +1,6 @@
 //! Starting once per trigger, replies, timers, operators, crash-before-commit, and replay.
 
-use super::{answer, commands, conversion, database, eur, feed};
+use super::{answer, commands, conversion, database, eur, feed, start};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use sagas::coordinator;
@@ -88,18 +88,7 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
 ) {
     let pool = database(connect).await;
     let (saga_id, saga_type, data) = conversion();
-    feed(
-        &pool,
-        saga_id,
-        saga_type,
-        Input::Start {
-            saga_id,
-            saga_type,
-            data,
-            at: 0,
-        },
-    )
-    .await;
+    start(&pool, saga_id, saga_type, data).await;
     answer(
         &pool,
         saga_id,
@@ -252,18 +241,7 @@ async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
 async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
     let (saga_id, saga_type, data) = conversion();
-    feed(
-        &pool,
-        saga_id,
-        saga_type,
-        Input::Start {
-            saga_id,
-            saga_type,
-            data,
-            at: 0,
-        },
-    )
-    .await;
+    start(&pool, saga_id, saga_type, data).await;
     assert_eq!(
         coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
         0,
@@ -292,18 +270,7 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     let pool = database(connect).await;
     let router = sagas::api::router(pool.clone());
     let (saga_id, saga_type, data) = conversion();
-    feed(
-        &pool,
-        saga_id,
-        saga_type,
-        Input::Start {
-            saga_id,
-            saga_type,
-            data,
-            at: 0,
-        },
-    )
-    .await;
+    start(&pool, saga_id, saga_type, data).await;
     answer(
         &pool,
         saga_id,
@@ -481,18 +448,7 @@ async fn sagas_are_found_by_business_key_a_page_at_a_time_with_counts(
         }
         let saga_id = sagas::wire::saga_id_for(data.tracking_id);
         let tracking_id = data.tracking_id;
-        feed(
-            &pool,
-            saga_id,
-            saga_type,
-            Input::Start {
-                saga_id,
-                saga_type,
-                data,
-                at: 0,
-            },
-        )
-        .await;
+        start(&pool, saga_id, saga_type, data).await;
         started.push((saga_id, tracking_id));
     }
     let (status, first) = call(&router, "GET", "/sagas?limit=2", None).await;
