@@ -6,7 +6,7 @@
 use crate::{CommandOutcome, Error, Outcome, RecordedEvent};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,8 @@ struct Api {
 }
 
 /// The routes, to be merged into the service's router: `GET /streams/{stream_id}`,
-/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`, and
-/// `PUT /idempotency-keys/{command_id}`.
+/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`,
+/// `PUT /idempotency-keys/{command_id}`, and the dead letters' (see [`crate::dead_letter`]).
 pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
     axum::Router::new()
         .route("/streams/{stream_id}", get(stream))
@@ -37,7 +37,11 @@ pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
         .route("/correlations/{correlation_id}", get(correlation))
         .route("/commands/{command_id}", get(command))
         .route("/idempotency-keys/{command_id}", put(claim_idempotency_key))
-        .with_state(Api { pool, decode })
+        .with_state(Api {
+            pool: pool.clone(),
+            decode,
+        })
+        .merge(crate::dead_letter::routes(pool))
 }
 
 /// An event as the query API shows it.
@@ -108,6 +112,13 @@ impl Problem {
         }
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Problem {
+            status: StatusCode::CONFLICT,
+            detail: detail.into(),
+        }
+    }
+
     /// Overloaded for now: answered with `Retry-After`, so the caller comes back.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Problem {
@@ -171,6 +182,84 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Who acts: the subject of the verified token of the admin who called the BFF, which the BFF
+/// passes in this header. Only the holder of the service token reaches a service's routes, so the
+/// header is the BFF's word; a request body never names the actor.
+pub const ACTOR_HEADER: &str = "x-pulsaga-actor";
+
+/// The longest reason an operator can give for an action, in characters.
+pub const MAX_REASON: usize = 2000;
+
+/// An operator's action as a service receives it: who acts (from [`ACTOR_HEADER`]) and why (the
+/// optional body `{"reason": "…"}`, recorded with the action).
+#[derive(Debug)]
+pub struct Acting {
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+impl Acting {
+    pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<Acting, Problem> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            reason: Option<String>,
+        }
+        let reason = if body.is_empty() {
+            None
+        } else {
+            serde_json::from_slice::<Body>(body)
+                .map_err(|e| {
+                    Problem::bad_request(format!(
+                        "the body is {{\"reason\": \"…\"}} or nothing: {e}"
+                    ))
+                })?
+                .reason
+        };
+        let reason = reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REASON)
+        {
+            return Err(Problem::bad_request(format!(
+                "a reason is at most {MAX_REASON} characters"
+            )));
+        }
+        let actor = headers
+            .get(ACTOR_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|actor| !actor.is_empty())
+            .ok_or_else(|| {
+                Problem::bad_request(format!("the {ACTOR_HEADER} header names who acts"))
+            })?;
+        Ok(Acting {
+            actor: actor.to_owned(),
+            reason,
+        })
+    }
+}
+
+/// A page of a newest-first list ends at an item: its time in microseconds since the Unix epoch
+/// and its id, which orders items of the same microsecond. The `next` a page answers is
+/// `<micros>.<id>`.
+pub fn cursor(value: Option<&str>) -> Result<Option<(i64, Uuid)>, Problem> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .split_once('.')
+        .and_then(|(micros, id)| Some((micros.parse().ok()?, Uuid::parse_str(id).ok()?)))
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "cursor must be the `next` of a previous page, got {value:?}"
+            ))
+        })
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod archive;
 mod checkpoint;
+pub mod dead_letter;
 mod inbox;
 mod log;
 pub mod outbox;

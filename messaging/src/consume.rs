@@ -12,8 +12,11 @@
 //! long as the outage lasts. Any other transient failure is retried in its lane after a growing
 //! delay (pulsar-rs would redeliver a negative ack at once, and out of order), up to
 //! `max_attempts`; then, or at once for a permanent
-//! failure or an undecodable message, the message goes to `<topic>-<subscription>-DLQ` with its
-//! original properties plus the error, and is acknowledged. A failing key holds up only itself.
+//! failure or an undecodable message, the message is dead-lettered: recorded in the service's
+//! `dead_letters` table and queued in its outbox for `<topic>-<subscription>-DLQ` (with its
+//! original properties plus the error), in one transaction, and then acknowledged. Operators
+//! list, inspect and re-drive dead letters through the query API (`eventstore::dead_letter`). A
+//! failing key holds up only itself.
 //! The attempt count lives in the process: after a restart a message starts counting again.
 //! pulsar-rs reconnects a consumer when the broker goes away, but gives up when it meets an error
 //! its retries do not cover (a reset connection, a refused subscription); the runner then
@@ -29,7 +32,7 @@
 
 use crate::properties::Properties;
 use crate::{Client, Error};
-use eventstore::outbox;
+use eventstore::{dead_letter, outbox};
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -582,6 +585,8 @@ struct DeadLetter {
     cause: &'static str,
     error: String,
     attempts: u32,
+    /// The message decoded, unless that is what failed.
+    body: Option<serde_json::Value>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -633,7 +638,9 @@ impl<H: Handler> Worker<H> {
             cause: "undecodable",
             error,
             attempts: 1,
+            body: None,
         })?;
+        let body = || serde_json::to_value(&incoming.message).ok();
         let mut attempt = 1;
         let (mut conflicts, mut outage) = (0, 0);
         loop {
@@ -644,6 +651,7 @@ impl<H: Handler> Worker<H> {
                         cause: "permanent",
                         error: format!("{code}: {reason}"),
                         attempts: attempt,
+                        body: body(),
                     });
                 }
                 Err(HandlerError::Transient(reason)) if attempt >= self.settings.max_attempts => {
@@ -651,6 +659,7 @@ impl<H: Handler> Worker<H> {
                         cause: "attempts_exhausted",
                         error: reason,
                         attempts: attempt,
+                        body: body(),
                     });
                 }
                 Err(HandlerError::Conflict(reason)) => {
@@ -715,7 +724,8 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    /// Publishes the message to the dead-letter topic, retrying while the broker is away.
+    /// Records the message as a dead letter and queues it for the dead-letter topic, in one
+    /// transaction (see `eventstore::dead_letter`), trying again while the database is away.
     async fn dead_letter(
         &self,
         key: &str,
@@ -723,36 +733,50 @@ impl<H: Handler> Worker<H> {
         dead: DeadLetter,
     ) -> Outcome {
         let topic = H::Message::TOPIC.name;
-        let mut properties: std::collections::BTreeMap<String, String> = received
+        let original: std::collections::BTreeMap<String, String> = received
             .metadata()
             .properties
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
+        let origin = origin_message_id(received.message_id());
+        let mut properties = original.clone();
         properties.insert(names::DEAD_LETTER_ERROR.into(), dead.error.clone());
         properties.insert(names::DEAD_LETTER_CAUSE.into(), dead.cause.into());
         properties.insert(names::ATTEMPTS.into(), dead.attempts.to_string());
         properties.insert(names::REAL_TOPIC.into(), self.client.settings.topic(topic));
-        properties.insert(
-            names::ORIGIN_MESSAGE_ID.into(),
-            origin_message_id(received.message_id()),
-        );
-        let message = outbox::Message {
+        properties.insert(names::ORIGIN_MESSAGE_ID.into(), origin.clone());
+        let copy = outbox::Message {
             topic: dead_letter_topic(topic, &self.settings.subscription),
             key: key.to_owned(),
             payload: received.payload.data.clone(),
             properties,
         };
-        tracing::warn!(%key, cause = dead.cause, error = %dead.error, attempts = dead.attempts, "dead-lettering message");
+        let letter = dead_letter::NewDeadLetter {
+            id: uuid::Uuid::now_v7(),
+            topic: topic.to_owned(),
+            subscription: self.settings.subscription.clone(),
+            origin_message_id: origin,
+            key: key.to_owned(),
+            payload: received.payload.data.clone(),
+            properties: original,
+            body: dead.body,
+            cause: dead.cause.to_owned(),
+            error: dead.error,
+            attempts: i32::try_from(dead.attempts).unwrap_or(i32::MAX),
+        };
+        tracing::warn!(%key, cause = dead.cause, error = %letter.error, attempts = dead.attempts, "dead-lettering message");
         let mut attempt = 1;
         loop {
-            match self.client.publish(&message).await {
-                Ok(()) => {
-                    ConsumerStats::add(&self.settings.stats.dead_lettered);
+            match self.record_dead_letter(&letter, &copy).await {
+                Ok(recorded) => {
+                    if recorded {
+                        ConsumerStats::add(&self.settings.stats.dead_lettered);
+                    }
                     return Outcome::Done;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, attempt, "publishing a dead letter failed");
+                    tracing::warn!(error = %crate::error_chain(&error), attempt, "recording a dead letter failed");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Outcome::Abandoned,
                         _ = tokio::time::sleep(self.settings.backoff.delay(attempt)) => {}
@@ -761,6 +785,17 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+    }
+
+    async fn record_dead_letter(
+        &self,
+        letter: &dead_letter::NewDeadLetter,
+        copy: &outbox::Message,
+    ) -> Result<bool, eventstore::Error> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = dead_letter::record(&mut tx, letter, copy).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 }
 

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use eventstore::api::Problem;
+use eventstore::api::{Acting, Problem, cursor};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -63,23 +63,6 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, Probl
         .transpose()
 }
 
-/// A page ends at a saga: its start in microseconds since the Unix epoch and its id, which
-/// orders sagas that started in the same microsecond.
-fn cursor(value: Option<&str>) -> Result<(Option<i64>, Option<Uuid>), Problem> {
-    let Some(value) = value else {
-        return Ok((None, None));
-    };
-    let parsed = value
-        .split_once('.')
-        .and_then(|(micros, id)| Some((micros.parse().ok()?, Uuid::parse_str(id).ok()?)));
-    match parsed {
-        Some((micros, id)) => Ok((Some(micros), Some(id))),
-        None => Err(Problem::bad_request(format!(
-            "cursor must be the `next` of a previous page, got {value:?}"
-        ))),
-    }
-}
-
 /// The sagas that match, newest first, a page at a time (`next` continues it), with how many
 /// match in each status (the status filter aside). Archived sagas are not listed.
 async fn list(
@@ -100,7 +83,8 @@ async fn list(
         time("from", filter.from.as_deref())?,
         time("to", filter.to.as_deref())?,
     );
-    let (after_micros, after_id) = cursor(filter.cursor.as_deref())?;
+    let after = cursor(filter.cursor.as_deref())?;
+    let (after_micros, after_id) = (after.map(|(m, _)| m), after.map(|(_, id)| id));
     let key = filter
         .key
         .as_deref()
@@ -267,22 +251,6 @@ async fn compensations(
     Ok(Json(json!({ "saga_id": id, "compensations": entries })))
 }
 
-/// Who acts: the subject of the verified token of the admin who called the BFF, which the BFF
-/// passes in this header. Only the holder of the service token reaches this route, so the
-/// header is the BFF's word; a request body never names the actor.
-const ACTOR: &str = "x-pulsaga-actor";
-
-/// What an operator says with an action (the body is optional).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Acting {
-    /// Why, recorded in the saga's log with the action.
-    reason: Option<String>,
-}
-
-/// The longest reason recorded, in characters.
-const MAX_REASON: usize = 2000;
-
 async fn operate(
     State(pool): State<PgPool>,
     Path((id, action)): Path<(Uuid, String)>,
@@ -291,30 +259,8 @@ async fn operate(
 ) -> Result<Json<Value>, Problem> {
     let action = OperatorAction::from_name(&action)
         .ok_or_else(|| Problem::not_found(format!("no operator action {action}")))?;
-    let acting: Acting = if body.is_empty() {
-        Acting::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(format!("the body is {{\"reason\": \"…\"}} or nothing: {e}"))
-        })?
-    };
-    let reason = acting
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    if reason.is_some_and(|r| r.chars().count() > MAX_REASON) {
-        return Err(Problem::bad_request(format!(
-            "a reason is at most {MAX_REASON} characters"
-        )));
-    }
-    let actor = headers
-        .get(ACTOR)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|actor| !actor.is_empty())
-        .ok_or_else(|| Problem::bad_request(format!("the {ACTOR} header names who acts")))?;
-    let entries = coordinator::operate(&pool, id, action, actor, reason)
+    let Acting { actor, reason } = Acting::read(&headers, &body)?;
+    let entries = coordinator::operate(&pool, id, action, &actor, reason.as_deref())
         .await
         .map_err(|e| Problem {
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -1,13 +1,16 @@
 //! Retries with growing delays, dead letters after exactly the configured attempts, conflicts
-//! retried without limit, and other keys flowing while one key fails.
+//! retried without limit, other keys flowing while one key fails, and dead letters recorded,
+//! published by the relay and re-driven.
 
 use super::{Fixture, Recorder, Script, message, settings};
+use eventstore::dead_letter::{self, Redrive};
 use messaging::consume::ConsumerStats;
+use messaging::relay::RelaySettings;
 use messaging::testing::{self, DeadLetter};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 async fn dead_letters(fixture: &Fixture, subscription: &str, count: usize) -> Vec<DeadLetter> {
     testing::dead_letters(
@@ -37,6 +40,7 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
         settings.max_attempts,
     );
     let consumer = fixture.consumer(settings, recorder.clone());
+    let relay = fixture.relay(RelaySettings::new("relay"));
 
     let poison = message("p", "poison");
     fixture
@@ -137,6 +141,7 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
 
     fixture.shutdown.cancel();
     consumer.await.expect("consumer");
+    relay.await.expect("relay").expect("relay ran");
 }
 
 #[sqlx::test(migrations = false)]
@@ -149,6 +154,7 @@ async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
     let settings = settings("effects");
     let stats = settings.stats.clone();
     let consumer = fixture.consumer(settings, recorder.clone());
+    let relay = fixture.relay(RelaySettings::new("relay"));
 
     let mut garbage = message("k", "garbage");
     garbage.payload = vec![0xff; 7];
@@ -196,6 +202,125 @@ async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
     assert!(letters[2].properties["error"].contains("message_id"));
     assert_eq!(ConsumerStats::get(&stats.dead_lettered), 3);
 
+    // The same three, recorded for operators: the rejected one decoded, the others not.
+    let recorded: Vec<(String, String, bool, String)> = sqlx::query_as(
+        "select topic, cause, body is not null, error from dead_letters
+          order by dead_lettered_at",
+    )
+    .fetch_all(&fixture.pool)
+    .await
+    .expect("dead letters");
+    let recorded: Vec<(&str, &str, bool)> = recorded
+        .iter()
+        .map(|(topic, cause, decoded, _)| (topic.as_str(), cause.as_str(), *decoded))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("campaigns-partner-registration", "permanent", true),
+            ("campaigns-partner-registration", "undecodable", false),
+            ("campaigns-partner-registration", "undecodable", false),
+        ]
+    );
+
     fixture.shutdown.cancel();
     consumer.await.expect("consumer");
+    relay.await.expect("relay").expect("relay ran");
+}
+
+/// The dead letters' ids and causes, oldest first.
+async fn recorded(fixture: &Fixture) -> Vec<(uuid::Uuid, String)> {
+    sqlx::query_as("select id, cause from dead_letters order by dead_lettered_at")
+        .fetch_all(&fixture.pool)
+        .await
+        .expect("dead letters")
+}
+
+async fn redrive(fixture: &Fixture, id: uuid::Uuid) -> Redrive {
+    let mut tx = fixture.pool.begin().await.expect("begin");
+    let redrive = dead_letter::redrive(&mut tx, id, "ops@example.com", Some("bug fixed"))
+        .await
+        .expect("redrive");
+    tx.commit().await.expect("commit");
+    redrive
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_redriven_dead_letter_is_handled_and_one_that_fails_again_comes_back(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let fixture = Fixture::start(connect).await;
+    let recorder = Recorder::named("r").script("rejected", Script::Reject);
+    let settings = settings("effects");
+    let stats = settings.stats.clone();
+    let consumer = fixture.consumer(settings, recorder.clone());
+    let relay = fixture.relay(RelaySettings::new("relay"));
+
+    let rejected = message("k", "rejected");
+    let mut garbage = message("g", "garbage");
+    garbage.payload = vec![0xff; 7];
+    fixture.client.publish(&rejected).await.expect("publish");
+    fixture.client.publish(&garbage).await.expect("publish");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = recorded(&fixture).await;
+        if letters.len() == 2 {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "two dead letters within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(fixture.effects().await.is_empty());
+    let id = |cause: &str| {
+        letters
+            .iter()
+            .find(|(_, c)| c == cause)
+            .map(|(id, _)| *id)
+            .expect("a dead letter of that cause")
+    };
+    let (rejected_id, garbage_id) = (id("permanent"), id("undecodable"));
+
+    // The bug is fixed; the operator re-drives the rejected message: it is handled, under its
+    // own message id, and carries where it came from.
+    recorder.unscript("rejected");
+    let Redrive::Queued(queued) = redrive(&fixture, rejected_id).await else {
+        panic!("the first re-drive queues the message");
+    };
+    assert_eq!(queued.payload, rejected.payload);
+    assert_eq!(queued.properties["redriven_from"], rejected_id.to_string());
+    let effects = fixture.wait_for_effects(1, Duration::from_secs(30)).await;
+    assert_eq!(effects[0].3, "rejected");
+    assert_eq!(
+        effects[0].2.to_string(),
+        rejected.properties["message_id"],
+        "the original message id"
+    );
+    assert!(
+        matches!(redrive(&fixture, rejected_id).await, Redrive::AlreadyRedriven { by: Some(by), .. } if by == "ops@example.com"),
+        "a dead letter is re-driven once"
+    );
+    assert!(matches!(
+        redrive(&fixture, uuid::Uuid::new_v4()).await,
+        Redrive::NotFound
+    ));
+
+    // Garbage stays garbage: re-driven, it is dead-lettered again, as a new dead letter.
+    assert!(matches!(
+        redrive(&fixture, garbage_id).await,
+        Redrive::Queued(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorded(&fixture).await.len() < 3 {
+        assert!(Instant::now() < deadline, "the garbage back within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letters = recorded(&fixture).await;
+    assert_eq!(letters[2].1, "undecodable");
+    assert_eq!(ConsumerStats::get(&stats.dead_lettered), 3);
+    assert_eq!(fixture.effects().await.len(), 1);
+
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+    relay.await.expect("relay").expect("relay ran");
 }
