@@ -96,6 +96,9 @@ pub enum Redrive {
     },
 }
 
+/// A dead letter's original message: topic, key, payload, properties.
+type Original = (String, String, Vec<u8>, Jsonb<BTreeMap<String, String>>);
+
 /// Queues dead letter `id`'s message on its topic again and marks it re-driven by `actor` for
 /// `reason`, in the caller's transaction. A dead letter is re-driven once.
 pub async fn redrive(
@@ -104,7 +107,7 @@ pub async fn redrive(
     actor: &str,
     reason: Option<&str>,
 ) -> Result<Redrive, Error> {
-    let row: Option<(String, String, Vec<u8>, Jsonb<BTreeMap<String, String>>)> = sqlx::query_as(
+    let row: Option<Original> = sqlx::query_as(
         "update dead_letters
             set redriven_at = clock_timestamp(), redriven_by = $2, redrive_reason = $3
           where id = $1 and redriven_at is null
