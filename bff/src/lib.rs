@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod console;
+mod dead_letters;
 mod metrics;
 pub mod problem;
 mod reads;
@@ -107,7 +108,8 @@ impl FromRequestParts<AppState> for Caller {
         reads::me, reads::command, reads::campaigns, reads::campaign, reads::campaign_stats, reads::partner,
         reads::partner_commissions, reads::partner_payments, reads::tracking_event, reads::sagas,
         reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream,
-        reads::audit_events, reads::audit_correlation,
+        reads::audit_events, reads::audit_correlation, dead_letters::list, dead_letters::show,
+        dead_letters::redrive,
     ),
     modifiers(&BearerAuth, &ErrorResponses)
 )]
@@ -256,7 +258,10 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
             "/audit/{service}/streams/{stream_id}",
             get(reads::audit_stream),
         )
-        .route("/audit/{service}/events", get(reads::audit_events));
+        .route("/audit/{service}/events", get(reads::audit_events))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/{id}", get(dead_letters::show))
+        .route("/dead-letters/{id}/redrive", post(dead_letters::redrive));
     let admission = Admission::new(settings.max_in_flight, ADMISSION_WAIT);
     Router::new()
         .nest("/v1", admission.around(v1))

@@ -153,6 +153,8 @@ async function render() {
         return parts[1] ? await sagaDetail(parts[1]) : await sagaList(params);
       case "audit":
         return await audit(params);
+      case "dead-letters":
+        return parts[1] ? await deadLetter(parts[1]) : await deadLetters(params);
       case "campaigns":
         return await campaigns();
       case "signin":
@@ -424,9 +426,13 @@ async function sagaDetail(id) {
   );
 }
 
-function operations(saga) {
+/**
+ * A button row of actions, each confirmed in a dialog that asks for a reason (recorded with the
+ * caller's name); `perform(action, reason)` runs the confirmed one, and its error shows below.
+ */
+function confirmed({ label, actions, allowed, title, perform, danger = [] }) {
   const result = h("div", { "aria-live": "polite" });
-  const reason = h("textarea", { id: "reason", required: true, rows: 3 });
+  const reason = h("textarea", { id: "reason", required: true, rows: 3, maxlength: 2000 });
   const dialog = h("dialog", { "aria-labelledby": "confirm-title" });
   const act = (action) => {
     dialog.replaceChildren(h("form", {
@@ -440,34 +446,153 @@ function operations(saga) {
         }
         dialog.close();
         try {
-          await api(`/sagas/${saga.saga_id}/${action}`, {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ reason: reason.value.trim() }),
-          });
-          await sagaDetail(saga.saga_id);
+          await perform(action, reason.value.trim());
         } catch (error) {
           result.replaceChildren(failed(error));
         }
       },
     },
-      h("h2", { id: "confirm-title" }, `${action[0].toUpperCase()}${action.slice(1)} saga ${saga.saga_id}?`),
+      h("h2", { id: "confirm-title" }, title(action)),
       h("label", { for: "reason" }, "Reason (recorded with your name)"), reason,
       h("p", { class: "actions" },
         h("button", { value: "cancel" }, "Cancel"),
-        h("button", { value: "confirm", class: action === "compensate" ? "danger" : "primary" }, `Confirm ${action}`))));
+        h("button", { value: "confirm", class: danger.includes(action) ? "danger" : "primary" }, `Confirm ${action}`))));
     dialog.showModal();
     reason.focus();
   };
+  return h("section", { "aria-label": label },
+    h("h2", {}, label),
+    h("p", { class: "actions" }, actions.map((action) =>
+      h("button", { type: "button", disabled: !allowed.includes(action), onclick: () => act(action) }, action))),
+    dialog, result);
+}
+
+async function postJson(path, body) {
+  return api(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+function operations(saga) {
   // A parked saga can be retried, resumed or compensated; a running one only compensated.
   const allowed = saga.status === "parked" ? ["retry", "resume", "compensate"]
     : saga.status === "running" ? ["compensate"] : [];
-  return h("section", { "aria-label": "Operations" },
-    h("h2", {}, "Operations"),
-    allowed.length ? null : h("p", { class: "muted" }, "A saga that ended cannot be acted on."),
-    h("p", { class: "actions" }, ["retry", "resume", "compensate"].map((action) =>
-      h("button", { type: "button", disabled: !allowed.includes(action), onclick: () => act(action) }, action))),
-    dialog, result);
+  const section = confirmed({
+    label: "Operations",
+    actions: ["retry", "resume", "compensate"],
+    allowed,
+    danger: ["compensate"],
+    title: (action) => `${action[0].toUpperCase()}${action.slice(1)} saga ${saga.saga_id}?`,
+    perform: async (action, reason) => {
+      await postJson(`/sagas/${saga.saga_id}/${action}`, { reason });
+      await sagaDetail(saga.saga_id);
+    },
+  });
+  if (!allowed.length) section.querySelector("h2").after(h("p", { class: "muted" }, "A saga that ended cannot be acted on."));
+  return section;
+}
+
+// ---- Dead letters ----------------------------------------------------------------------------
+
+async function deadLetters(params) {
+  if (!params.has("status")) params.set("status", "pending");
+  const form = h("form", {
+    class: "filters", role: "search",
+    onsubmit: (event) => { event.preventDefault(); go("/dead-letters", new FormData(form)); },
+  },
+    h("label", {}, "Service", h("select", { name: "service" },
+      h("option", { value: "" }, "any"),
+      SERVICES.map((s) => h("option", { value: s, selected: params.get("service") === s }, s)))),
+    h("label", {}, "Topic", h("input", { name: "topic", value: params.get("topic") || "", size: 34 })),
+    h("label", {}, "Status", h("select", { name: "status" },
+      ["pending", "redriven", "all"].map((s) => h("option", { value: s, selected: params.get("status") === s }, s)))),
+    h("button", { type: "submit", class: "primary" }, "Filter"));
+  const query = new URLSearchParams(params);
+  query.set("limit", String(PAGE));
+  const first = await api(`/dead-letters?${query}`);
+  const topics = h("table", { "aria-label": "Dead-letter topics" },
+    h("thead", {}, h("tr", {}, ["Service", "Dead-letter topic", "Pending", "Re-driven"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, first.topics.map((t) => h("tr", {},
+      h("td", {}, t.service),
+      h("td", { class: "mono" }, h("a", { href: `#/dead-letters?service=${t.service}&topic=${encodeURIComponent(t.topic)}&status=all` },
+        `${t.topic}-${t.subscription}-DLQ`)),
+      h("td", {}, t.pending),
+      h("td", {}, t.redriven)))));
+  const body = h("tbody");
+  const table = h("table", { "aria-label": "Dead letters" },
+    h("thead", {}, h("tr", {}, ["Dead letter", "Service", "Topic", "Message", "Cause", "Error", "Dead-lettered", "Status"]
+      .map((c) => h("th", { scope: "col" }, c)))),
+    body);
+  const more = h("button", { type: "button" }, "Load more");
+  let next = first.next;
+  const append = (letters) => {
+    for (const l of letters) {
+      body.append(h("tr", { "data-dead-letter": l.id },
+        h("td", { class: "mono" }, h("a", { href: `#/dead-letters/${l.id}` }, l.id)),
+        h("td", {}, l.service),
+        h("td", { class: "mono" }, l.topic),
+        h("td", {}, l.message_type || ""),
+        h("td", {}, badge(l.cause)),
+        h("td", { class: "error-text", title: l.error }, l.error.length > 120 ? `${l.error.slice(0, 120)}…` : l.error),
+        h("td", {}, when(l.dead_lettered_at)),
+        h("td", {}, badge(l.status))));
+    }
+    more.hidden = !next;
+  };
+  more.addEventListener("click", async () => {
+    query.set("cursor", next);
+    const page = await api(`/dead-letters?${query}`);
+    next = page.next;
+    append(page.dead_letters);
+  });
+  append(first.dead_letters);
+  show(
+    h("h1", {}, "Dead letters"),
+    first.unavailable.length ? notice(`Not answering, their dead letters are missing: ${first.unavailable.join(", ")}`, "error") : null,
+    first.topics.length ? topics : notice("No message was ever dead-lettered."),
+    form,
+    first.dead_letters.length ? table : notice("No dead letter matches."),
+    h("p", {}, more),
+  );
+}
+
+async function deadLetter(id) {
+  const l = await api(`/dead-letters/${encodeURIComponent(id)}`);
+  const row = (term, value) => [h("dt", {}, term), h("dd", {}, value ?? "")];
+  const redrive = confirmed({
+    label: "Re-drive",
+    actions: ["re-drive"],
+    allowed: l.status === "pending" ? ["re-drive"] : [],
+    title: () => `Re-drive this ${l.message_type || "message"} to ${l.topic}?`,
+    perform: async (_, reason) => {
+      await postJson(`/dead-letters/${l.id}/redrive`, { reason });
+      await deadLetter(l.id);
+    },
+  });
+  show(
+    h("p", {}, h("a", { href: "#/dead-letters" }, "← Dead letters")),
+    h("h1", {}, `Dead letter `, h("span", { class: "mono" }, l.id)),
+    h("dl", { class: "facts" },
+      row("Status", badge(l.status)),
+      row("Service", l.service),
+      row("Topic", h("span", { class: "mono" }, l.topic)),
+      row("Dead-letter topic", h("span", { class: "mono" }, l.dead_letter_topic)),
+      row("Key", h("span", { class: "mono" }, l.key)),
+      row("Message", l.message_type),
+      row("Cause", badge(l.cause)),
+      row("Error", h("span", { class: "error-text" }, l.error)),
+      row("Attempts", l.attempts),
+      row("Dead-lettered", when(l.dead_lettered_at)),
+      l.redriven_at ? row("Re-driven", [when(l.redriven_at), ` by ${l.redriven_by}`, l.redrive_reason ? `: ${l.redrive_reason}` : ""]) : null),
+    h("h2", {}, "Body"),
+    l.body === null ? notice("The body could not be decoded; its bytes are below.") : h("pre", { "aria-label": "Body" }, JSON.stringify(l.body, null, 2)),
+    h("h2", {}, "Properties"),
+    h("pre", { "aria-label": "Properties" }, JSON.stringify(l.properties, null, 2)),
+    h("details", {}, h("summary", {}, `Payload (${l.payload_bytes} bytes, base64)`), h("pre", { class: "wrap" }, l.payload_base64)),
+    redrive,
+  );
 }
 
 // ---- Audit ---------------------------------------------------------------------------------

@@ -48,12 +48,12 @@ async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-fn json(value: &Value) -> anyhow::Result<()> {
+pub fn json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+pub fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or("-")
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod chaos;
 mod client;
 mod demo;
+mod dlq;
 mod inspect;
 mod proxy;
 mod replay;
@@ -213,6 +214,16 @@ enum Command {
         #[command(flatten)]
         services: settings::ServiceUrls,
     },
+    /// Dead letters of every service, through the API with an admin's token: list them, show
+    /// one, re-drive one to its topic.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+        #[arg(long, value_enum, default_value_t = inspect::Output::Table, global = true)]
+        output: inspect::Output,
+        #[command(flatten)]
+        caller: dlq::Caller,
+    },
     /// Measure the figures of SPEC §9 against their limits; writes JSON, Markdown and a chart.
     Bench {
         #[command(flatten)]
@@ -356,6 +367,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             SagaCommand::List { filter } => inspect::saga_list(&services, &filter, output).await,
             SagaCommand::Show { id } => inspect::saga_show(&services, id, output).await,
         },
+        Command::Dlq {
+            command,
+            output,
+            caller,
+        } => dlq::run(command, &caller, output).await,
         Command::Events {
             service,
             stream,

@@ -51,6 +51,10 @@ pub struct NewDeadLetter {
 /// Records `letter` and queues `copy` (its message for the dead-letter topic), in the caller's
 /// transaction, unless the same message of the same topic was dead-lettered for the same
 /// subscription before. `true` if it was recorded now.
+///
+/// A message is often dead-lettered for holding what PostgreSQL cannot store: text with U+0000.
+/// Its payload is kept as it came (bytes); in its key, properties, decoded body and error, each
+/// U+0000 is stored as U+FFFD, so that recording it cannot fail the same way.
 pub async fn record(
     conn: &mut PgConnection,
     letter: &NewDeadLetter,
@@ -66,21 +70,52 @@ pub async fn record(
     .bind(&letter.topic)
     .bind(&letter.subscription)
     .bind(&letter.origin_message_id)
-    .bind(&letter.key)
+    .bind(storable(&letter.key))
     .bind(&letter.payload)
-    .bind(Jsonb(&letter.properties))
-    .bind(letter.body.as_ref().map(Jsonb))
+    .bind(Jsonb(storable_map(&letter.properties)))
+    .bind(letter.body.clone().map(storable_json).map(Jsonb))
     .bind(&letter.cause)
-    .bind(&letter.error)
+    .bind(storable(&letter.error))
     .bind(letter.attempts)
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1;
     if recorded {
-        outbox::enqueue(conn, std::slice::from_ref(copy)).await?;
+        let copy = outbox::Message {
+            topic: copy.topic.clone(),
+            key: storable(&copy.key),
+            payload: copy.payload.clone(),
+            properties: storable_map(&copy.properties),
+        };
+        outbox::enqueue(conn, &[copy]).await?;
     }
     Ok(recorded)
+}
+
+/// `text` with every U+0000, which PostgreSQL's text and jsonb cannot hold, as U+FFFD.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+fn storable_map(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(key, value)| (storable(key), storable(value)))
+        .collect()
+}
+
+fn storable_json(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(storable(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (storable(&key), storable_json(value)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// What became of a re-drive.

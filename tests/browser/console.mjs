@@ -1,7 +1,8 @@
 // The console in a real browser, as each role meets it: Playwright drives Debian's Chromium
 // against a running platform that `cli/tests/it/console.rs` started (`pulsaga up --demo`), which
 // passes what it printed in the environment. Run twice: to read, as every role; then, with
-// PULSAGA_RUNNING_SAGA, to act on that saga as admin. Exits non-zero on the first failed check;
+// PULSAGA_RUNNING_SAGA and PULSAGA_DEAD_LETTER, to act on that saga and re-drive that dead letter
+// as admin. Exits non-zero on the first failed check;
 // saves screenshots of the main pages in PULSAGA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
@@ -22,6 +23,7 @@ const tokens = {
   advertiser: env("PULSAGA_TOKEN_ADVERTISER"),
 };
 const running = process.env.PULSAGA_RUNNING_SAGA;
+const deadLetter = running ? env("PULSAGA_DEAD_LETTER") : null;
 const order = running ? null : env("PULSAGA_ORDER");
 const shots = env("PULSAGA_SCREENSHOTS");
 mkdirSync(shots, { recursive: true });
@@ -73,15 +75,20 @@ try {
   await admin.goto(link);
   await admin.locator("#who").filter({ hasText: "admin" }).waitFor();
   check(!admin.url().includes("token="), "the sign-in link's token leaves the address bar");
-  if (running) await act(admin);
+  if (running) await act(browser, admin);
   else await read(browser, admin);
   check(errors.length === 0, `no script error in the page${errors.length ? `: ${errors.join("; ")}` : ""}`);
 } finally {
   await browser.close();
 }
 
-/** Compensates the running saga, with a reason, as the admin. */
-async function act(admin) {
+/** Compensates the running saga and re-drives the dead letter, each with a reason, as the admin. */
+async function act(browser, admin) {
+  await compensate(admin);
+  await redrive(browser, admin);
+}
+
+async function compensate(admin) {
   await admin.goto(`${base}/ui/#/sagas/${running}`);
   await admin.getByRole("heading", { name: /^Saga / }).waitFor();
   check(await admin.getByRole("button", { name: "retry" }).isDisabled(), "a running saga cannot be retried");
@@ -94,6 +101,38 @@ async function act(admin) {
   const log = (await api("admin", `/sagas/${running}`)).body.timeline;
   check(log.some((e) => e.entry === "operator_acted" && e.actor === "admin" && e.reason?.startsWith("payments is hung")),
     "the saga log records the actor and the reason");
+}
+
+/** Finds the dead letter in the list, reads why it failed and what it carried, and re-drives it. */
+async function redrive(browser, admin) {
+  await admin.getByRole("link", { name: "Dead letters" }).click();
+  await admin.getByRole("heading", { name: "Dead letters" }).waitFor();
+  const row = admin.locator(`[data-dead-letter="${deadLetter}"]`);
+  await row.waitFor();
+  check((await row.textContent()).includes("attempts exhausted"), "the dead letter is listed with its cause");
+  // Payments, frozen, does not answer: the others' dead letters are listed, and it is named.
+  check((await admin.getByText(/Not answering.*payments/).count()) === 1, "a service that does not answer is named");
+  await accessible(admin, "the dead-letter list");
+  await row.getByRole("link").click();
+  await admin.getByRole("heading", { name: /^Dead letter / }).waitFor();
+  const body = await admin.getByLabel("Body").textContent();
+  check(body.includes("Refused Writes Ltd"), "its body is shown decoded");
+  check((await admin.getByText(/read-only transaction/).count()) > 0, "its error says why it failed");
+  await admin.screenshot({ path: join(shots, "dead-letter.png"), fullPage: true });
+  await accessible(admin, "a dead letter");
+
+  const auditor = await signInByPasting(browser, "auditor");
+  check(await auditor.getByRole("link", { name: "Dead letters" }).isHidden(), "no dead letters offered to an auditor");
+  const refused = await api("auditor", `/dead-letters/${deadLetter}/redrive`, { method: "POST", body: "{}" });
+  check(refused.status === 403, "the API refuses the auditor's re-drive (403)");
+
+  await admin.getByRole("button", { name: "re-drive" }).click();
+  await admin.getByLabel(/Reason/).fill("the database takes writes again after the failover");
+  await admin.getByRole("button", { name: "Confirm re-drive" }).click();
+  await admin.getByText(/by admin: the database takes writes again/).waitFor();
+  check(await admin.getByRole("button", { name: "re-drive" }).isDisabled(), "a re-driven dead letter cannot be re-driven again");
+  const recorded = (await api("admin", `/dead-letters/${deadLetter}`)).body;
+  check(recorded.status === "redriven" && recorded.redriven_by === "admin", "the API records the re-drive and its actor");
 }
 
 /** Every role reads what it may, and is refused the rest. */

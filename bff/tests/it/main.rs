@@ -138,7 +138,8 @@ async fn every_error_is_problem_json() {
     let router = router().await;
     let admin = admin();
     let nul_name = PARTNER.replace("Pat", "Pat\\u0000");
-    let cases: [Case; 10] = [
+    let auditor = token("auditor", json!(AUDIENCE));
+    let cases: [Case; 14] = [
         (
             "a malformed id in the path",
             "GET",
@@ -194,6 +195,38 @@ async fn every_error_is_problem_json() {
             Some(&token("partner", json!(AUDIENCE))),
             None,
             StatusCode::FORBIDDEN,
+        ),
+        (
+            "dead letters are the admin's",
+            "POST",
+            "/v1/dead-letters/4f6fc97e-795a-59ac-a8f1-2f3a28065100/redrive",
+            Some(&auditor),
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "dead letters of no such service",
+            "GET",
+            "/v1/dead-letters?service=billing",
+            Some(&admin),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "an unknown dead-letter filter",
+            "GET",
+            "/v1/dead-letters?colour=red",
+            Some(&admin),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dead letters when no service answers",
+            "GET",
+            "/v1/dead-letters",
+            Some(&admin),
+            None,
+            StatusCode::BAD_GATEWAY,
         ),
         (
             "not JSON",

@@ -1,8 +1,10 @@
 //! The console in a real browser: `pulsaga up --demo` as a new user runs it, then
 //! `tests/browser/console.mjs` (Playwright driving Debian's Chromium, both installed by
 //! `scripts/setup.sh`) signs in through the printed link and as each role, finds the demo's
-//! compensated order, reads its timeline and flow, and compensates a saga that payments, frozen
-//! with SIGSTOP, leaves running. Screenshots land in `target/console-screenshots/`.
+//! compensated order, reads its timeline and flow, compensates a saga that payments, frozen
+//! with SIGSTOP, leaves running, and re-drives a partner's registration that campaigns
+//! dead-lettered while its database refused writes. Screenshots land in
+//! `target/console-screenshots/`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -71,16 +73,17 @@ impl Browser {
         Browser { env, screenshots }
     }
 
-    /// Reads as every role; with `running`, acts on that saga as admin instead.
-    async fn run(&self, running: Option<&str>) {
+    /// Reads as every role; with `act`, acts on its saga and dead letter as admin instead.
+    async fn run(&self, act: Option<&Act>) {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/console.mjs");
         let mut node = Command::new("node");
         node.arg(script)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
-        if let Some(saga) = running {
-            node.env("PULSAGA_RUNNING_SAGA", saga);
+        if let Some(act) = act {
+            node.env("PULSAGA_RUNNING_SAGA", &act.saga)
+                .env("PULSAGA_DEAD_LETTER", &act.dead_letter);
         }
         let run = tokio::time::timeout(Duration::from_secs(300), node.output())
             .await
@@ -93,6 +96,168 @@ impl Browser {
             String::from_utf8_lossy(&run.stderr)
         );
     }
+}
+
+/// What the browser acts on: a saga left running, and a dead letter waiting to be re-driven.
+struct Act {
+    saga: String,
+    dead_letter: String,
+}
+
+/// Makes the campaigns database of the `up` in `data_dir` refuse writes (as a primary demoted to
+/// a replica does) or take them again. The setting reaches new sessions, so campaigns'
+/// connections are closed; it reconnects.
+async fn campaigns_read_only(data_dir: &std::path::Path, read_only: bool) {
+    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .expect("the embedded PostgreSQL's pid file");
+    let port = pid_file.lines().nth(3).expect("the port line").trim();
+    let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .await
+        .expect("connect to the embedded PostgreSQL");
+    let setting = if read_only {
+        "alter database campaigns set default_transaction_read_only = on"
+    } else {
+        "alter database campaigns reset default_transaction_read_only"
+    };
+    sqlx::query(setting)
+        .execute(&pool)
+        .await
+        .expect("alter database");
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = 'campaigns' and pid <> pg_backend_pid()",
+    )
+    .execute(&pool)
+    .await
+    .expect("close campaigns' connections");
+    pool.close().await;
+}
+
+/// Registers a partner while campaigns' database refuses writes: campaigns tries it five times,
+/// then dead-letters it, once the database takes the dead letter. The partner id and the dead
+/// letter's id.
+async fn dead_lettered_registration(
+    api: &str,
+    admin: &str,
+    data_dir: &std::path::Path,
+) -> (String, String) {
+    let topic = "campaigns-partner-registration";
+    campaigns_read_only(data_dir, true).await;
+    let http = reqwest::Client::new();
+    let accepted: serde_json::Value = http
+        .post(format!("{api}/v1/partners"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({
+            "name": "Refused Writes Ltd", "email": "ops@refused.example", "payout_account": "NL00RW",
+        }))
+        .send()
+        .await
+        .expect("register a partner")
+        .json()
+        .await
+        .expect("json");
+    let partner = accepted["partner_id"].as_str().expect("its id").to_owned();
+    // Writes stay refused until campaigns has given up on the registration and tries to record
+    // it as a dead letter: PostgreSQL logs that refused statement.
+    let server_log = data_dir.join("postgres/server.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&server_log)
+        .unwrap_or_default()
+        .contains("STATEMENT:  insert into dead_letters")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "campaigns gave up on the registration within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    campaigns_read_only(data_dir, false).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page: serde_json::Value = http
+            .get(format!(
+                "{api}/v1/dead-letters?service=campaigns&status=pending&topic={topic}"
+            ))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("dead letters")
+            .json()
+            .await
+            .unwrap_or_default();
+        if let Some(letter) = page["dead_letters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["key"] == partner.as_str())
+        {
+            assert_eq!(letter["cause"], "attempts_exhausted", "{letter}");
+            return (partner, letter["id"].as_str().expect("an id").to_owned());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registration dead-lettered within a minute: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `pulsaga dlq` with the admin's token: its answer on stdout, or the error on stderr.
+async fn dlq(api: &str, admin: &str, args: &[&str]) -> Result<String, String> {
+    let run = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .arg("dlq")
+        .args(args)
+        .env("PULSAGA_API", api)
+        .env("PULSAGA_TOKEN", admin)
+        .output()
+        .await
+        .expect("pulsaga dlq");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    if run.status.success() {
+        Ok(text(run.stdout))
+    } else {
+        Err(text(run.stderr))
+    }
+}
+
+/// The dead letter the browser re-drove, seen from a terminal: listed as re-driven, shown with
+/// its body, and refused a second re-drive.
+async fn dlq_from_a_terminal(api: &str, admin: &str) {
+    let listed = dlq(
+        api,
+        admin,
+        &[
+            "list",
+            "--service",
+            "campaigns",
+            "--status",
+            "redriven",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .expect("dlq list");
+    let page: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let letter = &page["dead_letters"][0];
+    assert_eq!(letter["redriven_by"], "admin", "{page}");
+    let id = letter["id"].as_str().expect("an id");
+    let table = dlq(api, admin, &["list", "--status", "all"])
+        .await
+        .expect("dlq list");
+    assert!(
+        table.contains("campaigns-partner-registration-campaigns-DLQ"),
+        "{table}"
+    );
+    let shown = dlq(api, admin, &["show", id]).await.expect("dlq show");
+    assert!(shown.contains("Refused Writes Ltd"), "{shown}");
+    let refused = dlq(api, admin, &["redrive", id, "--reason", "again"])
+        .await
+        .expect_err("a second re-drive is refused");
+    assert!(
+        refused.contains("409") && refused.contains("re-driven"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -194,9 +359,30 @@ async fn the_console_serves_every_role_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    browser.run(Some(&running)).await;
+    let (partner, dead_letter) = dead_lettered_registration(&api, &admin, &data_dir).await;
+    browser
+        .run(Some(&Act {
+            saga: running,
+            dead_letter,
+        }))
+        .await;
+    // Re-driven in the browser, the registration went through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(format!("/partners/{partner}"))
+        .await
+        .expect("partner")
+        .status()
+        .is_success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the re-driven registration applied within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    dlq_from_a_terminal(&api, &admin).await;
     let screenshots = &browser.screenshots;
-    for page in ["sagas.png", "saga.png", "flow.png"] {
+    for page in ["sagas.png", "saga.png", "flow.png", "dead-letter.png"] {
         assert!(screenshots.join(page).is_file(), "screenshot {page}");
     }
     // Payments thawed first: a stopped process cannot take its SIGTERM.

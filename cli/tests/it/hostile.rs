@@ -1,6 +1,6 @@
 //! Messages that could never be stored, produced straight to a command topic past the API: text
 //! holding U+0000 in the body or in a property. The service dead-letters each with the reason and
-//! goes on serving. (Before, campaigns and tracking stored them, their projections then failed on
+//! goes on serving; its query API lists them, and one re-driven comes back as a new dead letter. (Before, campaigns and tracking stored them, their projections then failed on
 //! them and the process exited, again after every restart.)
 
 use super::{Database, SERVICE_TOKEN, free_address, serve, wait_for};
@@ -79,10 +79,81 @@ async fn dead_letters_nul_and_goes_on<M: Message>(
         process.try_wait().expect("status").is_none(),
         "{service} is still running"
     );
+    redriven_garbage_comes_back::<M>(&base, &pulsar).await;
 
     process.start_kill().expect("stop");
     process.wait().await.expect("reap");
     database.drop().await;
+}
+
+/// The service's query API lists its two dead letters, undecodable, with the reason; the one
+/// whose body holds U+0000, re-driven, is handled again and dead-lettered again as a new one.
+async fn redriven_garbage_comes_back<M: Message>(base: &str, pulsar: &messaging::PulsarSettings) {
+    let http = messaging::testing::service_client(&SERVICE_TOKEN);
+    let list = || async {
+        let page: serde_json::Value = http
+            .get(format!("{base}/dead-letters"))
+            .send()
+            .await
+            .expect("dead letters")
+            .json()
+            .await
+            .expect("json");
+        page
+    };
+    let page = list().await;
+    let letters = page["dead_letters"].as_array().expect("a list");
+    assert_eq!(letters.len(), 2, "{page}");
+    assert!(letters.iter().all(|l| l["cause"] == "undecodable"
+        && l["topic"] == M::TOPIC.name
+        && l["status"] == "pending"));
+    assert_eq!(page["topics"][0]["pending"], 2, "{page}");
+    let id = letters
+        .iter()
+        .find(|l| {
+            l["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("a text field"))
+        })
+        .and_then(|l| l["id"].as_str())
+        .expect("the dead letter whose body holds U+0000");
+    let shown: serde_json::Value = http
+        .get(format!("{base}/dead-letters/{id}"))
+        .send()
+        .await
+        .expect("a dead letter")
+        .json()
+        .await
+        .expect("json");
+    assert!(shown["body"].is_null(), "undecodable: no body, {shown}");
+    assert!(shown["error"].as_str().expect("error").contains("U+0000"));
+
+    let redrive = |actor: &'static str| {
+        http.post(format!("{base}/dead-letters/{id}/redrive"))
+            .header("x-pulsaga-actor", actor)
+            .json(&serde_json::json!({ "reason": "try it once more" }))
+            .send()
+    };
+    let redriven = redrive("ops").await.expect("re-drive");
+    assert_eq!(redriven.status(), reqwest::StatusCode::OK);
+    let again = redrive("ops").await.expect("re-drive again");
+    assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
+    let letters = testing::dead_letters(pulsar, M::TOPIC, None, 3).await;
+    assert_eq!(letters[2].properties["redriven_from"], id);
+    let page = list().await;
+    assert_eq!(
+        page["dead_letters"].as_array().map(Vec::len),
+        Some(3),
+        "{page}"
+    );
+    assert_eq!(
+        (
+            &page["topics"][0]["pending"],
+            &page["topics"][0]["redriven"]
+        ),
+        (&serde_json::json!(2), &serde_json::json!(1)),
+        "{page}"
+    );
 }
 
 #[tokio::test]
