@@ -566,6 +566,16 @@ async fn drive(
         curve.push(point.await?);
     }
     let accepted = acceptance(&api, ids, tokens, Duration::from_secs(scale.pick(1, 5, 15))).await?;
+    let admin = bff::auth::mint_hs256(
+        jwt.secret()?,
+        &jwt.jwt_issuer,
+        &jwt.jwt_audience,
+        "bench-admin",
+        Role::Admin,
+        None,
+        3600,
+    )?;
+    let listing = saga_list(&api.client, &admin, scale.pick(3, 10, 20)).await?;
 
     let ms = bound.as_secs_f64() * 1e3;
     let lightest = curve.first().context("a load")?;
@@ -642,7 +652,73 @@ async fn drive(
         accepted.p99.as_secs_f64() * 1e3,
         "ms",
     ));
+    for (what, time) in listing.times {
+        figures.push(Figure::info(
+            format!("GET /v1/sagas {what}, on {} sagas (median)", listing.sagas),
+            time.as_secs_f64() * 1e3,
+            "ms",
+        ));
+    }
     Ok((figures, curve))
+}
+
+/// How fast the saga list answers once the loads have filled the coordinator: what the console
+/// asks for when it opens the list, pages on, searches and filters.
+struct Listing {
+    sagas: u64,
+    times: Vec<(&'static str, Duration)>,
+}
+
+/// Times each of the console's saga-list requests `probes` times (the median), as an admin.
+async fn saga_list(client: &ApiClient, admin: &str, probes: usize) -> anyhow::Result<Listing> {
+    let get = |path: String| async move {
+        let started = Instant::now();
+        let (status, body) = client
+            .send(reqwest::Method::GET, &path, admin, None)
+            .await?;
+        anyhow::ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok::<_, anyhow::Error>((started.elapsed(), body))
+    };
+    let (_, first) = get("/v1/sagas?limit=50".into()).await?;
+    let sagas = first["counts"].as_object().map_or(0, |counts| {
+        counts.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    let next = first["next"].as_str().unwrap_or_default().to_owned();
+    let order = first["sagas"][0]["order_id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned();
+    let requests = [
+        (
+            "first page of 50 with counts",
+            "/v1/sagas?limit=50".to_owned(),
+        ),
+        (
+            "next page of 50",
+            format!("/v1/sagas?limit=50&cursor={next}"),
+        ),
+        (
+            "search by order id",
+            format!("/v1/sagas?limit=50&key={order}"),
+        ),
+        (
+            "completed sagas",
+            "/v1/sagas?limit=50&status=completed".to_owned(),
+        ),
+        (
+            "stalled for more than a minute",
+            "/v1/sagas?limit=50&stalled_for=60".to_owned(),
+        ),
+    ];
+    let mut times = Vec::new();
+    for (what, path) in requests {
+        let mut samples = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            samples.push(get(path.clone()).await?.0);
+        }
+        times.push((what, median_of(samples)));
+    }
+    Ok(Listing { sagas, times })
 }
 
 /// What a completed saga costs in CPU at the load that completed the most per second, and the
