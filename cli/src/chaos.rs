@@ -1,14 +1,15 @@
 //! `pulsaga chaos`: the platform of `pulsaga up` on free ports (two replicas of every service and
 //! of the coordinator by default), with a PostgreSQL and an Apache Pulsar of its own, driven with
-//! order-to-payment sagas through its API while faults strike at random moments, reproducibly
+//! conversions (order-to-payment sagas), billable clicks and leads (commission-assignment sagas)
+//! through its API while faults strike at random moments, reproducibly
 //! from a seed: `kill -9` of a process, any replica (each is started again by the supervisor), a
 //! broker restart after `kill -9`, an immediate-mode PostgreSQL restart, cuts of the links
 //! between the processes and PostgreSQL and the broker (through proxies it controls), and payouts
 //! the provider answers slowly, with 503 or not at all. When the load is sent and the faults are
 //! over it waits for quiet, then checks from the outside that every accepted command took effect
 //! once, every saga ended, no payout was made twice, no commission doubled, the budget balances
-//! and every read model equals a fresh rebuild. It prints a JSON summary and fails on any
-//! violation, naming the sagas involved.
+//! and every read model equals a fresh rebuild. It prints a JSON summary, with what a saga left in
+//! the databases, and fails on any violation, naming the sagas involved.
 
 use crate::Service;
 use crate::client::ApiClient;
@@ -27,10 +28,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Order-to-payment sagas to start, one conversion each.
+    /// Sagas to start, one tracking event each: mostly conversions, some clicks and leads.
     #[arg(long, default_value_t = 300)]
     pub sagas: usize,
-    /// Conversions sent per second.
+    /// Tracking events sent per second.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// Replicas of every service and of the coordinator (`pulsaga up --replicas`): each can be
@@ -81,15 +82,35 @@ enum Fault {
 /// How long a cut link, to PostgreSQL or to the broker, stays down.
 const CUT_OUTAGE: Duration = Duration::from_secs(5);
 
-/// The order amounts, each with what the provider simulator does with its payout (10 % of it;
-/// see `payments::simulator::rule`) and how often it is drawn, in percent.
-const ORDERS: [(i64, &str, u32); 5] = [
-    (5_000, "paid", 70),
-    (5_550, "503 first", 8),
-    (7_770, "slow first", 8),
-    (9_990, "lost first", 8),
-    (6_660, "declined", 6),
+/// One tracking event of the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Event {
+    /// A conversion of that amount, on the campaign paying a percentage, with what the provider
+    /// simulator does with its payout (10 % of it; see `payments::simulator::rule`).
+    Order(i64, &'static str),
+    /// A click or a lead, on the campaign paying a fixed amount per event.
+    Billable(&'static str),
+}
+
+/// The events drawn, each with how often, in percent.
+const EVENTS: [(Event, u32); 7] = [
+    (Event::Order(5_000, "paid"), 58),
+    (Event::Order(5_550, "503 first"), 8),
+    (Event::Order(7_770, "slow first"), 8),
+    (Event::Order(9_990, "lost first"), 8),
+    (Event::Order(6_660, "declined"), 6),
+    (Event::Billable("click"), 6),
+    (Event::Billable("lead"), 6),
 ];
+
+impl Event {
+    fn kind(self) -> &'static str {
+        match self {
+            Event::Order(..) => "conversion",
+            Event::Billable(kind) => kind,
+        }
+    }
+}
 
 /// What the run found; every list is a violation.
 #[derive(Debug, Default, Serialize)]
@@ -109,16 +130,23 @@ pub struct Summary {
     pub projections_differ: Vec<String>,
     /// From the end of the load and the faults until quiet; null if quiet never came.
     pub seconds_to_quiet: Option<f64>,
+    /// Bytes a saga added to the services' tables: as the run left them, then with everything
+    /// prunable pruned and every ended saga archived (hot tables, and archive included).
+    pub storage_per_saga: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Sagas {
+    /// Tracking events sent, by kind.
+    pub kinds: BTreeMap<String, usize>,
     pub sent: usize,
     pub accepted: usize,
     /// Conversions the API did not accept within `SEND_DEADLINE` (not a violation: nothing
     /// was promised for them).
     pub not_accepted: usize,
     pub completed: usize,
+    /// Completed sagas by type.
+    pub completed_by_type: BTreeMap<String, usize>,
     pub compensated: usize,
     /// Why the compensated sagas compensated: each reason up to its details, with a count.
     pub compensated_because: BTreeMap<String, usize>,
@@ -176,7 +204,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One conversion the API accepted.
+/// One tracking event the API accepted.
 #[derive(Debug, Clone)]
 struct Accepted {
     command_id: String,
@@ -210,21 +238,32 @@ async fn drive(
     let advertiser = mint("chaos", Role::Advertiser, Some(&tenant))?;
     let api = ApiClient::new(&platform.api);
     let (campaign, partner) = crate::bench::set_up(&api, &advertiser).await?;
+    let fixed = json!({ "type": "fixed", "amount": 25 });
+    let per_event = crate::bench::campaign_for(&api, &advertiser, &partner, fixed).await?;
+    let empty = crate::bench::tables_before(&platform.database_url, database_prefix).await?;
 
-    let (amounts, schedule) = draw(options, &platform.processes(), seed);
-    for &order in &amounts {
-        *summary
-            .faults
-            .entry(format!("payout {}", ORDERS[order].1))
-            .or_default() += 1;
+    let (events, schedule) = draw(options, &platform.processes(), seed);
+    for &event in &events {
+        let event = EVENTS[event].0;
+        *summary.sagas.kinds.entry(event.kind().into()).or_default() += 1;
+        if let Event::Order(_, payout) = event {
+            *summary
+                .faults
+                .entry(format!("payout {payout}"))
+                .or_default() += 1;
+        }
     }
     summary.faults.remove("payout paid");
 
     let sender = {
         let (http, base) = (api.http.clone(), api.base.clone());
         let (token, rate) = (advertiser.clone(), options.rate);
-        let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "conversion" });
-        tokio::spawn(send_all(http, base, token, body, amounts, seed, rate))
+        let targets = Targets {
+            per_order: campaign.clone(),
+            per_event: per_event.clone(),
+            partner: partner.clone(),
+        };
+        tokio::spawn(send_all(http, base, token, targets, events, seed, rate))
     };
     let started = Instant::now();
     let mut faults = schedule.into_iter().peekable();
@@ -245,7 +284,7 @@ async fn drive(
     }
     summary.sagas.accepted = accepted.len();
     eprintln!(
-        "chaos: {} conversions accepted, {} faults struck; waiting for quiet",
+        "chaos: {} tracking events accepted, {} faults struck; waiting for quiet",
         accepted.len(),
         summary.faults.values().sum::<usize>()
     );
@@ -290,7 +329,13 @@ async fn drive(
     check_commands(&http, &urls, &accepted, &mut summary).await?;
     check_sagas(&http, &urls, &accepted, &mut summary).await?;
     check_once(&http, &urls, &mut summary).await?;
-    check_money(&http, &urls, (&campaign, &partner), &mut summary).await?;
+    check_money(
+        &http,
+        &urls,
+        ([&campaign, &per_event], &partner),
+        &mut summary,
+    )
+    .await?;
     let infrastructure = Infrastructure {
         database_url: platform.database_url.clone(),
         database_connections: 2,
@@ -312,21 +357,29 @@ async fn drive(
             ));
         }
     }
+    let storage = crate::bench::storage(&platform.database_url, database_prefix, empty).await?;
+    summary.storage_per_saga = storage
+        .into_iter()
+        .map(|figure| {
+            let name = figure.name.trim_start_matches("storage a saga adds, ");
+            (name.to_owned(), figure.value.round())
+        })
+        .collect();
     Ok(summary)
 }
 
 /// Everything random in a run, drawn in one order from `seed`, so that a seed replays the same
-/// run: each conversion's order (an index into `ORDERS`), and the faults, each at a moment of the
+/// run: each tracking event (an index into `EVENTS`), and the faults, each at a moment of the
 /// load (spread over its middle four fifths, so that the platform is busy when they strike).
 fn draw(options: &Options, processes: &[&str], seed: u64) -> (Vec<usize>, Vec<(Duration, Fault)>) {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let total_weight: u32 = ORDERS.iter().map(|(_, _, weight)| weight).sum();
-    let orders: Vec<usize> = (0..options.sagas)
+    let total_weight: u32 = EVENTS.iter().map(|(_, weight)| weight).sum();
+    let events: Vec<usize> = (0..options.sagas)
         .map(|_| {
             let mut draw = rng.random_range(0..total_weight);
-            ORDERS
+            EVENTS
                 .iter()
-                .position(|(_, _, weight)| {
+                .position(|(_, weight)| {
                     let hit = draw < *weight;
                     draw = draw.saturating_sub(*weight);
                     hit
@@ -335,7 +388,7 @@ fn draw(options: &Options, processes: &[&str], seed: u64) -> (Vec<usize>, Vec<(D
         })
         .collect();
     let load = Duration::from_secs_f64(options.sagas as f64 / options.rate);
-    (orders, plan(processes, options, load, &mut rng))
+    (events, plan(processes, options, load, &mut rng))
 }
 
 fn plan(
@@ -398,27 +451,43 @@ async fn strike(platform: &mut Platform, fault: Fault, summary: &mut Summary) {
     }
 }
 
-/// Sends one conversion per order at `rate`, each with an Idempotency-Key of its own, so that
-/// sending one again (its answer lost, a process down, the API shedding load) is the same
+/// Where the events go: conversions to the campaign paying a percentage of each order, clicks
+/// and leads to the one paying a fixed amount per event; all for one partner.
+struct Targets {
+    per_order: String,
+    per_event: String,
+    partner: String,
+}
+
+/// Sends one tracking event per drawn event at `rate`, each with an Idempotency-Key of its own,
+/// so that sending one again (its answer lost, a process down, the API shedding load) is the same
 /// command. Returns the accepted ones and how many were given up.
 async fn send_all(
     http: reqwest::Client,
     base: String,
     token: String,
-    body: Value,
-    orders: Vec<usize>,
+    targets: Targets,
+    events: Vec<usize>,
     seed: u64,
     rate: f64,
 ) -> (Vec<Accepted>, usize) {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     let mut sends = tokio::task::JoinSet::new();
-    for (n, order) in orders.into_iter().enumerate() {
+    for (n, event) in events.into_iter().enumerate() {
         ticker.tick().await;
-        let mut body = body.clone();
-        body["order"] = json!({
-            "order_id": format!("chaos-{seed}-{n}"),
-            "amount": { "amount": ORDERS[order].0, "currency": "EUR" },
-        });
+        let event = EVENTS[event].0;
+        let body = match event {
+            Event::Order(amount, _) => json!({
+                "campaign_id": targets.per_order, "partner_id": targets.partner, "kind": "conversion",
+                "order": {
+                    "order_id": format!("chaos-{seed}-{n}"),
+                    "amount": { "amount": amount, "currency": "EUR" },
+                },
+            }),
+            Event::Billable(kind) => json!({
+                "campaign_id": targets.per_event, "partner_id": targets.partner, "kind": kind,
+            }),
+        };
         let request = http
             .post(format!("{base}/v1/tracking-events"))
             .bearer_auth(&token)
@@ -459,7 +528,7 @@ async fn send_until_accepted(request: reqwest::RequestBuilder) -> Option<Accepte
                     .map_or(Duration::from_secs(1), Duration::from_secs)
             }
             Ok(response) => {
-                eprintln!("chaos: a conversion was refused: {}", response.status());
+                eprintln!("chaos: a tracking event was refused: {}", response.status());
                 return None;
             }
             Err(_) => Duration::from_secs(1),
@@ -532,7 +601,7 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// Every accepted conversion succeeded, as the tracking service, which decides them, recorded
+/// Every accepted tracking event succeeded, as the tracking service, which decides them, recorded
 /// (asked there: the API's rate limit is for clients, not for an audit of thousands).
 async fn check_commands(
     http: &reqwest::Client,
@@ -555,7 +624,7 @@ async fn check_commands(
     Ok(())
 }
 
-/// Every accepted conversion's saga exists and ended.
+/// Every accepted tracking event's saga exists and ended.
 async fn check_sagas(
     http: &reqwest::Client,
     urls: &Urls,
@@ -569,7 +638,15 @@ async fn check_sagas(
             continue;
         };
         match saga["saga"]["status"].as_str() {
-            Some("completed") => summary.sagas.completed += 1,
+            Some("completed") => {
+                summary.sagas.completed += 1;
+                let saga_type = saga["saga"]["saga_type"].as_str().unwrap_or("?");
+                *summary
+                    .sagas
+                    .completed_by_type
+                    .entry(saga_type.to_owned())
+                    .or_default() += 1;
+            }
             Some("compensated") => {
                 summary.sagas.compensated += 1;
                 let reason = saga["saga"]["reason"].as_str().unwrap_or("no reason given");
@@ -645,12 +722,12 @@ async fn check_once(
     Ok(())
 }
 
-/// No commission twice for one tracking event, no payout made twice, and the campaign's
+/// No commission twice for one tracking event, no payout made twice, and each campaign's
 /// reservations equal the net of its commissions.
 async fn check_money(
     http: &reqwest::Client,
     urls: &Urls,
-    (campaign, partner): (&str, &str),
+    (campaigns, partner): ([&str; 2], &str),
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let mut commissions = Vec::new();
@@ -708,10 +785,15 @@ async fn check_money(
         .iter()
         .filter(|payment| payment["status"] == "completed")
         .collect();
-    if summary.sagas.completed != completed.len() {
+    let orders_completed = summary
+        .sagas
+        .completed_by_type
+        .get("order-to-payment")
+        .copied()
+        .unwrap_or_default();
+    if orders_completed != completed.len() {
         summary.unbalanced.push(format!(
-            "{} sagas completed, {} payments completed",
-            summary.sagas.completed,
+            "{orders_completed} order-to-payment sagas completed, {} payments completed",
             completed.len()
         ));
     }
@@ -735,29 +817,31 @@ async fn check_money(
         }
     }
 
-    let reserved = get(http, &format!("{}/campaigns/{campaign}", urls.campaigns))
+    for campaign in campaigns {
+        let reserved = get(http, &format!("{}/campaigns/{campaign}", urls.campaigns))
+            .await
+            .context("the campaign")?["reserved"]
+            .as_i64()
+            .unwrap_or_default();
+        let net: i64 = get(
+            http,
+            &format!(
+                "{}/campaigns/{campaign}/commissions/summary",
+                urls.commissions
+            ),
+        )
         .await
-        .context("the campaign")?["reserved"]
-        .as_i64()
-        .unwrap_or_default();
-    let net: i64 = get(
-        http,
-        &format!(
-            "{}/campaigns/{campaign}/commissions/summary",
-            urls.commissions
-        ),
-    )
-    .await
-    .context("the campaign's commissions")?["currencies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|currency| currency["net"].as_i64())
-        .sum();
-    if reserved != net {
-        summary.unbalanced.push(format!(
-            "campaign {campaign}: {reserved} reserved, commissions net {net}"
-        ));
+        .context("the campaign's commissions")?["currencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|currency| currency["net"].as_i64())
+            .sum();
+        if reserved != net {
+            summary.unbalanced.push(format!(
+                "campaign {campaign}: {reserved} reserved, commissions net {net}"
+            ));
+        }
     }
     Ok(())
 }
@@ -790,15 +874,22 @@ mod tests {
     #[test]
     fn a_seed_draws_the_same_run_and_another_seed_another() {
         let options = options(&["--sagas", "200", "--kills", "5"]);
-        let (orders, faults) = draw(&options, &PROCESSES, 7);
+        let (events, faults) = draw(&options, &PROCESSES, 7);
         assert_eq!(
-            (orders.clone(), faults.clone()),
+            (events.clone(), faults.clone()),
             draw(&options, &PROCESSES, 7)
         );
-        assert_ne!(orders, draw(&options, &PROCESSES, 8).0);
+        assert_ne!(events, draw(&options, &PROCESSES, 8).0);
 
-        assert_eq!(orders.len(), 200);
-        assert!(orders.iter().any(|&order| ORDERS[order].1 == "declined"));
+        assert_eq!(events.len(), 200);
+        let drawn: HashSet<Event> = events.iter().map(|&event| EVENTS[event].0).collect();
+        for kind in [
+            Event::Order(6_660, "declined"),
+            Event::Billable("click"),
+            Event::Billable("lead"),
+        ] {
+            assert!(drawn.contains(&kind), "{kind:?} drawn");
+        }
         assert_eq!(faults.len(), 5 + 1 + 1 + 1 + 1);
         let load = Duration::from_secs(20);
         assert!(faults.windows(2).all(|pair| pair[0].0 <= pair[1].0));

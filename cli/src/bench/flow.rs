@@ -79,6 +79,23 @@ pub(crate) async fn set_up(client: &ApiClient, token: &str) -> anyhow::Result<(S
             json!({ "name": "Bench", "email": "bench@example.com", "payout_account": "NL00" }),
         )
         .await?;
+    client.succeeded(&partner, token).await?;
+    let partner = partner["partner_id"]
+        .as_str()
+        .context("partner")?
+        .to_owned();
+    let rule = json!({ "type": "percent", "basis_points": 1_000 });
+    let campaign = campaign_for(client, token, &partner, rule).await?;
+    Ok((campaign, partner))
+}
+
+/// A campaign paying `partner` by `rule`, with a budget no run spends, ready for its events.
+pub(crate) async fn campaign_for(
+    client: &ApiClient,
+    token: &str,
+    partner: &str,
+    rule: serde_json::Value,
+) -> anyhow::Result<String> {
     let campaign = client
         .post(
             "/v1/campaigns",
@@ -86,23 +103,16 @@ pub(crate) async fn set_up(client: &ApiClient, token: &str) -> anyhow::Result<(S
             json!({
                 "name": "Bench",
                 "budget": { "amount": 1_000_000_000_000_i64, "currency": "EUR" },
-                "commission_rule": { "type": "percent", "basis_points": 1_000 },
+                "commission_rule": rule,
                 "valid_until": "2099-01-01T00:00:00Z",
             }),
         )
         .await?;
-    client.succeeded(&partner, token).await?;
     client.succeeded(&campaign, token).await?;
-    let (partner, campaign) = (
-        partner["partner_id"]
-            .as_str()
-            .context("partner")?
-            .to_owned(),
-        campaign["campaign_id"]
-            .as_str()
-            .context("campaign")?
-            .to_owned(),
-    );
+    let campaign = campaign["campaign_id"]
+        .as_str()
+        .context("campaign")?
+        .to_owned();
     client
         .wait_for(&format!("/v1/campaigns/{campaign}"), token, |_| true)
         .await?;
@@ -114,7 +124,7 @@ pub(crate) async fn set_up(client: &ApiClient, token: &str) -> anyhow::Result<(S
         )
         .await?;
     client.succeeded(&associated, token).await?;
-    Ok((campaign, partner))
+    Ok(campaign)
 }
 
 /// Sends conversions at `rate` per second for `duration`, from the `callers` in turn (the API
@@ -478,11 +488,7 @@ pub async fn measure(
     let prefix = format!("bench_{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let options = Options::on_free_ports(&prefix, Some(database_url));
     let platform = Platform::start(&options, &jwt).await?;
-    let pools = service_pools(database_url, &prefix).await?;
-    let empty = table_bytes(&pools).await?;
-    for (_, pool) in pools {
-        pool.close().await;
-    }
+    let empty = tables_before(database_url, &prefix).await?;
     let mut outcome = drive(&platform, &jwt, database_url, scale).await;
     if let Ok((figures, _)) = &mut outcome {
         figures.extend(storage(database_url, &prefix, empty).await?);
@@ -801,10 +807,20 @@ async fn table_bytes(pools: &[(crate::Service, sqlx::PgPool)]) -> anyhow::Result
     Ok((all, hot))
 }
 
+/// The size of the services' tables (all, and without the archive) before a load.
+pub(crate) async fn tables_before(database_url: &str, prefix: &str) -> anyhow::Result<(i64, i64)> {
+    let pools = service_pools(database_url, prefix).await?;
+    let empty = table_bytes(&pools).await?;
+    for (_, pool) in pools {
+        pool.close().await;
+    }
+    Ok(empty)
+}
+
 /// What a saga adds to the services' tables, beyond their size before the load (`empty`): as
 /// the run left them, then after pruning all that can be pruned and archiving every ended saga
 /// (retention and age 0) and compacting the tables, with and without the archive.
-async fn storage(
+pub(crate) async fn storage(
     database_url: &str,
     prefix: &str,
     empty: (i64, i64),

@@ -10,7 +10,7 @@ mod cpu;
 mod flow;
 mod rebuild;
 
-pub(crate) use flow::set_up;
+pub(crate) use flow::{campaign_for, set_up, storage, tables_before};
 
 use anyhow::Context;
 use serde::Serialize;

@@ -1,6 +1,6 @@
-//! `pulsaga chaos`, the short run of the test suite: 300 order-to-payment sagas through kills of
-//! processes (two replicas of each), a broker restart, a PostgreSQL restart, cut links to the
-//! database and to the broker, and misbehaving payouts; nothing lost, stuck, doubled or
+//! `pulsaga chaos`, the short run of the test suite: 300 sagas (conversions, clicks and leads)
+//! through kills of processes (two replicas of each), a broker restart, a PostgreSQL restart, cut
+//! links to the database and to the broker, and misbehaving payouts; nothing lost, stuck, doubled or
 //! unbalanced, every read model equal to its rebuild.
 
 use std::time::Duration;
@@ -74,6 +74,18 @@ async fn sagas_survive_kills_and_restarts_with_nothing_lost_or_doubled() {
     assert!(
         sagas["compensated"].as_u64() > Some(0),
         "declined payouts were compensated"
+    );
+    let completed = &sagas["completed_by_type"];
+    assert!(
+        completed["commission-assignment"].as_u64() > Some(0)
+            && completed["order-to-payment"].as_u64() > Some(0),
+        "clicks and leads, and conversions, went through: {summary:#}"
+    );
+    let storage = summary["storage_per_saga"].as_object().expect("storage");
+    assert_eq!(storage.len(), 3, "{summary:#}");
+    assert!(
+        storage.values().all(|bytes| bytes.as_f64() > Some(0.0)),
+        "{summary:#}"
     );
     let faults = summary["faults"].as_object().expect("faults");
     let struck = |kind: &str| {
