@@ -107,7 +107,7 @@ impl FromRequestParts<AppState> for Caller {
         writes::associate_content, writes::record_tracking_event,
         reads::me, reads::command, reads::campaigns, reads::campaign, reads::campaign_stats, reads::partner,
         reads::partner_commissions, reads::partner_payments, reads::tracking_event, reads::sagas,
-        reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream,
+        reads::saga, reads::saga_compensations, reads::saga_action, reads::audit_stream, reads::audit_state,
         reads::audit_events, reads::audit_correlation, dead_letters::list, dead_letters::show,
         dead_letters::redrive,
     ),
@@ -257,6 +257,10 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         .route(
             "/audit/{service}/streams/{stream_id}",
             get(reads::audit_stream),
+        )
+        .route(
+            "/audit/{service}/streams/{stream_id}/state",
+            get(reads::audit_state),
         )
         .route("/audit/{service}/events", get(reads::audit_events))
         .route("/dead-letters", get(dead_letters::list))

@@ -408,6 +408,27 @@ pub async fn audit_stream(
     )
 }
 
+#[utoipa::path(get, path = "/v1/audit/{service}/streams/{stream_id}/state", tag = "audit",
+    params(("service" = String, Path), ("stream_id" = String, Path), AsOf),
+    responses((status = 200, description = "the entity's state as its service folds it from the stream's events recorded until `as_of` (now by default), with its version then; `state` is null for a stream the service keeps no state of")),
+    security(("bearer" = [])))]
+pub async fn audit_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, stream_id)): Path<(String, String)>,
+    Query(as_of): Query<AsOf>,
+) -> Result<Json<Value>, Problem> {
+    caller.require(OVERSEERS)?;
+    let mut path = format!("/streams/{}/state", encode(&stream_id));
+    if let Some(at) = &as_of.as_of {
+        path = format!("{path}?as_of={}", encode(at));
+    }
+    found(
+        state.services.get(service(&name)?, &path, &caller).await?,
+        format!("stream {stream_id}"),
+    )
+}
+
 #[utoipa::path(get, path = "/v1/audit/{service}/events", tag = "audit",
     params(("service" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<i64>, Query),
         ("from" = Option<String>, Query), ("to" = Option<String>, Query)),

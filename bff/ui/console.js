@@ -651,11 +651,25 @@ async function audit(params) {
     h("button", { type: "submit", class: "primary" }, "Show the flow"));
   const out = [];
   if (service && stream) {
-    const answer = await api(`/audit/${encodeURIComponent(service)}/streams/${encodeURIComponent(stream)}`);
+    const path = `/audit/${encodeURIComponent(service)}/streams/${encodeURIComponent(stream)}`;
+    const [answer, then] = await Promise.all([
+      api(path),
+      api(`${path}/state${asOf ? `?as_of=${encodeURIComponent(asOf)}` : ""}`).catch((error) => {
+        if (error instanceof ApiError && error.status === 404) return null;
+        throw error;
+      }),
+    ]);
     const all = answer.events || answer || [];
-    const cut = asOf ? Date.parse(asOf) : NaN;
-    const events = Number.isNaN(cut) ? all : all.filter((e) => Date.parse(e.recorded_at) <= cut);
+    // The service said which version the stream was at then: exactly the events up to it.
+    const events = !asOf ? all : then ? all.filter((e) => e.version <= then.version) : [];
     out.push(h("h2", {}, `${service} · ${stream}${asOf ? ` as of ${asOf}` : ""}`),
+      h("section", { "aria-label": "State" },
+        h("h3", {}, asOf ? `State as of ${asOf}` : "State now"),
+        !then ? notice("The stream had no event yet at that time.")
+          : then.state === null ? notice(`${service} keeps no state of this stream; its events are below.`)
+            : [h("p", {}, `Version ${then.version}, last changed `, when(then.updated_at)),
+              h("pre", {}, JSON.stringify(then.state, null, 2))]),
+      h("h3", {}, "Events"),
       h("p", {}, `${events.length} of ${all.length} events`, " · ", download(`${stream}.jsonl`, events)),
       eventsTable(events.map((e) => [e, 0]), false));
   }

@@ -23,7 +23,7 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/campaigns/{id}/reservations", get(reservations))
         .route("/partners/{id}", get(partner))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json))
+        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
 /// How a campaign pays its partners, tagged by `type`.

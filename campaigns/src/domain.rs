@@ -56,7 +56,7 @@ pub enum ContentKind {
 }
 
 /// A partner's registration: what `RegisterPartner` asks for and `PartnerRegistered` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartnerRegistration {
     pub partner_id: Uuid,
     pub name: String,
@@ -66,7 +66,8 @@ pub struct PartnerRegistration {
 }
 
 /// A partner (affiliate), registered once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Partner {
     registration: Option<PartnerRegistration>,
 }

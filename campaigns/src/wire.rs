@@ -24,6 +24,25 @@ pub enum Stored {
     Campaign(CampaignEvent),
 }
 
+/// A partner's or a campaign's state, folded from its stream's events: what the service decides
+/// on (a campaign's reservations aside: they grow with its orders).
+pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
+    use crate::domain::{Campaign, Partner};
+    use eventstore::api::fold_state;
+    let partner = |event: &RecordedEvent| match stored(event).ok()?? {
+        Stored::Partner(event) => Some(event),
+        Stored::Campaign(_) => None,
+    };
+    let campaign = |event: &RecordedEvent| match stored(event).ok()?? {
+        Stored::Campaign(event) => Some(event),
+        Stored::Partner(_) => None,
+    };
+    match stored(events.first()?).ok()?? {
+        Stored::Partner(_) => fold_state(events, partner, Partner::apply),
+        Stored::Campaign(_) => fold_state(events, campaign, Campaign::apply),
+    }
+}
+
 /// The stream of one partner.
 pub fn partner_stream(partner_id: Uuid) -> String {
     format!("partner-{partner_id}")

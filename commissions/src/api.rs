@@ -23,7 +23,7 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/partners/{id}/balance", get(partner_balance))
         .route("/campaigns/{id}/commissions/summary", get(campaign_summary))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json))
+        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
 /// The query of a route that takes none: any field is unknown.

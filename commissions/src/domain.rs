@@ -12,10 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
 use uuid::Uuid;
 
 /// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Money {
     pub amount: i64,
     pub currency: String,
@@ -40,7 +41,7 @@ pub enum CommissionRule {
 }
 
 /// A commission as assigned: what `Assigned` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Assignment {
     pub commission_id: Uuid,
     pub campaign_id: Uuid,
@@ -50,12 +51,14 @@ pub struct Assignment {
 }
 
 /// The commission one tracking event earned a partner.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Commission {
     state: State,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 enum State {
     #[default]
     Unknown,

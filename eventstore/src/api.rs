@@ -19,20 +19,40 @@ use uuid::Uuid;
 /// Turns a stored event's payload into JSON; `None` if it cannot be decoded.
 pub type Decode = fn(&RecordedEvent) -> Option<Value>;
 
+/// Folds one stream's events, in order, into the state its owner decides on, as JSON; `None` for
+/// a stream the service keeps no state of.
+pub type Fold = fn(&[RecordedEvent]) -> Option<Value>;
+
+/// The common [`Fold`]: `apply` each of `events`, as `event` reads it, to a fresh `S`; `None` if
+/// an event is not one of `S`'s (or cannot be decoded).
+pub fn fold_state<S: Default + Serialize, E>(
+    events: &[RecordedEvent],
+    event: impl Fn(&RecordedEvent) -> Option<E>,
+    apply: impl Fn(&mut S, &E),
+) -> Option<Value> {
+    let mut state = S::default();
+    for recorded in events {
+        apply(&mut state, &event(recorded)?);
+    }
+    serde_json::to_value(state).ok()
+}
+
 const MAX_PAGE: i64 = 1000;
 
 #[derive(Clone)]
 struct Api {
     pool: PgPool,
     decode: Decode,
+    fold: Fold,
 }
 
 /// The routes, to be merged into the service's router: `GET /streams/{stream_id}`,
-/// `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`,
+/// `GET /streams/{stream_id}/state` (its state now or `as_of` a time, by `fold`), `GET /events`, `GET /correlations/{correlation_id}`, `GET /commands/{command_id}`,
 /// `PUT /idempotency-keys/{command_id}`, and the dead letters' (see [`crate::dead_letter`]).
-pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
+pub fn routes(pool: PgPool, decode: Decode, fold: Fold) -> axum::Router {
     axum::Router::new()
         .route("/streams/{stream_id}", get(stream))
+        .route("/streams/{stream_id}/state", get(stream_state))
         .route("/events", get(events))
         .route("/correlations/{correlation_id}", get(correlation))
         .route("/commands/{command_id}", get(command))
@@ -40,6 +60,7 @@ pub fn routes(pool: PgPool, decode: Decode) -> axum::Router {
         .with_state(Api {
             pool: pool.clone(),
             decode,
+            fold,
         })
         .merge(crate::dead_letter::routes(pool))
 }
@@ -244,6 +265,18 @@ impl Acting {
     }
 }
 
+/// A page's size: `limit`, 100 when not given, at most `MAX_PAGE`.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(100);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )))
+    }
+}
+
 /// A page of a newest-first list ends at an item: its time in microseconds since the Unix epoch
 /// and its id, which orders items of the same microsecond. The `next` a page answers is
 /// `<micros>.<id>`.
@@ -295,6 +328,45 @@ async fn stream(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct StateQuery {
+    /// RFC 3339; now when absent.
+    as_of: Option<String>,
+}
+
+/// A stream's state as of a time (now by default), folded from its events recorded until then
+/// (archived ones too), with its version then: `state` is null for a stream the service keeps
+/// no state of.
+async fn stream_state(
+    State(api): State<Api>,
+    Path(stream_id): Path<String>,
+    Query(query): Query<StateQuery>,
+) -> Result<Json<Value>, Problem> {
+    let at = match &query.as_of {
+        Some(value) => parse_time("as_of", value)?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let mut events =
+        crate::archive::read_stream_or_archived(&mut conn, &stream_id, 1, None).await?;
+    events.retain(|event| event.recorded_at <= at);
+    let Some(last) = events.last() else {
+        return Err(Problem::not_found(format!(
+            "no stream {stream_id} as of {}",
+            at.format(&Rfc3339).unwrap_or_default()
+        )));
+    };
+    Ok(Json(json!({
+        "stream_id": stream_id,
+        "stream_type": last.stream_type,
+        "as_of": at.format(&Rfc3339).unwrap_or_default(),
+        "version": last.version,
+        "updated_at": last.recorded_at.format(&Rfc3339).unwrap_or_default(),
+        "state": (api.fold)(&events).unwrap_or(Value::Null),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LogQuery {
     after: Option<i64>,
     limit: Option<i64>,
@@ -319,12 +391,7 @@ async fn events(
     State(api): State<Api>,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<LogPage>, Problem> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let after = query.after.unwrap_or(0);
     let mut conn = api.pool.acquire().await.map_err(Error::from)?;
     let page = match (&query.from, &query.to) {

@@ -9,7 +9,7 @@
 //! fails again, it comes back as a new dead letter.
 
 use crate::Error;
-use crate::api::{Acting, Problem, cursor};
+use crate::api::{Acting, Problem, cursor, page_limit};
 use crate::outbox;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -269,10 +269,7 @@ async fn list(
     State(pool): State<PgPool>,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Value>, Problem> {
-    let limit = filter.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request("limit must be between 1 and 1000"));
-    }
+    let limit = page_limit(filter.limit)?;
     let redriven = match filter.status.as_deref() {
         None | Some("all") => None,
         Some("pending") => Some(false),

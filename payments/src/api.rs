@@ -19,7 +19,7 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/payments/{id}", get(payment))
         .route("/partners/{id}/payments", get(partner_payments))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json))
+        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
 fn internal(error: impl Into<eventstore::Error>) -> Problem {

@@ -17,10 +17,11 @@
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.
 
+use serde::Serialize;
 use uuid::Uuid;
 
 /// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Money {
     pub amount: i64,
     pub currency: String,
@@ -36,7 +37,7 @@ impl Money {
 }
 
 /// What `Request` asks for and `Requested` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PaymentRequest {
     /// Also the payout provider's idempotency key.
     pub payment_id: Uuid,
@@ -61,12 +62,14 @@ pub enum Status {
 }
 
 /// One payout of one commission to its partner.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Payment {
     state: State,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 enum State {
     #[default]
     Unknown,

@@ -126,6 +126,15 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
     })
 }
 
+/// A payment's state, folded from its stream's events.
+pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
+    eventstore::api::fold_state(
+        events,
+        |event| stored(event).ok()?,
+        crate::domain::Payment::apply,
+    )
+}
+
 /// The JSON the query API shows for a stored event.
 pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
     let decoded = decode(event).ok()?;

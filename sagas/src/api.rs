@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use eventstore::api::{Acting, Problem, cursor};
+use eventstore::api::{Acting, Problem, cursor, page_limit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -27,7 +27,7 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/sagas/{id}/compensations", get(compensations))
         .route("/sagas/{id}/{action}", post(operate))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::entry_json))
+        .merge(eventstore::api::routes(pool, wire::entry_json, fold))
 }
 
 fn internal(error: impl Into<eventstore::Error>) -> Problem {
@@ -69,10 +69,7 @@ async fn list(
     State(pool): State<PgPool>,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Value>, Problem> {
-    let limit = filter.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request("limit must be between 1 and 1000"));
-    }
+    let limit = page_limit(filter.limit)?;
     if filter
         .stalled_for
         .is_some_and(|s| !s.is_finite() || s < 0.0)
@@ -224,6 +221,35 @@ async fn detail(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Result<Json
         "steps": steps(&entries, &all),
         "timeline": log.into_iter().map(|(_, _, json)| json).collect::<Vec<_>>(),
     })))
+}
+
+/// A saga's state folded from its log: its status, why, the command it awaits, and each step's
+/// status as the detail shows them.
+fn fold(events: &[eventstore::RecordedEvent]) -> Option<Value> {
+    let entries: Vec<Entry> = events
+        .iter()
+        .map(|event| wire::decode_entry(&event.payload).ok())
+        .collect::<Option<_>>()?;
+    let Some(Entry::Started {
+        saga_id, saga_type, ..
+    }) = entries.first()
+    else {
+        return None;
+    };
+    let mut saga = crate::definition::Saga::new(*saga_id, *saga_type);
+    for entry in &entries {
+        saga.apply(entry);
+    }
+    let mut all = saga_type.steps().to_vec();
+    all.push(Step::Trigger);
+    Some(json!({
+        "saga_id": saga_id,
+        "saga_type": saga_type.name(),
+        "status": saga.status.name(),
+        "reason": saga.reason,
+        "awaiting": saga.pending.as_ref().map(|sent| sent.step.name()),
+        "steps": steps(&entries, &all),
+    }))
 }
 
 async fn compensations(

@@ -178,6 +178,16 @@ async function read(browser, admin) {
   check(new Set(services).size >= 4, `the flow shows events of ${new Set(services).size} services`);
   await admin.screenshot({ path: join(shots, "flow.png"), fullPage: true });
 
+  // The saga's campaign as it stood when it was created, beside its events up to then.
+  const stream = `campaign-${detail.saga.campaign_id}`;
+  const created = (await api("admin", `/audit/campaigns/streams/${stream}`)).body[0].recorded_at;
+  await admin.goto(`${base}/ui/#/audit?service=campaigns&stream=${stream}&as_of=${encodeURIComponent(created)}`);
+  await admin.getByRole("heading", { name: `State as of ${created}` }).waitFor();
+  const then = JSON.parse(await admin.getByRole("region", { name: "State" }).locator("pre").textContent());
+  check(then.spent === 0 && then.details.campaign_id === detail.saga.campaign_id, "the campaign's state as of its creation: nothing spent");
+  check((await admin.getByText(/^1 of \d+ events$/).count()) === 1, "only the events up to then are listed");
+  await accessible(admin, "the audit of a stream as of a time");
+
   // Auditor: reads everything, acts on nothing.
   const auditor = await signInByPasting(browser, "auditor");
   await auditor.goto(`${base}/ui/#/sagas/${sagaId}`);

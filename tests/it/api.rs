@@ -355,6 +355,57 @@ async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
     assert!(position("BudgetReserved") < position("CommissionAssigned"));
     assert!(position("CommissionAssigned") < position("TrackingEventConfirmed"));
 
+    // Each entity's state, folded by its service, now and as of a time in its past.
+    let stream_of = |event_type: &str| {
+        let event = &events[position(event_type)];
+        let (service, stream) = (&event["service"], &event["stream_id"]);
+        let path = format!(
+            "/v1/audit/{}/streams/{}/state",
+            service.as_str().expect("service"),
+            stream.as_str().expect("stream")
+        );
+        (
+            path,
+            event["recorded_at"].as_str().expect("time").to_owned(),
+        )
+    };
+    let state_of = async |event_type: &str, as_of: Option<&str>| {
+        let (path, _) = stream_of(event_type);
+        let path = match as_of {
+            Some(at) => format!("{path}?as_of={}", at.replace('+', "%2B")),
+            None => path,
+        };
+        let (status, body) = api.get(&path, &auditor).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    };
+    let payment = state_of("PaymentCompleted", None).await;
+    assert_eq!(payment["state"]["status"], "completed", "{payment}");
+    assert_eq!(
+        payment["state"]["request"]["amount"]["amount"], 500,
+        "{payment}"
+    );
+    let (_, requested_at) = stream_of("PaymentRequested");
+    let requested = state_of("PaymentRequested", Some(&requested_at)).await;
+    assert_eq!(requested["state"]["status"], "requested", "{requested}");
+    assert_eq!(requested["version"], 1, "{requested}");
+    let commission = state_of("CommissionAssigned", None).await;
+    assert_eq!(commission["state"]["status"], "assigned", "{commission}");
+    let tracking = state_of("TrackingEventConfirmed", None).await;
+    assert_eq!(tracking["state"][1], "confirmed", "{tracking}");
+    let campaign = state_of("BudgetReserved", None).await;
+    assert!(campaign["state"]["spent"].as_i64() > Some(0), "{campaign}");
+    let (saga_stream, _) = stream_of("SagaStarted");
+    let (_, saga) = api.get(&saga_stream, &auditor).await;
+    assert_eq!(saga["state"]["status"], "completed", "{saga}");
+    let (_, before) = api
+        .get(
+            &format!("{saga_stream}?as_of=2000-01-01T00:00:00Z"),
+            &auditor,
+        )
+        .await;
+    assert_eq!(before["status"], 404, "no saga before it started: {before}");
+
     // Metrics: the API's requests, and each process's consumers and sagas.
     let metrics = |url: String| async move {
         reqwest::get(url)

@@ -19,7 +19,7 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/tracking-events/{id}", get(tracking_event))
         .route("/campaigns/{id}/stats", get(campaign_stats))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json))
+        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,10 +14,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use uuid::Uuid;
 
 /// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Money {
     pub amount: i64,
     pub currency: String,
@@ -33,7 +34,8 @@ impl Money {
 }
 
 /// What a tracking event is evidence of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TrackingKind {
     Click,
     Lead,
@@ -41,7 +43,7 @@ pub enum TrackingKind {
 }
 
 /// The order a conversion carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     /// The advertiser's own order id.
     pub order_id: String,
@@ -49,7 +51,7 @@ pub struct Order {
 }
 
 /// Evidence of a click, lead or conversion: what `Record` asks for and `Recorded` records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recording {
     pub tracking_id: Uuid,
     pub campaign_id: Uuid,
@@ -62,7 +64,8 @@ pub struct Recording {
 }
 
 /// Where a recorded tracking event stands in its saga.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Recorded,
     Confirmed,
@@ -70,7 +73,8 @@ pub enum Status {
 }
 
 /// One click, lead or conversion, identified by its tracking id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct TrackingEvent {
     recorded: Option<(Recording, Status)>,
 }
@@ -215,7 +219,8 @@ fn validate_order(order: &Order) -> Result<(), Error> {
 
 /// The order ids claimed by a campaign's conversions, each with the tracking event that claimed
 /// it first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct CampaignOrders {
     claimed: BTreeMap<String, Uuid>,
 }

@@ -141,6 +141,24 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
     })
 }
 
+/// A tracking event's or an order claim's state, folded from its stream's events.
+pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
+    use crate::domain::{CampaignOrders, TrackingEvent as Tracking};
+    use eventstore::api::fold_state;
+    let tracking = |event: &RecordedEvent| match stored(event).ok()?? {
+        Stored::Tracking(change) => Some(change),
+        Stored::Orders(_) => None,
+    };
+    let orders = |event: &RecordedEvent| match stored(event).ok()?? {
+        Stored::Orders(event) => Some(event),
+        Stored::Tracking(_) => None,
+    };
+    match stored(events.first()?).ok()?? {
+        Stored::Tracking(_) => fold_state(events, tracking, Tracking::apply),
+        Stored::Orders(_) => fold_state(events, orders, CampaignOrders::apply),
+    }
+}
+
 /// The JSON the query API shows for a stored event.
 pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
     let decoded = decode(event).ok()?;

@@ -108,12 +108,7 @@ struct Act {
 /// a replica does) or take them again. The setting reaches new sessions, so campaigns'
 /// connections are closed; it reconnects.
 async fn campaigns_read_only(data_dir: &std::path::Path, read_only: bool) {
-    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
-        .expect("the embedded PostgreSQL's pid file");
-    let port = pid_file.lines().nth(3).expect("the port line").trim();
-    let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
-        .await
-        .expect("connect to the embedded PostgreSQL");
+    let pool = super::embedded_postgres(data_dir).await;
     let setting = if read_only {
         "alter database campaigns set default_transaction_read_only = on"
     } else {

@@ -38,6 +38,17 @@ impl Drop for Up {
     }
 }
 
+/// The PostgreSQL that `pulsaga up --embedded-postgres` started in `data_dir` (its port is the
+/// fourth line of `postmaster.pid`; it trusts local connections).
+async fn embedded_postgres(data_dir: &std::path::Path) -> sqlx::PgPool {
+    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .expect("the embedded PostgreSQL's pid file");
+    let port = pid_file.lines().nth(3).expect("the port line").trim();
+    sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .await
+        .expect("connect to the embedded PostgreSQL")
+}
+
 /// A database of its own on the test server, dropped at the end.
 struct Database {
     name: String,

@@ -64,16 +64,11 @@ fn services_by_trace(
 }
 
 /// The client connections to each service's database on the PostgreSQL that `up` started in
-/// `data_dir` (its port is the fourth line of `postmaster.pid`; it trusts local connections).
+/// `data_dir`.
 async fn connections_by_database(
     data_dir: &std::path::Path,
 ) -> std::collections::BTreeMap<String, i64> {
-    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
-        .expect("the embedded PostgreSQL's pid file");
-    let port = pid_file.lines().nth(3).expect("the port line").trim();
-    let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
-        .await
-        .expect("connect to the embedded PostgreSQL");
+    let pool = super::embedded_postgres(data_dir).await;
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select datname, count(*) from pg_stat_activity
           where backend_type = 'client backend' and datname <> 'postgres'

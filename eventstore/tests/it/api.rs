@@ -16,6 +16,15 @@ pub(super) fn decode(event: &RecordedEvent) -> Option<Value> {
     Some(json!({ "text": text }))
 }
 
+/// The state of a test stream: its payloads' texts, in order.
+pub(super) fn fold(events: &[RecordedEvent]) -> Option<Value> {
+    eventstore::api::fold_state(
+        events,
+        |event| String::from_utf8(event.payload.clone()).ok(),
+        |texts: &mut Vec<String>, text: &String| texts.push(text.clone()),
+    )
+}
+
 pub(super) async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
     let response = router
         .clone()
@@ -63,7 +72,7 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
     )
     .await
     .expect("append");
-    let router = eventstore::api::routes(pool.clone(), decode);
+    let router = eventstore::api::routes(pool.clone(), decode, fold);
 
     let (status, _, body) = get(&router, "/streams/c-1").await;
     assert_eq!(status, StatusCode::OK);
@@ -72,6 +81,18 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
     assert_eq!(body[1]["version"], 2);
     let (_, _, tail) = get(&router, "/streams/c-1?from_version=2").await;
     assert_eq!(tail.as_array().expect("list").len(), 1);
+
+    // Its state, folded by the service's fold: now, and as of a time before it existed.
+    let (status, _, state) = get(&router, "/streams/c-1/state").await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    assert_eq!(
+        (&state["state"], &state["version"]),
+        (&json!(["one", "two"]), &json!(2))
+    );
+    let (status, _, _) = get(&router, "/streams/c-1/state?as_of=2000-01-01T00:00:00Z").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = get(&router, "/streams/c-1/state?as_of=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !super::log_settled(&pool).await {
@@ -183,7 +204,7 @@ async fn a_starved_pool_is_answered_503_with_retry_after(
         .connect_with(connect)
         .await
         .expect("pool");
-    let router = eventstore::api::routes(pool.clone(), decode);
+    let router = eventstore::api::routes(pool.clone(), decode, fold);
     let held = pool.acquire().await.expect("the only connection");
 
     let response = router

@@ -1,7 +1,7 @@
 //! Archived streams: out of the hot log and its scans, still read by id (through the query route
 //! too), and a cursor at an archived event still valid for readers and for the lag.
 
-use super::api::{decode, get};
+use super::api::{decode, fold, get};
 use super::{event, log_settled, store};
 use axum::http::StatusCode;
 use eventstore::archive::{archive_streams, read_stream_or_archived};
@@ -88,7 +88,7 @@ async fn an_archived_stream_leaves_the_log_and_is_still_read_by_id(
         Err(Error::UnknownPosition(_))
     ));
 
-    let router = eventstore::api::routes(pool.clone(), decode);
+    let router = eventstore::api::routes(pool.clone(), decode, fold);
     let (status, _, body) = get(&router, "/streams/done-1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let texts: Vec<&str> = body
