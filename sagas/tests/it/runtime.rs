@@ -318,6 +318,24 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A reason is at most 2000 characters; a longer one is refused, and nothing is done.
+    let (status, problem) = send(
+        &router,
+        "POST",
+        &format!("/sagas/{saga_id}/resume"),
+        Some(serde_json::json!({ "reason": "x".repeat(2001) })),
+        Some("alice"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("2000")),
+        "{problem}"
+    );
+    let (_, detail) = call(&router, "GET", &format!("/sagas/{saga_id}"), None).await;
+    assert_eq!(detail["saga"]["status"], "parked", "{detail}");
     // Resume: the budget was raised, so the refused reservation goes again, and the saga forward.
     let (status, _) = act(&router, &format!("/sagas/{saga_id}/resume"), Some("alice")).await;
     assert_eq!(status, StatusCode::OK);
