@@ -185,7 +185,7 @@ async function read(browser, admin) {
   await admin.getByRole("heading", { name: `State as of ${created}` }).waitFor();
   const then = JSON.parse(await admin.getByRole("region", { name: "State" }).locator("pre").textContent());
   check(then.spent === 0 && then.details.campaign_id === detail.saga.campaign_id, "the campaign's state as of its creation: nothing spent");
-  check((await admin.getByText(/^1 of \d+ events$/).count()) === 1, "only the events up to then are listed");
+  check((await admin.getByText(/^1 of \d+ events ·/).count()) === 1, "only the events up to then are listed");
   await accessible(admin, "the audit of a stream as of a time");
 
   // Auditor: reads everything, acts on nothing.
