@@ -161,7 +161,7 @@ impl From<Error> for Problem {
             }
             other => {
                 let id = Uuid::new_v4();
-                tracing::error!(error_id = %id, error = %chain(&other), "query failed");
+                tracing::error!(error_id = %id, error = %crate::error_chain(&other), "query failed");
                 Problem {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     detail: format!("internal error {id}"),
@@ -169,17 +169,6 @@ impl From<Error> for Problem {
             }
         }
     }
-}
-
-fn chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl IntoResponse for Problem {

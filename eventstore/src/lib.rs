@@ -53,6 +53,23 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// An error and its sources on one line, for logs, dead letters and recorded failures. A source
+/// whose text the line already holds is left out: sqlx's database error, for one, shows its
+/// cause's message in its own.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Creates or upgrades the event-store tables. The migrations are embedded in the binary and
 /// tracked in their own table, so a service's own migrations can live beside them.
 pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
@@ -60,4 +77,31 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
     migrator.dangerous_set_table_name("eventstore_migrations");
     migrator.run(pool).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk full")]
+    struct Cause;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("saving failed")]
+    struct Wraps(#[source] Cause);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("saving failed: {0}")]
+    struct Repeats(#[source] Cause);
+
+    #[test]
+    fn a_cause_is_said_once() {
+        assert_eq!(
+            super::error_chain(&Wraps(Cause)),
+            "saving failed: disk full"
+        );
+        assert_eq!(
+            super::error_chain(&Repeats(Cause)),
+            "saving failed: disk full"
+        );
+    }
 }

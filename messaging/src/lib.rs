@@ -43,14 +43,4 @@ impl From<pulsar::error::ProducerError> for Error {
     }
 }
 
-/// An error and its sources, on one line, for logs and dead-letter properties.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use eventstore::error_chain;

@@ -281,7 +281,7 @@ async fn decide(pool: &PgPool, provider: &Provider, due: &Due) -> Result<Next, H
             Ok(None) => Next::PayNow,
             Err(error) => Next::Retry {
                 ask: true,
-                error: chain(&error),
+                error: eventstore::error_chain(&error),
             },
         });
     }
@@ -290,11 +290,11 @@ async fn decide(pool: &PgPool, provider: &Provider, due: &Due) -> Result<Next, H
         Err(error @ (provider::Error::Unreachable(_) | provider::Error::Unavailable { .. })) => {
             Next::Retry {
                 ask: false,
-                error: chain(&error),
+                error: eventstore::error_chain(&error),
             }
         }
         Err(error @ (provider::Error::NoAnswer(_) | provider::Error::KeyConflict { .. })) => {
-            tracing::warn!(payment_id = %request.payment_id, error = chain(&error), "payout outcome unknown; asking the provider");
+            tracing::warn!(payment_id = %request.payment_id, error = eventstore::error_chain(&error), "payout outcome unknown; asking the provider");
             // The event carries the kind of failure, not the provider's address.
             Next::Unknown(error.to_string())
         }
@@ -421,16 +421,4 @@ async fn reschedule(
     .execute(tx)
     .await?;
     Ok(())
-}
-
-/// An error and its sources on one line, for `last_error` and the logs.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
