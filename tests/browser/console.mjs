@@ -1,8 +1,8 @@
 // The console in a real browser, as each role meets it: Playwright drives Debian's Chromium
 // against a running platform that `cli/tests/it/console.rs` started (`pulsaga up --demo`), which
 // passes what it printed in the environment. Run twice: to read, as every role; then, with
-// PULSAGA_RUNNING_SAGA and PULSAGA_DEAD_LETTER, to act on that saga and re-drive that dead letter
-// as admin. Exits non-zero on the first failed check;
+// PULSAGA_PARKED_SAGA, PULSAGA_RUNNING_SAGA and PULSAGA_DEAD_LETTER, to retry the parked saga,
+// compensate the running one and re-drive that dead letter as admin. Exits non-zero on the first failed check;
 // saves screenshots of the main pages in PULSAGA_SCREENSHOTS.
 
 import { chromium } from "playwright-core";
@@ -23,6 +23,7 @@ const tokens = {
   advertiser: env("PULSAGA_TOKEN_ADVERTISER"),
 };
 const running = process.env.PULSAGA_RUNNING_SAGA;
+const parked = running ? env("PULSAGA_PARKED_SAGA") : null;
 const deadLetter = running ? env("PULSAGA_DEAD_LETTER") : null;
 const order = running ? null : env("PULSAGA_ORDER");
 const shots = env("PULSAGA_SCREENSHOTS");
@@ -82,10 +83,39 @@ try {
   await browser.close();
 }
 
-/** Compensates the running saga and re-drives the dead letter, each with a reason, as the admin. */
+/**
+ * Retries the parked saga, compensates the running one and re-drives the dead letter, each with
+ * a reason, as the admin.
+ */
 async function act(browser, admin) {
+  await retry(admin);
   await compensate(admin);
   await redrive(browser, admin);
+}
+
+/** The parked saga's failed compensation, tried again once its service is back: it ends compensated. */
+async function retry(admin) {
+  await admin.goto(`${base}/ui/#/sagas/${parked}`);
+  await admin.getByRole("heading", { name: /^Saga / }).waitFor();
+  const status = admin.locator("dl.meta .status");
+  check(await status.textContent() === "parked", "the saga is shown parked");
+  check((await admin.getByText(/compensation trigger kept failing/).count()) > 0, "with why it parked");
+  await admin.screenshot({ path: join(shots, "parked.png"), fullPage: true });
+  await accessible(admin, "a parked saga");
+  await admin.getByRole("button", { name: "retry" }).click();
+  await admin.getByLabel(/Reason/).fill("tracking takes writes again after its failover");
+  await admin.getByRole("button", { name: "Confirm retry" }).click();
+  await admin.locator('[data-entry="operator_acted"]').waitFor();
+  const acted = await admin.locator('[data-entry="operator_acted"]').textContent();
+  check(acted.includes("retry by admin: tracking takes writes again"), "the retry is in the timeline with its actor and reason");
+  const deadline = Date.now() + 60_000;
+  while ((await api("admin", `/sagas/${parked}`)).body.saga.status !== "compensated") {
+    if (Date.now() > deadline) throw new Error("check failed: the retried saga ended compensated within a minute");
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  await admin.reload();
+  await admin.getByRole("heading", { name: /^Saga / }).waitFor();
+  check(await status.textContent() === "compensated", "retried, the saga ends compensated");
 }
 
 async function compensate(admin) {

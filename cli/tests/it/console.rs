@@ -1,10 +1,10 @@
 //! The console in a real browser: `pulsaga up --demo` as a new user runs it, then
 //! `tests/browser/console.mjs` (Playwright driving Debian's Chromium, both installed by
 //! `scripts/setup.sh`) signs in through the printed link and as each role, finds the demo's
-//! compensated order, reads its timeline and flow, compensates a saga that payments, frozen
-//! with SIGSTOP, leaves running, and re-drives a partner's registration that campaigns
-//! dead-lettered while its database refused writes. Screenshots land in
-//! `target/console-screenshots/`.
+//! compensated order, reads its timeline and flow, retries a saga that parked while tracking's
+//! database refused writes, compensates a saga that payments, frozen with SIGSTOP, leaves
+//! running, and re-drives a partner's registration that campaigns dead-lettered while its
+//! database refused writes. Screenshots land in `target/console-screenshots/`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -36,14 +36,31 @@ async fn signal(signal: &str, service: &str, url: &str) {
     assert!(sent.success(), "kill {signal} {pid}");
 }
 
-/// Payments frozen with SIGSTOP, thawed when dropped, also when the test fails.
-struct Frozen(String);
+/// A service frozen with SIGSTOP, thawed when dropped, also when the test fails.
+struct Frozen {
+    service: &'static str,
+    url: String,
+}
+
+impl Frozen {
+    async fn new(service: &'static str, url: &str) -> Frozen {
+        signal("-STOP", service, url).await;
+        Frozen {
+            service,
+            url: url.to_owned(),
+        }
+    }
+}
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let address = self.0.trim_start_matches("http://");
+        let address = self.url.trim_start_matches("http://");
         let _ = std::process::Command::new("pkill")
-            .args(["-CONT", "-f", &format!("serve payments --listen {address}")])
+            .args([
+                "-CONT",
+                "-f",
+                &format!("serve {} --listen {address}", self.service),
+            ])
             .status();
     }
 }
@@ -73,7 +90,7 @@ impl Browser {
         Browser { env, screenshots }
     }
 
-    /// Reads as every role; with `act`, acts on its saga and dead letter as admin instead.
+    /// Reads as every role; with `act`, acts on its sagas and dead letter as admin instead.
     async fn run(&self, act: Option<&Act>) {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/console.mjs");
@@ -82,7 +99,8 @@ impl Browser {
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         if let Some(act) = act {
-            node.env("PULSAGA_RUNNING_SAGA", &act.saga)
+            node.env("PULSAGA_PARKED_SAGA", &act.parked)
+                .env("PULSAGA_RUNNING_SAGA", &act.running)
                 .env("PULSAGA_DEAD_LETTER", &act.dead_letter);
         }
         let run = tokio::time::timeout(Duration::from_secs(300), node.output())
@@ -98,34 +116,141 @@ impl Browser {
     }
 }
 
-/// What the browser acts on: a saga left running, and a dead letter waiting to be re-driven.
+/// What the browser acts on: a parked saga, a saga left running, and a dead letter waiting to
+/// be re-driven.
 struct Act {
-    saga: String,
+    parked: String,
+    running: String,
     dead_letter: String,
 }
 
-/// Makes the campaigns database of the `up` in `data_dir` refuse writes (as a primary demoted to
-/// a replica does) or take them again. The setting reaches new sessions, so campaigns'
+/// Makes `service`'s database of the `up` in `data_dir` refuse writes (as a primary demoted to
+/// a replica does) or take them again. The setting reaches new sessions, so the service's
 /// connections are closed; it reconnects.
-async fn campaigns_read_only(data_dir: &std::path::Path, read_only: bool) {
+async fn read_only(data_dir: &std::path::Path, service: &'static str, read_only: bool) {
     let pool = super::embedded_postgres(data_dir).await;
     let setting = if read_only {
-        "alter database campaigns set default_transaction_read_only = on"
+        format!("alter database {service} set default_transaction_read_only = on")
     } else {
-        "alter database campaigns reset default_transaction_read_only"
+        format!("alter database {service} reset default_transaction_read_only")
     };
-    sqlx::query(setting)
+    // The database's name is one of this test's constants.
+    sqlx::query(sqlx::AssertSqlSafe(setting))
         .execute(&pool)
         .await
         .expect("alter database");
     sqlx::query(
         "select pg_terminate_backend(pid) from pg_stat_activity
-          where datname = 'campaigns' and pid <> pg_backend_pid()",
+          where datname = $1 and pid <> pg_backend_pid()",
     )
+    .bind(service)
     .execute(&pool)
     .await
-    .expect("close campaigns' connections");
+    .expect("close the service's connections");
     pool.close().await;
+}
+
+/// The saga's detail once `done` holds of its state, within `within`.
+async fn saga_when(
+    api: &str,
+    admin: &str,
+    saga: &str,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let detail: serde_json::Value = http
+            .get(format!("{api}/v1/sagas/{saga}"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("saga")
+            .json()
+            .await
+            .unwrap_or_default();
+        if done(&detail["saga"]) {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {saga} as expected within {within:?}: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts a saga that will park: an order whose commission the campaign's budget cannot cover,
+/// while tracking's database refuses writes. Budget refused, the saga fails the tracking event,
+/// and tracking, unable to write, never answers: after four attempts (10 + 20 + 40 + 80 s) the
+/// saga parks. The coordinator is held (SIGSTOP) until tracking has recorded the order, published
+/// it from its outbox, and refuses writes, so that the saga's compensation is the first write
+/// refused. Its id.
+async fn saga_that_will_park(
+    api: &str,
+    admin: &str,
+    printed: &HashMap<String, String>,
+    campaign_id: &serde_json::Value,
+    partner_id: &serde_json::Value,
+    data_dir: &std::path::Path,
+) -> String {
+    let held = Frozen::new("sagas", &printed["sagas"]).await;
+    let recorded: serde_json::Value = reqwest::Client::new()
+        .post(format!("{api}/v1/tracking-events"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({
+            "campaign_id": campaign_id,
+            "partner_id": partner_id,
+            "kind": "conversion",
+            "order": { "order_id": "order-3001", "amount": { "amount": 100_000_000, "currency": "EUR" } },
+        }))
+        .send()
+        .await
+        .expect("record a conversion")
+        .json()
+        .await
+        .expect("json");
+    let saga = recorded["saga_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("its saga: {recorded}"))
+        .to_owned();
+    let postgres = super::embedded_postgres(data_dir).await;
+    let tracking = postgres
+        .connect_options()
+        .as_ref()
+        .clone()
+        .database("tracking");
+    let tracking = sqlx::PgPool::connect_with(tracking)
+        .await
+        .expect("tracking's database");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (recorded, unpublished): (bool, bool) = sqlx::query_as(
+            "select exists (select from events where stream_id = $1),
+                    exists (select from outbox where published_at is null)",
+        )
+        .bind(format!(
+            "tracking-event-{}",
+            recorded["tracking_id"].as_str().expect("its id")
+        ))
+        .fetch_one(&tracking)
+        .await
+        .expect("tracking's events and outbox");
+        if recorded && !unpublished {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracking recorded and published the order within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracking.close().await;
+    postgres.close().await;
+    read_only(data_dir, "tracking", true).await;
+    drop(held);
+    saga
 }
 
 /// Registers a partner while campaigns' database refuses writes: campaigns tries it five times,
@@ -137,7 +262,9 @@ async fn dead_lettered_registration(
     data_dir: &std::path::Path,
 ) -> (String, String) {
     let topic = "campaigns-partner-registration";
-    campaigns_read_only(data_dir, true).await;
+    let server_log = data_dir.join("postgres/server.log");
+    let logged_before = std::fs::metadata(&server_log).map_or(0, |m| m.len() as usize);
+    read_only(data_dir, "campaigns", true).await;
     let http = reqwest::Client::new();
     let accepted: serde_json::Value = http
         .post(format!("{api}/v1/partners"))
@@ -154,11 +281,15 @@ async fn dead_lettered_registration(
     let partner = accepted["partner_id"].as_str().expect("its id").to_owned();
     // Writes stay refused until campaigns has given up on the registration and tries to record
     // it as a dead letter: PostgreSQL logs that refused statement.
-    let server_log = data_dir.join("postgres/server.log");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&server_log)
-        .unwrap_or_default()
-        .contains("STATEMENT:  insert into dead_letters")
+    while !std::fs::read(&server_log)
+        .ok()
+        .and_then(|log| {
+            log.get(logged_before..)
+                .map(String::from_utf8_lossy)
+                .map(|l| l.contains("STATEMENT:  insert into dead_letters"))
+        })
+        .unwrap_or(false)
     {
         assert!(
             Instant::now() < deadline,
@@ -166,7 +297,7 @@ async fn dead_lettered_registration(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    campaigns_read_only(data_dir, false).await;
+    read_only(data_dir, "campaigns", false).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let page: serde_json::Value = http
@@ -302,10 +433,6 @@ async fn the_console_serves_every_role_in_a_real_browser() {
     let api = printed["API"].trim_end_matches("/v1").to_owned();
     let admin = printed["admin"].clone();
 
-    let browser = Browser::new(&api, &link, &printed);
-    browser.run(None).await;
-
-    // A saga left running: payments frozen, a new order waits for its payout.
     let http = reqwest::Client::new();
     let get = |path: String| {
         http.get(format!("{api}/v1{path}"))
@@ -319,14 +446,34 @@ async fn the_console_serves_every_role_in_a_real_browser() {
         .await
         .expect("json");
     let declined = &declined["sagas"][0];
-    signal("-STOP", "payments", &printed["payments"]).await;
-    let frozen = Frozen(printed["payments"].clone());
+    let (campaign, partner) = (&declined["campaign_id"], &declined["partner_id"]);
+    let parked = saga_that_will_park(&api, &admin, &printed, campaign, partner, &data_dir).await;
+
+    // The reading run takes part of the two and a half minutes the saga needs to park.
+    let browser = Browser::new(&api, &link, &printed);
+    browser.run(None).await;
+    let detail = saga_when(&api, &admin, &parked, Duration::from_secs(240), |s| {
+        s["status"] == "parked"
+    })
+    .await;
+    let last = detail["timeline"].as_array().and_then(|t| t.last());
+    assert!(
+        last.is_some_and(|e| e["entry"] == "parked"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("compensation trigger kept failing"))),
+        "parked because tracking never answered: {detail}"
+    );
+    read_only(&data_dir, "tracking", false).await;
+
+    // A saga left running: payments frozen, a new order waits for its payout.
+    let frozen = Frozen::new("payments", &printed["payments"]).await;
     let recorded: serde_json::Value = http
         .post(format!("{api}/v1/tracking-events"))
         .bearer_auth(&admin)
         .json(&serde_json::json!({
-            "campaign_id": declined["campaign_id"],
-            "partner_id": declined["partner_id"],
+            "campaign_id": campaign,
+            "partner_id": partner,
             "kind": "conversion",
             "order": { "order_id": "order-2001", "amount": { "amount": 5_000, "currency": "EUR" } },
         }))
@@ -337,27 +484,15 @@ async fn the_console_serves_every_role_in_a_real_browser() {
         .await
         .expect("json");
     let running = recorded["saga_id"].as_str().expect("its saga").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let saga: serde_json::Value = get(format!("/sagas/{running}"))
-            .await
-            .expect("saga")
-            .json()
-            .await
-            .unwrap_or_default();
-        if saga["saga"]["current_step"] == "request-payment" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the saga did not reach its payment within a minute: {saga}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    saga_when(&api, &admin, &running, Duration::from_secs(60), |s| {
+        s["current_step"] == "request-payment"
+    })
+    .await;
     let (partner, dead_letter) = dead_lettered_registration(&api, &admin, &data_dir).await;
     browser
         .run(Some(&Act {
-            saga: running,
+            parked,
+            running,
             dead_letter,
         }))
         .await;
@@ -377,7 +512,13 @@ async fn the_console_serves_every_role_in_a_real_browser() {
     }
     dlq_from_a_terminal(&api, &admin).await;
     let screenshots = &browser.screenshots;
-    for page in ["sagas.png", "saga.png", "flow.png", "dead-letter.png"] {
+    for page in [
+        "sagas.png",
+        "saga.png",
+        "parked.png",
+        "flow.png",
+        "dead-letter.png",
+    ] {
         assert!(screenshots.join(page).is_file(), "screenshot {page}");
     }
     // Payments thawed first: a stopped process cannot take its SIGTERM.
