@@ -11,7 +11,7 @@ pub mod projections;
 pub mod state;
 pub mod wire;
 
-use messaging::host::Tasks;
+use messaging::host::{self, ServiceError, Tasks};
 use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -20,24 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// The subscription (and inbox) name of every campaigns consumer.
 pub const SUBSCRIPTION: &str = "campaigns";
 
-/// Why the service stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("migrating the campaigns database failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("event store")]
-    EventStore(#[from] eventstore::Error),
-    #[error("messaging")]
-    Messaging(#[from] messaging::Error),
-    #[error("serving the query API failed")]
-    Serve(#[from] std::io::Error),
-}
-
 /// Creates or upgrades the event store and the campaigns read models.
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    eventstore::migrate(pool).await?;
-    sqlx::migrate!().run(pool).await?;
-    Ok(())
+pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
+    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
 }
 
 /// Runs the service until `shutdown`: its consumers, outbox relay, projection and query API. If
@@ -47,7 +32,7 @@ pub async fn run(
     client: Arc<Client>,
     query: QueryApi,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), ServiceError> {
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     let campaigns = Arc::new(state::CampaignCache::default());

@@ -31,29 +31,58 @@ const PROJECTION_POLL: Duration = Duration::from_secs(5);
 /// How long a query API request waits for its turn before it is answered 503.
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
-/// The tasks of one service. `E` is the service's error type.
+/// Why a service stopped: the first of its tasks that failed, or its setup.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("migrating the {service} database failed")]
+    Migrate {
+        service: &'static str,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("event store")]
+    EventStore(#[from] eventstore::Error),
+    #[error("messaging")]
+    Messaging(#[from] crate::Error),
+    #[error("setting {service} up failed")]
+    Setup {
+        service: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("serving the query API failed")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Creates or upgrades a service's database: the event store's tables, then the service's own
+/// `migrations` (`sqlx::migrate!()` in its crate).
+pub async fn migrate(
+    pool: &PgPool,
+    service: &'static str,
+    migrations: &sqlx::migrate::Migrator,
+) -> Result<(), ServiceError> {
+    eventstore::migrate(pool).await?;
+    migrations
+        .run(pool)
+        .await
+        .map_err(|source| ServiceError::Migrate { service, source })
+}
+
+/// The tasks of one service.
 #[derive(Debug)]
-pub struct Tasks<E> {
+pub struct Tasks {
     service: &'static str,
     client: Arc<Client>,
     pool: PgPool,
     shutdown: CancellationToken,
-    set: JoinSet<Result<(), E>>,
+    set: JoinSet<Result<(), ServiceError>>,
     metrics: Metrics,
     notifications: Notifications,
     /// The names of the projections it keeps, for their lag.
     projections: Vec<&'static str>,
 }
 
-impl<E> Tasks<E>
-where
-    E: From<crate::Error>
-        + From<eventstore::Error>
-        + From<std::io::Error>
-        + std::error::Error
-        + Send
-        + 'static,
-{
+impl Tasks {
     /// `service` names the subscription, the inbox and the relay of its tasks.
     pub fn new(
         service: &'static str,
@@ -194,17 +223,17 @@ where
     /// Any other task; it must end when the shutdown token it was given is cancelled.
     pub fn spawn(
         &mut self,
-        task: impl Future<Output = Result<(), E>> + Send + 'static,
+        task: impl Future<Output = Result<(), ServiceError>> + Send + 'static,
     ) -> &mut Self {
         self.set.spawn(task);
         self
     }
 
     /// Waits for every task; the first failure stops the others and is returned.
-    pub async fn join(mut self) -> Result<(), E> {
+    pub async fn join(mut self) -> Result<(), ServiceError> {
         let mut outcome = Ok(());
         while let Some(done) = self.set.join_next().await {
-            let result = done.unwrap_or_else(|panic| Err(E::from(std::io::Error::other(panic))));
+            let result = done.unwrap_or_else(|panic| Err(std::io::Error::other(panic).into()));
             if let Err(error) = result {
                 tracing::error!(service = self.service, error = %crate::error_chain(&error), "task failed; stopping the service");
                 self.shutdown.cancel();

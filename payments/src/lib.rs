@@ -15,7 +15,7 @@ pub mod wire;
 
 pub use payouts::PayoutSettings;
 
-use messaging::host::Tasks;
+use messaging::host::{self, ServiceError, Tasks};
 use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -24,26 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// The subscription (and inbox) name of every payments consumer.
 pub const SUBSCRIPTION: &str = "payments";
 
-/// Why the service stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("migrating the payments database failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("event store")]
-    EventStore(#[from] eventstore::Error),
-    #[error("messaging")]
-    Messaging(#[from] messaging::Error),
-    #[error("payout provider settings")]
-    Provider(#[from] provider::SetupError),
-    #[error("serving the query API failed")]
-    Serve(#[from] std::io::Error),
-}
-
 /// Creates or upgrades the event store, payments' read models and its payout table.
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    eventstore::migrate(pool).await?;
-    sqlx::migrate!().run(pool).await?;
-    Ok(())
+pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
+    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
 }
 
 /// Runs the service until `shutdown`: its consumer, outbox relay, projection, payout worker and
@@ -54,8 +37,14 @@ pub async fn run(
     query: QueryApi,
     payouts: PayoutSettings,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)?;
+) -> Result<(), ServiceError> {
+    let provider =
+        provider::Provider::new(&payouts.provider_url, payouts.timeout).map_err(|error| {
+            ServiceError::Setup {
+                service: SUBSCRIPTION,
+                source: error.into(),
+            }
+        })?;
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool.clone(), shutdown.clone());
     let notifications = tasks.notifications().clone();

@@ -10,7 +10,7 @@ pub mod definition;
 pub mod metrics;
 pub mod wire;
 
-use messaging::host::Tasks;
+use messaging::host::{self, ServiceError, Tasks};
 use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -25,24 +25,9 @@ pub const SUBSCRIPTION: &str = "sagas";
 /// timeout), so that a timer set while it sleeps does not fire late.
 const TIMERS_LONGEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Why the coordinator stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("migrating the sagas database failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("event store")]
-    EventStore(#[from] eventstore::Error),
-    #[error("messaging")]
-    Messaging(#[from] messaging::Error),
-    #[error("serving the query API failed")]
-    Serve(#[from] std::io::Error),
-}
-
 /// Creates or upgrades the event store and the coordinator's tables.
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    eventstore::migrate(pool).await?;
-    sqlx::migrate!().run(pool).await?;
-    Ok(())
+pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
+    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
 }
 
 /// Runs the coordinator until `shutdown`: its consumers of the four event topics, the timer
@@ -54,7 +39,7 @@ pub async fn run(
     query: QueryApi,
     archive_after: Duration,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), ServiceError> {
     let timers = {
         let (pool, stop) = (pool.clone(), shutdown.clone());
         async move {

@@ -9,7 +9,7 @@ pub mod handlers;
 pub mod projections;
 pub mod wire;
 
-use messaging::host::Tasks;
+use messaging::host::{self, ServiceError, Tasks};
 use messaging::{Client, QueryApi};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -18,24 +18,9 @@ use tokio_util::sync::CancellationToken;
 /// The subscription (and inbox) name of every tracking consumer.
 pub const SUBSCRIPTION: &str = "tracking";
 
-/// Why the service stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("migrating the tracking database failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("event store")]
-    EventStore(#[from] eventstore::Error),
-    #[error("messaging")]
-    Messaging(#[from] messaging::Error),
-    #[error("serving the query API failed")]
-    Serve(#[from] std::io::Error),
-}
-
 /// Creates or upgrades the event store and tracking's read models.
-pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
-    eventstore::migrate(pool).await?;
-    sqlx::migrate!().run(pool).await?;
-    Ok(())
+pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
+    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
 }
 
 /// Runs the service until `shutdown`: its consumers, outbox relay, projection and query API. If
@@ -45,7 +30,7 @@ pub async fn run(
     client: Arc<Client>,
     query: QueryApi,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), ServiceError> {
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks

@@ -27,7 +27,7 @@ struct Service {
     base: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), campaigns::Error>>,
+    task: JoinHandle<Result<(), messaging::host::ServiceError>>,
 }
 
 impl Service {

@@ -23,7 +23,7 @@ struct Service {
     base: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), commissions::Error>>,
+    task: JoinHandle<Result<(), messaging::host::ServiceError>>,
 }
 
 impl Service {

@@ -96,7 +96,7 @@ struct Service {
     http: reqwest::Client,
     simulator: Simulator,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), payments::Error>>,
+    task: JoinHandle<Result<(), messaging::host::ServiceError>>,
 }
 
 impl Service {

@@ -22,7 +22,7 @@ struct Service {
     base: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), tracking::Error>>,
+    task: JoinHandle<Result<(), messaging::host::ServiceError>>,
 }
 
 impl Service {
