@@ -4,7 +4,7 @@
 //! version.
 
 use crate::domain::{
-    CampaignCommand, CampaignDetails, CampaignEvent, CommissionRule, Content, ContentKind, Money,
+    CampaignCommand, CampaignDetails, CampaignEvent, CommissionRule, Content, ContentKind,
     PartnerCommand, PartnerEvent, PartnerRegistration, TrackingKind,
 };
 use eventstore::RecordedEvent;
@@ -67,7 +67,7 @@ pub fn create(command: &commands::CreateCampaign) -> CampaignCommand {
         campaign_id: command.campaign_id,
         advertiser_id: command.advertiser_id,
         name: command.name.clone(),
-        budget: money(&command.budget),
+        budget: command.budget.clone(),
         commission_rule: rule(command.commission_rule),
         valid_from: command.valid_from,
         valid_until: command.valid_until,
@@ -103,7 +103,7 @@ pub fn reserve_budget(command: &commands::ReserveBudget) -> CampaignCommand {
         partner_id: command.partner_id,
         tracking_id: command.tracking_id,
         kind: tracking_kind(command.kind),
-        order_amount: command.order_amount.as_ref().map(money),
+        order_amount: command.order_amount.clone(),
         at: command.occurred_at,
     }
 }
@@ -113,17 +113,6 @@ pub fn release_budget(command: &commands::ReleaseBudget) -> CampaignCommand {
         reservation_id: command.reservation_id,
         campaign_id: command.campaign_id,
         reason: command.reason.clone(),
-    }
-}
-
-fn money(money: &values::Money) -> Money {
-    Money::new(money.amount, money.currency.clone())
-}
-
-fn wire_money(money: &Money) -> values::Money {
-    values::Money {
-        amount: money.amount,
-        currency: money.currency.clone(),
     }
 }
 
@@ -188,7 +177,7 @@ pub fn campaign_event(event: &CampaignEvent) -> CampaignsEvent {
             campaign_id: d.campaign_id,
             advertiser_id: d.advertiser_id,
             name: d.name.clone(),
-            budget: wire_money(&d.budget),
+            budget: d.budget.clone(),
             commission_rule: wire_rule(d.commission_rule),
             valid_from: d.valid_from,
             valid_until: d.valid_until,
@@ -222,7 +211,7 @@ pub fn campaign_event(event: &CampaignEvent) -> CampaignsEvent {
             campaign_id: *campaign_id,
             partner_id: *partner_id,
             tracking_id: *tracking_id,
-            amount: wire_money(amount),
+            amount: amount.clone(),
         }),
         CampaignEvent::BudgetReleased {
             reservation_id,
@@ -232,7 +221,7 @@ pub fn campaign_event(event: &CampaignEvent) -> CampaignsEvent {
         } => CampaignsEvent::BudgetReleased(BudgetReleased {
             reservation_id: *reservation_id,
             campaign_id: *campaign_id,
-            amount: wire_money(amount),
+            amount: amount.clone(),
             reason: reason.clone(),
         }),
     }
@@ -260,7 +249,7 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
                 campaign_id: c.campaign_id,
                 advertiser_id: c.advertiser_id,
                 name: c.name,
-                budget: money(&c.budget),
+                budget: c.budget.clone(),
                 commission_rule: rule(c.commission_rule),
                 valid_from: c.valid_from,
                 valid_until: c.valid_until,
@@ -290,14 +279,14 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
                 campaign_id: r.campaign_id,
                 partner_id: r.partner_id,
                 tracking_id: r.tracking_id,
-                amount: money(&r.amount),
+                amount: r.amount.clone(),
             }))
         }
         CampaignsEvent::BudgetReleased(r) => {
             Some(Stored::Campaign(CampaignEvent::BudgetReleased {
                 reservation_id: r.reservation_id,
                 campaign_id: r.campaign_id,
-                amount: money(&r.amount),
+                amount: r.amount.clone(),
                 reason: r.reason,
             }))
         }

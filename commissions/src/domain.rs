@@ -15,21 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use uuid::Uuid;
 
-/// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Money {
-    pub amount: i64,
-    pub currency: String,
-}
-
-impl Money {
-    pub fn new(amount: i64, currency: impl Into<String>) -> Self {
-        Money {
-            amount,
-            currency: currency.into(),
-        }
-    }
-}
+pub use schemas::values::Money;
 
 /// How a campaign pays its partners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

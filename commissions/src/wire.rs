@@ -3,7 +3,7 @@
 //! and back. Upcasting happens here, by Avro schema resolution from a stored event's schema
 //! version.
 
-use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule, Money};
+use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule};
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::{AssignCommission, ReverseCommission};
@@ -17,7 +17,7 @@ pub fn assign(command: &AssignCommission) -> CommissionCommand {
         partner_id: command.partner_id,
         tracking_id: command.tracking_id,
         rule: rule(command.rule),
-        order_amount: command.order_amount.clone().map(money),
+        order_amount: command.order_amount.clone(),
         currency: command.currency.clone(),
     }
 }
@@ -38,17 +38,6 @@ fn rule(rule: values::CommissionRule) -> CommissionRule {
     }
 }
 
-fn money(money: values::Money) -> Money {
-    Money::new(money.amount, money.currency)
-}
-
-fn wire_money(money: &Money) -> values::Money {
-    values::Money {
-        amount: money.amount,
-        currency: money.currency.clone(),
-    }
-}
-
 pub fn event(event: &CommissionEvent) -> CommissionsEvent {
     match event {
         CommissionEvent::Assigned(a) => CommissionsEvent::CommissionAssigned(CommissionAssigned {
@@ -56,7 +45,7 @@ pub fn event(event: &CommissionEvent) -> CommissionsEvent {
             campaign_id: a.campaign_id,
             partner_id: a.partner_id,
             tracking_id: a.tracking_id,
-            amount: wire_money(&a.amount),
+            amount: a.amount.clone(),
         }),
         CommissionEvent::Reversed {
             commission_id,
@@ -68,7 +57,7 @@ pub fn event(event: &CommissionEvent) -> CommissionsEvent {
             commission_id: *commission_id,
             campaign_id: *campaign_id,
             partner_id: *partner_id,
-            amount: wire_money(amount),
+            amount: amount.clone(),
             reason: reason.clone(),
         }),
         CommissionEvent::Voided {
@@ -95,13 +84,13 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<CommissionEvent>, schemas:
             campaign_id: a.campaign_id,
             partner_id: a.partner_id,
             tracking_id: a.tracking_id,
-            amount: money(a.amount),
+            amount: a.amount,
         })),
         CommissionsEvent::CommissionReversed(r) => Some(CommissionEvent::Reversed {
             commission_id: r.commission_id,
             campaign_id: r.campaign_id,
             partner_id: r.partner_id,
-            amount: money(r.amount),
+            amount: r.amount,
             reason: r.reason,
         }),
         CommissionsEvent::CommissionVoided(v) => Some(CommissionEvent::Voided {

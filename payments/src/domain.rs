@@ -20,21 +20,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-/// An amount in integer minor units (cents for EUR) of one ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Money {
-    pub amount: i64,
-    pub currency: String,
-}
-
-impl Money {
-    pub fn new(amount: i64, currency: impl Into<String>) -> Self {
-        Money {
-            amount,
-            currency: currency.into(),
-        }
-    }
-}
+pub use schemas::values::Money;
 
 /// What `Request` asks for and `Requested` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

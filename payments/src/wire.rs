@@ -3,7 +3,7 @@
 //! payloads) and back. Upcasting happens here, by Avro schema resolution from a stored event's
 //! schema version.
 
-use crate::domain::{Money, PaymentEvent, PaymentRequest};
+use crate::domain::{PaymentEvent, PaymentRequest};
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RequestPayment;
@@ -11,7 +11,6 @@ use schemas::events::{
     PaymentCancelled, PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent,
     PayoutAttempted, PayoutOutcomeUnknown,
 };
-use schemas::values;
 use uuid::Uuid;
 
 /// Why a stored event cannot be read back as a domain event.
@@ -29,7 +28,7 @@ pub fn request(command: &RequestPayment) -> PaymentRequest {
         commission_id: command.commission_id,
         partner_id: command.partner_id,
         campaign_id: command.campaign_id,
-        amount: Money::new(command.amount.amount, command.amount.currency.clone()),
+        amount: command.amount.clone(),
     }
 }
 
@@ -40,10 +39,7 @@ pub fn payment_event(event: &PaymentEvent) -> PaymentsEvent {
             commission_id: r.commission_id,
             campaign_id: r.campaign_id,
             partner_id: r.partner_id,
-            amount: values::Money {
-                amount: r.amount.amount,
-                currency: r.amount.currency.clone(),
-            },
+            amount: r.amount.clone(),
         }),
         PaymentEvent::PayoutAttempted {
             payment_id,
@@ -94,7 +90,7 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
             commission_id: r.commission_id,
             partner_id: r.partner_id,
             campaign_id: r.campaign_id,
-            amount: Money::new(r.amount.amount, r.amount.currency),
+            amount: r.amount,
         })),
         PaymentsEvent::PayoutAttempted(a) => Some(PaymentEvent::PayoutAttempted {
             payment_id: a.payment_id,

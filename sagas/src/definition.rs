@@ -9,12 +9,7 @@
 use std::time::Duration;
 use uuid::Uuid;
 
-/// What the sagas know of money: integer minor units of one currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub amount: i64,
-    pub currency: String,
-}
+pub use schemas::values::Money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SagaType {
@@ -1251,10 +1246,7 @@ mod tests {
     const SECOND: i64 = 1_000_000;
 
     fn eur(amount: i64) -> Money {
-        Money {
-            amount,
-            currency: "EUR".into(),
-        }
+        Money::new(amount, "EUR")
     }
 
     fn data(kind: TrackingKind) -> SagaData {

@@ -26,19 +26,13 @@ pub enum Error {
 // Serde mirrors of the definition types: the definitions stay free of serialization.
 
 #[derive(Debug, Serialize, Deserialize)]
-struct MoneyJson {
-    amount: i64,
-    currency: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 struct DataJson {
     tracking_id: Uuid,
     campaign_id: Uuid,
     partner_id: Uuid,
     kind: String,
     order_id: Option<String>,
-    order_amount: Option<MoneyJson>,
+    order_amount: Option<Money>,
     occurred_at: i64,
 }
 
@@ -51,7 +45,7 @@ enum CommandJson {
         partner_id: Uuid,
         tracking_id: Uuid,
         kind: String,
-        order_amount: Option<MoneyJson>,
+        order_amount: Option<Money>,
         occurred_at: i64,
     },
     ReleaseBudget {
@@ -64,7 +58,7 @@ enum CommandJson {
         campaign_id: Uuid,
         partner_id: Uuid,
         tracking_id: Uuid,
-        amount: MoneyJson,
+        amount: Money,
     },
     ReverseCommission {
         commission_id: Uuid,
@@ -75,7 +69,7 @@ enum CommandJson {
         commission_id: Uuid,
         partner_id: Uuid,
         campaign_id: Uuid,
-        amount: MoneyJson,
+        amount: Money,
     },
     ConfirmTracking {
         tracking_id: Uuid,
@@ -117,7 +111,7 @@ enum EntryJson {
         step: String,
         command_id: Uuid,
         message_id: Uuid,
-        amount: Option<MoneyJson>,
+        amount: Option<Money>,
         at: i64,
     },
     StepFailed {
@@ -185,20 +179,6 @@ enum EntryJson {
     },
 }
 
-fn money_json(m: &Money) -> MoneyJson {
-    MoneyJson {
-        amount: m.amount,
-        currency: m.currency.clone(),
-    }
-}
-
-fn money(m: MoneyJson) -> Money {
-    Money {
-        amount: m.amount,
-        currency: m.currency,
-    }
-}
-
 fn kind_name(kind: TrackingKind) -> &'static str {
     match kind {
         TrackingKind::Click => "click",
@@ -242,7 +222,7 @@ fn command_json(command: &Command) -> CommandJson {
             partner_id,
             tracking_id,
             kind: kind_name(kind).to_owned(),
-            order_amount: order_amount.as_ref().map(money_json),
+            order_amount: order_amount.as_ref().cloned(),
             occurred_at,
         },
         Command::ReleaseBudget {
@@ -265,7 +245,7 @@ fn command_json(command: &Command) -> CommandJson {
             campaign_id,
             partner_id,
             tracking_id,
-            amount: money_json(&amount),
+            amount: amount.clone(),
         },
         Command::ReverseCommission {
             commission_id,
@@ -285,7 +265,7 @@ fn command_json(command: &Command) -> CommandJson {
             commission_id,
             partner_id,
             campaign_id,
-            amount: money_json(&amount),
+            amount: amount.clone(),
         },
         Command::ConfirmTracking { tracking_id } => CommandJson::ConfirmTracking { tracking_id },
         Command::FailTracking {
@@ -317,7 +297,7 @@ fn command(json: CommandJson) -> Result<Command, Error> {
             partner_id,
             tracking_id,
             kind: kind(&k)?,
-            order_amount: order_amount.map(money),
+            order_amount,
             occurred_at,
         },
         CommandJson::ReleaseBudget {
@@ -340,7 +320,7 @@ fn command(json: CommandJson) -> Result<Command, Error> {
             campaign_id,
             partner_id,
             tracking_id,
-            amount: money(amount),
+            amount,
         },
         CommandJson::ReverseCommission {
             commission_id,
@@ -360,7 +340,7 @@ fn command(json: CommandJson) -> Result<Command, Error> {
             commission_id,
             partner_id,
             campaign_id,
-            amount: money(amount),
+            amount,
         },
         CommandJson::ConfirmTracking { tracking_id } => Command::ConfirmTracking { tracking_id },
         CommandJson::FailTracking {
@@ -433,7 +413,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
                 partner_id: data.partner_id,
                 kind: kind_name(data.kind).to_owned(),
                 order_id: data.order.as_ref().map(|o| o.order_id.clone()),
-                order_amount: data.order.as_ref().map(|o| money_json(&o.amount)),
+                order_amount: data.order.as_ref().map(|o| o.amount.clone()),
                 occurred_at: data.occurred_at,
             },
             at,
@@ -452,7 +432,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
             step: step.name().to_owned(),
             command_id,
             message_id,
-            amount: amount.as_ref().map(money_json),
+            amount: amount.as_ref().cloned(),
             at,
         },
         Entry::StepFailed {
@@ -562,10 +542,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
                 partner_id: data.partner_id,
                 kind: kind(&data.kind)?,
                 order: match (data.order_id, data.order_amount) {
-                    (Some(order_id), Some(amount)) => Some(Order {
-                        order_id,
-                        amount: money(amount),
-                    }),
+                    (Some(order_id), Some(amount)) => Some(Order { order_id, amount }),
                     _ => None,
                 },
                 occurred_at: data.occurred_at,
@@ -583,7 +560,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Error> {
             step: step(&s)?,
             command_id,
             message_id,
-            amount: amount.map(money),
+            amount,
             at,
         },
         EntryJson::StepFailed {
@@ -680,13 +657,6 @@ pub fn entry_json(event: &eventstore::RecordedEvent) -> Option<serde_json::Value
     serde_json::from_slice(&event.payload).ok()
 }
 
-fn wire_money(m: &Money) -> values::Money {
-    values::Money {
-        amount: m.amount,
-        currency: m.currency.clone(),
-    }
-}
-
 fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
     match kind {
         TrackingKind::Click => values::TrackingKind::Click,
@@ -724,7 +694,7 @@ pub fn encode_command(
             partner_id,
             tracking_id,
             kind: wire_kind(kind),
-            order_amount: order_amount.as_ref().map(wire_money),
+            order_amount: order_amount.as_ref().cloned(),
             occurred_at,
         }),
         Command::ReleaseBudget {
@@ -773,7 +743,7 @@ pub fn encode_command(
             commission_id,
             partner_id,
             campaign_id,
-            amount: wire_money(&amount),
+            amount: amount.clone(),
         }),
         Command::ConfirmTracking { tracking_id } => {
             encoded(wire::ConfirmTrackingEvent { tracking_id })
@@ -793,10 +763,7 @@ pub fn encode_command(
 
 fn succeeded(amount: Option<&values::Money>) -> Option<Answer> {
     Some(Answer::Succeeded {
-        amount: amount.map(|m| Money {
-            amount: m.amount,
-            currency: m.currency.clone(),
-        }),
+        amount: amount.cloned(),
     })
 }
 
@@ -876,10 +843,7 @@ pub fn trigger(event: &TrackingEvent) -> Option<(Uuid, SagaType, SagaData)> {
         kind,
         order: r.order.as_ref().map(|o| Order {
             order_id: o.order_id.clone(),
-            amount: Money {
-                amount: o.amount.amount,
-                currency: o.amount.currency.clone(),
-            },
+            amount: o.amount.clone(),
         }),
         occurred_at: r.occurred_at,
     };

@@ -9,6 +9,15 @@ pub struct Money {
     pub currency: String,
 }
 
+impl Money {
+    pub fn new(amount: i64, currency: impl Into<String>) -> Self {
+        Money {
+            amount,
+            currency: currency.into(),
+        }
+    }
+}
+
 /// How a campaign pays its partners; in Avro a union of the records `FixedCommission` and
 /// `PercentCommission`, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! domain events into `tracking-events` records (which are also the event store's payloads) and
 //! back. Upcasting happens here, by Avro schema resolution from a stored event's schema version.
 
-use crate::domain::{CampaignOrdersEvent, Money, Order, Recording, TrackingChange, TrackingKind};
+use crate::domain::{CampaignOrdersEvent, Order, Recording, TrackingChange, TrackingKind};
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RecordTrackingEvent;
@@ -26,7 +26,7 @@ pub fn recording(command: &RecordTrackingEvent) -> Recording {
         kind: kind(command.kind),
         order: command.order.as_ref().map(|order| Order {
             order_id: order.order_id.clone(),
-            amount: Money::new(order.amount.amount, order.amount.currency.clone()),
+            amount: order.amount.clone(),
         }),
         occurred_at: command.occurred_at,
     }
@@ -57,10 +57,7 @@ pub fn tracking_event(change: &TrackingChange) -> TrackingEvent {
             kind: wire_kind(r.kind),
             order: r.order.as_ref().map(|order| values::Order {
                 order_id: order.order_id.clone(),
-                amount: values::Money {
-                    amount: order.amount.amount,
-                    currency: order.amount.currency.clone(),
-                },
+                amount: order.amount.clone(),
             }),
             occurred_at: r.occurred_at,
         }),
@@ -117,7 +114,7 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
             kind: kind(r.kind),
             order: r.order.map(|order| Order {
                 order_id: order.order_id,
-                amount: Money::new(order.amount.amount, order.amount.currency),
+                amount: order.amount,
             }),
             occurred_at: r.occurred_at,
         }))),
