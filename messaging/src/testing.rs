@@ -4,7 +4,11 @@
 
 use crate::admin::Admin;
 use crate::{Client, PulsarSettings};
+use serde_json::Value;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// The shared broker, on a fresh namespace, provisioned.
 pub async fn settings() -> PulsarSettings {
@@ -129,4 +133,166 @@ pub fn service_client(token: &crate::ServiceToken) -> reqwest::Client {
         .default_headers(token.headers())
         .build()
         .expect("a client without TLS settings builds")
+}
+
+/// A service under test: its tasks running on a namespace of their own and the test's database,
+/// its query API on a free port. Commands are published as a client would publish them, and
+/// read back through the API.
+#[derive(Debug)]
+pub struct ServiceUnderTest {
+    pub client: Arc<Client>,
+    pub pool: sqlx::PgPool,
+    /// The query API's base URL.
+    pub base: String,
+    http: reqwest::Client,
+    /// The actor the commands are sent as.
+    actor: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), crate::host::ServiceError>>,
+}
+
+impl ServiceUnderTest {
+    /// Runs `run` (a service's `run`, its settings bound) on `pool`, migrated already; commands
+    /// are sent as `actor`.
+    pub async fn start<F, R>(pool: sqlx::PgPool, actor: &'static str, run: R) -> ServiceUnderTest
+    where
+        R: FnOnce(
+            sqlx::PgPool,
+            Arc<Client>,
+            crate::QueryApi,
+            tokio_util::sync::CancellationToken,
+        ) -> F,
+        F: Future<Output = Result<(), crate::host::ServiceError>> + Send + 'static,
+    {
+        let client = client().await;
+        let token = crate::ServiceToken::random();
+        let (query, base) = query_api(&token).await;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(pool.clone(), client.clone(), query, shutdown.clone()));
+        ServiceUnderTest {
+            client,
+            pool,
+            base,
+            http: service_client(&token),
+            actor,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Publishes a command as a client would; returns its message id.
+    pub async fn send<M: schemas::Message>(&self, key: Uuid, command: &M) -> Uuid {
+        let id = Uuid::new_v4();
+        self.send_as(id, key, command).await;
+        id
+    }
+
+    /// Publishes a command under the message id `id`.
+    pub async fn send_as<M: schemas::Message>(&self, id: Uuid, key: Uuid, command: &M) {
+        let properties = crate::effects::first_of_flow(
+            id,
+            command,
+            Some(self.actor.into()),
+            Some("test".into()),
+        );
+        let message =
+            crate::effects::outgoing(command, &key.to_string(), &properties).expect("encode");
+        self.client.publish(&message).await.expect("publish");
+    }
+
+    /// Sends a command and waits for its outcome.
+    pub async fn command<M: schemas::Message>(&self, key: Uuid, command: &M) -> Value {
+        let id = self.send(key, command).await;
+        self.outcome(id).await
+    }
+
+    /// The status, content type and JSON body of a GET of the query API.
+    pub async fn get_with_type(&self, path: &str) -> (reqwest::StatusCode, String, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            content_type,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// The status and JSON body of a GET of the query API.
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        let (status, _, body) = self.get_with_type(path).await;
+        (status, body)
+    }
+
+    /// Polls `path` until `done` holds for its JSON, or fails after 30 s.
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(path).await;
+            if status.is_success() && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never got there; last: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The outcome of the command with message id `command`, once it has one.
+    pub async fn outcome(&self, command: Uuid) -> Value {
+        self.wait_for(&format!("/commands/{command}"), |b| {
+            b["status"] != "pending"
+        })
+        .await
+    }
+
+    /// The (message type, causation id) of every message queued on `topic`, in order, once each
+    /// (a duplicate command queues its answer again, under the same message id).
+    pub async fn published(&self, topic: &str) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "select message_type, causation_id from (
+                select distinct on (properties->>'message_id') id,
+                       properties->>'message_type' as message_type,
+                       properties->>'causation_id' as causation_id
+                  from outbox where topic = $1
+                 order by properties->>'message_id', id) first_queued
+              order by id",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .expect("outbox")
+    }
+
+    /// Waits until the relay has published everything in the outbox.
+    pub async fn wait_until_published(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = self.pool.acquire().await.expect("connection");
+        while eventstore::outbox::pending(&mut conn)
+            .await
+            .expect("pending")
+            > 0
+        {
+            assert!(Instant::now() < deadline, "the relay never published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the service; panics if it failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("service task").expect("service");
+    }
 }

@@ -2,7 +2,7 @@
 //! associating partners and content, reserving and releasing budget; duplicates, rejections,
 //! time travel, and a projection rebuild checked against live.
 
-use super::{Service, association, campaign, registration, reservation};
+use super::{association, campaign, registration, reservation, start};
 use eventstore::projection;
 use schemas::commands::{AssociateContent, ReleaseBudget};
 use schemas::values::ContentKind;
@@ -40,7 +40,7 @@ async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let partner = registration();
     let registered = service.send(partner.partner_id, &partner).await;
     assert_eq!(service.outcome(registered).await["status"], "succeeded");
@@ -165,7 +165,7 @@ async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
         ("BudgetReleased", released),
     ];
     assert_eq!(
-        service.published().await,
+        service.published("campaigns-events").await,
         expected.map(|(t, c)| (t.to_owned(), c.to_string()))
     );
     let keys: Vec<String> =
@@ -197,7 +197,7 @@ async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
 
 #[sqlx::test(migrations = false)]
 async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let create = campaign(Uuid::new_v4(), 1_000, 300);
     let id = create.campaign_id;
     let command_id = Uuid::new_v4();
@@ -249,7 +249,7 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
         "six distinct commands; the duplicate delivery was skipped by the inbox"
     );
     let replies = service
-        .published()
+        .published("campaigns-events")
         .await
         .into_iter()
         .filter(|(t, _)| t == "CommandAlreadyApplied")
@@ -263,7 +263,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let partner = registration();
     service.command(partner.partner_id, &partner).await;
     let create = campaign(Uuid::new_v4(), 600, 300);
@@ -340,7 +340,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
         (Some(600), Some(0))
     );
     let rejections = service
-        .published()
+        .published("campaigns-events")
         .await
         .into_iter()
         .filter(|(t, _)| t == "CommandRejected")
@@ -354,7 +354,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 
 #[sqlx::test(migrations = false)]
 async fn as_of_shows_the_campaign_as_it_stood_then(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let before_creation = rfc3339(OffsetDateTime::now_utc());
     let partner = registration();
     service.command(partner.partner_id, &partner).await;
@@ -423,7 +423,7 @@ async fn as_of_shows_the_campaign_as_it_stood_then(_: PgPoolOptions, connect: Pg
 
 #[sqlx::test(migrations = false)]
 async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let partners = [registration(), registration()];
     for partner in &partners {
         service.command(partner.partner_id, partner).await;

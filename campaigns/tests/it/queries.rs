@@ -1,6 +1,6 @@
 //! The query API's answers to bad input and to what does not exist: problem+json, 400 or 404.
 
-use super::{Service, campaign};
+use super::{campaign, start};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
@@ -9,7 +9,7 @@ async fn bad_queries_and_unknown_ids_are_answered_with_problem_json(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let create = campaign(Uuid::new_v4(), 1_000, 300);
     let id = create.campaign_id;
     service.command(id, &create).await;

@@ -2,12 +2,11 @@
 //! reversal and its effect on totals, a reversal that overtakes its assignment, rejections, and a
 //! projection rebuild checked against live.
 
-use super::Service;
+use super::start;
 use eventstore::projection;
 use schemas::commands::{AssignCommission, ReverseCommission};
 use schemas::values::{CommissionRule, Money};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 fn money(amount: i64, currency: &str) -> Money {
@@ -50,23 +49,6 @@ fn reverse(commission_id: Uuid, reason: &str) -> ReverseCommission {
     }
 }
 
-/// The (message type, causation id) of every message queued on commissions-events, in order, once
-/// each (a duplicate command queues its answer again, under the same message id).
-async fn published(service: &Service) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "select message_type, causation_id from (
-            select distinct on (properties->>'message_id') id,
-                   properties->>'message_type' as message_type,
-                   properties->>'causation_id' as causation_id
-              from outbox where topic = 'commissions-events'
-             order by properties->>'message_id', id) first_queued
-          order by id",
-    )
-    .fetch_all(&service.pool)
-    .await
-    .expect("outbox")
-}
-
 fn types(messages: &[(String, String)]) -> Vec<&str> {
     messages.iter().map(|(t, _)| t.as_str()).collect()
 }
@@ -76,7 +58,7 @@ async fn fixed_and_percent_commissions_are_assigned_and_read_back(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let flat = fixed(campaign, partner, 300);
     // 2.5 % of 129.99 EUR is 324.975 cents, rounded down.
@@ -170,26 +152,16 @@ async fn fixed_and_percent_commissions_are_assigned_and_read_back(
         ("CommissionAssigned", share_command),
     ];
     assert_eq!(
-        published(&service).await,
+        service.published("commissions-events").await,
         expected.map(|(t, c)| (t.to_owned(), c.to_string()))
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut conn = service.pool.acquire().await.expect("connection");
-    while eventstore::outbox::pending(&mut conn)
-        .await
-        .expect("pending")
-        > 0
-    {
-        assert!(Instant::now() < deadline, "the relay never published");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(conn);
+    service.wait_until_published().await;
     service.stop().await;
 }
 
 #[sqlx::test(migrations = false)]
 async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let partner = Uuid::new_v4();
     let command = fixed(Uuid::new_v4(), partner, 300);
     let id = Uuid::new_v4();
@@ -220,7 +192,7 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
         .expect("inbox");
     assert_eq!(inbox, 2, "the duplicate delivery was skipped by the inbox");
     assert_eq!(
-        types(&published(&service).await),
+        types(&service.published("commissions-events").await),
         ["CommissionAssigned", "CommandAlreadyApplied"]
     );
     let balance = service
@@ -237,7 +209,7 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let kept = fixed(campaign, partner, 500);
     let taken_back = fixed(campaign, partner, 300);
@@ -314,7 +286,7 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
     let (_, balance) = service.get(&format!("/partners/{partner}/balance")).await;
     assert_eq!(balance["currencies"][0]["net"], 500);
 
-    let messages = published(&service).await;
+    let messages = service.published("commissions-events").await;
     assert_eq!(
         types(&messages),
         [
@@ -334,7 +306,7 @@ async fn a_reversal_that_overtakes_its_assignment_voids_it(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let partner = Uuid::new_v4();
     let assignment = fixed(Uuid::new_v4(), partner, 300);
     let id = assignment.commission_id;
@@ -376,7 +348,7 @@ async fn a_reversal_that_overtakes_its_assignment_voids_it(
         "a voided commission pays nothing: {balance}"
     );
     assert_eq!(
-        types(&published(&service).await),
+        types(&service.published("commissions-events").await),
         ["CommissionVoided", "CommandRejected"]
     );
     service.stop().await;
@@ -387,7 +359,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let percent = CommissionRule::Percent { basis_points: 250 };
     let invalid_currency = AssignCommission {
@@ -463,7 +435,8 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
             "a rejected command changes nothing"
         );
     }
-    let rejections = published(&service)
+    let rejections = service
+        .published("commissions-events")
         .await
         .into_iter()
         .filter(|(t, _)| t == "CommandRejected")
@@ -477,7 +450,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 
 #[sqlx::test(migrations = false)]
 async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let campaign = Uuid::new_v4();
     let partners = [Uuid::new_v4(), Uuid::new_v4()];
     let mut last = Uuid::nil();

@@ -6,18 +6,14 @@
 // collide with another crate's test run at the same time.
 mod payment_flows;
 
-use messaging::Client;
 use messaging::consume::Backoff;
-use messaging::effects;
 use payments::PayoutSettings;
 use payments::provider::Provider;
 use payments::simulator::{self, SimulatorRules, Stats};
-use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -90,13 +86,16 @@ async fn database(connect: PgConnectOptions) -> PgPool {
 /// The payments service running on its own namespace and database, with its API on a free port and
 /// its payouts going to its own simulator.
 struct Service {
-    client: Arc<Client>,
-    pool: PgPool,
-    base: String,
-    http: reqwest::Client,
+    service: messaging::testing::ServiceUnderTest,
     simulator: Simulator,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), messaging::host::ServiceError>>,
+}
+
+impl std::ops::Deref for Service {
+    type Target = messaging::testing::ServiceUnderTest;
+
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
 }
 
 impl Service {
@@ -107,9 +106,6 @@ impl Service {
 
     /// Starts the service on a database and simulator prepared by the test.
     async fn start_with(pool: PgPool, simulator: Simulator) -> Service {
-        let client = messaging::testing::client().await;
-        let token = messaging::ServiceToken::random();
-        let (query, base) = messaging::testing::query_api(&token).await;
         let payouts = PayoutSettings {
             timeout: TIMEOUT,
             backoff: Backoff {
@@ -119,71 +115,10 @@ impl Service {
             poll: Duration::from_millis(25),
             ..PayoutSettings::new(simulator.base.clone())
         };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(payments::run(
-            pool.clone(),
-            client.clone(),
-            query,
-            payouts,
-            shutdown.clone(),
-        ));
-        Service {
-            client,
-            pool,
-            base,
-            http: messaging::testing::service_client(&token),
-            simulator,
-            shutdown,
-            task,
-        }
-    }
-
-    /// Publishes a command as a client would; returns its message id.
-    async fn send<M: Message>(&self, key: Uuid, command: &M) -> Uuid {
-        let id = Uuid::new_v4();
-        self.send_as(id, key, command).await;
-        id
-    }
-
-    async fn send_as<M: Message>(&self, id: Uuid, key: Uuid, command: &M) {
-        let properties =
-            effects::first_of_flow(id, command, Some("partner-1".into()), Some("test".into()));
-        let message = effects::outgoing(command, &key.to_string(), &properties).expect("encode");
-        self.client.publish(&message).await.expect("publish");
-    }
-
-    async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls `path` until `done` holds for its JSON, or fails after a deadline.
-    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get(path).await;
-            if status.is_success() && done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} never got there; last: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn outcome(&self, command: Uuid) -> Value {
-        self.wait_for(&format!("/commands/{command}"), |b| {
-            b["status"] != "pending"
-        })
-        .await
+        let run =
+            |pool, client, query, shutdown| payments::run(pool, client, query, payouts, shutdown);
+        let service = messaging::testing::ServiceUnderTest::start(pool, "partner-1", run).await;
+        Service { service, simulator }
     }
 
     /// The payment's view once it has reached `status`.
@@ -217,8 +152,7 @@ impl Service {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("service task").expect("service");
+        self.service.stop().await;
         self.simulator.stop().await;
     }
 }

@@ -385,19 +385,9 @@ async fn the_query_api_answers_errors_as_problems(_: PgPoolOptions, connect: PgC
         ),
     ];
     for (path, expected) in cases {
-        let response = service
-            .http
-            .get(format!("{}{path}", service.base))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status().as_u16(), expected, "{path}");
-        let content_type = response.headers().get("content-type").cloned();
-        assert_eq!(
-            content_type.as_ref().and_then(|v| v.to_str().ok()),
-            Some("application/problem+json"),
-            "{path}"
-        );
+        let (status, content_type, _) = service.get_with_type(&path).await;
+        assert_eq!(status.as_u16(), expected, "{path}");
+        assert_eq!(content_type, "application/problem+json", "{path}");
     }
     let partner = Uuid::new_v4();
     let (status, empty) = service.get(&format!("/partners/{partner}/payments")).await;

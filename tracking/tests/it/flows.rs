@@ -1,7 +1,7 @@
 //! Tracking's commands end to end: recording, confirming and failing tracking events, duplicates,
 //! the fraud rule, rejections, time travel, and a projection rebuild checked against live.
 
-use super::{Service, micros_now};
+use super::{Service, micros_now, start};
 use eventstore::projection;
 use schemas::commands::{ConfirmTrackingEvent, FailTrackingEvent, RecordTrackingEvent};
 use schemas::values::{Money, Order, TrackingKind};
@@ -49,7 +49,7 @@ async fn a_conversion_is_recorded_confirmed_and_published(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let campaign = Uuid::new_v4();
     let record = conversion(campaign, "order-1");
     let recorded = service.send(record.tracking_id, &record).await;
@@ -112,7 +112,7 @@ async fn the_same_command_twice_has_one_effect_and_is_answered_again(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let record = click(Uuid::new_v4());
     let id = Uuid::new_v4();
     service.send_as(id, record.tracking_id, &record).await;
@@ -172,7 +172,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let campaign = Uuid::new_v4();
     let first = conversion(campaign, "order-7");
     let fraud = conversion(campaign, "order-7");
@@ -248,7 +248,7 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 
 #[sqlx::test(migrations = false)]
 async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+    let service = start(connect).await;
     let campaign = Uuid::new_v4();
     let mut last = Uuid::nil();
     for n in 0..6 {
