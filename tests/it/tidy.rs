@@ -1,5 +1,6 @@
 //! Tidy checks that keep the architecture honest: crate dependencies follow the allowed edges of
-//! STYLE.md, and every Rust file says what it is for in a `//!` line.
+//! STYLE.md, only `messaging` depends on `pulsar`, and every Rust file says what it is for in a
+//! `//!` line.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -134,6 +135,38 @@ fn a_forbidden_edge_is_reported() {
             "campaigns depends on payments",
             "helpers is not in the tidy test's table of allowed edges"
         ]
+    );
+}
+
+/// The workspace crates that depend on the `pulsar` crate themselves: the broker's client is
+/// `messaging`'s business alone, so that a broker kind or a client upgrade touches one crate.
+fn pulsar_users(metadata: &Value) -> Vec<String> {
+    metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["name"] == "pulsar")
+        })
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn only_messaging_imports_pulsar() {
+    assert_eq!(pulsar_users(&cargo_metadata()), ["messaging"]);
+    let leak = serde_json::json!({ "packages": [
+        { "name": "messaging", "dependencies": [{ "name": "pulsar" }] },
+        { "name": "bff", "dependencies": [{ "name": "pulsar" }, { "name": "messaging" }] },
+    ]});
+    assert_eq!(
+        pulsar_users(&leak),
+        ["messaging", "bff"],
+        "the check can fail"
     );
 }
 
