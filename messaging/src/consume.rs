@@ -318,40 +318,43 @@ enum Outcome {
     Abandoned,
 }
 
-struct Lanes {
-    /// Per busy key, the messages waiting behind the one being handled.
-    waiting: HashMap<String, VecDeque<Received<Vec<u8>>>>,
+/// A received message, decoded once when it arrives (its lane depends on its content), or why
+/// it could not be.
+type Decoded<M> = Result<Incoming<M>, Undecodable>;
+
+/// A message waiting in its lane, as received and as decoded.
+type Waiting<M> = (Received<Vec<u8>>, Decoded<M>);
+
+struct Lanes<M> {
+    /// Per busy lane, the messages waiting behind the one being handled.
+    waiting: HashMap<String, VecDeque<Waiting<M>>>,
     in_flight: usize,
 }
 
 /// Where a worker reports how its message left the runner.
 type Done = mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>;
 
-impl Lanes {
-    /// Takes a received message: handled at once if its key is free, else queued behind it.
-    fn admit<H: Handler>(
-        &mut self,
-        worker: &Arc<Worker<H>>,
-        message: Received<Vec<u8>>,
-        done: &Done,
-    ) {
-        ConsumerStats::add(&worker.settings.stats.received);
-        self.in_flight += 1;
-        let key = key_of(&message);
-        // An undecodable message keeps its key as its lane; the worker dead-letters it.
-        let lane = match H::Message::decode_version(
-            &message.payload.data,
-            schema_version::<H::Message>(&message),
-        ) {
-            Ok(decoded) => worker.handler.lane(&decoded, &key),
-            Err(_) => key,
-        };
-        match self.waiting.get_mut(&lane) {
-            Some(queue) => queue.push_back(message),
-            None => {
-                self.waiting.insert(lane.clone(), VecDeque::new());
-                tokio::spawn(worker.clone().handle(lane, message, done.clone()));
-            }
+/// Takes a received message: handled at once if its lane is free, else queued behind it.
+fn admit<H: Handler>(
+    lanes: &mut Lanes<H::Message>,
+    worker: &Arc<Worker<H>>,
+    message: Received<Vec<u8>>,
+    done: &Done,
+) {
+    ConsumerStats::add(&worker.settings.stats.received);
+    lanes.in_flight += 1;
+    let key = key_of(&message);
+    let decoded = decode::<H::Message>(&key, &message);
+    // An undecodable message keeps its key as its lane; the worker dead-letters it.
+    let lane = match &decoded {
+        Ok(incoming) => worker.handler.lane(&incoming.message, &key),
+        Err(_) => key,
+    };
+    match lanes.waiting.get_mut(&lane) {
+        Some(queue) => queue.push_back((message, decoded)),
+        None => {
+            lanes.waiting.insert(lane.clone(), VecDeque::new());
+            tokio::spawn(worker.clone().handle(lane, message, decoded, done.clone()));
         }
     }
 }
@@ -405,8 +408,8 @@ pub async fn run<H: Handler>(
                 }
                 let next = lanes.waiting.get_mut(&key).and_then(VecDeque::pop_front);
                 match next {
-                    Some(message) if !stopping => {
-                        tokio::spawn(worker.clone().handle(key, message, done_sender.clone()));
+                    Some((message, decoded)) if !stopping => {
+                        tokio::spawn(worker.clone().handle(key, message, decoded, done_sender.clone()));
                     }
                     Some(_) => {
                         // Not started before shutdown: dropped unacknowledged, redelivered later.
@@ -448,7 +451,7 @@ pub async fn run<H: Handler>(
                     Some(Ok(message)) => {
                         ended = 0;
                         held_before = false;
-                        lanes.admit(&worker, message, &done_sender);
+                        admit(&mut lanes, &worker, message, &done_sender);
                     }
                     // pulsar-rs reports an error when reconnecting fails (one its retries do not
                     // cover, met while the broker restarts), leaving the consumer subscribed to
@@ -594,7 +597,8 @@ impl<H: Handler> Worker<H> {
         self: Arc<Self>,
         lane: String,
         received: Received<Vec<u8>>,
-        done: mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>,
+        decoded: Decoded<H::Message>,
+        done: Done,
     ) {
         let key = key_of(&received);
         let span = tracing::info_span!("handle message", topic = H::Message::TOPIC.name, %key);
@@ -609,7 +613,7 @@ impl<H: Handler> Worker<H> {
         // Said once: everything behind it in its lane, and on Key_Shared its key, waits.
         let outcome = {
             let work = async {
-                match self.process(&key, &received).await {
+                match self.process(decoded).await {
                     Ok(()) => Outcome::Done,
                     Err(dead) => self.dead_letter(&key, &received, dead).await,
                 }
@@ -633,10 +637,10 @@ impl<H: Handler> Worker<H> {
         let _ = done.send((lane, received, outcome));
     }
 
-    async fn process(&self, key: &str, received: &Received<Vec<u8>>) -> Result<(), DeadLetter> {
-        let incoming = decode::<H::Message>(key, received).map_err(|error| DeadLetter {
+    async fn process(&self, decoded: Decoded<H::Message>) -> Result<(), DeadLetter> {
+        let incoming = decoded.map_err(|error| DeadLetter {
             cause: "undecodable",
-            error,
+            error: error.to_string(),
             attempts: 1,
             body: None,
         })?;
@@ -813,18 +817,6 @@ fn key_of(received: &Received<Vec<u8>>) -> String {
         .unwrap_or_else(|| format!("{:?}", received.message_id()))
 }
 
-/// The schema version a received message says it was written with (the current one if unsaid
-/// or unreadable: decoding then reports what is wrong).
-fn schema_version<T: Message>(received: &Received<Vec<u8>>) -> u32 {
-    received
-        .metadata()
-        .properties
-        .iter()
-        .find(|kv| kv.key == names::SCHEMA_VERSION)
-        .and_then(|kv| kv.value.parse().ok())
-        .unwrap_or(T::TOPIC.version())
-}
-
 /// A message id as Pulsar's own clients write it into a dead letter's `ORIGIN_MESSAGE_ID`:
 /// `ledger:entry:partition:batch`, with -1 for no partition or batch.
 fn origin_message_id(id: &pulsar::proto::MessageIdData) -> String {
@@ -837,9 +829,21 @@ fn origin_message_id(id: &pulsar::proto::MessageIdData) -> String {
     )
 }
 
-/// Why a message holding U+0000 is refused: every service stores its text in PostgreSQL, which
+/// Why a received message cannot be handled as its topic's type: it is dead-lettered at once.
+/// A message holding U+0000 is refused too: every service stores its text in PostgreSQL, which
 /// cannot hold that character, so the message would fail the same way on every attempt.
-const NUL: &str = "holds U+0000 (NUL), which PostgreSQL text cannot store";
+#[derive(Debug, thiserror::Error)]
+pub enum Undecodable {
+    #[error("property {0} holds U+0000 (NUL), which PostgreSQL text cannot store")]
+    NulProperty(String),
+    #[error("{0}")]
+    Properties(#[from] crate::PropertyError),
+    /// The payload, with the cause's chain.
+    #[error("{0}")]
+    Payload(String),
+    #[error("a text field holds U+0000 (NUL), which PostgreSQL text cannot store")]
+    NulText,
+}
 
 fn holds_nul(value: &serde_json::Value) -> bool {
     use serde_json::Value;
@@ -856,10 +860,7 @@ pub fn dead_letter_topic(topic: &str, subscription: &str) -> String {
     format!("{topic}-{subscription}-DLQ")
 }
 
-fn decode<T: Message + Serialize>(
-    key: &str,
-    received: &Received<Vec<u8>>,
-) -> Result<Incoming<T>, String> {
+fn decode<T: Message + Serialize>(key: &str, received: &Received<Vec<u8>>) -> Decoded<T> {
     let map: HashMap<String, String> = received
         .metadata()
         .properties
@@ -870,13 +871,14 @@ fn decode<T: Message + Serialize>(
         .iter()
         .find_map(|(name, value)| value.contains('\0').then_some(name))
     {
-        return Err(format!("property {name} {NUL}"));
+        return Err(Undecodable::NulProperty(name.clone()));
     }
-    let properties = Properties::parse(&map, T::TOPIC.version()).map_err(|e| e.to_string())?;
+    let properties = Properties::parse(&map, T::TOPIC.version())?;
     let message = T::decode_version(&received.payload.data, properties.schema_version)
-        .map_err(|e| crate::error_chain(&e))?;
-    if holds_nul(&serde_json::to_value(&message).map_err(|e| e.to_string())?) {
-        return Err(format!("a text field {NUL}"));
+        .map_err(|e| Undecodable::Payload(crate::error_chain(&e)))?;
+    let fields = serde_json::to_value(&message).map_err(|e| Undecodable::Payload(e.to_string()))?;
+    if holds_nul(&fields) {
+        return Err(Undecodable::NulText);
     }
     Ok(Incoming {
         message,
