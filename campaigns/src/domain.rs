@@ -193,6 +193,17 @@ pub enum CampaignCommand {
 }
 
 impl CampaignCommand {
+    /// The campaign whose stream the command is decided on.
+    pub fn campaign_id(&self) -> Uuid {
+        match self {
+            CampaignCommand::Create(details) => details.campaign_id,
+            CampaignCommand::AssociatePartner { campaign_id, .. }
+            | CampaignCommand::AssociateContent { campaign_id, .. }
+            | CampaignCommand::ReserveBudget { campaign_id, .. }
+            | CampaignCommand::ReleaseBudget { campaign_id, .. } => *campaign_id,
+        }
+    }
+
     /// The reservation the command decides on, if any.
     pub fn reservation_id(&self) -> Option<Uuid> {
         match self {

@@ -15,96 +15,43 @@ use crate::wire::{self, Stored};
 use eventstore::ExpectedVersion;
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use messaging::effects::{self, StreamEvents};
+use messaging::effects::{self, Replies, StreamEvents};
+use schemas::Message;
 use schemas::commands::{
     AssociateContent, AssociatePartner, CreateCampaign, RegisterPartner, ReleaseBudget,
     ReserveBudget,
 };
 use schemas::events::CampaignsEvent;
+use serde::Serialize;
 use sqlx::PgConnection;
+use std::marker::PhantomData;
 use std::sync::Arc;
-use uuid::Uuid;
 
-/// A stream's state and version, folded from its events.
-async fn load<S: Default>(
-    tx: &mut PgConnection,
-    stream_id: &str,
-    apply: impl FnMut(&mut S, Stored),
-) -> Result<(S, ExpectedVersion), HandlerError> {
-    let (state, version) = fold(tx, stream_id, (S::default(), 0), apply).await?;
-    Ok((state, expected(version)))
-}
+const REPLIES: Replies<CampaignsEvent> = Replies {
+    rejected: CampaignsEvent::CommandRejected,
+    already_applied: CampaignsEvent::CommandAlreadyApplied,
+};
 
-/// What an append after the stream's `version` expects (0: no stream yet).
-fn expected(version: i64) -> ExpectedVersion {
-    match version {
-        0 => ExpectedVersion::NoStream,
-        version => ExpectedVersion::Exact(version),
-    }
-}
-
-/// Brings `state`, folded from the stream's events up to `version`, up to the stream's end.
-pub(crate) async fn fold<S>(
-    tx: &mut PgConnection,
-    stream_id: &str,
-    (mut state, version): (S, i64),
-    mut apply: impl FnMut(&mut S, Stored),
-) -> Result<(S, i64), HandlerError> {
-    let events = eventstore::read_stream(tx, stream_id, version + 1, None).await?;
-    for event in &events {
-        let stored = wire::stored(event).map_err(|e| {
-            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
-        })?;
-        if let Some(stored) = stored {
-            apply(&mut state, stored);
-        }
-    }
-    Ok((state, events.last().map_or(version, |e| e.version)))
-}
-
-async fn reject(
-    tx: &mut PgConnection,
-    props: &Properties,
-    aggregate: &str,
-    error: &Error,
-) -> Result<(), HandlerError> {
-    effects::commit_rejection(
-        tx,
-        props,
-        aggregate,
-        (error.code(), &error.to_string()),
-        CampaignsEvent::CommandRejected,
-    )
-    .await
-}
-
-/// Commits what a decision came to: a rejection, a reply that nothing changed, or the events on
-/// the stream at the version they were decided on.
+/// Commits what a decision on one stream came to (see `effects::commit_decision`).
 async fn commit<E>(
     tx: &mut PgConnection,
     props: &Properties,
     key: &str,
-    stream: (&str, &str, ExpectedVersion),
+    (stream_id, stream_type, expected): (&str, &str, ExpectedVersion),
     decision: Result<Vec<E>, Error>,
     to_wire: fn(&E) -> CampaignsEvent,
 ) -> Result<(), HandlerError> {
-    match decision {
-        Err(error) => reject(tx, props, key, &error).await,
-        Ok(events) if events.is_empty() => {
-            effects::commit_already_applied(tx, props, key, CampaignsEvent::CommandAlreadyApplied)
-                .await
-        }
-        Ok(events) => {
-            let (stream_id, stream_type, expected) = stream;
-            let streams = [StreamEvents {
+    let decision = decision
+        .map(|events| {
+            vec![StreamEvents {
                 stream_id,
                 stream_type,
                 expected,
                 events: events.iter().map(to_wire).collect(),
-            }];
-            effects::commit_events(tx, props, key, &streams).await
-        }
-    }
+            }]
+        })
+        .map_err(|error| (error.code(), error.to_string()));
+    effects::commit_decision(tx, props, key, decision, REPLIES).await
 }
 
 /// Decides a command on its campaign's stream (`state`: how the campaign is loaded).
@@ -112,16 +59,16 @@ async fn on_campaign(
     tx: &mut PgConnection,
     props: &Properties,
     cache: &CampaignCache,
-    campaign_id: Uuid,
     command: CampaignCommand,
 ) -> Result<(), HandlerError> {
+    let campaign_id = command.campaign_id();
     let loaded = state::load(tx, cache, campaign_id, command.reservation_id()).await?;
     let decision = loaded.campaign.decide(&command);
     let version = loaded.version;
     let decided = decision.as_deref().unwrap_or_default();
     state::decided(tx, cache, campaign_id, loaded, decided).await?;
     let stream_id = wire::campaign_stream(campaign_id);
-    let stream = (stream_id.as_str(), "campaign", expected(version));
+    let stream = (stream_id.as_str(), "campaign", effects::expected(version));
     let key = campaign_id.to_string();
     commit(tx, props, &key, stream, decision, wire::campaign_event).await
 }
@@ -140,11 +87,16 @@ impl Handler for Registration {
     ) -> Result<(), HandlerError> {
         let partner_id = incoming.message.partner_id;
         let stream_id = wire::partner_stream(partner_id);
-        let (partner, version) = load(tx, &stream_id, |state: &mut Partner, stored| {
-            if let Stored::Partner(event) = stored {
-                state.apply(&event);
-            }
-        })
+        let (partner, version) = effects::load(
+            tx,
+            &stream_id,
+            wire::stored,
+            |state: &mut Partner, stored| {
+                if let Stored::Partner(event) = stored {
+                    state.apply(&event);
+                }
+            },
+        )
         .await?;
         let decision = partner.decide(&wire::register(&incoming.message));
         let stream = (stream_id.as_str(), "partner", version);
@@ -161,133 +113,91 @@ impl Handler for Registration {
     }
 }
 
+/// A command message decided on its campaign's stream.
+pub trait CampaignMessage: Message + Serialize + Send + Sync + 'static {
+    fn command(&self) -> CampaignCommand;
+}
+
 /// `campaign-creation`: creates an advertiser's campaign.
-#[derive(Debug, Default)]
-pub struct Creation(pub Arc<CampaignCache>);
-
-impl Handler for Creation {
-    type Message = CreateCampaign;
-
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        incoming: &Incoming<CreateCampaign>,
-    ) -> Result<(), HandlerError> {
-        let command = wire::create(&incoming.message);
-        on_campaign(
-            tx,
-            &incoming.properties,
-            &self.0,
-            incoming.message.campaign_id,
-            command,
-        )
-        .await
+impl CampaignMessage for CreateCampaign {
+    fn command(&self) -> CampaignCommand {
+        wire::create(self)
     }
 }
 
 /// `campaign-partner-association`: lets a partner promote a campaign.
-#[derive(Debug, Default)]
-pub struct PartnerAssociation(pub Arc<CampaignCache>);
-
-impl Handler for PartnerAssociation {
-    type Message = AssociatePartner;
-
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        incoming: &Incoming<AssociatePartner>,
-    ) -> Result<(), HandlerError> {
-        let command = wire::associate_partner(&incoming.message);
-        on_campaign(
-            tx,
-            &incoming.properties,
-            &self.0,
-            incoming.message.campaign_id,
-            command,
-        )
-        .await
+impl CampaignMessage for AssociatePartner {
+    fn command(&self) -> CampaignCommand {
+        wire::associate_partner(self)
     }
 }
 
 /// `campaign-content-association`: attaches promotional content to a campaign.
-#[derive(Debug, Default)]
-pub struct ContentAssociation(pub Arc<CampaignCache>);
-
-impl Handler for ContentAssociation {
-    type Message = AssociateContent;
-
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        incoming: &Incoming<AssociateContent>,
-    ) -> Result<(), HandlerError> {
-        let command = wire::associate_content(&incoming.message);
-        on_campaign(
-            tx,
-            &incoming.properties,
-            &self.0,
-            incoming.message.campaign_id,
-            command,
-        )
-        .await
+impl CampaignMessage for AssociateContent {
+    fn command(&self) -> CampaignCommand {
+        wire::associate_content(self)
     }
 }
 
 /// `campaign-budget-reservation`: a saga's first step, holding one tracking event's commission
 /// against the budget.
-#[derive(Debug, Default)]
-pub struct BudgetReservation(pub Arc<CampaignCache>);
-
-impl Handler for BudgetReservation {
-    type Message = ReserveBudget;
-
-    /// Reservations come keyed by their sagas and all write their campaign's stream: one lane
-    /// per campaign, so that they queue instead of racing.
-    fn lane(&self, message: &ReserveBudget, _key: &str) -> String {
-        message.campaign_id.to_string()
-    }
-
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        incoming: &Incoming<ReserveBudget>,
-    ) -> Result<(), HandlerError> {
-        let command = wire::reserve_budget(&incoming.message);
-        on_campaign(
-            tx,
-            &incoming.properties,
-            &self.0,
-            incoming.message.campaign_id,
-            command,
-        )
-        .await
+impl CampaignMessage for ReserveBudget {
+    fn command(&self) -> CampaignCommand {
+        wire::reserve_budget(self)
     }
 }
 
 /// `campaign-budget-release`: compensation, giving a reservation's amount back to the budget.
-#[derive(Debug, Default)]
-pub struct BudgetRelease(pub Arc<CampaignCache>);
+impl CampaignMessage for ReleaseBudget {
+    fn command(&self) -> CampaignCommand {
+        wire::release_budget(self)
+    }
+}
 
-impl Handler for BudgetRelease {
-    type Message = ReleaseBudget;
+/// The handler of one campaign command topic, deciding on the campaign's stream through the
+/// service's campaign cache.
+#[derive(Debug)]
+pub struct OnCampaign<M>(pub Arc<CampaignCache>, PhantomData<fn(M)>);
 
-    fn lane(&self, message: &ReleaseBudget, _key: &str) -> String {
-        message.campaign_id.to_string()
+impl<M> OnCampaign<M> {
+    pub fn new(cache: Arc<CampaignCache>) -> Self {
+        OnCampaign(cache, PhantomData)
+    }
+}
+
+impl<M> Default for OnCampaign<M> {
+    fn default() -> Self {
+        OnCampaign::new(Arc::default())
+    }
+}
+
+impl<M: CampaignMessage> Handler for OnCampaign<M> {
+    type Message = M;
+
+    /// Reservations come keyed by their sagas and all write their campaign's stream: one lane
+    /// per campaign, so that they queue instead of racing. (The API keys the other campaign
+    /// commands by their campaign already.)
+    fn lane(&self, message: &M, _key: &str) -> String {
+        message.command().campaign_id().to_string()
     }
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        incoming: &Incoming<ReleaseBudget>,
+        incoming: &Incoming<M>,
     ) -> Result<(), HandlerError> {
-        let command = wire::release_budget(&incoming.message);
         on_campaign(
             tx,
             &incoming.properties,
             &self.0,
-            incoming.message.campaign_id,
-            command,
+            incoming.message.command(),
         )
         .await
     }
 }
+
+pub type Creation = OnCampaign<CreateCampaign>;
+pub type PartnerAssociation = OnCampaign<AssociatePartner>;
+pub type ContentAssociation = OnCampaign<AssociateContent>;
+pub type BudgetReservation = OnCampaign<ReserveBudget>;
+pub type BudgetRelease = OnCampaign<ReleaseBudget>;

@@ -38,11 +38,11 @@ pub async fn run(
     let campaigns = Arc::new(state::CampaignCache::default());
     tasks
         .consume(handlers::Registration)
-        .consume(handlers::Creation(campaigns.clone()))
-        .consume(handlers::PartnerAssociation(campaigns.clone()))
-        .consume(handlers::ContentAssociation(campaigns.clone()))
-        .consume(handlers::BudgetReservation(campaigns.clone()))
-        .consume(handlers::BudgetRelease(campaigns))
+        .consume(handlers::Creation::new(campaigns.clone()))
+        .consume(handlers::PartnerAssociation::new(campaigns.clone()))
+        .consume(handlers::ContentAssociation::new(campaigns.clone()))
+        .consume(handlers::BudgetReservation::new(campaigns.clone()))
+        .consume(handlers::BudgetRelease::new(campaigns))
         .relay()
         .prune()
         .project(projections::CampaignViews)

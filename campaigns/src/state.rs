@@ -14,7 +14,6 @@
 //! snapshot leaves them out.
 
 use crate::domain::{Campaign, CampaignEvent, Reservation};
-use crate::handlers::fold;
 use crate::wire::{self, Stored};
 use messaging::consume::HandlerError;
 use sqlx::PgConnection;
@@ -90,11 +89,17 @@ pub async fn load(
         None => from_snapshot(tx, &stream_id).await?,
     };
     let from_start = kept.1 == 0;
-    let (mut campaign, version) = fold(tx, &stream_id, kept, |state: &mut Campaign, stored| {
-        if let Stored::Campaign(event) = stored {
-            state.apply(&event);
-        }
-    })
+    let (mut campaign, version) = messaging::effects::fold(
+        tx,
+        &stream_id,
+        kept,
+        wire::stored,
+        |state: &mut Campaign, stored| {
+            if let Stored::Campaign(event) = stored {
+                state.apply(&event);
+            }
+        },
+    )
     .await?;
     if from_start {
         index(tx, campaign_id, campaign.reservations()).await?;

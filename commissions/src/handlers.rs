@@ -3,35 +3,17 @@
 
 use crate::domain::{Commission, CommissionCommand};
 use crate::wire;
-use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use messaging::effects::{self, StreamEvents};
+use messaging::effects::{self, Replies, StreamEvents};
 use schemas::commands::{AssignCommission, ReverseCommission};
 use schemas::events::CommissionsEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// A commission's state and its stream's version, folded from its events.
-async fn load(
-    tx: &mut PgConnection,
-    commission_id: Uuid,
-) -> Result<(Commission, ExpectedVersion), HandlerError> {
-    let events =
-        eventstore::read_stream(tx, &wire::commission_stream(commission_id), 1, None).await?;
-    let mut commission = Commission::default();
-    for event in &events {
-        let stored = wire::stored(event).map_err(|e| {
-            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
-        })?;
-        if let Some(stored) = stored {
-            commission.apply(&stored);
-        }
-    }
-    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
-        ExpectedVersion::Exact(e.version)
-    });
-    Ok((commission, version))
-}
+const REPLIES: Replies<CommissionsEvent> = Replies {
+    rejected: CommissionsEvent::CommandRejected,
+    already_applied: CommissionsEvent::CommandAlreadyApplied,
+};
 
 /// Decides `command` on its commission and commits what that decided: the events, a rejection,
 /// or, when nothing changed, that the command was already applied.
@@ -41,39 +23,24 @@ async fn decide(
     commission_id: Uuid,
     command: CommissionCommand,
 ) -> Result<(), HandlerError> {
-    let (commission, version) = load(tx, commission_id).await?;
-    let key = commission_id.to_string();
-    match commission.decide(&command) {
-        Err(error) => {
-            effects::commit_rejection(
-                tx,
-                props,
-                &key,
-                (error.code(), &error.to_string()),
-                CommissionsEvent::CommandRejected,
-            )
-            .await
-        }
-        Ok(events) if events.is_empty() => {
-            effects::commit_already_applied(
-                tx,
-                props,
-                &key,
-                CommissionsEvent::CommandAlreadyApplied,
-            )
-            .await
-        }
-        Ok(events) => {
-            let stream_id = wire::commission_stream(commission_id);
-            let streams = [StreamEvents {
+    let stream_id = wire::commission_stream(commission_id);
+    let (commission, expected) =
+        effects::load(tx, &stream_id, wire::stored, |c: &mut Commission, e| {
+            c.apply(&e)
+        })
+        .await?;
+    let decision = commission
+        .decide(&command)
+        .map(|events| {
+            vec![StreamEvents {
                 stream_id: &stream_id,
                 stream_type: "commission",
-                expected: version,
+                expected,
                 events: events.iter().map(wire::event).collect(),
-            }];
-            effects::commit_events(tx, props, &key, &streams).await
-        }
-    }
+            }]
+        })
+        .map_err(|error| (error.code(), error.to_string()));
+    effects::commit_decision(tx, props, &commission_id.to_string(), decision, REPLIES).await
 }
 
 /// `assign-commission-to-partner`: a saga's step, the commission one tracking event earned.

@@ -5,7 +5,7 @@
 
 use crate::consume::HandlerError;
 use crate::properties::Properties;
-use eventstore::{ExpectedVersion, Metadata, NewEvent, Outcome, outbox};
+use eventstore::{ExpectedVersion, Metadata, NewEvent, Outcome, RecordedEvent, outbox};
 use schemas::Message;
 use schemas::events::{CommandAlreadyApplied, CommandRejected};
 use sqlx::PgConnection;
@@ -202,4 +202,88 @@ async fn record(
     )
     .await?;
     Ok(())
+}
+
+/// How a service answers a command that changed nothing: its event topic's variants for
+/// [`CommandRejected`] and [`CommandAlreadyApplied`].
+#[derive(Debug)]
+pub struct Replies<E> {
+    pub rejected: fn(CommandRejected) -> E,
+    pub already_applied: fn(CommandAlreadyApplied) -> E,
+}
+
+impl<E> Clone for Replies<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Replies<E> {}
+
+/// What deciding a command came to: the events for each stream it was decided on, or why it
+/// was refused (a stable code and its explanation).
+pub type Decision<'a, E> = Result<Vec<StreamEvents<'a, E>>, (&'static str, String)>;
+
+/// Ends a command the one way every service does, in the handler's transaction: a rejection; a
+/// reply that it was already applied when no stream got an event; or the events appended at the
+/// versions they were decided on, queued, and the command's outcome. `key` is the aggregate the
+/// replies and events are keyed by.
+pub async fn commit_decision<E: Message>(
+    tx: &mut PgConnection,
+    cause: &Properties,
+    key: &str,
+    decision: Decision<'_, E>,
+    replies: Replies<E>,
+) -> Result<(), HandlerError> {
+    match decision {
+        Err((code, reason)) => {
+            commit_rejection(tx, cause, key, (code, &reason), replies.rejected).await
+        }
+        Ok(streams) if streams.iter().all(|s| s.events.is_empty()) => {
+            commit_already_applied(tx, cause, key, replies.already_applied).await
+        }
+        Ok(streams) => commit_events(tx, cause, key, &streams).await,
+    }
+}
+
+/// Brings `state`, folded from a stream's events up to `version`, up to the stream's end:
+/// `decode` reads a stored event (`None`: not one this state folds), `apply` folds it. An event
+/// that cannot be read is a transient failure: the code that can read it may be a deploy away.
+pub async fn fold<S, T, D: std::fmt::Display>(
+    tx: &mut PgConnection,
+    stream_id: &str,
+    (mut state, version): (S, i64),
+    decode: fn(&RecordedEvent) -> Result<Option<T>, D>,
+    mut apply: impl FnMut(&mut S, T),
+) -> Result<(S, i64), HandlerError> {
+    let events = eventstore::read_stream(tx, stream_id, version + 1, None).await?;
+    for event in &events {
+        let stored = decode(event).map_err(|e| {
+            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
+        })?;
+        if let Some(stored) = stored {
+            apply(&mut state, stored);
+        }
+    }
+    Ok((state, events.last().map_or(version, |e| e.version)))
+}
+
+/// A stream's state folded from all its events (see [`fold`]), and the version an append
+/// decided on it expects.
+pub async fn load<S: Default, T, D: std::fmt::Display>(
+    tx: &mut PgConnection,
+    stream_id: &str,
+    decode: fn(&RecordedEvent) -> Result<Option<T>, D>,
+    apply: impl FnMut(&mut S, T),
+) -> Result<(S, ExpectedVersion), HandlerError> {
+    let (state, version) = fold(tx, stream_id, (S::default(), 0), decode, apply).await?;
+    Ok((state, expected(version)))
+}
+
+/// What an append after a stream's `version` expects (0: no stream yet).
+pub fn expected(version: i64) -> ExpectedVersion {
+    match version {
+        0 => ExpectedVersion::NoStream,
+        version => ExpectedVersion::Exact(version),
+    }
 }

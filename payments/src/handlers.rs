@@ -8,31 +8,45 @@ use crate::payouts;
 use crate::wire;
 use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use messaging::effects::{self, StreamEvents};
+use messaging::effects::{self, Replies, StreamEvents};
 use schemas::commands::{CancelPayment, RequestPayment};
 use schemas::events::PaymentsEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+const REPLIES: Replies<PaymentsEvent> = Replies {
+    rejected: PaymentsEvent::CommandRejected,
+    already_applied: PaymentsEvent::CommandAlreadyApplied,
+};
 
 /// A payment folded from its stream, and the stream's version.
 pub(crate) async fn load(
     conn: &mut PgConnection,
     payment_id: Uuid,
 ) -> Result<(Payment, ExpectedVersion), HandlerError> {
-    let events = eventstore::read_stream(conn, &wire::payment_stream(payment_id), 1, None).await?;
-    let mut payment = Payment::default();
-    for event in &events {
-        let stored = wire::stored(event).map_err(|e| {
-            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
-        })?;
-        if let Some(stored) = stored {
-            payment.apply(&stored);
-        }
-    }
-    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
-        ExpectedVersion::Exact(e.version)
-    });
-    Ok((payment, version))
+    let stream_id = wire::payment_stream(payment_id);
+    effects::load(conn, &stream_id, wire::stored, |p: &mut Payment, e| {
+        p.apply(&e)
+    })
+    .await
+}
+
+/// A payment's new events, in the wire form, for an append at `expected`.
+fn on_stream<'a>(
+    stream_id: &'a str,
+    expected: ExpectedVersion,
+    events: &[crate::domain::PaymentEvent],
+) -> Vec<StreamEvents<'a, PaymentsEvent>> {
+    vec![StreamEvents {
+        stream_id,
+        stream_type: "payment",
+        expected,
+        events: events.iter().map(wire::payment_event).collect(),
+    }]
+}
+
+fn refused(error: Error) -> (&'static str, String) {
+    (error.code(), error.to_string())
 }
 
 /// Appends a payment's new events and queues them on `payments-events`, caused by `cause`.
@@ -44,12 +58,7 @@ pub(crate) async fn commit(
     events: &[crate::domain::PaymentEvent],
 ) -> Result<(), HandlerError> {
     let stream_id = wire::payment_stream(payment_id);
-    let streams = [StreamEvents {
-        stream_id: &stream_id,
-        stream_type: "payment",
-        expected,
-        events: events.iter().map(wire::payment_event).collect(),
-    }];
+    let streams = on_stream(&stream_id, expected, events);
     effects::commit_events(tx, cause, &payment_id.to_string(), &streams).await
 }
 
@@ -72,17 +81,12 @@ impl Handler for Request {
         let key = payment_id.to_string();
         let (mut payment, version) = load(tx, payment_id).await?;
         let requested = match payment.decide(&PaymentCommand::Request(request)) {
-            Err(error) => return reject(tx, &incoming.properties, &key, &error).await,
-            Ok(events) if events.is_empty() => {
-                return effects::commit_already_applied(
-                    tx,
-                    &incoming.properties,
-                    &key,
-                    PaymentsEvent::CommandAlreadyApplied,
-                )
-                .await;
+            Ok(events) if !events.is_empty() => events,
+            refused_or_applied => {
+                let decision = refused_or_applied.map(|_| Vec::new()).map_err(refused);
+                return effects::commit_decision(tx, &incoming.properties, &key, decision, REPLIES)
+                    .await;
             }
-            Ok(events) => events,
         };
         requested.iter().for_each(|event| payment.apply(event));
         // Attempted in the same transaction as the request: a requested payment always has its
@@ -121,34 +125,11 @@ impl Handler for Cancel {
             payment_id,
             reason: incoming.message.reason.clone(),
         };
-        match payment.decide(&command) {
-            Err(error) => reject(tx, &incoming.properties, &key, &error).await,
-            Ok(events) if events.is_empty() => {
-                effects::commit_already_applied(
-                    tx,
-                    &incoming.properties,
-                    &key,
-                    PaymentsEvent::CommandAlreadyApplied,
-                )
-                .await
-            }
-            Ok(events) => commit(tx, &incoming.properties, payment_id, version, &events).await,
-        }
+        let stream_id = wire::payment_stream(payment_id);
+        let decision = payment
+            .decide(&command)
+            .map(|events| on_stream(&stream_id, version, &events))
+            .map_err(refused);
+        effects::commit_decision(tx, &incoming.properties, &key, decision, REPLIES).await
     }
-}
-
-async fn reject(
-    tx: &mut PgConnection,
-    incoming_props: &messaging::Properties,
-    aggregate: &str,
-    error: &Error,
-) -> Result<(), HandlerError> {
-    effects::commit_rejection(
-        tx,
-        incoming_props,
-        aggregate,
-        (error.code(), &error.to_string()),
-        PaymentsEvent::CommandRejected,
-    )
-    .await
 }

@@ -7,41 +7,25 @@ use crate::domain::{
 use crate::wire::{self, Stored};
 use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use messaging::effects::{self, StreamEvents};
+use messaging::effects::{self, Replies, StreamEvents};
 use schemas::commands::{ConfirmTrackingEvent, FailTrackingEvent, RecordTrackingEvent};
 use schemas::events::TrackingEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// A stream's state and version, folded from its events.
-async fn load<S: Default>(
-    tx: &mut PgConnection,
-    stream_id: &str,
-    mut apply: impl FnMut(&mut S, Stored),
-) -> Result<(S, ExpectedVersion), HandlerError> {
-    let events = eventstore::read_stream(tx, stream_id, 1, None).await?;
-    let mut state = S::default();
-    for event in &events {
-        let stored = wire::stored(event).map_err(|e| {
-            HandlerError::Transient(format!("stored event {} undecodable: {e}", event.event_id))
-        })?;
-        if let Some(stored) = stored {
-            apply(&mut state, stored);
-        }
-    }
-    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
-        ExpectedVersion::Exact(e.version)
-    });
-    Ok((state, version))
-}
+const REPLIES: Replies<TrackingEvent> = Replies {
+    rejected: TrackingEvent::CommandRejected,
+    already_applied: TrackingEvent::CommandAlreadyApplied,
+};
 
 async fn load_tracking(
     tx: &mut PgConnection,
-    tracking_id: Uuid,
+    stream_id: &str,
 ) -> Result<(Tracking, ExpectedVersion), HandlerError> {
-    load(
+    effects::load(
         tx,
-        &wire::tracking_stream(tracking_id),
+        stream_id,
+        wire::stored,
         |state: &mut Tracking, stored| {
             if let Stored::Tracking(change) = stored {
                 state.apply(&change);
@@ -51,20 +35,8 @@ async fn load_tracking(
     .await
 }
 
-async fn reject(
-    tx: &mut PgConnection,
-    incoming_props: &messaging::Properties,
-    aggregate: &str,
-    error: &Error,
-) -> Result<(), HandlerError> {
-    effects::commit_rejection(
-        tx,
-        incoming_props,
-        aggregate,
-        (error.code(), &error.to_string()),
-        TrackingEvent::CommandRejected,
-    )
-    .await
+fn refused(error: Error) -> (&'static str, String) {
+    (error.code(), error.to_string())
 }
 
 /// `campaign-tracking-events`: records a click, lead or conversion; a conversion also claims its
@@ -86,31 +58,25 @@ impl Handler for Record {
         let orders_stream = recording.order.as_ref().map_or_else(String::new, |order| {
             wire::order_claim_stream(recording.campaign_id, &order.order_id)
         });
-        let (tracking, tracking_version) = load_tracking(tx, recording.tracking_id).await?;
+        let (tracking, tracking_version) = load_tracking(tx, &tracking_stream).await?;
         let (orders, orders_version) = if recording.order.is_some() {
-            load(tx, &orders_stream, |state: &mut CampaignOrders, stored| {
-                if let Stored::Orders(event) = stored {
-                    state.apply(&event);
-                }
-            })
+            effects::load(
+                tx,
+                &orders_stream,
+                wire::stored,
+                |state: &mut CampaignOrders, stored| {
+                    if let Stored::Orders(event) = stored {
+                        state.apply(&event);
+                    }
+                },
+            )
             .await?
         } else {
             (CampaignOrders::default(), ExpectedVersion::Any)
         };
-        let key = recording.tracking_id.to_string();
-        match decide_record(&tracking, &orders, &recording) {
-            Err(error) => reject(tx, &incoming.properties, &key, &error).await,
-            Ok(decision) if decision.tracking.is_empty() && decision.orders.is_empty() => {
-                effects::commit_already_applied(
-                    tx,
-                    &incoming.properties,
-                    &key,
-                    TrackingEvent::CommandAlreadyApplied,
-                )
-                .await
-            }
-            Ok(decision) => {
-                let streams = [
+        let decision = decide_record(&tracking, &orders, &recording)
+            .map(|decision| {
+                vec![
                     StreamEvents {
                         stream_id: &tracking_stream,
                         stream_type: "tracking-event",
@@ -123,10 +89,11 @@ impl Handler for Record {
                         expected: orders_version,
                         events: decision.orders.iter().map(wire::orders_event).collect(),
                     },
-                ];
-                effects::commit_events(tx, &incoming.properties, &key, &streams).await
-            }
-        }
+                ]
+            })
+            .map_err(refused);
+        let key = recording.tracking_id.to_string();
+        effects::commit_decision(tx, &incoming.properties, &key, decision, REPLIES).await
     }
 }
 
@@ -137,25 +104,20 @@ async fn transition(
     tracking_id: Uuid,
     command: TrackingCommand,
 ) -> Result<(), HandlerError> {
-    let (tracking, version) = load_tracking(tx, tracking_id).await?;
-    let key = tracking_id.to_string();
-    match tracking.decide(&command) {
-        Err(error) => reject(tx, props, &key, &error).await,
-        Ok(changes) if changes.is_empty() => {
-            effects::commit_already_applied(tx, props, &key, TrackingEvent::CommandAlreadyApplied)
-                .await
-        }
-        Ok(changes) => {
-            let stream_id = wire::tracking_stream(tracking_id);
-            let streams = [StreamEvents {
+    let stream_id = wire::tracking_stream(tracking_id);
+    let (tracking, expected) = load_tracking(tx, &stream_id).await?;
+    let decision = tracking
+        .decide(&command)
+        .map(|changes| {
+            vec![StreamEvents {
                 stream_id: &stream_id,
                 stream_type: "tracking-event",
-                expected: version,
+                expected,
                 events: changes.iter().map(wire::tracking_event).collect(),
-            }];
-            effects::commit_events(tx, props, &key, &streams).await
-        }
-    }
+            }]
+        })
+        .map_err(refused);
+    effects::commit_decision(tx, props, &tracking_id.to_string(), decision, REPLIES).await
 }
 
 /// `tracking-event-confirmation`: the tracking event's saga completed.
