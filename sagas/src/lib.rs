@@ -1,6 +1,7 @@
 //! The saga coordinator (SPEC §5): saga definitions as pure step functions (`definition`), their
 //! log and commands on the wire (`wire`), the durable runtime (`coordinator`: inputs in one
-//! transaction each, commands through the outbox, timers in Postgres) and the query API (`api`).
+//! transaction each, commands through the outbox, timers in Postgres), the replayer of recorded
+//! logs (`replay`) and the query API (`api`).
 //! It consumes the four services' event topics and publishes their commands.
 
 pub mod api;
@@ -8,6 +9,7 @@ pub mod archive;
 pub mod coordinator;
 pub mod definition;
 pub mod metrics;
+pub mod replay;
 pub mod wire;
 
 use messaging::host::{self, ServiceError, Tasks};

@@ -1,8 +1,10 @@
 //! The coordinator against the real PostgreSQL: inputs fed in transactions the way its consumers,
 //! timer worker and operators feed them, the commands it queues, its timers, its query API, and
-//! deterministic replay of what it recorded.
+//! deterministic replay of what it recorded, and recorded histories replayed against today's
+//! definitions.
 
 mod archive;
+mod replayer;
 mod runtime;
 
 use sagas::coordinator::{self, Cause};

@@ -1,0 +1,71 @@
+//! Recorded saga histories, replayed against today's definitions: a change that would decide
+//! differently on a saga in flight fails here. `tests/fixtures/saga-logs/` holds both flows'
+//! logs as stored (one entry per line): completed and compensated sagas recorded by a
+//! `pulsaga chaos` platform, and timeouts, resends, refusals, parking and operator actions
+//! recorded from the definitions' own scenarios.
+
+use sagas::definition::{Entry, SagaType};
+use sagas::replay::replay;
+use std::path::PathBuf;
+
+fn fixtures() -> Vec<(String, Vec<Entry>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/saga-logs");
+    let mut logs: Vec<(String, Vec<Entry>)> = std::fs::read_dir(&dir)
+        .expect("the fixtures")
+        .map(|file| {
+            let path = file.expect("a fixture").path();
+            let text = std::fs::read_to_string(&path).expect("read a fixture");
+            let log = text
+                .lines()
+                .map(|line| {
+                    sagas::wire::decode_entry(line.as_bytes())
+                        .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()))
+                })
+                .collect();
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                log,
+            )
+        })
+        .collect();
+    logs.sort_by(|a, b| a.0.cmp(&b.0));
+    logs
+}
+
+#[test]
+fn every_recorded_history_replays_to_the_same_log() {
+    let logs = fixtures();
+    assert!(logs.len() >= 14, "the fixtures are there: {}", logs.len());
+    for (name, log) in &logs {
+        replay(log).unwrap_or_else(|divergence| panic!("{name}: {divergence}"));
+    }
+    for flow in [SagaType::CommissionAssignment, SagaType::OrderToPayment] {
+        assert!(
+            logs.iter().any(
+                |(_, log)| matches!(log[0], Entry::Started { saga_type, .. } if saga_type == flow)
+            ),
+            "{flow:?} is recorded"
+        );
+    }
+}
+
+#[test]
+fn a_definition_that_decides_otherwise_is_caught_where_it_parts() {
+    let (name, mut log) = fixtures()
+        .into_iter()
+        .find(|(name, _)| name == "order-to-payment-completed.jsonl")
+        .expect("the completed order");
+    // As if today's definition waited longer for the budget than the one that recorded this.
+    let Entry::StepCommandSent { sent, .. } = &mut log[1] else {
+        panic!("{name}: the reservation is sent second");
+    };
+    sent.timeout *= 2;
+    let divergence = replay(&log).expect_err("a changed timeout diverges");
+    assert_eq!(divergence.at, 1, "{divergence}");
+
+    let mut shorter = fixtures().swap_remove(0).1;
+    shorter.push(shorter[1].clone());
+    let divergence = replay(&shorter).expect_err("an entry the definition never decides");
+    assert_eq!(divergence.at, shorter.len() - 1);
+    assert_eq!(divergence.replayed, None);
+}
