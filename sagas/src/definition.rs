@@ -752,37 +752,49 @@ impl Saga {
     /// Decides what an input causes: the log entries to append. Inputs that do not fit the
     /// saga's state (a duplicate or late reply, a stale timer) cause nothing.
     pub fn on_input(&self, input: &Input) -> Vec<Entry> {
-        match (self.status, input) {
-            (
-                Status::NotStarted,
-                Input::Start {
-                    saga_id,
-                    saga_type,
-                    data,
-                    at,
-                },
-            ) => {
-                let started = Entry::Started {
-                    saga_id: *saga_id,
-                    saga_type: *saga_type,
-                    data: data.clone(),
-                    at: *at,
-                };
-                let mut next = self.clone();
-                next.apply(&started);
-                let mut entries = vec![started];
-                entries.extend(next.next_forward(*at));
-                entries
-            }
-            (
-                Status::Running,
-                Input::Reply {
-                    command_id,
-                    message_id,
-                    answer,
-                    at,
-                },
-            ) => {
+        match self.status {
+            Status::NotStarted => self.on_not_started(input),
+            Status::Running => self.on_running(input),
+            Status::Compensating => self.on_compensating(input),
+            Status::Parked => self.on_parked(input),
+            Status::Completed | Status::Compensated => vec![],
+        }
+    }
+
+    /// Not started: only its start starts it, sending the first step's command.
+    fn on_not_started(&self, input: &Input) -> Vec<Entry> {
+        let Input::Start {
+            saga_id,
+            saga_type,
+            data,
+            at,
+        } = input
+        else {
+            return vec![];
+        };
+        let started = Entry::Started {
+            saga_id: *saga_id,
+            saga_type: *saga_type,
+            data: data.clone(),
+            at: *at,
+        };
+        let mut next = self.clone();
+        next.apply(&started);
+        let mut entries = vec![started];
+        entries.extend(next.next_forward(*at));
+        entries
+    }
+
+    /// Running: the pending step's answer or timeout moves it on; an operator may force it to
+    /// compensate.
+    fn on_running(&self, input: &Input) -> Vec<Entry> {
+        match input {
+            Input::Reply {
+                command_id,
+                message_id,
+                answer,
+                at,
+            } => {
                 let Some(pending) = self.pending.as_ref() else {
                     return vec![];
                 };
@@ -795,182 +807,17 @@ impl Saga {
                     vec![]
                 }
             }
-            (
-                Status::Running,
-                Input::Timeout {
-                    command_id,
-                    attempt,
-                    at,
-                },
-            ) => {
-                let Some(pending) = self
-                    .pending
-                    .as_ref()
-                    .filter(|p| p.command_id == *command_id && p.attempt == *attempt)
-                else {
-                    return vec![];
-                };
-                let timed_out = Entry::StepTimedOut {
-                    step: pending.step,
-                    command_id: *command_id,
-                    attempt: *attempt,
-                    at: *at,
-                };
-                let next = if pending.resolves_pivot() {
-                    Some(self.cancel_payment(attempt + 1))
-                } else if *attempt < pending.step.policy().attempts || self.past_pivot() {
-                    self.forward(pending.step, attempt + 1)
-                } else if pending.step.is_pivot() {
-                    // It may still be paid: ask, never assume.
-                    Some(self.cancel_payment(1))
-                } else {
-                    let reason =
-                        format!("{} timed out after {attempt} attempts", pending.step.name());
-                    return self.start_compensating(reason, timed_out, *at);
-                };
-                let mut entries = vec![timed_out];
-                entries.extend(next.map(|sent| Entry::StepCommandSent { sent, at: *at }));
-                entries
-            }
-            (
-                Status::Compensating,
-                Input::Reply {
-                    command_id,
-                    message_id,
-                    answer,
-                    at,
-                },
-            ) => {
-                let Some(pending) = self.pending.as_ref().filter(|p| {
-                    if p.command_id == *command_id {
-                        return !self.awaiting_retry;
-                    }
-                    // An earlier attempt answers late (its timeout sent the next): undone is
-                    // undone, whichever attempt did it.
-                    matches!(answer, Answer::Succeeded { .. })
-                        && (1..p.attempt)
-                            .any(|attempt| self.compensation_id(p.step, attempt) == *command_id)
-                }) else {
-                    return vec![];
-                };
-                match answer {
-                    Answer::Succeeded { .. } => {
-                        let succeeded = Entry::CompensationSucceeded {
-                            step: pending.step,
-                            command_id: *command_id,
-                            message_id: *message_id,
-                            at: *at,
-                        };
-                        let mut next = self.clone();
-                        next.apply(&succeeded);
-                        let mut entries = vec![succeeded];
-                        entries.extend(next.next_compensation(*at));
-                        entries
-                    }
-                    Answer::Rejected { code, reason } => self.compensation_failed(
-                        pending,
-                        Some(*message_id),
-                        format!("{code}: {reason}"),
-                        *at,
-                    ),
-                }
-            }
-            (
-                Status::Compensating,
-                Input::Timeout {
-                    command_id,
-                    attempt,
-                    at,
-                },
-            ) => {
-                let Some(pending) = self
-                    .pending
-                    .as_ref()
-                    .filter(|p| p.command_id == *command_id)
-                else {
-                    return vec![];
-                };
-                if self.awaiting_retry {
-                    // The backoff timer of the refused attempt: send the next one.
-                    if *attempt != pending.attempt + 1 {
-                        return vec![];
-                    }
-                    let due = Entry::CompensationRetryDue {
-                        step: pending.step,
-                        command_id: *command_id,
-                        attempt: *attempt,
-                        at: *at,
-                    };
-                    let mut entries = vec![due];
-                    entries.extend(
-                        self.compensation(pending.step, *attempt)
-                            .map(|sent| Entry::CompensationCommandSent { sent, at: *at }),
-                    );
-                    return entries;
-                }
-                if pending.attempt != *attempt {
-                    return vec![];
-                }
-                self.compensation_failed(
-                    pending,
-                    None,
-                    format!("no answer within {:?}", pending.timeout),
-                    *at,
-                )
-            }
-            (
-                Status::Parked,
-                Input::Operator {
-                    action,
-                    actor,
-                    reason,
-                    at,
-                },
-            ) => {
-                let resumable = self.failed.is_some() && self.to_compensate == self.compensations();
-                if *action == OperatorAction::Resume && !resumable {
-                    return vec![];
-                }
-                let acted = Entry::OperatorActed {
-                    action: *action,
-                    actor: actor.clone(),
-                    reason: reason.clone(),
-                    at: *at,
-                };
-                let mut next = self.clone();
-                next.apply(&acted);
-                let mut entries = vec![acted];
-                match action {
-                    OperatorAction::Retry => entries.extend(next.next_compensation(*at)),
-                    OperatorAction::Resume => entries.extend(
-                        self.failed
-                            .and_then(|step| next.forward(step, 1))
-                            .map(|sent| Entry::StepCommandSent { sent, at: *at }),
-                    ),
-                    OperatorAction::Compensate => {
-                        // The failing compensation counts as done (skipped).
-                        let skipped = Entry::CompensationSucceeded {
-                            step: next.to_compensate.first().copied().unwrap_or(Step::Trigger),
-                            command_id: Uuid::nil(),
-                            message_id: Uuid::nil(),
-                            at: *at,
-                        };
-                        next.apply(&skipped);
-                        entries.push(skipped);
-                        entries.extend(next.next_compensation(*at));
-                    }
-                }
-                entries
-            }
-            (
-                Status::Running,
-                Input::Operator {
-                    action: OperatorAction::Compensate,
-                    actor,
-                    reason,
-                    at,
-                },
-            ) => {
+            Input::Timeout {
+                command_id,
+                attempt,
+                at,
+            } => self.running_timed_out(*command_id, *attempt, *at),
+            Input::Operator {
+                action: OperatorAction::Compensate,
+                actor,
+                reason,
+                at,
+            } => {
                 let acted = Entry::OperatorActed {
                     action: OperatorAction::Compensate,
                     actor: actor.clone(),
@@ -981,6 +828,179 @@ impl Saga {
             }
             _ => vec![],
         }
+    }
+
+    /// Running, the pending command unanswered in time: sent again, its payment asked about, or
+    /// the saga compensated.
+    fn running_timed_out(&self, command_id: Uuid, attempt: u32, at: i64) -> Vec<Entry> {
+        let Some(pending) = self
+            .pending
+            .as_ref()
+            .filter(|p| p.command_id == command_id && p.attempt == attempt)
+        else {
+            return vec![];
+        };
+        let timed_out = Entry::StepTimedOut {
+            step: pending.step,
+            command_id,
+            attempt,
+            at,
+        };
+        let next = if pending.resolves_pivot() {
+            Some(self.cancel_payment(attempt + 1))
+        } else if attempt < pending.step.policy().attempts || self.past_pivot() {
+            self.forward(pending.step, attempt + 1)
+        } else if pending.step.is_pivot() {
+            // It may still be paid: ask, never assume.
+            Some(self.cancel_payment(1))
+        } else {
+            let reason = format!("{} timed out after {attempt} attempts", pending.step.name());
+            return self.start_compensating(reason, timed_out, at);
+        };
+        let mut entries = vec![timed_out];
+        entries.extend(next.map(|sent| Entry::StepCommandSent { sent, at }));
+        entries
+    }
+
+    /// Compensating: the pending compensation's answer, timeout or backoff timer moves it on.
+    fn on_compensating(&self, input: &Input) -> Vec<Entry> {
+        match input {
+            Input::Reply {
+                command_id,
+                message_id,
+                answer,
+                at,
+            } => self.compensation_answered(*command_id, *message_id, answer, *at),
+            Input::Timeout {
+                command_id,
+                attempt,
+                at,
+            } => self.compensation_timed_out(*command_id, *attempt, *at),
+            _ => vec![],
+        }
+    }
+
+    /// Compensating, an answer to the pending compensation (or a late success of an earlier
+    /// attempt of it): the next compensation, or the refusal counted.
+    fn compensation_answered(
+        &self,
+        command_id: Uuid,
+        message_id: Uuid,
+        answer: &Answer,
+        at: i64,
+    ) -> Vec<Entry> {
+        let Some(pending) = self.pending.as_ref().filter(|p| {
+            if p.command_id == command_id {
+                return !self.awaiting_retry;
+            }
+            // An earlier attempt answers late (its timeout sent the next): undone is
+            // undone, whichever attempt did it.
+            matches!(answer, Answer::Succeeded { .. })
+                && (1..p.attempt).any(|attempt| self.compensation_id(p.step, attempt) == command_id)
+        }) else {
+            return vec![];
+        };
+        match answer {
+            Answer::Succeeded { .. } => {
+                let succeeded = Entry::CompensationSucceeded {
+                    step: pending.step,
+                    command_id,
+                    message_id,
+                    at,
+                };
+                let mut next = self.clone();
+                next.apply(&succeeded);
+                let mut entries = vec![succeeded];
+                entries.extend(next.next_compensation(at));
+                entries
+            }
+            Answer::Rejected { code, reason } => {
+                self.compensation_failed(pending, Some(message_id), format!("{code}: {reason}"), at)
+            }
+        }
+    }
+
+    /// Compensating, a timer: a refused compensation's backoff is over (the next attempt goes),
+    /// or the pending one went unanswered (counted as failed).
+    fn compensation_timed_out(&self, command_id: Uuid, attempt: u32, at: i64) -> Vec<Entry> {
+        let Some(pending) = self.pending.as_ref().filter(|p| p.command_id == command_id) else {
+            return vec![];
+        };
+        if self.awaiting_retry {
+            // The backoff timer of the refused attempt: send the next one.
+            if attempt != pending.attempt + 1 {
+                return vec![];
+            }
+            let due = Entry::CompensationRetryDue {
+                step: pending.step,
+                command_id,
+                attempt,
+                at,
+            };
+            let mut entries = vec![due];
+            entries.extend(
+                self.compensation(pending.step, attempt)
+                    .map(|sent| Entry::CompensationCommandSent { sent, at }),
+            );
+            return entries;
+        }
+        if pending.attempt != attempt {
+            return vec![];
+        }
+        self.compensation_failed(
+            pending,
+            None,
+            format!("no answer within {:?}", pending.timeout),
+            at,
+        )
+    }
+
+    /// Parked: only an operator moves it, retrying the failing compensation, resuming the steps,
+    /// or compensating past it.
+    fn on_parked(&self, input: &Input) -> Vec<Entry> {
+        let Input::Operator {
+            action,
+            actor,
+            reason,
+            at,
+        } = input
+        else {
+            return vec![];
+        };
+        let resumable = self.failed.is_some() && self.to_compensate == self.compensations();
+        if *action == OperatorAction::Resume && !resumable {
+            return vec![];
+        }
+        let acted = Entry::OperatorActed {
+            action: *action,
+            actor: actor.clone(),
+            reason: reason.clone(),
+            at: *at,
+        };
+        let mut next = self.clone();
+        next.apply(&acted);
+        let mut entries = vec![acted];
+        match action {
+            OperatorAction::Retry => entries.extend(next.next_compensation(*at)),
+            OperatorAction::Resume => entries.extend(
+                self.failed
+                    .and_then(|step| next.forward(step, 1))
+                    .map(|sent| Entry::StepCommandSent { sent, at: *at }),
+            ),
+            OperatorAction::Compensate => {
+                // The failing compensation counts as done (skipped).
+                let skipped = Entry::CompensationSucceeded {
+                    step: next.to_compensate.first().copied().unwrap_or(Step::Trigger),
+                    command_id: Uuid::nil(),
+                    message_id: Uuid::nil(),
+                    at: *at,
+                };
+                next.apply(&skipped);
+                entries.push(skipped);
+                entries.extend(next.next_compensation(*at));
+            }
+        }
+        entries
     }
 
     /// How long a refused compensation waits before its `attempt`: half the step's timeout,
