@@ -31,46 +31,23 @@ struct Cli {
     command: Command,
 }
 
-/// The services with a database and a query API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Service {
-    Campaigns,
-    Tracking,
-    Commissions,
-    Payments,
-    Sagas,
+/// The services with a database and a query API: the API's own list of them.
+pub use bff::services::Service;
+
+/// A service named on the command line (its name is also its database's).
+fn service_arg() -> impl clap::builder::TypedValueParser<Value = Service> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Service::ALL.map(Service::name))
+        .map(|name| Service::from_name(&name).expect("one of the possible values"))
 }
 
-impl Service {
-    pub const ALL: [Service; 5] = [
-        Service::Campaigns,
-        Service::Tracking,
-        Service::Commissions,
-        Service::Payments,
-        Service::Sagas,
-    ];
-
-    /// The service's database name, and its query API's default address.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Campaigns => "campaigns",
-            Service::Tracking => "tracking",
-            Service::Commissions => "commissions",
-            Service::Payments => "payments",
-            Service::Sagas => "sagas",
-        }
-    }
-
-    pub fn default_listen(self) -> SocketAddr {
-        let port = match self {
-            Service::Campaigns => 7101,
-            Service::Tracking => 7102,
-            Service::Commissions => 7103,
-            Service::Payments => 7104,
-            Service::Sagas => 7105,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
+/// A service's query API's default address: 7101 to 7105, in the order of `Service::ALL`.
+pub fn default_listen(service: Service) -> SocketAddr {
+    let index = Service::ALL
+        .iter()
+        .position(|s| *s == service)
+        .expect("every service is in ALL");
+    SocketAddr::from(([127, 0, 0, 1], 7101 + index as u16))
 }
 
 /// What `serve` can run: a service, or the payout-provider simulator.
@@ -204,6 +181,7 @@ enum Command {
     },
     /// A service's events: one stream, or its whole log (and, with --follow, what comes next).
     Events {
+        #[arg(value_parser = service_arg())]
         service: Service,
         #[arg(long)]
         stream: Option<String>,
@@ -259,6 +237,7 @@ enum Command {
     },
     /// Rebuild a service's read models from its event store and check them against the live ones.
     Replay {
+        #[arg(value_parser = service_arg())]
         service: Service,
         /// Only this projection (default: all of the service's).
         #[arg(long)]
@@ -329,7 +308,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => match process.service() {
             Some(service) => {
                 let database = database.as_deref().unwrap_or(service.name());
-                let listen = listen.unwrap_or(service.default_listen());
+                let listen = listen.unwrap_or(default_listen(service));
                 serve::serve(
                     service,
                     database,

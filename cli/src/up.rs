@@ -396,7 +396,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         for replica in 1..=options.replicas {
             // The first replica on the service's port; the others on free ones.
             let default_port = match replica {
-                1 => service.default_listen().port(),
+                1 => crate::default_listen(service).port(),
                 _ => 0,
             };
             let listen = format!(
