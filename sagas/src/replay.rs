@@ -3,7 +3,7 @@
 //! history breaks the sagas in flight; `tests/fixtures/saga-logs/` holds recorded histories of
 //! the flows, and the replayer test fails the build on a divergence.
 
-use crate::definition::{Entry, Saga};
+use crate::definition::{Answer, Entry, Input, Saga, Sent};
 
 /// Where a replay parted from the recorded log: the first entry that differs (`None` on one
 /// side: that log is shorter).
@@ -32,7 +32,7 @@ pub fn replay(log: &[Entry]) -> Result<Saga, Divergence> {
     };
     let mut saga = Saga::new(*saga_id, *saga_type);
     let mut at = 0;
-    for input in log.iter().filter_map(Saga::input_of) {
+    for input in log.iter().filter_map(input_of) {
         for entry in saga.on_input(&input) {
             if log.get(at) != Some(&entry) {
                 return Err(diverged(at, Some(&entry)));
@@ -45,4 +45,131 @@ pub fn replay(log: &[Entry]) -> Result<Saga, Divergence> {
         return Err(diverged(at, None));
     }
     Ok(saga)
+}
+
+/// The commands a log sent, forward and compensating, in order: once [`replay`] accepts the
+/// log, exactly the commands today's definitions send on its inputs.
+pub fn commands(log: &[Entry]) -> impl Iterator<Item = &Sent> {
+    log.iter().filter_map(|entry| match entry {
+        Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. } => {
+            Some(sent)
+        }
+        _ => None,
+    })
+}
+
+/// The input an entry records, if it is the first entry an input caused: what a replay feeds
+/// back into [`Saga::on_input`].
+pub fn input_of(entry: &Entry) -> Option<Input> {
+    Some(match entry {
+        Entry::Started {
+            saga_id,
+            saga_type,
+            data,
+            at,
+        } => Input::Start {
+            saga_id: *saga_id,
+            saga_type: *saga_type,
+            data: data.clone(),
+            at: *at,
+        },
+        Entry::StepSucceeded {
+            command_id,
+            message_id,
+            amount,
+            at,
+            ..
+        } => Input::Reply {
+            command_id: *command_id,
+            message_id: *message_id,
+            answer: Answer::Succeeded {
+                amount: amount.clone(),
+            },
+            at: *at,
+        },
+        Entry::StepFailed {
+            command_id,
+            message_id,
+            code,
+            reason,
+            at,
+            ..
+        } => Input::Reply {
+            command_id: *command_id,
+            message_id: *message_id,
+            answer: Answer::Rejected {
+                code: code.clone(),
+                reason: reason.clone(),
+            },
+            at: *at,
+        },
+        Entry::StepTimedOut {
+            command_id,
+            attempt,
+            at,
+            ..
+        } => Input::Timeout {
+            command_id: *command_id,
+            attempt: *attempt,
+            at: *at,
+        },
+        Entry::CompensationSucceeded {
+            command_id,
+            message_id,
+            at,
+            ..
+        } if !command_id.is_nil() => Input::Reply {
+            command_id: *command_id,
+            message_id: *message_id,
+            answer: Answer::Succeeded { amount: None },
+            at: *at,
+        },
+        Entry::CompensationFailed {
+            command_id,
+            attempt,
+            message_id: None,
+            at,
+            ..
+        }
+        | Entry::CompensationRetryDue {
+            command_id,
+            attempt,
+            at,
+            ..
+        } => Input::Timeout {
+            command_id: *command_id,
+            attempt: *attempt,
+            at: *at,
+        },
+        Entry::CompensationFailed {
+            command_id,
+            message_id: Some(message_id),
+            reason,
+            at,
+            ..
+        } => {
+            let (code, reason) = reason.split_once(": ").unwrap_or((reason.as_str(), ""));
+            Input::Reply {
+                command_id: *command_id,
+                message_id: *message_id,
+                answer: Answer::Rejected {
+                    code: code.to_owned(),
+                    reason: reason.to_owned(),
+                },
+                at: *at,
+            }
+        }
+        Entry::OperatorActed {
+            action,
+            actor,
+            reason,
+            at,
+        } => Input::Operator {
+            action: *action,
+            actor: actor.clone(),
+            reason: reason.clone(),
+            at: *at,
+        },
+        _ => return None,
+    })
 }

@@ -4,7 +4,7 @@
 
 use pulsaga_tests::platform::Platform;
 use sagas::coordinator;
-use sagas::definition::{Entry, Saga, SagaType};
+use sagas::definition::SagaType;
 use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};
 use schemas::values::{CommissionRule, Money, Order, TrackingKind};
 use serde_json::Value;
@@ -136,21 +136,13 @@ async fn assert_replays(platform: &Platform, saga_id: Uuid) {
     let (_, log, _) = coordinator::load(&mut conn, saga_id, SagaType::OrderToPayment)
         .await
         .expect("load");
-    let mut replayed = Saga::new(saga_id, SagaType::OrderToPayment);
-    let mut sent = Vec::new();
-    for input in log.iter().filter_map(Saga::input_of) {
-        for entry in replayed.on_input(&input) {
-            replayed.apply(&entry);
-            if let Entry::StepCommandSent { sent: s, .. }
-            | Entry::CompensationCommandSent { sent: s, .. } = &entry
-            {
-                sent.push((
-                    s.command_id.to_string(),
-                    sagas::wire::encode_command(&s.command).expect("encode").3,
-                ));
-            }
-        }
-    }
+    sagas::replay::replay(&log).unwrap_or_else(|e| panic!("saga {saga_id}: {e}"));
+    let sent: Vec<(String, Vec<u8>)> = sagas::replay::commands(&log)
+        .map(|s| {
+            let body = sagas::wire::encode_command(&s.command).expect("encode").3;
+            (s.command_id.to_string(), body)
+        })
+        .collect();
     let queued: Vec<(String, Vec<u8>)> = sqlx::query_as(
         "select properties->>'message_id', payload from outbox where properties->>'saga_id' = $1 order by id",
     )

@@ -4,7 +4,7 @@ use super::{answer, commands, conversion, database, eur, feed, start};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use sagas::coordinator;
-use sagas::definition::{Answer, Entry, Input, Saga, Sent};
+use sagas::definition::{Answer, Entry, Input, Sent};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower::ServiceExt;
@@ -167,18 +167,8 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
             .await
             .expect("load")
     };
-    let mut replayed = Saga::new(saga_id, saga_type);
-    let mut sent: Vec<Sent> = Vec::new();
-    for input in log.iter().filter_map(Saga::input_of) {
-        for entry in replayed.on_input(&input) {
-            replayed.apply(&entry);
-            if let Entry::StepCommandSent { sent: s, .. }
-            | Entry::CompensationCommandSent { sent: s, .. } = entry
-            {
-                sent.push(s);
-            }
-        }
-    }
+    sagas::replay::replay(&log).expect("the recorded log replays");
+    let sent: Vec<&Sent> = sagas::replay::commands(&log).collect();
     let replayed_ids: Vec<Uuid> = sent.iter().map(|s| s.command_id).collect();
     let queued_ids: Vec<Uuid> = commands(&pool)
         .await
