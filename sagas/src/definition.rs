@@ -4,16 +4,20 @@
 //! an operator's action) and returns the log entries it causes; [`Saga::apply`] folds an entry
 //! into the state. The entries that send commands carry them, with ids derived from the saga id
 //! and the step, so replaying a saga's inputs reproduces exactly the commands that were sent. No
-//! IO, no clock: time comes in with each input.
+//! IO, no clock: time comes in with each input. The log's JSON comes from the serde derives here
+//! (`stored` for what they cannot say alone).
 
+mod decide;
+mod stored;
+
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
 
-mod decide;
-
 pub use schemas::values::Money;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SagaType {
     /// Started by a recorded billable click or lead.
     CommissionAssignment,
@@ -54,7 +58,8 @@ impl SagaType {
 }
 
 /// One forward step, and the compensation that undoes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Step {
     ReserveBudget,
     AssignCommission,
@@ -147,7 +152,8 @@ impl Step {
 }
 
 /// What the trigger told the saga, and the ids it chose for what it creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "stored::StoredData", into = "stored::StoredData")]
 pub struct SagaData {
     pub tracking_id: Uuid,
     pub campaign_id: Uuid,
@@ -159,7 +165,8 @@ pub struct SagaData {
     pub occurred_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TrackingKind {
     Click,
     Lead,
@@ -173,7 +180,8 @@ pub struct Order {
 }
 
 /// A command a saga sends; the coordinator maps it to its topic's wire type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     ReserveBudget {
         reservation_id: Uuid,
@@ -235,7 +243,8 @@ pub enum Answer {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OperatorAction {
     /// Send the failing compensation again.
     Retry,
@@ -297,14 +306,16 @@ pub enum Input {
 }
 
 /// A command the saga sends, as its log records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
     pub step: Step,
     pub attempt: u32,
     pub command_id: Uuid,
-    pub command: Command,
     /// When to give up waiting (the coordinator keeps a durable timer).
+    #[serde(rename = "timeout_ms", with = "stored::millis")]
     pub timeout: Duration,
+    #[serde(flatten)]
+    pub command: Command,
 }
 
 impl Sent {
@@ -314,8 +325,9 @@ impl Sent {
     }
 }
 
-/// The saga log (SPEC §5): every entry of a saga's stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The saga log (SPEC §5): every entry of a saga's stream, stored as JSON tagged by `entry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
 pub enum Entry {
     Started {
         saga_id: Uuid,
@@ -371,6 +383,13 @@ pub enum Entry {
         attempt: u32,
         message_id: Option<Uuid>,
         reason: String,
+        /// Absent on entries written before refused compensations waited to be retried.
+        #[serde(
+            rename = "retry_in_ms",
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "stored::millis_opt"
+        )]
         retry_in: Option<Duration>,
         at: i64,
     },
@@ -389,6 +408,8 @@ pub enum Entry {
     OperatorActed {
         action: OperatorAction,
         actor: String,
+        /// Absent on entries written before operators gave reasons.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
         at: i64,
     },

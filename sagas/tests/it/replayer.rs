@@ -50,6 +50,21 @@ fn every_recorded_history_replays_to_the_same_log() {
 }
 
 #[test]
+fn every_recorded_entry_is_stored_again_as_it_was() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/saga-logs");
+    for file in std::fs::read_dir(&dir).expect("the fixtures") {
+        let path = file.expect("a fixture").path();
+        for line in std::fs::read_to_string(&path).expect("read").lines() {
+            let entry = sagas::wire::decode_entry(line.as_bytes()).expect("decodes");
+            let again: serde_json::Value =
+                serde_json::from_slice(&sagas::wire::encode_entry(&entry)).expect("JSON");
+            let recorded: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(again, recorded, "{}", path.display());
+        }
+    }
+}
+
+#[test]
 fn a_definition_that_decides_otherwise_is_caught_where_it_parts() {
     let (name, mut log) = fixtures()
         .into_iter()
