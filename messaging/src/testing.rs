@@ -276,6 +276,34 @@ impl ServiceUnderTest {
         .expect("outbox")
     }
 
+    /// Rebuilds `projection` and checks that it equals the live read model, from at least
+    /// `events` events; then, as a negative control, makes the live model drift (`drift`, an
+    /// update) and checks that the next rebuild reports the drifted row (one holding `marker`)
+    /// and replaces it.
+    pub async fn assert_rebuild_repairs<P: eventstore::projection::Projection>(
+        &self,
+        projection: &P,
+        events: usize,
+        drift: &'static str,
+        marker: &str,
+    ) {
+        use eventstore::projection::rebuild;
+        let rebuilt = rebuild(&self.pool, projection, |_| {})
+            .await
+            .expect("rebuild");
+        assert!(rebuilt.matches, "{rebuilt:?}");
+        assert!(rebuilt.events >= events, "{rebuilt:?}");
+        sqlx::query(drift).execute(&self.pool).await.expect("drift");
+        let drifted = rebuild(&self.pool, projection, |_| {})
+            .await
+            .expect("rebuild");
+        assert!(!drifted.matches, "the drift is caught");
+        assert!(
+            drifted.only_live.iter().any(|row| row.contains(marker)),
+            "{drifted:?}"
+        );
+    }
+
     /// Waits until the relay has published everything in the outbox.
     pub async fn wait_until_published(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
