@@ -41,13 +41,16 @@ fn service_arg() -> impl clap::builder::TypedValueParser<Value = Service> {
         .map(|name| Service::from_name(&name).expect("one of the possible values"))
 }
 
-/// A service's query API's default address: 7101 to 7105, in the order of `Service::ALL`.
+/// A service's query API's default address (the defaults of `settings::ServiceUrls`).
 pub fn default_listen(service: Service) -> SocketAddr {
-    let index = Service::ALL
-        .iter()
-        .position(|s| *s == service)
-        .expect("every service is in ALL");
-    SocketAddr::from(([127, 0, 0, 1], 7101 + index as u16))
+    let port = match service {
+        Service::Campaigns => 7101,
+        Service::Tracking => 7102,
+        Service::Commissions => 7103,
+        Service::Payments => 7104,
+        Service::Sagas => 7105,
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// What `serve` can run: a service, or the payout-provider simulator.
