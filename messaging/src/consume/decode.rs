@@ -10,7 +10,7 @@ use super::*;
 pub enum Undecodable {
     #[error("property {0} holds U+0000 (NUL), which PostgreSQL text cannot store")]
     NulProperty(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Properties(#[from] crate::PropertyError),
     /// The payload, with the cause's chain.
     #[error("{0}")]
