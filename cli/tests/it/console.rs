@@ -181,6 +181,47 @@ async fn saga_when(
     }
 }
 
+/// The ids an order's conversion was recorded under.
+struct Recorded {
+    tracking: String,
+    saga: String,
+}
+
+/// Records a conversion of `order_id` for `amount` euro cents through the API, as admin.
+async fn conversion(
+    api: &str,
+    admin: &str,
+    (campaign_id, partner_id): (&serde_json::Value, &serde_json::Value),
+    order_id: &str,
+    amount: i64,
+) -> Recorded {
+    let recorded: serde_json::Value = reqwest::Client::new()
+        .post(format!("{api}/v1/tracking-events"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({
+            "campaign_id": campaign_id,
+            "partner_id": partner_id,
+            "kind": "conversion",
+            "order": { "order_id": order_id, "amount": { "amount": amount, "currency": "EUR" } },
+        }))
+        .send()
+        .await
+        .expect("record a conversion")
+        .json()
+        .await
+        .expect("json");
+    let id = |name: &str| {
+        recorded[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("its {name}: {recorded}"))
+            .to_owned()
+    };
+    Recorded {
+        tracking: id("tracking_id"),
+        saga: id("saga_id"),
+    }
+}
+
 /// Starts a saga that will park: an order whose commission the campaign's budget cannot cover,
 /// while tracking's database refuses writes. Budget refused, the saga fails the tracking event,
 /// and tracking, unable to write, never answers: after four attempts (10 + 20 + 40 + 80 s) the
@@ -196,25 +237,15 @@ async fn saga_that_will_park(
     data_dir: &std::path::Path,
 ) -> String {
     let held = Frozen::new("sagas", &printed["sagas"]).await;
-    let recorded: serde_json::Value = reqwest::Client::new()
-        .post(format!("{api}/v1/tracking-events"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({
-            "campaign_id": campaign_id,
-            "partner_id": partner_id,
-            "kind": "conversion",
-            "order": { "order_id": "order-3001", "amount": { "amount": 100_000_000, "currency": "EUR" } },
-        }))
-        .send()
-        .await
-        .expect("record a conversion")
-        .json()
-        .await
-        .expect("json");
-    let saga = recorded["saga_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("its saga: {recorded}"))
-        .to_owned();
+    let order = conversion(
+        api,
+        admin,
+        (campaign_id, partner_id),
+        "order-3001",
+        100_000_000,
+    )
+    .await;
+    let stream = format!("tracking-event-{}", order.tracking);
     let postgres = super::embedded_postgres(data_dir).await;
     let tracking = postgres
         .connect_options()
@@ -230,10 +261,7 @@ async fn saga_that_will_park(
             "select exists (select from events where stream_id = $1),
                     exists (select from outbox where published_at is null)",
         )
-        .bind(format!(
-            "tracking-event-{}",
-            recorded["tracking_id"].as_str().expect("its id")
-        ))
+        .bind(&stream)
         .fetch_one(&tracking)
         .await
         .expect("tracking's events and outbox");
@@ -250,7 +278,7 @@ async fn saga_that_will_park(
     postgres.close().await;
     read_only(data_dir, "tracking", true).await;
     drop(held);
-    saga
+    order.saga
 }
 
 /// Registers a partner while campaigns' database refuses writes: campaigns tries it five times,
@@ -468,22 +496,9 @@ async fn the_console_serves_every_role_in_a_real_browser() {
 
     // A saga left running: payments frozen, a new order waits for its payout.
     let frozen = Frozen::new("payments", &printed["payments"]).await;
-    let recorded: serde_json::Value = http
-        .post(format!("{api}/v1/tracking-events"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({
-            "campaign_id": campaign,
-            "partner_id": partner,
-            "kind": "conversion",
-            "order": { "order_id": "order-2001", "amount": { "amount": 5_000, "currency": "EUR" } },
-        }))
-        .send()
+    let running = conversion(&api, &admin, (campaign, partner), "order-2001", 5_000)
         .await
-        .expect("record a conversion")
-        .json()
-        .await
-        .expect("json");
-    let running = recorded["saga_id"].as_str().expect("its saga").to_owned();
+        .saga;
     saga_when(&api, &admin, &running, Duration::from_secs(60), |s| {
         s["current_step"] == "request-payment"
     })
