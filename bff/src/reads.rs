@@ -291,7 +291,9 @@ pub async fn command(
 }
 
 #[utoipa::path(get, path = "/v1/sagas", tag = "sagas",
-    params(("type" = Option<String>, Query), ("status" = Option<String>, Query), ("campaign_id" = Option<Uuid>, Query),
+    params(("type" = Option<String>, Query),
+        ("version" = Option<i32>, Query, description = "the version of its type's definition a saga started with"),
+        ("status" = Option<String>, Query), ("campaign_id" = Option<Uuid>, Query),
         ("partner_id" = Option<Uuid>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
         ("stalled_for" = Option<String>, Query, description = "seconds since the last change of a saga that has not ended"),
         ("key" = Option<String>, Query, description = "a saga, tracking event or correlation id, or an order id"),

@@ -18,6 +18,9 @@ pub struct SagaFilter {
     /// commission-assignment or order-to-payment.
     #[arg(long = "type")]
     pub saga_type: Option<String>,
+    /// Sagas that started with this version of their type's definition.
+    #[arg(long)]
+    pub definition_version: Option<u32>,
     /// running, compensating, completed, compensated or parked.
     #[arg(long)]
     pub status: Option<String>,
@@ -65,6 +68,7 @@ pub async fn saga_list(
     let mut query = vec![format!("limit={}", filter.limit)];
     let pairs = [
         ("type", filter.saga_type.clone()),
+        ("version", filter.definition_version.map(|v| v.to_string())),
         ("status", filter.status.clone()),
         ("campaign_id", filter.campaign.map(|c| c.to_string())),
         ("partner_id", filter.partner.map(|p| p.to_string())),

@@ -1,12 +1,12 @@
-//! The coordinator's query API: sagas listed by type, status, campaign, partner, time, "stalled
-//! for longer than" and business key (saga, tracking, correlation or order id), a page at a time
-//! with counts by status; one saga with each step's status and its whole log as a timeline;
+//! The coordinator's query API: sagas listed by type (and definition version), status, campaign,
+//! partner, time, "stalled for longer than" and business key (saga, tracking, correlation or
+//! order id), a page at a time with counts by status; one saga with each step's status and its whole log as a timeline;
 //! its compensation log alone; and operator actions on a parked saga, recorded with who did it.
 //! A saga that was archived (`archive`) is still shown by id, with `archived_at`; listings cover
 //! the sagas that are not archived.
 
 use crate::coordinator::{self, stream_id};
-use crate::definition::{Entry, OperatorAction, Step};
+use crate::definition::{CATALOGUE, Definition, Entry, OperatorAction};
 use crate::wire;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -39,6 +39,8 @@ fn internal(error: impl Into<eventstore::Error>) -> Problem {
 struct Filter {
     #[serde(rename = "type")]
     saga_type: Option<String>,
+    /// The version of its type's definition a saga started with.
+    version: Option<i32>,
     status: Option<String>,
     campaign_id: Option<Uuid>,
     partner_id: Option<Uuid>,
@@ -92,6 +94,7 @@ async fn list(
         "with matching as (
              select * from sagas
               where ($1::text is null or saga_type = $1)
+                and ($13::int is null or definition_version = $13)
                 and ($3::uuid is null or campaign_id = $3) and ($4::uuid is null or partner_id = $4)
                 and ($5::timestamptz is null or started_at >= $5)
                 and ($6::timestamptz is null or started_at < $6)
@@ -129,6 +132,7 @@ async fn list(
     .bind(after_micros)
     .bind(after_id)
     .bind(limit)
+    .bind(filter.version)
     .fetch_one(&pool)
     .await
     .map_err(internal)?;
@@ -164,10 +168,13 @@ async fn log(pool: &PgPool, id: Uuid) -> Result<Vec<(Entry, OffsetDateTime, Valu
         .collect()
 }
 
-/// Each step's status, as the log tells it.
-fn steps(entries: &[Entry], all: &[Step]) -> Vec<Value> {
-    all.iter()
+/// Each step of the saga's definition (and its trigger) with its status, as the log tells it.
+fn steps(entries: &[Entry], definition: &Definition) -> Vec<Value> {
+    definition
+        .step_names()
+        .iter()
         .map(|step| {
+            let attempts_allowed = definition.step(*step).map_or(0, |s| s.policy.attempts);
             let mut status = "not_started";
             let mut attempts = 0;
             for entry in entries {
@@ -180,7 +187,7 @@ fn steps(entries: &[Entry], all: &[Step]) -> Vec<Value> {
                     Entry::StepFailed { step: s, .. } if s == step => status = "failed",
                     Entry::StepTimedOut {
                         step: s, attempt, ..
-                    } if s == step && *attempt >= s.policy().attempts => status = "timed_out",
+                    } if s == step && *attempt >= attempts_allowed => status = "timed_out",
                     Entry::CompensationCommandSent { sent, .. } if sent.step == *step => {
                         status = "compensating"
                     }
@@ -211,14 +218,15 @@ async fn detail(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Result<Json
     let row = row.ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
     let log = log(&pool, id).await?;
     let entries: Vec<Entry> = log.iter().map(|(e, _, _)| e.clone()).collect();
-    let saga_type = row["saga_type"]
-        .as_str()
-        .and_then(crate::definition::SagaType::from_name);
-    let mut all: Vec<Step> = saga_type.map(|t| t.steps().to_vec()).unwrap_or_default();
-    all.push(Step::Trigger);
+    // A saga of a version this coordinator lacks is still shown, without its steps.
+    let (steps, unknown) = match CATALOGUE.resume(&entries) {
+        Ok(saga) => (steps(&entries, saga.definition), None),
+        Err(e) => (vec![], Some(e.to_string())),
+    };
     Ok(Json(json!({
         "saga": row,
-        "steps": steps(&entries, &all),
+        "steps": steps,
+        "unknown_definition": unknown,
         "timeline": log.into_iter().map(|(_, _, json)| json).collect::<Vec<_>>(),
     })))
 }
@@ -230,25 +238,15 @@ fn fold(events: &[eventstore::RecordedEvent]) -> Option<Value> {
         .iter()
         .map(|event| wire::decode_entry(&event.payload).ok())
         .collect::<Option<_>>()?;
-    let Some(Entry::Started {
-        saga_id, saga_type, ..
-    }) = entries.first()
-    else {
-        return None;
-    };
-    let mut saga = crate::definition::Saga::new(*saga_id, *saga_type);
-    for entry in &entries {
-        saga.apply(entry);
-    }
-    let mut all = saga_type.steps().to_vec();
-    all.push(Step::Trigger);
+    let saga = CATALOGUE.resume(&entries).ok()?;
     Some(json!({
-        "saga_id": saga_id,
-        "saga_type": saga_type.name(),
+        "saga_id": saga.saga_id,
+        "saga_type": saga.definition.saga_type.name(),
+        "definition_version": saga.definition.version,
         "status": saga.status.name(),
         "reason": saga.reason,
         "awaiting": saga.pending.as_ref().map(|sent| sent.step.name()),
-        "steps": steps(&entries, &all),
+        "steps": steps(&entries, saga.definition),
     }))
 }
 

@@ -39,10 +39,10 @@ pub async fn archive_ended(pool: &PgPool, age: Duration) -> Result<u64, eventsto
                  returning *)
              insert into archived_sagas (saga_id, saga_type, status, tracking_id, campaign_id,
                     partner_id, correlation_id, tenant, actor, current_step, reason, started_at,
-                    updated_at, order_id)
+                    updated_at, order_id, definition_version)
              select saga_id, saga_type, status, tracking_id, campaign_id, partner_id,
                     correlation_id, tenant, actor, current_step, reason, started_at, updated_at,
-                    order_id
+                    order_id, definition_version
                from moved
              returning saga_id",
         )

@@ -5,7 +5,7 @@
 //! (keyed by saga id), their timers are stored, and the saga's row is updated. Inputs arrive from
 //! the services' event topics (replies and triggers), from the timer worker, and from operators.
 
-use crate::definition::{Entry, Input, Saga, SagaType, Status};
+use crate::definition::{CATALOGUE, Entry, Input, Saga, Status};
 use crate::wire;
 use eventstore::{ExpectedVersion, Metadata, NewEvent, outbox};
 use messaging::Properties;
@@ -24,22 +24,27 @@ pub fn now_micros() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-/// A saga's state and log version, folded from its stream.
+/// A saga's state (none before it started), its log and the log's version. The saga runs under
+/// the definition its log started with: one the catalogue no longer holds is an error that
+/// leaves the input to be tried again (by a coordinator that has it).
 pub async fn load(
     conn: &mut PgConnection,
     saga_id: Uuid,
-    saga_type: SagaType,
-) -> Result<(Saga, Vec<Entry>, ExpectedVersion), HandlerError> {
+) -> Result<(Option<Saga>, Vec<Entry>, ExpectedVersion), HandlerError> {
     let events = eventstore::read_stream(conn, &stream_id(saga_id), 1, None).await?;
-    let mut saga = Saga::new(saga_id, saga_type);
-    let mut entries = Vec::with_capacity(events.len());
-    for event in &events {
-        let entry = wire::decode_entry(&event.payload).map_err(|e| {
-            HandlerError::Transient(format!("saga log of {saga_id} unreadable: {e}"))
-        })?;
-        saga.apply(&entry);
-        entries.push(entry);
-    }
+    let entries = events
+        .iter()
+        .map(|event| wire::decode_entry(&event.payload))
+        .collect::<Result<Vec<Entry>, _>>()
+        .map_err(|e| HandlerError::Transient(format!("saga log of {saga_id} unreadable: {e}")))?;
+    let saga = match entries.is_empty() {
+        true => None,
+        false => Some(
+            CATALOGUE
+                .resume(&entries)
+                .map_err(|e| HandlerError::Transient(format!("saga {saga_id}: {e}")))?,
+        ),
+    };
     let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
         ExpectedVersion::Exact(e.version)
     });
@@ -72,7 +77,6 @@ impl Cause {
 /// The flow a saga belongs to, from its row.
 #[derive(sqlx::FromRow)]
 struct Row {
-    saga_type: String,
     correlation_id: Option<Uuid>,
     tenant: Option<String>,
     actor: Option<String>,
@@ -83,21 +87,11 @@ struct Row {
 /// here one after another instead of racing for its log or deadlocking on its timer rows.
 async fn lock_row(tx: &mut PgConnection, saga_id: Uuid) -> Result<Option<Row>, HandlerError> {
     Ok(sqlx::query_as(
-        "select saga_type, correlation_id, tenant, actor from sagas where saga_id = $1 for update",
+        "select correlation_id, tenant, actor from sagas where saga_id = $1 for update",
     )
     .bind(saga_id)
     .fetch_optional(&mut *tx)
     .await?)
-}
-
-/// Locks an existing saga's row: its type and flow (`None`: no such saga).
-async fn lock_saga(
-    tx: &mut PgConnection,
-    saga_id: Uuid,
-) -> Result<Option<(SagaType, Row)>, HandlerError> {
-    Ok(lock_row(tx, saga_id)
-        .await?
-        .and_then(|row| Some((SagaType::from_name(&row.saga_type)?, row))))
 }
 
 /// Feeds one input to a saga inside `tx`; returns the entries appended (none: the input did not
@@ -105,19 +99,17 @@ async fn lock_saga(
 pub async fn feed(
     tx: &mut PgConnection,
     saga_id: Uuid,
-    saga_type: SagaType,
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
     let row = lock_row(tx, saga_id).await?;
-    feed_locked(tx, saga_id, saga_type, row, input, cause).await
+    feed_locked(tx, saga_id, row, input, cause).await
 }
 
 /// [`feed`] once the saga's row is locked (`None`: the saga does not exist yet).
 async fn feed_locked(
     tx: &mut PgConnection,
     saga_id: Uuid,
-    saga_type: SagaType,
     row: Option<Row>,
     input: &Input,
     cause: &Cause,
@@ -125,7 +117,12 @@ async fn feed_locked(
     if row.is_none() && crate::archive::is_archived(tx, saga_id).await? {
         return Ok(vec![]);
     }
-    let (saga, _, version) = load(tx, saga_id, saga_type).await?;
+    let (saga, _, version) = load(tx, saga_id).await?;
+    let saga = match (saga, input) {
+        (Some(saga), _) => saga,
+        (None, Input::Start { definition, .. }) => Saga::new(saga_id, definition),
+        (None, _) => return Ok(vec![]),
+    };
     let entries = saga.on_input(input);
     if entries.is_empty() {
         return Ok(entries);
@@ -250,7 +247,7 @@ async fn feed_locked(
     let age = upsert_row(tx, &next, correlation_id, tenant, actor).await?;
     if next.status != saga.status {
         let labels = crate::metrics::SagaLabels {
-            saga_type: saga_type.name().to_owned(),
+            saga_type: next.definition.saga_type.name().to_owned(),
             status: next.status.name().to_owned(),
         };
         crate::metrics::SAGAS
@@ -285,15 +282,16 @@ async fn upsert_row(
     let current_step = saga.pending.as_ref().map(|p| p.step.name());
     sqlx::query_scalar::<_, f64>(
         "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id, correlation_id,
-                            tenant, actor, current_step, reason, order_id, started_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
+                            tenant, actor, current_step, reason, order_id, definition_version,
+                            started_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now(), now())
          on conflict (saga_id) do update
             set status = excluded.status, current_step = excluded.current_step, reason = excluded.reason,
                 updated_at = now()
          returning extract(epoch from now() - started_at)::float8",
     )
     .bind(saga.saga_id)
-    .bind(saga.saga_type.name())
+    .bind(saga.definition.saga_type.name())
     .bind(saga.status.name())
     .bind(data.tracking_id)
     .bind(data.campaign_id)
@@ -304,6 +302,7 @@ async fn upsert_row(
     .bind(current_step)
     .bind(&saga.reason)
     .bind(data.order.as_ref().map(|order| order.order_id.as_str()))
+    .bind(i32::try_from(saga.definition.version).unwrap_or(i32::MAX))
     .fetch_one(&mut *tx)
     .await
     .map(Some)
@@ -321,7 +320,7 @@ async fn answer(
     else {
         return Ok(());
     };
-    let Some((saga_type, row)) = lock_saga(tx, saga_id).await? else {
+    let Some(row) = lock_row(tx, saga_id).await? else {
         tracing::warn!(%saga_id, "answer for an unknown saga ignored");
         return Ok(());
     };
@@ -332,7 +331,7 @@ async fn answer(
         at: now_micros(),
     };
     let cause = Cause::of(properties);
-    feed_locked(tx, saga_id, saga_type, Some(row), &input, &cause)
+    feed_locked(tx, saga_id, Some(row), &input, &cause)
         .await
         .map(drop)
 }
@@ -351,21 +350,22 @@ impl Handler for TrackingReplies {
         incoming: &Incoming<TrackingEvent>,
     ) -> Result<(), HandlerError> {
         if let Some((saga_id, saga_type, data)) = wire::trigger(&incoming.message) {
+            let definition =
+                CATALOGUE
+                    .latest(saga_type)
+                    .ok_or_else(|| HandlerError::Permanent {
+                        code: "no_saga_definition".into(),
+                        reason: format!("no definition of {}", saga_type.name()),
+                    })?;
             let input = Input::Start {
                 saga_id,
-                saga_type,
+                definition,
                 data,
                 at: now_micros(),
             };
-            return feed(
-                tx,
-                saga_id,
-                saga_type,
-                &input,
-                &Cause::of(&incoming.properties),
-            )
-            .await
-            .map(drop);
+            return feed(tx, saga_id, &input, &Cause::of(&incoming.properties))
+                .await
+                .map(drop);
         }
         answer(
             tx,
@@ -523,7 +523,7 @@ async fn fire(
     command_id: Uuid,
     attempt: i32,
 ) -> Result<bool, HandlerError> {
-    let saga = lock_saga(tx, saga_id).await?;
+    let saga = lock_row(tx, saga_id).await?;
     let deleted = sqlx::query(
         "delete from saga_timers where saga_id = $1 and command_id = $2 and attempt = $3",
     )
@@ -535,7 +535,7 @@ async fn fire(
     if deleted.rows_affected() == 0 {
         return Ok(false);
     }
-    let Some((saga_type, row)) = saga else {
+    let Some(row) = saga else {
         // A timer of no saga: deleted, nothing to feed.
         return Ok(true);
     };
@@ -544,7 +544,7 @@ async fn fire(
         attempt: u32::try_from(attempt).unwrap_or(0),
         at: now_micros(),
     };
-    feed_locked(tx, saga_id, saga_type, Some(row), &input, &Cause::default()).await?;
+    feed_locked(tx, saga_id, Some(row), &input, &Cause::default()).await?;
     Ok(true)
 }
 
@@ -558,7 +558,7 @@ pub async fn operate(
     reason: Option<&str>,
 ) -> Result<Option<Vec<Entry>>, HandlerError> {
     let mut tx = pool.begin().await?;
-    let Some((saga_type, row)) = lock_saga(&mut tx, saga_id).await? else {
+    let Some(row) = lock_row(&mut tx, saga_id).await? else {
         return Ok(None);
     };
     let cause = Cause {
@@ -571,7 +571,7 @@ pub async fn operate(
         reason: reason.map(str::to_owned),
         at: now_micros(),
     };
-    let entries = feed_locked(&mut tx, saga_id, saga_type, Some(row), &input, &cause).await?;
+    let entries = feed_locked(&mut tx, saga_id, Some(row), &input, &cause).await?;
     tx.commit().await?;
     Ok(Some(entries))
 }

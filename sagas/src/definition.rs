@@ -1,4 +1,5 @@
-//! The two saga types as data plus pure step functions (SPEC §5).
+//! Sagas (SPEC §5): the flows as data (`catalogue`: definitions in versions; `flows`: today's
+//! definitions) and the pure state machine that runs any of them (`decide`).
 //!
 //! A saga is event-sourced: [`Saga::on_input`] takes one input (the trigger, a reply, a timeout,
 //! an operator's action) and returns the log entries it causes; [`Saga::apply`] folds an entry
@@ -7,8 +8,13 @@
 //! IO, no clock: time comes in with each input. The log's JSON comes from the serde derives here
 //! (`stored` for what they cannot say alone).
 
+pub mod catalogue;
 mod decide;
+pub mod flows;
 mod stored;
+
+pub use catalogue::{Catalogue, Definition, Pivot, Policy, StepDefinition, Unknown};
+pub use flows::CATALOGUE;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -38,23 +44,6 @@ impl SagaType {
             .into_iter()
             .find(|t| t.name() == name)
     }
-
-    /// The forward steps, in order.
-    pub fn steps(self) -> &'static [Step] {
-        match self {
-            SagaType::CommissionAssignment => &[
-                Step::ReserveBudget,
-                Step::AssignCommission,
-                Step::ConfirmTracking,
-            ],
-            SagaType::OrderToPayment => &[
-                Step::ReserveBudget,
-                Step::AssignCommission,
-                Step::RequestPayment,
-                Step::ConfirmTracking,
-            ],
-        }
-    }
 }
 
 /// One forward step, and the compensation that undoes it.
@@ -69,26 +58,12 @@ pub enum Step {
     Trigger,
 }
 
-/// How long a step's command may go unanswered, and how often it is sent before the step counts
-/// as timed out (a resend carries the same command id, so a service that did get it ignores it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub timeout: Duration,
-    pub attempts: u32,
-}
-
 /// Compensations are retried this often, with growing timeouts, before the saga parks.
 pub const COMPENSATION_ATTEMPTS: u32 = 4;
 
 /// The longest a saga waits for an answer it keeps asking for: whether its payment can be
 /// cancelled, or a step past the payment.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(600);
-
-/// Payments' answers to a cancel: the payment will never be paid (cancelled now or before, or
-/// declined), or it was paid. Any other answer (in flight) means: wait for its outcome.
-const PAYMENT_CANCELLED: &str = "payment_cancelled";
-const PAYMENT_DECLINED: &str = "payment_already_failed";
-const PAYMENT_PAID: &str = "payment_already_completed";
 
 impl Step {
     pub fn name(self) -> &'static str {
@@ -111,43 +86,6 @@ impl Step {
         ]
         .into_iter()
         .find(|s| s.name() == name)
-    }
-
-    pub fn policy(self) -> Policy {
-        match self {
-            // The provider's own retries and resolution sit behind a payment: give it longer.
-            Step::RequestPayment => Policy {
-                timeout: Duration::from_secs(60),
-                attempts: 2,
-            },
-            _ => Policy {
-                timeout: Duration::from_secs(10),
-                attempts: 3,
-            },
-        }
-    }
-
-    /// The timeout of a forward `attempt` (1-based): the step's own, doubling with each attempt
-    /// up to `MAX_RETRY_WAIT`, so that a service's outage or backlog is waited out longer each
-    /// time before the saga gives the step up (or, past the pivot, for as long as it takes).
-    pub fn forward_timeout(self, attempt: u32) -> Duration {
-        self.policy()
-            .timeout
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(MAX_RETRY_WAIT)
-    }
-
-    /// The timeout of a compensation's `attempt` (1-based): doubling from the step's own.
-    pub fn compensation_timeout(self, attempt: u32) -> Duration {
-        self.policy()
-            .timeout
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-    }
-
-    /// A pivot is never compensated while it may still complete: after its last timeout the saga
-    /// asks (cancels) instead of assuming. The payment is the only one.
-    pub fn is_pivot(self) -> bool {
-        self == Step::RequestPayment
     }
 }
 
@@ -279,9 +217,10 @@ impl OperatorAction {
 /// Everything that moves a saga. `at` is when it happened, microseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
+    /// The saga starts under `definition` (the latest of its type, when a trigger starts it).
     Start {
         saga_id: Uuid,
-        saga_type: SagaType,
+        definition: &'static Definition,
         data: SagaData,
         at: i64,
     },
@@ -318,13 +257,6 @@ pub struct Sent {
     pub command: Command,
 }
 
-impl Sent {
-    /// Whether this asks whether the pivot can still complete, rather than doing a step.
-    pub fn resolves_pivot(&self) -> bool {
-        matches!(self.command, Command::CancelPayment { .. })
-    }
-}
-
 /// The saga log (SPEC §5): every entry of a saga's stream, stored as JSON tagged by `entry`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
@@ -332,6 +264,10 @@ pub enum Entry {
     Started {
         saga_id: Uuid,
         saga_type: SagaType,
+        /// The definition's version, kept until the saga ends. Entries written before versions
+        /// read as the first.
+        #[serde(default = "first_version")]
+        definition_version: u32,
         data: SagaData,
         at: i64,
     },
@@ -421,6 +357,10 @@ pub enum Entry {
     },
 }
 
+fn first_version() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     NotStarted,
@@ -448,7 +388,8 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saga {
     pub saga_id: Uuid,
-    pub saga_type: SagaType,
+    /// The definition it started with (or starts with).
+    pub definition: &'static Definition,
     pub data: Option<SagaData>,
     pub status: Status,
     /// The command awaiting an answer, forward or compensating.
@@ -471,10 +412,10 @@ pub struct Saga {
 }
 
 impl Saga {
-    pub fn new(saga_id: Uuid, saga_type: SagaType) -> Self {
+    pub fn new(saga_id: Uuid, definition: &'static Definition) -> Self {
         Saga {
             saga_id,
-            saga_type,
+            definition,
             data: None,
             status: Status::NotStarted,
             pending: None,
@@ -491,14 +432,8 @@ impl Saga {
     /// Evolves the state by one log entry.
     pub fn apply(&mut self, entry: &Entry) {
         match entry {
-            Entry::Started {
-                saga_id,
-                saga_type,
-                data,
-                ..
-            } => {
+            Entry::Started { saga_id, data, .. } => {
                 self.saga_id = *saga_id;
-                self.saga_type = *saga_type;
                 self.data = Some(data.clone());
                 self.status = Status::Running;
             }
@@ -507,7 +442,9 @@ impl Saga {
                 self.awaiting_retry = false;
             }
             Entry::StepSucceeded { step, amount, .. } => {
-                if *step == Step::ReserveBudget && amount.is_some() {
+                // The first amount a step reports (the budget reservation's) is what the saga
+                // assigns and pays.
+                if self.amount.is_none() {
                     self.amount = amount.clone();
                 }
                 self.done.push(*step);
@@ -521,7 +458,13 @@ impl Saga {
                 // Exhausted: the command may still have taken effect, so it is compensated too.
                 // A pivot is not: the saga goes on to ask whether it can still complete; nor is
                 // a step past it, which is sent again.
-                if *attempt >= step.policy().attempts && !step.is_pivot() && !self.past_pivot() {
+                let Some(definition) = self.definition.step(*step) else {
+                    return;
+                };
+                if *attempt >= definition.policy.attempts
+                    && !definition.is_pivot()
+                    && !self.past_pivot()
+                {
                     self.done.push(*step);
                     self.pending = None;
                     self.failed = Some(*step);
@@ -619,13 +562,31 @@ mod tests {
     }
 
     impl Run {
+        /// A saga of the latest version of `saga_type`.
         fn start(saga_type: SagaType) -> Run {
-            let kind = match saga_type {
+            Run::start_with(CATALOGUE.latest(saga_type).expect("a definition"))
+        }
+
+        /// An order-to-payment saga whose budget reservation came to 500.
+        fn reserved() -> Run {
+            let mut run = Run::start(SagaType::OrderToPayment);
+            let reserve = run.saga.pending.clone().expect("reserve");
+            run.answer(
+                &reserve,
+                Answer::Succeeded {
+                    amount: Some(eur(500)),
+                },
+            );
+            run
+        }
+
+        fn start_with(definition: &'static Definition) -> Run {
+            let kind = match definition.saga_type {
                 SagaType::CommissionAssignment => TrackingKind::Click,
                 SagaType::OrderToPayment => TrackingKind::Conversion,
             };
             let mut run = Run {
-                saga: Saga::new(Uuid::nil(), saga_type),
+                saga: Saga::new(Uuid::nil(), definition),
                 log: vec![],
                 now: 0,
                 replies: 100,
@@ -633,7 +594,7 @@ mod tests {
             };
             run.feed(Input::Start {
                 saga_id: Uuid::from_u128(42),
-                saga_type,
+                definition,
                 data: data(kind),
                 at: 0,
             });
@@ -742,7 +703,7 @@ mod tests {
 
     /// Replaying the inputs a log records reproduces the log, entry for entry.
     fn assert_replays(run: &Run) {
-        let replayed = crate::replay::replay(&run.log).expect("the log replays");
+        let replayed = crate::replay::replay(&CATALOGUE, &run.log).expect("the log replays");
         assert_eq!(replayed, run.saga);
     }
 
@@ -802,8 +763,9 @@ mod tests {
     #[test]
     fn a_failure_at_every_step_compensates_exactly_the_completed_steps_in_reverse() {
         for saga_type in [SagaType::CommissionAssignment, SagaType::OrderToPayment] {
-            let steps = saga_type.steps();
-            for (failing, &step) in steps.iter().enumerate() {
+            let steps = CATALOGUE.latest(saga_type).expect("a definition").steps;
+            for (failing, definition) in steps.iter().enumerate() {
+                let step = definition.step;
                 for how in [Answering::Reject, Answering::Silent] {
                     if how == Answering::Silent && steps[..failing].iter().any(|s| s.is_pivot()) {
                         // Sent again until it answers: see the test below.
@@ -830,8 +792,8 @@ mod tests {
                     // Done before the failure, plus the failing step itself when it timed out
                     // (it may have happened; a cancelled payment did not); only budget and
                     // commission can be undone.
-                    let mut undone: Vec<Step> = steps[..failing].to_vec();
-                    if how == Answering::Silent && !step.is_pivot() {
+                    let mut undone: Vec<Step> = steps[..failing].iter().map(|s| s.step).collect();
+                    if how == Answering::Silent && !definition.is_pivot() {
                         undone.push(step);
                     }
                     let mut expected: Vec<Step> = undone
@@ -891,7 +853,7 @@ mod tests {
             });
         }
         let cancel = run.saga.pending.clone().expect("a cancel");
-        assert!(cancel.resolves_pivot(), "{cancel:?}");
+        assert!(run.saga.settles_pivot(&cancel), "{cancel:?}");
         assert_eq!(run.saga.status, Status::Running, "not compensating");
         (run, cancel)
     }
@@ -907,7 +869,7 @@ mod tests {
     fn a_payment_that_times_out_is_compensated_only_once_payments_confirms_its_cancel() {
         for confirmation in [
             Answer::Succeeded { amount: None },
-            rejected(PAYMENT_CANCELLED),
+            rejected("payment_cancelled"),
         ] {
             let (mut run, cancel) = asking_to_cancel();
             run.answer(&cancel, confirmation);
@@ -925,13 +887,13 @@ mod tests {
     #[test]
     fn a_payment_declined_meanwhile_is_compensated_and_one_paid_goes_forward() {
         let (mut run, cancel) = asking_to_cancel();
-        run.answer(&cancel, rejected(PAYMENT_DECLINED));
+        run.answer(&cancel, rejected("payment_already_failed"));
         run.drive(|_| Answering::Succeed);
         assert_eq!(run.saga.status, Status::Compensated);
         assert_replays(&run);
 
         let (mut run, cancel) = asking_to_cancel();
-        run.answer(&cancel, rejected(PAYMENT_PAID));
+        run.answer(&cancel, rejected("payment_already_completed"));
         assert_eq!(
             run.saga.pending.as_ref().map(|p| p.step),
             Some(Step::ConfirmTracking)
@@ -959,7 +921,7 @@ mod tests {
                 at: run.now,
             });
             let again = run.saga.pending.clone().expect("asked again");
-            assert!(again.resolves_pivot());
+            assert!(run.saga.settles_pivot(&again));
             assert_eq!(again.attempt, 2);
             assert_ne!(again.command_id, cancel.command_id);
             assert!(again.timeout > cancel.timeout);
@@ -988,7 +950,7 @@ mod tests {
         let (mut run, _) = asking_to_cancel();
         for _ in 0..50 {
             let sent = run.saga.pending.clone().expect("asking");
-            assert!(sent.resolves_pivot());
+            assert!(run.saga.settles_pivot(&sent));
             assert!(sent.timeout <= MAX_RETRY_WAIT);
             run.now += sent.timeout.as_micros() as i64;
             run.feed(Input::Timeout {
@@ -1082,14 +1044,10 @@ mod tests {
         assert_eq!(run.log, log);
 
         // During compensation: a late forward reply and a repeated compensation reply are ignored.
-        let mut run = Run::start(SagaType::OrderToPayment);
-        let reserve = run.saga.pending.clone().expect("reserve");
-        run.answer(
-            &reserve,
-            Answer::Succeeded {
-                amount: Some(eur(500)),
-            },
-        );
+        let mut run = Run::reserved();
+        let Entry::StepCommandSent { sent: reserve, .. } = run.log[1].clone() else {
+            panic!("the reservation is sent first");
+        };
         let assign = run.saga.pending.clone().expect("assign");
         run.answer(
             &assign,
@@ -1253,7 +1211,7 @@ mod tests {
             .collect();
         assert_eq!(waits.len() as u32, COMPENSATION_ATTEMPTS - 1);
         assert!(waits.windows(2).all(|w| w[1] > w[0]), "growing: {waits:?}");
-        let base = Step::Trigger.policy().timeout / 2;
+        let base = catalogue::TRIGGER.policy.timeout / 2;
         assert!(waits[0] >= base && waits[0] < base * 3 / 2, "{waits:?}");
         let ids: std::collections::HashSet<Uuid> = run
             .log
@@ -1310,14 +1268,7 @@ mod tests {
 
     #[test]
     fn an_operator_can_force_a_running_saga_to_compensate() {
-        let mut run = Run::start(SagaType::OrderToPayment);
-        let reserve = run.saga.pending.clone().expect("reserve");
-        run.answer(
-            &reserve,
-            Answer::Succeeded {
-                amount: Some(eur(500)),
-            },
-        );
+        let mut run = Run::reserved();
         // The commission command is out, unanswered: it may have taken effect.
         run.feed(Input::Operator {
             action: OperatorAction::Compensate,
@@ -1364,14 +1315,122 @@ mod tests {
             a.log, b.log,
             "the same trigger makes the same commands, ids included"
         );
-        let mut other = Saga::new(Uuid::nil(), SagaType::OrderToPayment);
+        let mut other = Saga::new(Uuid::nil(), &flows::ORDER_TO_PAYMENT_V1);
         let entries = other.on_input(&Input::Start {
             saga_id: Uuid::from_u128(43),
-            saga_type: SagaType::OrderToPayment,
+            definition: &flows::ORDER_TO_PAYMENT_V1,
             data: data(TrackingKind::Conversion),
             at: 0,
         });
         other.apply(&entries[0]);
         assert_ne!(entries[1], a.log[1], "another saga chooses other ids");
+    }
+
+    /// Order-to-payment as a later version might have it: the tracking event confirmed before
+    /// the payout.
+    static ORDER_TO_PAYMENT_V2: Definition = Definition {
+        saga_type: SagaType::OrderToPayment,
+        version: 2,
+        steps: &[
+            flows::RESERVE_BUDGET,
+            flows::ASSIGN_COMMISSION,
+            flows::CONFIRM_TRACKING,
+            flows::REQUEST_PAYMENT,
+        ],
+    };
+
+    /// Deployed beside the first version, which sagas in flight still run.
+    static WITH_V2: Catalogue = Catalogue(&[&flows::ORDER_TO_PAYMENT_V1, &ORDER_TO_PAYMENT_V2]);
+
+    /// The first version taken out.
+    static ONLY_V2: Catalogue = Catalogue(&[&ORDER_TO_PAYMENT_V2]);
+
+    fn forward_steps(run: &Run) -> Vec<Step> {
+        run.commands().into_iter().map(|(step, _)| step).collect()
+    }
+
+    #[test]
+    fn a_saga_in_flight_keeps_the_version_it_started_with() {
+        // Started under the first version, its budget reserved, its commission requested.
+        let mut run = Run::reserved();
+        assert!(matches!(
+            run.log[0],
+            Entry::Started {
+                definition_version: 1,
+                ..
+            }
+        ));
+
+        // The second version is deployed: the saga resumes from its log under the first and
+        // finishes its steps in the first one's order.
+        let resumed = WITH_V2
+            .resume(&run.log)
+            .expect("the first version is still there");
+        assert_eq!(resumed, run.saga);
+        assert_eq!(resumed.definition, &flows::ORDER_TO_PAYMENT_V1);
+        run.saga = resumed;
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Completed);
+        assert_eq!(
+            forward_steps(&run),
+            [
+                Step::ReserveBudget,
+                Step::AssignCommission,
+                Step::RequestPayment,
+                Step::ConfirmTracking
+            ]
+        );
+        crate::replay::replay(&WITH_V2, &run.log).expect("its log replays under its version");
+
+        // A saga started now runs the second version, and its log says so.
+        let definition = WITH_V2
+            .latest(SagaType::OrderToPayment)
+            .expect("a definition");
+        assert_eq!(definition, &ORDER_TO_PAYMENT_V2);
+        let mut new = Run::start_with(definition);
+        new.drive(|_| Answering::Succeed);
+        assert!(matches!(
+            new.log[0],
+            Entry::Started {
+                definition_version: 2,
+                ..
+            }
+        ));
+        assert_eq!(
+            forward_steps(&new),
+            [
+                Step::ReserveBudget,
+                Step::AssignCommission,
+                Step::ConfirmTracking,
+                Step::RequestPayment
+            ]
+        );
+        crate::replay::replay(&WITH_V2, &new.log).expect("replays under the second version");
+
+        // Under the second version, the first saga's log diverges where the orders part; and a
+        // catalogue without the first version cannot resume it at all.
+        let mut as_v2 = run.log.clone();
+        if let Entry::Started {
+            definition_version, ..
+        } = &mut as_v2[0]
+        {
+            *definition_version = 2;
+        }
+        let Err(crate::replay::Failure::Divergence(divergence)) =
+            crate::replay::replay(&WITH_V2, &as_v2)
+        else {
+            panic!("the first version's log does not replay under the second");
+        };
+        assert!(matches!(
+            divergence.replayed.as_deref(),
+            Some(Entry::StepCommandSent { sent, .. }) if sent.step == Step::ConfirmTracking
+        ));
+        assert_eq!(
+            ONLY_V2.resume(&run.log),
+            Err(Unknown::Version {
+                saga_type: "order-to-payment",
+                version: 1
+            })
+        );
     }
 }

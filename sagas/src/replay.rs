@@ -1,9 +1,20 @@
-//! The replayer: runs a recorded saga log against the current definitions and says where they
-//! part. A saga is resumed from its log, so a definition that decides differently on a recorded
-//! history breaks the sagas in flight; `tests/fixtures/saga-logs/` holds recorded histories of
-//! the flows, and the replayer test fails the build on a divergence.
+//! The replayer: runs a recorded saga log against a catalogue's definitions (the version its
+//! log started with) and says where they part. A saga is resumed from its log, so a definition
+//! that decides differently on a recorded history breaks the sagas in flight: a change is a new
+//! version. `tests/fixtures/saga-logs/` holds recorded histories of the flows, and the replayer
+//! test fails the build on a divergence.
 
-use crate::definition::{Answer, Entry, Input, Saga, Sent};
+use crate::definition::{Answer, Catalogue, Definition, Entry, Input, Saga, Sent, Unknown};
+
+/// Why a recorded log does not replay.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Failure {
+    /// The catalogue lacks the definition the log started with.
+    #[error(transparent)]
+    Unknown(#[from] Unknown),
+    #[error(transparent)]
+    Divergence(#[from] Divergence),
+}
 
 /// Where a replay parted from the recorded log: the first entry that differs (`None` on one
 /// side: that log is shorter).
@@ -15,34 +26,29 @@ pub struct Divergence {
     pub replayed: Option<Box<Entry>>,
 }
 
-/// Feeds the inputs `log` records, in order, to a fresh saga of its type, and compares what the
-/// saga decides with what was recorded, entry by entry. The saga it comes to, or the first
-/// difference.
-pub fn replay(log: &[Entry]) -> Result<Saga, Divergence> {
+/// Feeds the inputs `log` records, in order, to a fresh saga of the definition it started with,
+/// and compares what the saga decides with what was recorded, entry by entry. The saga it comes
+/// to, or the first difference.
+pub fn replay(catalogue: &Catalogue, log: &[Entry]) -> Result<Saga, Failure> {
     let diverged = |at: usize, replayed: Option<&Entry>| Divergence {
         at,
         recorded: log.get(at).cloned().map(Box::new),
         replayed: replayed.cloned().map(Box::new),
     };
-    let Some(Entry::Started {
-        saga_id, saga_type, ..
-    }) = log.first()
-    else {
-        return Err(diverged(0, None));
-    };
-    let mut saga = Saga::new(*saga_id, *saga_type);
+    let (saga_id, definition) = catalogue.started(log)?;
+    let mut saga = Saga::new(saga_id, definition);
     let mut at = 0;
-    for input in log.iter().filter_map(input_of) {
+    for input in log.iter().filter_map(|entry| input_of(definition, entry)) {
         for entry in saga.on_input(&input) {
             if log.get(at) != Some(&entry) {
-                return Err(diverged(at, Some(&entry)));
+                return Err(diverged(at, Some(&entry)).into());
             }
             saga.apply(&entry);
             at += 1;
         }
     }
     if at < log.len() {
-        return Err(diverged(at, None));
+        return Err(diverged(at, None).into());
     }
     Ok(saga)
 }
@@ -59,17 +65,14 @@ pub fn commands(log: &[Entry]) -> impl Iterator<Item = &Sent> {
 }
 
 /// The input an entry records, if it is the first entry an input caused: what a replay feeds
-/// back into [`Saga::on_input`].
-pub fn input_of(entry: &Entry) -> Option<Input> {
+/// back into [`Saga::on_input`]. A start is fed with `definition`, the one the log names.
+pub fn input_of(definition: &'static Definition, entry: &Entry) -> Option<Input> {
     Some(match entry {
         Entry::Started {
-            saga_id,
-            saga_type,
-            data,
-            at,
+            saga_id, data, at, ..
         } => Input::Start {
             saga_id: *saga_id,
-            saga_type: *saga_type,
+            definition,
             data: data.clone(),
             at: *at,
         },

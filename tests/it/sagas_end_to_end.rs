@@ -4,7 +4,7 @@
 
 use pulsaga_tests::platform::Platform;
 use sagas::coordinator;
-use sagas::definition::SagaType;
+use sagas::definition::CATALOGUE;
 use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};
 use schemas::values::{CommissionRule, Money, Order, TrackingKind};
 use serde_json::Value;
@@ -133,10 +133,8 @@ fn amounts_and_statuses<'a>(list: &'a Value, what: &str) -> Vec<(i64, &'a str)> 
 async fn assert_replays(platform: &Platform, saga_id: Uuid) {
     let pool = platform.sagas_pool();
     let mut conn = pool.acquire().await.expect("connection");
-    let (_, log, _) = coordinator::load(&mut conn, saga_id, SagaType::OrderToPayment)
-        .await
-        .expect("load");
-    sagas::replay::replay(&log).unwrap_or_else(|e| panic!("saga {saga_id}: {e}"));
+    let (_, log, _) = coordinator::load(&mut conn, saga_id).await.expect("load");
+    sagas::replay::replay(&CATALOGUE, &log).unwrap_or_else(|e| panic!("saga {saga_id}: {e}"));
     let sent: Vec<(String, Vec<u8>)> = sagas::replay::commands(&log)
         .map(|s| {
             let body = sagas::wire::encode_command(&s.command).expect("encode").3;

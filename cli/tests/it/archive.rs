@@ -4,7 +4,9 @@
 
 use super::{Database, free_address, serve, wait_for};
 use sagas::coordinator::{self, Cause};
-use sagas::definition::{Answer, Input, Money, Order, SagaData, SagaType, Status, TrackingKind};
+use sagas::definition::{
+    Answer, CATALOGUE, Input, Money, Order, SagaData, SagaType, Status, TrackingKind,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -15,7 +17,7 @@ async fn feed(pool: &PgPool, saga_id: Uuid, input: Input) {
         message_id: Some(Uuid::new_v4()),
         ..Cause::default()
     };
-    coordinator::feed(&mut tx, saga_id, SagaType::OrderToPayment, &input, &cause)
+    coordinator::feed(&mut tx, saga_id, &input, &cause)
         .await
         .expect("feed");
     tx.commit().await.expect("commit");
@@ -40,19 +42,19 @@ async fn completed_saga(pool: &PgPool) -> Uuid {
         }),
         occurred_at: 0,
     };
-    let saga_type = SagaType::OrderToPayment;
     let start = Input::Start {
         saga_id,
-        saga_type,
+        definition: CATALOGUE
+            .latest(SagaType::OrderToPayment)
+            .expect("a definition"),
         data,
         at: 0,
     };
     feed(pool, saga_id, start).await;
     loop {
         let mut conn = pool.acquire().await.expect("connection");
-        let (saga, _, _) = coordinator::load(&mut conn, saga_id, saga_type)
-            .await
-            .expect("load");
+        let (saga, _, _) = coordinator::load(&mut conn, saga_id).await.expect("load");
+        let saga = saga.expect("the saga started");
         if saga.status == Status::Completed {
             return saga_id;
         }

@@ -209,15 +209,26 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         .filter(|line| line.contains("TrackingEventRecorded"))
         .count();
     assert_eq!(recorded, 5, "two clicks and three conversions");
-    let listed = pulsaga(&["saga", "list", "--status", "completed", "--output", "json"])
+    for (version, sagas) in [("1", 4), ("2", 0)] {
+        let listed = pulsaga(&[
+            "saga",
+            "list",
+            "--status",
+            "completed",
+            "--definition-version",
+            version,
+            "--output",
+            "json",
+        ])
         .await
         .expect("saga list");
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    assert_eq!(
-        listed["sagas"].as_array().map(Vec::len),
-        Some(4),
-        "{listed}"
-    );
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+        assert_eq!(
+            listed["sagas"].as_array().map(Vec::len),
+            Some(sagas),
+            "version {version}: {listed}"
+        );
+    }
 
     // A process that dies is started again, and `/readyz` says how often.
     let tracking = urls["tracking"].trim_start_matches("http://");

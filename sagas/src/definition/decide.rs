@@ -22,7 +22,11 @@ impl Saga {
     /// Whether the payment went out: nothing after it is undone, so a step past it is sent
     /// again until it answers, however long its service is away.
     pub(super) fn past_pivot(&self) -> bool {
-        self.done.iter().any(|step| step.is_pivot())
+        self.done.iter().any(|step| {
+            self.definition
+                .step(*step)
+                .is_some_and(StepDefinition::is_pivot)
+        })
     }
 
     /// A forward step's command id: the same for every attempt, and new after an operator
@@ -35,75 +39,48 @@ impl Saga {
     }
 
     /// The id of what a saga creates in a service, derived so that a replay chooses it again.
-    fn derived_id(&self, what: &str) -> Uuid {
+    pub(crate) fn derived_id(&self, what: &str) -> Uuid {
         Uuid::new_v5(&self.saga_id, what.as_bytes())
     }
 
     fn forward(&self, step: Step, attempt: u32) -> Option<Sent> {
-        let data = self.data.as_ref()?;
-        let reservation_id = self.derived_id("reservation");
-        let commission_id = self.derived_id("commission");
-        let command = match step {
-            Step::ReserveBudget => Command::ReserveBudget {
-                reservation_id,
-                campaign_id: data.campaign_id,
-                partner_id: data.partner_id,
-                tracking_id: data.tracking_id,
-                kind: data.kind,
-                order_amount: data.order.as_ref().map(|o| o.amount.clone()),
-                occurred_at: data.occurred_at,
-            },
-            Step::AssignCommission => Command::AssignCommission {
-                commission_id,
-                campaign_id: data.campaign_id,
-                partner_id: data.partner_id,
-                tracking_id: data.tracking_id,
-                amount: self.amount.clone()?,
-            },
-            Step::RequestPayment => Command::RequestPayment {
-                payment_id: self.derived_id("payment"),
-                commission_id,
-                partner_id: data.partner_id,
-                campaign_id: data.campaign_id,
-                amount: self.amount.clone()?,
-            },
-            Step::ConfirmTracking => Command::ConfirmTracking {
-                tracking_id: data.tracking_id,
-            },
-            Step::Trigger => return None,
-        };
+        let definition = self.definition.step(step)?;
         Some(Sent {
             step,
             attempt,
             command_id: self.forward_id(step),
-            command,
-            timeout: step.forward_timeout(attempt),
+            command: (definition.command)(self, self.data.as_ref()?)?,
+            timeout: definition.forward_timeout(attempt),
         })
     }
 
-    /// The `attempt`-th request to cancel the payment, each with an id of its own (a resend of
-    /// the same id would only get the first answer again), waiting longer each time.
-    fn cancel_payment(&self, attempt: u32) -> Sent {
-        let step = Step::RequestPayment;
-        let timeout = step
-            .policy()
-            .timeout
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(MAX_RETRY_WAIT);
-        Sent {
+    /// The id of a pivot's `attempt`-th question: one of its own each time (a resend of the same
+    /// id would only get the first answer again).
+    fn settle_id(&self, step: Step, attempt: u32) -> Uuid {
+        self.derived_id(&format!("cancel/{}/{attempt}", step.name()))
+    }
+
+    /// Whether `sent` asks whether the pivot can still complete, rather than doing a step.
+    pub fn settles_pivot(&self, sent: &Sent) -> bool {
+        sent.command_id == self.settle_id(sent.step, sent.attempt)
+    }
+
+    /// The `attempt`-th question to the pivot `step` after its request went unanswered,
+    /// waiting longer each time.
+    fn settle(&self, step: Step, attempt: u32) -> Option<Sent> {
+        let definition = self.definition.step(step)?;
+        let reason = format!(
+            "{} went unanswered after {} attempts",
+            step.name(),
+            definition.policy.attempts
+        );
+        Some(Sent {
             step,
             attempt,
-            command_id: self.derived_id(&format!("cancel/{}/{attempt}", step.name())),
-            command: Command::CancelPayment {
-                payment_id: self.derived_id("payment"),
-                reason: format!(
-                    "{} went unanswered after {} attempts",
-                    step.name(),
-                    step.policy().attempts
-                ),
-            },
-            timeout,
-        }
+            command_id: self.settle_id(step, attempt),
+            command: (definition.pivot?.ask)(self, self.data.as_ref()?, reason),
+            timeout: definition.forward_timeout(attempt),
+        })
     }
 
     /// A step's own answer: go forward, or compensate what was done.
@@ -143,9 +120,9 @@ impl Saga {
         }
     }
 
-    /// An answer while the saga asks whether its payment can be cancelled: the payment's own
-    /// outcome, or the cancel's. Only a payment that will never be paid is compensated; a paid
-    /// one goes forward; one in flight is waited for (the timer asks again).
+    /// An answer while the saga asks whether its pivot can be cancelled: the pivot's own
+    /// outcome, or the question's. Only a pivot that will never happen is compensated; one that
+    /// happened goes forward; one in flight is waited for (the timer asks again).
     fn pivot_answered(
         &self,
         pending: &Sent,
@@ -158,10 +135,13 @@ impl Saga {
         if command_id == step_id {
             return self.step_answered(step, (command_id, message_id), answer, at);
         }
+        let Some(pivot) = self.definition.step(step).and_then(|s| s.pivot) else {
+            return vec![];
+        };
         if command_id != pending.command_id {
             return vec![];
         }
-        let never_paid = |code: &str, reason: &str| {
+        let never = |code: &str, reason: &str| {
             let failed = Entry::StepFailed {
                 step,
                 command_id,
@@ -173,22 +153,18 @@ impl Saga {
             self.start_compensating(format!("{}: {reason}", step.name()), failed, at)
         };
         match answer {
-            Answer::Succeeded { .. } => never_paid(
-                PAYMENT_CANCELLED,
-                "cancelled after its request went unanswered, before any payout",
-            ),
-            Answer::Rejected { code, reason }
-                if code == PAYMENT_CANCELLED || code == PAYMENT_DECLINED =>
-            {
-                never_paid(code, reason)
+            Answer::Succeeded { .. } => never(pivot.cancelled.0, pivot.cancelled.1),
+            Answer::Rejected { code, reason } if pivot.never.contains(&code.as_str()) => {
+                never(code, reason)
             }
             // Recorded as the step's own success, which is what a replay feeds back.
-            Answer::Rejected { code, .. } if code == PAYMENT_PAID => self.step_answered(
-                step,
-                (step_id, message_id),
-                &Answer::Succeeded { amount: None },
-                at,
-            ),
+            Answer::Rejected { code, .. } if pivot.happened.contains(&code.as_str()) => self
+                .step_answered(
+                    step,
+                    (step_id, message_id),
+                    &Answer::Succeeded { amount: None },
+                    at,
+                ),
             Answer::Rejected { .. } => vec![],
         }
     }
@@ -204,41 +180,29 @@ impl Saga {
     }
 
     fn compensation(&self, step: Step, attempt: u32) -> Option<Sent> {
-        let data = self.data.as_ref()?;
+        let definition = self.definition.step(step)?;
         let reason = self.reason.clone().unwrap_or_default();
-        let command = match step {
-            Step::ReserveBudget => Command::ReleaseBudget {
-                reservation_id: self.derived_id("reservation"),
-                campaign_id: data.campaign_id,
-                reason,
-            },
-            Step::AssignCommission => Command::ReverseCommission {
-                commission_id: self.derived_id("commission"),
-                reason,
-            },
-            Step::Trigger => Command::FailTracking {
-                tracking_id: data.tracking_id,
-                reason,
-            },
-            // A payment that went out cannot be taken back; a confirmation is the last step.
-            Step::RequestPayment | Step::ConfirmTracking => return None,
-        };
         Some(Sent {
             step,
             attempt,
             command_id: self.compensation_id(step, attempt),
-            command,
-            timeout: step.compensation_timeout(attempt),
+            command: (definition.undo?)(self, self.data.as_ref()?, reason),
+            timeout: definition.compensation_timeout(attempt),
         })
     }
 
-    /// The compensations for the steps done so far, in reverse order, ending with the trigger's.
+    /// The compensations for the steps done so far that can be undone, in reverse order, ending
+    /// with the trigger's.
     pub(super) fn compensations(&self) -> Vec<Step> {
         self.done
             .iter()
             .rev()
             .copied()
-            .filter(|step| matches!(step, Step::ReserveBudget | Step::AssignCommission))
+            .filter(|step| {
+                self.definition
+                    .step(*step)
+                    .is_some_and(|s| s.undo.is_some())
+            })
             .chain([Step::Trigger])
             .collect()
     }
@@ -269,7 +233,7 @@ impl Saga {
     /// The next forward step after `done`, or completion. A step that cannot be built (no
     /// amount came back with the reservation) ends the saga by compensation.
     fn next_forward(&self, at: i64) -> Vec<Entry> {
-        let Some(step) = self.saga_type.steps().get(self.done.len()).copied() else {
+        let Some(step) = self.definition.steps.get(self.done.len()).map(|s| s.step) else {
             return vec![Entry::Completed { at }];
         };
         match self.forward(step, 1) {
@@ -305,7 +269,7 @@ impl Saga {
     fn on_not_started(&self, input: &Input) -> Vec<Entry> {
         let Input::Start {
             saga_id,
-            saga_type,
+            definition,
             data,
             at,
         } = input
@@ -314,11 +278,12 @@ impl Saga {
         };
         let started = Entry::Started {
             saga_id: *saga_id,
-            saga_type: *saga_type,
+            saga_type: definition.saga_type,
+            definition_version: definition.version,
             data: data.clone(),
             at: *at,
         };
-        let mut next = self.clone();
+        let mut next = Saga::new(*saga_id, definition);
         next.apply(&started);
         let mut entries = vec![started];
         entries.extend(next.next_forward(*at));
@@ -339,7 +304,7 @@ impl Saga {
                     return vec![];
                 };
                 let ids = (*command_id, *message_id);
-                if pending.resolves_pivot() {
+                if self.settles_pivot(pending) {
                     self.pivot_answered(pending, ids, answer, *at)
                 } else if pending.command_id == *command_id {
                     self.step_answered(pending.step, ids, answer, *at)
@@ -386,13 +351,16 @@ impl Saga {
             attempt,
             at,
         };
-        let next = if pending.resolves_pivot() {
-            Some(self.cancel_payment(attempt + 1))
-        } else if attempt < pending.step.policy().attempts || self.past_pivot() {
+        let Some(definition) = self.definition.step(pending.step) else {
+            return vec![];
+        };
+        let next = if self.settles_pivot(pending) {
+            self.settle(pending.step, attempt + 1)
+        } else if attempt < definition.policy.attempts || self.past_pivot() {
             self.forward(pending.step, attempt + 1)
-        } else if pending.step.is_pivot() {
-            // It may still be paid: ask, never assume.
-            Some(self.cancel_payment(1))
+        } else if definition.is_pivot() {
+            // It may still have happened: ask, never assume.
+            self.settle(pending.step, 1)
         } else {
             let reason = format!("{} timed out after {attempt} attempts", pending.step.name());
             return self.start_compensating(reason, timed_out, at);
@@ -547,8 +515,11 @@ impl Saga {
     /// doubling, plus up to half as much again. The jitter comes from the saga's id, so that
     /// sagas refused together spread out, and a replay chooses the same.
     pub(super) fn retry_backoff(&self, step: Step, attempt: u32) -> Duration {
-        let base = (step.policy().timeout / 2)
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(2)));
+        let timeout = self
+            .definition
+            .step(step)
+            .map_or(Duration::ZERO, |s| s.policy.timeout);
+        let base = (timeout / 2).saturating_mul(2u32.saturating_pow(attempt.saturating_sub(2)));
         let spread = u128::from(u64::try_from(base.as_millis() / 2).unwrap_or(u64::MAX)).max(1);
         let draw = self
             .derived_id(&format!("jitter/{}/{attempt}", step.name()))

@@ -2,7 +2,7 @@
 //! and a trigger redelivered after that does not start it again.
 
 use super::runtime::call;
-use super::{answer, conversion, database, eur, feed};
+use super::{answer, conversion, database, eur, feed, saga};
 use axum::http::StatusCode;
 use sagas::coordinator;
 use sagas::definition::{Answer, Input, Status};
@@ -26,39 +26,23 @@ async fn an_ended_saga_is_archived_and_still_shown_by_id(
 ) {
     let pool = database(connect).await;
     let router = sagas::api::router(pool.clone());
-    let start = |(saga_id, saga_type, data)| Input::Start {
+    let start = |(saga_id, definition, data)| Input::Start {
         saga_id,
-        saga_type,
+        definition,
         data,
         at: 0,
     };
-    let (ended, saga_type, data) = conversion();
-    feed(
-        &pool,
-        ended,
-        saga_type,
-        start((ended, saga_type, data.clone())),
-    )
-    .await;
+    let (ended, definition, data) = conversion();
+    feed(&pool, ended, start((ended, definition, data.clone()))).await;
     for _ in 0..10 {
-        let mut conn = pool.acquire().await.expect("connection");
-        let (saga, _, _) = coordinator::load(&mut conn, ended, saga_type)
-            .await
-            .expect("load");
-        if saga.status == Status::Completed {
+        if saga(&pool, ended).await.status == Status::Completed {
             break;
         }
-        answer(
-            &pool,
-            ended,
-            saga_type,
-            Answer::Succeeded { amount: eur(500) },
-        )
-        .await;
+        answer(&pool, ended, Answer::Succeeded { amount: eur(500) }).await;
     }
     let running = conversion();
     let running_id = running.0;
-    feed(&pool, running_id, saga_type, start(running)).await;
+    feed(&pool, running_id, start(running)).await;
     let (status, shown) = call(&router, "GET", &format!("/sagas/{ended}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["saga"]["status"], "completed");
@@ -112,7 +96,7 @@ async fn an_ended_saga_is_archived_and_still_shown_by_id(
 
     // The trigger comes again: an archived saga takes no more input.
     assert_eq!(
-        feed(&pool, ended, saga_type, start((ended, saga_type, data))).await,
+        feed(&pool, ended, start((ended, definition, data))).await,
         0
     );
     assert_eq!(hot_events(&pool, ended).await, 0);

@@ -8,7 +8,9 @@ mod replayer;
 mod runtime;
 
 use sagas::coordinator::{self, Cause};
-use sagas::definition::{Answer, Input, Money, Order, SagaData, SagaType, TrackingKind};
+use sagas::definition::{
+    Answer, CATALOGUE, Definition, Input, Money, Order, Saga, SagaData, SagaType, TrackingKind,
+};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
@@ -23,7 +25,7 @@ async fn database(connect: PgConnectOptions) -> PgPool {
     pool
 }
 
-fn conversion() -> (Uuid, SagaType, SagaData) {
+fn conversion() -> (Uuid, &'static Definition, SagaData) {
     let tracking_id = Uuid::new_v4();
     let data = SagaData {
         tracking_id,
@@ -41,30 +43,37 @@ fn conversion() -> (Uuid, SagaType, SagaData) {
     };
     (
         sagas::wire::saga_id_for(tracking_id),
-        SagaType::OrderToPayment,
+        CATALOGUE
+            .latest(SagaType::OrderToPayment)
+            .expect("a definition"),
         data,
     )
 }
 
 /// Starts the saga with `data`, as its trigger would.
-async fn start(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, data: SagaData) -> usize {
+async fn start(
+    pool: &PgPool,
+    saga_id: Uuid,
+    definition: &'static Definition,
+    data: SagaData,
+) -> usize {
     let input = Input::Start {
         saga_id,
-        saga_type,
+        definition,
         data,
         at: 0,
     };
-    feed(pool, saga_id, saga_type, input).await
+    feed(pool, saga_id, input).await
 }
 
 /// Feeds one input in its own transaction, as a consumer would.
-async fn feed(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, input: Input) -> usize {
+async fn feed(pool: &PgPool, saga_id: Uuid, input: Input) -> usize {
     let mut tx = pool.begin().await.expect("begin");
     let cause = Cause {
         message_id: Some(Uuid::new_v4()),
         ..Cause::default()
     };
-    let entries = coordinator::feed(&mut tx, saga_id, saga_type, &input, &cause)
+    let entries = coordinator::feed(&mut tx, saga_id, &input, &cause)
         .await
         .expect("feed");
     tx.commit().await.expect("commit");
@@ -84,14 +93,8 @@ async fn commands(pool: &PgPool) -> Vec<(String, Uuid)> {
 }
 
 /// Answers the saga's pending command.
-async fn answer(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, answer: Answer) {
-    let load = async || {
-        let mut conn = pool.acquire().await.expect("connection");
-        coordinator::load(&mut conn, saga_id, saga_type)
-            .await
-            .expect("load")
-            .0
-    };
+async fn answer(pool: &PgPool, saga_id: Uuid, answer: Answer) {
+    let load = async || saga(pool, saga_id).await;
     let mut saga = load().await;
     if saga.awaiting_retry {
         // A refused compensation waits for its backoff timer: let it come due and fire.
@@ -114,7 +117,17 @@ async fn answer(pool: &PgPool, saga_id: Uuid, saga_type: SagaType, answer: Answe
         answer,
         at: coordinator::now_micros(),
     };
-    feed(pool, saga_id, saga_type, input).await;
+    feed(pool, saga_id, input).await;
+}
+
+/// The saga as its log stands.
+async fn saga(pool: &PgPool, saga_id: Uuid) -> Saga {
+    let mut conn = pool.acquire().await.expect("connection");
+    coordinator::load(&mut conn, saga_id)
+        .await
+        .expect("load")
+        .0
+        .expect("the saga started")
 }
 
 fn eur(amount: i64) -> Option<Money> {

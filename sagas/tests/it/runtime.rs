@@ -3,8 +3,9 @@
 use super::{answer, commands, conversion, database, eur, feed, start};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use messaging::consume::HandlerError;
 use sagas::coordinator;
-use sagas::definition::{Answer, Entry, Input, Sent};
+use sagas::definition::{Answer, CATALOGUE, Entry, Input, Sent};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower::ServiceExt;
@@ -58,19 +59,19 @@ async fn send(
 #[sqlx::test(migrations = false)]
 async fn a_trigger_delivered_twice_starts_one_saga(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
-    let (saga_id, saga_type, data) = conversion();
+    let (saga_id, definition, data) = conversion();
     let start = Input::Start {
         saga_id,
-        saga_type,
+        definition,
         data,
         at: 0,
     };
     assert_eq!(
-        feed(&pool, saga_id, saga_type, start.clone()).await,
+        feed(&pool, saga_id, start.clone()).await,
         2,
         "started, first command sent"
     );
-    assert_eq!(feed(&pool, saga_id, saga_type, start).await, 0);
+    assert_eq!(feed(&pool, saga_id, start).await, 0);
     let queued = commands(&pool).await;
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].0, "campaign-budget-reservation");
@@ -87,53 +88,22 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
     connect: PgConnectOptions,
 ) {
     let pool = database(connect).await;
-    let (saga_id, saga_type, data) = conversion();
-    start(&pool, saga_id, saga_type, data).await;
+    let (saga_id, definition, data) = conversion();
+    start(&pool, saga_id, definition, data).await;
+    answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
+    answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
     answer(
         &pool,
         saga_id,
-        saga_type,
-        Answer::Succeeded { amount: eur(500) },
-    )
-    .await;
-    answer(
-        &pool,
-        saga_id,
-        saga_type,
-        Answer::Succeeded { amount: eur(500) },
-    )
-    .await;
-    answer(
-        &pool,
-        saga_id,
-        saga_type,
         Answer::Rejected {
             code: "payment_failed".into(),
             reason: "account closed".into(),
         },
     )
     .await;
-    answer(
-        &pool,
-        saga_id,
-        saga_type,
-        Answer::Succeeded { amount: None },
-    )
-    .await;
-    answer(
-        &pool,
-        saga_id,
-        saga_type,
-        Answer::Succeeded { amount: None },
-    )
-    .await;
-    answer(
-        &pool,
-        saga_id,
-        saga_type,
-        Answer::Succeeded { amount: None },
-    )
-    .await;
+    answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
+    answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
+    answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
 
     let topics: Vec<String> = commands(&pool).await.into_iter().map(|(t, _)| t).collect();
     assert_eq!(
@@ -163,11 +133,9 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
     // that went to the outbox, ids included.
     let (_, log, _) = {
         let mut conn = pool.acquire().await.expect("connection");
-        coordinator::load(&mut conn, saga_id, saga_type)
-            .await
-            .expect("load")
+        coordinator::load(&mut conn, saga_id).await.expect("load")
     };
-    sagas::replay::replay(&log).expect("the recorded log replays");
+    sagas::replay::replay(&CATALOGUE, &log).expect("the recorded log replays");
     let sent: Vec<&Sent> = sagas::replay::commands(&log).collect();
     let replayed_ids: Vec<Uuid> = sent.iter().map(|s| s.command_id).collect();
     let queued_ids: Vec<Uuid> = commands(&pool)
@@ -193,29 +161,23 @@ async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
     connect: PgConnectOptions,
 ) {
     let pool = database(connect).await;
-    let (saga_id, saga_type, data) = conversion();
+    let (saga_id, definition, data) = conversion();
     let start = Input::Start {
         saga_id,
-        saga_type,
+        definition,
         data,
         at: 0,
     };
     // Decided, logged and queued, then the process dies before commit.
     let mut tx = pool.begin().await.expect("begin");
-    let entries = coordinator::feed(
-        &mut tx,
-        saga_id,
-        saga_type,
-        &start,
-        &coordinator::Cause::default(),
-    )
-    .await
-    .expect("feed");
+    let entries = coordinator::feed(&mut tx, saga_id, &start, &coordinator::Cause::default())
+        .await
+        .expect("feed");
     assert_eq!(entries.len(), 2);
     drop(tx);
     assert!(commands(&pool).await.is_empty());
     // The broker redelivers the trigger.
-    feed(&pool, saga_id, saga_type, start).await;
+    feed(&pool, saga_id, start).await;
     let queued = commands(&pool).await;
     assert_eq!(queued.len(), 1);
     let Entry::StepCommandSent { sent, .. } = &entries[1] else {
@@ -230,8 +192,8 @@ async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
 #[sqlx::test(migrations = false)]
 async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
-    let (saga_id, saga_type, data) = conversion();
-    start(&pool, saga_id, saga_type, data).await;
+    let (saga_id, definition, data) = conversion();
+    start(&pool, saga_id, definition, data).await;
     assert_eq!(
         coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
         0,
@@ -255,16 +217,84 @@ async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) 
     assert_eq!(queued[0].1, queued[1].1, "a resend keeps the command id");
 }
 
+/// A saga that started with a definition version this coordinator lacks (a newer one, during a
+/// rolling deploy) is left alone: its input fails as transient, to be tried again by a
+/// coordinator that has it, and nothing is written; operators still see it. The listing shows
+/// each saga's version.
+#[sqlx::test(migrations = false)]
+async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let pool = database(connect).await;
+    let router = sagas::api::router(pool.clone());
+    let (saga_id, definition, data) = conversion();
+    start(&pool, saga_id, definition, data).await;
+    let (_, listed) = call(
+        &router,
+        "GET",
+        "/sagas?type=order-to-payment&version=1",
+        None,
+    )
+    .await;
+    assert_eq!(listed["sagas"][0]["definition_version"], 1, "{listed}");
+    let (_, none) = call(&router, "GET", "/sagas?version=2", None).await;
+    assert_eq!(none["sagas"], serde_json::json!([]));
+
+    sqlx::query(
+        "update events
+            set payload = convert_to(jsonb_set(convert_from(payload, 'UTF8')::jsonb,
+                                               '{definition_version}', '9')::text, 'UTF8')
+          where stream_id = $1 and version = 1",
+    )
+    .bind(coordinator::stream_id(saga_id))
+    .execute(&pool)
+    .await
+    .expect("as if a newer coordinator had started it");
+    let pending = {
+        let mut conn = pool.acquire().await.expect("connection");
+        coordinator::load(&mut conn, saga_id).await
+    };
+    let Err(HandlerError::Transient(why)) = pending else {
+        panic!("an unknown version is a transient failure: {pending:?}");
+    };
+    assert!(why.contains("order-to-payment v9"), "{why}");
+    let mut tx = pool.begin().await.expect("begin");
+    let reply = Input::Reply {
+        command_id: Uuid::new_v4(),
+        message_id: Uuid::new_v4(),
+        answer: Answer::Succeeded { amount: eur(500) },
+        at: coordinator::now_micros(),
+    };
+    let fed = coordinator::feed(&mut tx, saga_id, &reply, &coordinator::Cause::default()).await;
+    assert!(matches!(fed, Err(HandlerError::Transient(_))), "{fed:?}");
+    drop(tx);
+    let entries: i64 = sqlx::query_scalar("select count(*) from events where stream_id = $1")
+        .bind(coordinator::stream_id(saga_id))
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(entries, 2, "nothing written");
+    let (status, detail) = call(&router, "GET", &format!("/sagas/{saga_id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "still shown: {detail}");
+    assert!(
+        detail["unknown_definition"]
+            .as_str()
+            .is_some_and(|why| why.contains("v9")),
+        "{detail}"
+    );
+    assert_eq!(detail["timeline"].as_array().map(Vec::len), Some(2));
+}
+
 #[sqlx::test(migrations = false)]
 async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
     let router = sagas::api::router(pool.clone());
-    let (saga_id, saga_type, data) = conversion();
-    start(&pool, saga_id, saga_type, data).await;
+    let (saga_id, definition, data) = conversion();
+    start(&pool, saga_id, definition, data).await;
     answer(
         &pool,
         saga_id,
-        saga_type,
         Answer::Rejected {
             code: "budget_exhausted".into(),
             reason: "no budget".into(),
@@ -276,7 +306,6 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         answer(
             &pool,
             saga_id,
-            saga_type,
             Answer::Rejected {
                 code: "tracking_event_already_confirmed".into(),
                 reason: "too late".into(),
@@ -343,7 +372,6 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     answer(
         &pool,
         saga_id,
-        saga_type,
         Answer::Rejected {
             code: "budget_exhausted".into(),
             reason: "still no budget".into(),
@@ -354,7 +382,6 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
         answer(
             &pool,
             saga_id,
-            saga_type,
             Answer::Rejected {
                 code: "tracking_event_already_confirmed".into(),
                 reason: "too late".into(),
@@ -450,13 +477,13 @@ async fn sagas_are_found_by_business_key_a_page_at_a_time_with_counts(
     let router = sagas::api::router(pool.clone());
     let mut started = Vec::new();
     for order in ["order-1", "order-2", "order-3"] {
-        let (_, saga_type, mut data) = conversion();
+        let (_, definition, mut data) = conversion();
         if let Some(o) = data.order.as_mut() {
             o.order_id = order.into();
         }
         let saga_id = sagas::wire::saga_id_for(data.tracking_id);
         let tracking_id = data.tracking_id;
-        start(&pool, saga_id, saga_type, data).await;
+        start(&pool, saga_id, definition, data).await;
         started.push((saga_id, tracking_id));
     }
     let (status, first) = call(&router, "GET", "/sagas?limit=2", None).await;

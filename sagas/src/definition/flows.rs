@@ -1,0 +1,121 @@
+//! The flows, as definitions: each step's command, policy, undo and (for the payment) the
+//! question that settles it. Ids are derived from the saga id, so a replay chooses them again.
+
+use super::catalogue::{Catalogue, Definition, Pivot, Policy, StepDefinition};
+use super::{Command, SagaType, Step};
+use std::time::Duration;
+
+/// What the coordinator runs.
+pub static CATALOGUE: Catalogue = Catalogue(&[&COMMISSION_ASSIGNMENT_V1, &ORDER_TO_PAYMENT_V1]);
+
+/// Started by a recorded billable click or lead.
+pub static COMMISSION_ASSIGNMENT_V1: Definition = Definition {
+    saga_type: SagaType::CommissionAssignment,
+    version: 1,
+    steps: &[RESERVE_BUDGET, ASSIGN_COMMISSION, CONFIRM_TRACKING],
+};
+
+/// Started by a recorded conversion (an order).
+pub static ORDER_TO_PAYMENT_V1: Definition = Definition {
+    saga_type: SagaType::OrderToPayment,
+    version: 1,
+    steps: &[
+        RESERVE_BUDGET,
+        ASSIGN_COMMISSION,
+        REQUEST_PAYMENT,
+        CONFIRM_TRACKING,
+    ],
+};
+
+const ASK: Policy = Policy {
+    timeout: Duration::from_secs(10),
+    attempts: 3,
+};
+
+pub const RESERVE_BUDGET: StepDefinition = StepDefinition {
+    step: Step::ReserveBudget,
+    policy: ASK,
+    command: |saga, data| {
+        Some(Command::ReserveBudget {
+            reservation_id: saga.derived_id("reservation"),
+            campaign_id: data.campaign_id,
+            partner_id: data.partner_id,
+            tracking_id: data.tracking_id,
+            kind: data.kind,
+            order_amount: data.order.as_ref().map(|o| o.amount.clone()),
+            occurred_at: data.occurred_at,
+        })
+    },
+    undo: Some(|saga, data, reason| Command::ReleaseBudget {
+        reservation_id: saga.derived_id("reservation"),
+        campaign_id: data.campaign_id,
+        reason,
+    }),
+    pivot: None,
+};
+
+/// The commission is what the reservation came to (campaigns applies the campaign's rule).
+pub const ASSIGN_COMMISSION: StepDefinition = StepDefinition {
+    step: Step::AssignCommission,
+    policy: ASK,
+    command: |saga, data| {
+        Some(Command::AssignCommission {
+            commission_id: saga.derived_id("commission"),
+            campaign_id: data.campaign_id,
+            partner_id: data.partner_id,
+            tracking_id: data.tracking_id,
+            amount: saga.amount.clone()?,
+        })
+    },
+    undo: Some(|saga, _, reason| Command::ReverseCommission {
+        commission_id: saga.derived_id("commission"),
+        reason,
+    }),
+    pivot: None,
+};
+
+/// The pivot: a payout that went out cannot be taken back, and one that went unanswered may
+/// still go out, so the saga asks payments to cancel it unless it was made.
+pub const REQUEST_PAYMENT: StepDefinition = StepDefinition {
+    step: Step::RequestPayment,
+    // The provider's own retries and resolution sit behind a payment: give it longer.
+    policy: Policy {
+        timeout: Duration::from_secs(60),
+        attempts: 2,
+    },
+    command: |saga, data| {
+        Some(Command::RequestPayment {
+            payment_id: saga.derived_id("payment"),
+            commission_id: saga.derived_id("commission"),
+            partner_id: data.partner_id,
+            campaign_id: data.campaign_id,
+            amount: saga.amount.clone()?,
+        })
+    },
+    undo: None,
+    pivot: Some(Pivot {
+        ask: |saga, _, reason| Command::CancelPayment {
+            payment_id: saga.derived_id("payment"),
+            reason,
+        },
+        cancelled: (
+            "payment_cancelled",
+            "cancelled after its request went unanswered, before any payout",
+        ),
+        never: &["payment_cancelled", "payment_already_failed"],
+        happened: &["payment_already_completed"],
+    }),
+};
+
+/// The last step: nothing after it can fail.
+pub const CONFIRM_TRACKING: StepDefinition = StepDefinition {
+    step: Step::ConfirmTracking,
+    policy: ASK,
+    command: |_, data| {
+        Some(Command::ConfirmTracking {
+            tracking_id: data.tracking_id,
+        })
+    },
+    undo: None,
+    pivot: None,
+};
