@@ -118,7 +118,7 @@ pub(crate) fn encode(value: &str) -> String {
 }
 
 #[utoipa::path(get, path = "/v1/campaigns/{id}/stats", tag = "reads", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "clicks, leads, conversions, commissions, spend")),
+    responses((status = 200, description = "clicks, leads, conversions, refunds, commissions, spend")),
     security(("bearer" = [])))]
 pub async fn campaign_stats(
     State(state): State<AppState>,
@@ -141,6 +141,7 @@ pub async fn campaign_stats(
         "clicks": tracking["clicks"].as_i64().unwrap_or(0),
         "leads": tracking["leads"].as_i64().unwrap_or(0),
         "conversions": tracking["conversions"].as_i64().unwrap_or(0),
+        "refunds": tracking["refunds"].as_i64().unwrap_or(0),
         "tracking": tracking,
         "commissions": commissions?.unwrap_or_else(|| json!({})),
         "spend": {

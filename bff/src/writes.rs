@@ -162,6 +162,9 @@ pub enum KindBody {
     Click,
     Lead,
     Conversion,
+    /// The refund of a converted order (a chargeback), in full: it carries that order, and starts
+    /// the order-refund saga.
+    Refund,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -182,7 +185,7 @@ pub struct NewTrackingEvent {
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub kind: KindBody,
-    /// Required for a conversion, refused otherwise.
+    /// Required for a conversion and a refund (the converted order), refused otherwise.
     pub order: Option<OrderBody>,
     /// RFC 3339; defaults to now.
     #[schema(format = DateTime)]
@@ -569,19 +572,24 @@ pub async fn record_tracking_event(
     WriteBody { body, fingerprint }: WriteBody<NewTrackingEvent>,
 ) -> Result<(StatusCode, Json<Accepted>), Problem> {
     caller.require(&[Role::Admin, Role::Advertiser])?;
+    let order = |order: &OrderBody| -> Result<Option<Order>, Problem> {
+        Ok(Some(Order {
+            order_id: text("order.order_id", &order.order_id, 200)?,
+            amount: money("order.amount", &order.amount)?,
+        }))
+    };
     let (kind, order) = match (body.kind, &body.order) {
-        (KindBody::Conversion, Some(order)) => (
-            TrackingKind::Conversion,
-            Some(Order {
-                order_id: text("order.order_id", &order.order_id, 200)?,
-                amount: money("order.amount", &order.amount)?,
-            }),
-        ),
-        (KindBody::Conversion, None) => {
-            return Err(Problem::unprocessable("a conversion carries its order"));
+        (KindBody::Conversion, Some(o)) => (TrackingKind::Conversion, order(o)?),
+        (KindBody::Refund, Some(o)) => (TrackingKind::Refund, order(o)?),
+        (KindBody::Conversion | KindBody::Refund, None) => {
+            return Err(Problem::unprocessable(
+                "a conversion or refund carries its order",
+            ));
         }
         (KindBody::Click | KindBody::Lead, Some(_)) => {
-            return Err(Problem::unprocessable("only a conversion carries an order"));
+            return Err(Problem::unprocessable(
+                "only a conversion or refund carries an order",
+            ));
         }
         (KindBody::Click, None) => (TrackingKind::Click, None),
         (KindBody::Lead, None) => (TrackingKind::Lead, None),

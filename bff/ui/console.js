@@ -219,7 +219,7 @@ async function sagaList(params) {
     },
   },
     field("key", "Saga, tracking, correlation or order id", { size: 38 }),
-    select("type", "Type", ["order-to-payment", "commission-assignment"]),
+    select("type", "Type", ["order-to-payment", "commission-assignment", "order-refund"]),
     select("status", "Status", STATUSES),
     field("campaign_id", "Campaign", { size: 36 }),
     field("partner_id", "Partner", { size: 36 }),

@@ -30,6 +30,8 @@ pub enum TrackingKind {
     Click,
     Lead,
     Conversion,
+    /// The refund of a converted order: nothing to pay for, so no budget to reserve.
+    Refund,
 }
 
 /// The kind of promotional content.
@@ -466,6 +468,9 @@ impl Campaign {
                 at: reserve.at,
             });
         }
+        if reserve.kind == TrackingKind::Refund {
+            return Err(Error::NotBillable(reserve.kind));
+        }
         if reserve.kind == TrackingKind::Conversion && reserve.order_amount.is_none() {
             return Err(Error::OrderAmountRequired);
         }
@@ -573,6 +578,8 @@ pub enum Error {
     CampaignNotActive { campaign_id: Uuid, at: i64 },
     #[error("a conversion or a percent commission needs an order amount")]
     OrderAmountRequired,
+    #[error("a {0:?} is not billable: no budget is reserved for it")]
+    NotBillable(TrackingKind),
     #[error("the order amount must not be negative, got {0}")]
     InvalidOrderAmount(i64),
     #[error("the order is in {found}, the campaign's budget in {expected}")]
@@ -617,6 +624,7 @@ impl Error {
             Error::PartnerNotAssociated { .. } => "partner_not_associated",
             Error::CampaignNotActive { .. } => "campaign_not_active",
             Error::OrderAmountRequired => "order_amount_required",
+            Error::NotBillable(_) => "not_billable",
             Error::InvalidOrderAmount(_) => "invalid_order_amount",
             Error::CurrencyMismatch { .. } => "currency_mismatch",
             Error::BudgetExhausted { .. } => "budget_exhausted",
@@ -1058,6 +1066,12 @@ mod tests {
     fn a_percent_rule_without_an_order_amount_is_rejected() {
         let given = [CampaignEvent::Created(percent()), associated(1)];
         assert_eq!(rejection(&given, click(1)), "order_amount_required");
+    }
+
+    #[test]
+    fn a_refund_reserves_no_budget() {
+        let refund = reserve(1, TrackingKind::Refund, Some(Money::new(10_000, "EUR")));
+        assert_eq!(rejection(&running(), refund), "not_billable");
     }
 
     #[test]

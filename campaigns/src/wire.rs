@@ -139,6 +139,7 @@ fn tracking_kind(kind: values::TrackingKind) -> TrackingKind {
         values::TrackingKind::Click => TrackingKind::Click,
         values::TrackingKind::Lead => TrackingKind::Lead,
         values::TrackingKind::Conversion => TrackingKind::Conversion,
+        values::TrackingKind::Refund => TrackingKind::Refund,
     }
 }
 

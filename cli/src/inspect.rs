@@ -15,7 +15,7 @@ pub enum Output {
 /// Filters of `saga list`, as the coordinator's API takes them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SagaFilter {
-    /// commission-assignment or order-to-payment.
+    /// commission-assignment, order-to-payment or order-refund.
     #[arg(long = "type")]
     pub saga_type: Option<String>,
     /// Sagas that started with this version of their type's definition.

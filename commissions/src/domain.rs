@@ -1,6 +1,7 @@
 //! The commissions domain, pure: the `Commission` aggregate (assigned from a campaign's rule for
-//! one tracking event, reversed by compensation) and `PartnerBalance`, a fold of commissions and
-//! payouts into assigned − reversed − paid.
+//! one tracking event, reversed by compensation or a refund, and reinstated when that refund is
+//! undone) and `PartnerBalance`, a fold of commissions and payouts into assigned − reversed −
+//! paid.
 //!
 //! A compensation must never get stuck, and it may overtake the command it compensates (the saga
 //! gave up waiting for the assignment). So reversing a commission that was never assigned succeeds
@@ -67,8 +68,10 @@ pub enum CommissionCommand {
         /// ISO 4217 currency of the commission.
         currency: String,
     },
-    /// Compensation: takes an assigned commission back.
+    /// Compensation (or a refund): takes an assigned commission back.
     Reverse { commission_id: Uuid, reason: String },
+    /// The refund that reversed it was undone: the commission is assigned again, as it was.
+    Reinstate { commission_id: Uuid, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,13 @@ pub enum CommissionEvent {
     /// A reversal arrived before any assignment; the commission can no longer be assigned.
     Voided {
         commission_id: Uuid,
+        reason: String,
+    },
+    Reinstated {
+        commission_id: Uuid,
+        campaign_id: Uuid,
+        partner_id: Uuid,
+        amount: Money,
         reason: String,
     },
 }
@@ -148,6 +158,17 @@ impl Commission {
                 }]),
                 State::Reversed(_) | State::Voided => Ok(vec![]),
             },
+            // Nothing to reinstate unless it was reversed: the effect is in place.
+            CommissionCommand::Reinstate { reason, .. } => match &self.state {
+                State::Reversed(assignment) => Ok(vec![CommissionEvent::Reinstated {
+                    commission_id: assignment.commission_id,
+                    campaign_id: assignment.campaign_id,
+                    partner_id: assignment.partner_id,
+                    amount: assignment.amount.clone(),
+                    reason: reason.clone(),
+                }]),
+                State::Unknown | State::Assigned(_) | State::Voided => Ok(vec![]),
+            },
         }
     }
 
@@ -159,6 +180,10 @@ impl Commission {
             }
             (state, CommissionEvent::Reversed { .. }) => state,
             (_, CommissionEvent::Voided { .. }) => State::Voided,
+            (State::Reversed(assignment), CommissionEvent::Reinstated { .. }) => {
+                State::Assigned(assignment)
+            }
+            (state, CommissionEvent::Reinstated { .. }) => state,
         };
     }
 }
@@ -269,6 +294,15 @@ impl PartnerBalance {
             } => {
                 if self.reversed.insert(*commission_id) {
                     self.entry(amount).reversed += amount.amount;
+                }
+            }
+            CommissionEvent::Reinstated {
+                commission_id,
+                amount,
+                ..
+            } => {
+                if self.reversed.remove(commission_id) {
+                    self.entry(amount).reversed -= amount.amount;
                 }
             }
             CommissionEvent::Voided { .. } => {}
@@ -406,6 +440,44 @@ mod tests {
             commission_id: id(1),
             reason: "payment failed".into(),
         }
+    }
+
+    #[test]
+    fn a_reversed_commission_is_reinstated_as_it_was_and_counts_again() {
+        let reinstate = || CommissionCommand::Reinstate {
+            commission_id: id(1),
+            reason: "refund undone".into(),
+        };
+        let reinstated = CommissionEvent::Reinstated {
+            commission_id: id(1),
+            campaign_id: id(10),
+            partner_id: id(20),
+            amount: Money::new(300, "EUR"),
+            reason: "refund undone".into(),
+        };
+        assert_eq!(
+            when(&[assigned(300), reversed(300)], reinstate()),
+            Ok(vec![reinstated.clone()])
+        );
+        let history = [assigned(300), reversed(300), reinstated.clone()];
+        assert_eq!(when(&history, reinstate()), Ok(vec![]), "already assigned");
+        assert_eq!(when(&[], reinstate()), Ok(vec![]), "nothing to reinstate");
+        assert_eq!(when(&[voided()], reinstate()), Ok(vec![]));
+        // Reversed again by a later refund.
+        assert_eq!(when(&history, reverse()), Ok(vec![reversed(300)]));
+
+        let mut balance = PartnerBalance::default();
+        for event in history.iter().chain([&reversed(300), &reinstated]) {
+            balance.apply_commission(event);
+        }
+        assert_eq!(
+            balance.totals("EUR"),
+            Totals {
+                assigned: 300,
+                reversed: 0,
+                paid: 0
+            }
+        );
     }
 
     #[test]

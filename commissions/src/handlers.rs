@@ -5,9 +5,12 @@ use crate::domain::{Commission, CommissionCommand};
 use crate::wire;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, Replies, StreamEvents};
-use schemas::commands::{AssignCommission, ReverseCommission};
+use schemas::Message;
+use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
 use schemas::events::CommissionsEvent;
+use serde::Serialize;
 use sqlx::PgConnection;
+use std::marker::PhantomData;
 use uuid::Uuid;
 
 const REPLIES: Replies<CommissionsEvent> = Replies {
@@ -43,49 +46,75 @@ async fn decide(
     effects::commit_decision(tx, props, &commission_id.to_string(), decision, REPLIES).await
 }
 
+/// A command of one of commissions' topics: the commission it is about, as a domain command.
+pub trait CommissionMessage: Message + Serialize + Send + Sync + 'static {
+    fn commission_id(&self) -> Uuid;
+    fn command(&self) -> CommissionCommand;
+}
+
 /// `assign-commission-to-partner`: a saga's step, the commission one tracking event earned.
-#[derive(Debug, Default)]
-pub struct Assign;
+impl CommissionMessage for AssignCommission {
+    fn commission_id(&self) -> Uuid {
+        self.commission_id
+    }
 
-impl Handler for Assign {
-    type Message = AssignCommission;
-
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        incoming: &Incoming<AssignCommission>,
-    ) -> Result<(), HandlerError> {
-        let command = wire::assign(&incoming.message);
-        decide(
-            tx,
-            &incoming.properties,
-            incoming.message.commission_id,
-            command,
-        )
-        .await
+    fn command(&self) -> CommissionCommand {
+        wire::assign(self)
     }
 }
 
 /// `commission-reversal`: compensation, the commission's saga failed after assigning it (or gave
-/// up waiting for the assignment, which this may then overtake).
-#[derive(Debug, Default)]
-pub struct Reverse;
+/// up waiting for the assignment, which this may then overtake); or a refund of its order.
+impl CommissionMessage for ReverseCommission {
+    fn commission_id(&self) -> Uuid {
+        self.commission_id
+    }
 
-impl Handler for Reverse {
-    type Message = ReverseCommission;
+    fn command(&self) -> CommissionCommand {
+        wire::reverse(self)
+    }
+}
+
+/// `commission-reinstatement`: compensation of a refund, the reversed commission assigned again.
+impl CommissionMessage for ReinstateCommission {
+    fn commission_id(&self) -> Uuid {
+        self.commission_id
+    }
+
+    fn command(&self) -> CommissionCommand {
+        wire::reinstate(self)
+    }
+}
+
+/// The handler of one commissions topic: decides its command on its commission.
+#[derive(Debug)]
+pub struct OnCommission<M>(PhantomData<fn(M)>);
+
+impl<M> Default for OnCommission<M> {
+    fn default() -> Self {
+        OnCommission(PhantomData)
+    }
+}
+
+impl<M: CommissionMessage> Handler for OnCommission<M> {
+    type Message = M;
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        incoming: &Incoming<ReverseCommission>,
+        incoming: &Incoming<M>,
     ) -> Result<(), HandlerError> {
-        let command = wire::reverse(&incoming.message);
+        let message = &incoming.message;
         decide(
             tx,
             &incoming.properties,
-            incoming.message.commission_id,
-            command,
+            message.commission_id(),
+            message.command(),
         )
         .await
     }
 }
+
+pub type Assign = OnCommission<AssignCommission>;
+pub type Reverse = OnCommission<ReverseCommission>;
+pub type Reinstate = OnCommission<ReinstateCommission>;

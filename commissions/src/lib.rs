@@ -1,7 +1,8 @@
 //! The `commissions` bounded context (SPEC §1 and §4): commissions computed from a campaign's rule
-//! and assigned to partners for one tracking event each, reversed by compensation, and the
-//! partners' and campaigns' totals. It consumes `assign-commission-to-partner` and
-//! `commission-reversal`, publishes `commissions-events` through its outbox, and serves its read
+//! and assigned to partners for one tracking event each, reversed by compensation or a refund
+//! (and reinstated when that refund is undone), and the partners' and campaigns' totals. It
+//! consumes `assign-commission-to-partner`, `commission-reversal` and
+//! `commission-reinstatement`, publishes `commissions-events` through its outbox, and serves its read
 //! models over HTTP.
 
 pub mod api;
@@ -35,8 +36,9 @@ pub async fn run(
     let api = api::router(pool.clone());
     let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
     tasks
-        .consume(handlers::Assign)
-        .consume(handlers::Reverse)
+        .consume(handlers::Assign::default())
+        .consume(handlers::Reverse::default())
+        .consume(handlers::Reinstate::default())
         .relay()
         .prune()
         .project(projections::CommissionViews)

@@ -8,7 +8,6 @@ use crate::wire;
 use eventstore::projection::Projection;
 use eventstore::{Error, RecordedEvent};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The `commissions`, `partner_balances` and `campaign_commission_stats` tables.
@@ -52,25 +51,38 @@ async fn assigned(
     .bind(event.position)
     .execute(&mut *tx)
     .await?;
-    add(tx, a.partner_id, a.campaign_id, &a.amount, Side::Assigned).await
+    add(
+        tx,
+        a.partner_id,
+        a.campaign_id,
+        &a.amount,
+        (Side::Assigned, 1),
+    )
+    .await
 }
 
+/// A commission reversed (`sign` 1) or reinstated (-1): its row's status, and its partner's and
+/// campaign's totals reversed.
 async fn reversed(
     tx: &mut PgConnection,
-    commission_id: Uuid,
-    reason: &str,
-    at: OffsetDateTime,
+    event: &RecordedEvent,
+    (commission_id, partner_id, campaign_id): (Uuid, Uuid, Uuid),
+    (amount, reason): (&Money, &str),
+    sign: i64,
 ) -> Result<(), Error> {
     sqlx::query(
-        "update commissions set status = 'reversed', reason = $2, reversed_at = $3, updated_at = $3
+        "update commissions
+            set status = case when $2 > 0 then 'reversed' else 'assigned' end, reason = $3,
+                reversed_at = case when $2 > 0 then $4 end, updated_at = $4
           where commission_id = $1",
     )
     .bind(commission_id)
+    .bind(sign)
     .bind(reason)
-    .bind(at)
+    .bind(event.recorded_at)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    add(tx, partner_id, campaign_id, amount, (Side::Reversed, sign)).await
 }
 
 async fn voided(
@@ -92,32 +104,36 @@ async fn voided(
     Ok(())
 }
 
-/// Adds one commission of `amount` to one side of its partner's and its campaign's totals.
+/// Adds one commission of `amount` to one side of its partner's and its campaign's totals, or
+/// (`sign` -1) takes one away.
 async fn add(
     tx: &mut PgConnection,
     partner_id: Uuid,
     campaign_id: Uuid,
     amount: &Money,
-    side: Side,
+    (side, sign): (Side, i64),
 ) -> Result<(), Error> {
     let (sum, count) = side.columns();
     let sql = format!(
         "with partner as (
-             insert into partner_balances (partner_id, currency, {sum}, {count}) values ($1, $3, $4, 1)
+             insert into partner_balances (partner_id, currency, {sum}, {count})
+             values ($1, $3, $4 * $5, $5)
              on conflict (partner_id, currency) do update
                 set {sum} = partner_balances.{sum} + excluded.{sum},
-                    {count} = partner_balances.{count} + 1
+                    {count} = partner_balances.{count} + excluded.{count}
          )
-         insert into campaign_commission_stats (campaign_id, currency, {sum}, {count}) values ($2, $3, $4, 1)
+         insert into campaign_commission_stats (campaign_id, currency, {sum}, {count})
+         values ($2, $3, $4 * $5, $5)
          on conflict (campaign_id, currency) do update
             set {sum} = campaign_commission_stats.{sum} + excluded.{sum},
-                {count} = campaign_commission_stats.{count} + 1"
+                {count} = campaign_commission_stats.{count} + excluded.{count}"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(partner_id)
         .bind(campaign_id)
         .bind(&amount.currency)
         .bind(amount.amount)
+        .bind(sign)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -149,8 +165,18 @@ impl Projection for CommissionViews {
                 amount,
                 reason,
             } => {
-                reversed(tx, *commission_id, reason, event.recorded_at).await?;
-                add(tx, *partner_id, *campaign_id, amount, Side::Reversed).await
+                let ids = (*commission_id, *partner_id, *campaign_id);
+                reversed(tx, event, ids, (amount, reason), 1).await
+            }
+            CommissionEvent::Reinstated {
+                commission_id,
+                campaign_id,
+                partner_id,
+                amount,
+                reason,
+            } => {
+                let ids = (*commission_id, *partner_id, *campaign_id);
+                reversed(tx, event, ids, (amount, reason), -1).await
             }
             CommissionEvent::Voided {
                 commission_id,

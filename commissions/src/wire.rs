@@ -6,8 +6,11 @@
 use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule};
 use eventstore::RecordedEvent;
 use schemas::Message;
-use schemas::commands::{AssignCommission, ReverseCommission};
-use schemas::events::{CommissionAssigned, CommissionReversed, CommissionVoided, CommissionsEvent};
+use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
+use schemas::events::{
+    CommissionAssigned, CommissionReinstated, CommissionReversed, CommissionVoided,
+    CommissionsEvent,
+};
 use schemas::values;
 
 pub fn assign(command: &AssignCommission) -> CommissionCommand {
@@ -24,6 +27,13 @@ pub fn assign(command: &AssignCommission) -> CommissionCommand {
 
 pub fn reverse(command: &ReverseCommission) -> CommissionCommand {
     CommissionCommand::Reverse {
+        commission_id: command.commission_id,
+        reason: command.reason.clone(),
+    }
+}
+
+pub fn reinstate(command: &ReinstateCommission) -> CommissionCommand {
+    CommissionCommand::Reinstate {
         commission_id: command.commission_id,
         reason: command.reason.clone(),
     }
@@ -67,6 +77,19 @@ pub fn event(event: &CommissionEvent) -> CommissionsEvent {
             commission_id: *commission_id,
             reason: reason.clone(),
         }),
+        CommissionEvent::Reinstated {
+            commission_id,
+            campaign_id,
+            partner_id,
+            amount,
+            reason,
+        } => CommissionsEvent::CommissionReinstated(CommissionReinstated {
+            commission_id: *commission_id,
+            campaign_id: *campaign_id,
+            partner_id: *partner_id,
+            amount: amount.clone(),
+            reason: reason.clone(),
+        }),
     }
 }
 
@@ -96,6 +119,13 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<CommissionEvent>, schemas:
         CommissionsEvent::CommissionVoided(v) => Some(CommissionEvent::Voided {
             commission_id: v.commission_id,
             reason: v.reason,
+        }),
+        CommissionsEvent::CommissionReinstated(r) => Some(CommissionEvent::Reinstated {
+            commission_id: r.commission_id,
+            campaign_id: r.campaign_id,
+            partner_id: r.partner_id,
+            amount: r.amount,
+            reason: r.reason,
         }),
         CommissionsEvent::CommandRejected(_) | CommissionsEvent::CommandAlreadyApplied(_) => None,
     })

@@ -104,7 +104,8 @@ struct Page {
     offset: Option<i64>,
 }
 
-/// A partner's payments, newest first and paged, with the totals paid per currency.
+/// A partner's payments, newest first and paged, with the totals paid and clawed back per
+/// currency.
 async fn partner_payments(
     State(pool): State<PgPool>,
     path: Result<Path<Uuid>, PathRejection>,
@@ -134,7 +135,9 @@ async fn partner_payments(
     .map_err(internal)?;
     let totals: Vec<Value> = sqlx::query_scalar(
         "select jsonb_build_object('currency', currency, 'paid_amount', paid_amount,
-                                   'paid_count', paid_count)
+                                   'paid_count', paid_count,
+                                   'clawed_back_amount', clawed_back_amount,
+                                   'clawed_back_count', clawed_back_count)
            from partner_payouts where partner_id = $1 order by currency",
     )
     .bind(id)

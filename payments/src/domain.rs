@@ -14,8 +14,13 @@
 //! tombstone, so that the request, should it still arrive, is refused and never paid); one
 //! requested is in flight, completed or failed, and the cancel is refused saying which.
 //!
+//! A completed payout can be clawed back from the partner's balance when its order is refunded
+//! (`clawback`).
+//!
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.
+
+mod clawback;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -67,6 +72,8 @@ enum State {
     Completed {
         request: PaymentRequest,
         provider_reference: String,
+        /// The claw-back that took the payout back from the partner's balance, if one did.
+        clawed_back: Option<Uuid>,
     },
     Failed(PaymentRequest),
     Cancelled,
@@ -99,6 +106,19 @@ pub enum PaymentCommand {
         payment_id: Uuid,
         reason: String,
     },
+    /// The order the payout paid a commission for was refunded: take it back from the partner's
+    /// balance, if it was paid.
+    ClawBack {
+        payment_id: Uuid,
+        clawback_id: Uuid,
+        reason: String,
+    },
+    /// Compensation: take the claw-back back.
+    CancelClawBack {
+        payment_id: Uuid,
+        clawback_id: Uuid,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +146,18 @@ pub enum PaymentEvent {
         payment_id: Uuid,
         reason: String,
     },
+    ClawedBack(Clawback),
+    ClawBackCancelled(Clawback),
+}
+
+/// A claw-back of a completed payout: what `ClawedBack` and `ClawBackCancelled` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Clawback {
+    pub payment_id: Uuid,
+    pub clawback_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
 }
 
 impl Payment {
@@ -176,6 +208,16 @@ impl Payment {
     pub fn decide(&self, command: &PaymentCommand) -> Result<Vec<PaymentEvent>, Error> {
         match command {
             PaymentCommand::Request(request) => self.request_payment(request),
+            PaymentCommand::ClawBack {
+                payment_id,
+                clawback_id,
+                reason,
+            } => self.claw_back(*payment_id, *clawback_id, reason),
+            PaymentCommand::CancelClawBack {
+                clawback_id,
+                reason,
+                ..
+            } => Ok(self.cancel_claw_back(*clawback_id, reason)),
             PaymentCommand::Cancel { payment_id, reason } => match &self.state {
                 State::Unknown => Ok(vec![PaymentEvent::Cancelled {
                     payment_id: *payment_id,
@@ -279,6 +321,31 @@ impl Payment {
             ) => State::Completed {
                 request,
                 provider_reference: provider_reference.clone(),
+                clawed_back: None,
+            },
+            (
+                State::Completed {
+                    request,
+                    provider_reference,
+                    ..
+                },
+                PaymentEvent::ClawedBack(clawback),
+            ) => State::Completed {
+                request,
+                provider_reference,
+                clawed_back: Some(clawback.clawback_id),
+            },
+            (
+                State::Completed {
+                    request,
+                    provider_reference,
+                    ..
+                },
+                PaymentEvent::ClawBackCancelled(_),
+            ) => State::Completed {
+                request,
+                provider_reference,
+                clawed_back: None,
             },
             (State::Attempted { request, .. }, PaymentEvent::Failed { .. }) => {
                 State::Failed(request)
@@ -289,7 +356,9 @@ impl Payment {
                 | PaymentEvent::PayoutOutcomeUnknown { .. }
                 | PaymentEvent::Completed { .. }
                 | PaymentEvent::Failed { .. }
-                | PaymentEvent::Cancelled { .. },
+                | PaymentEvent::Cancelled { .. }
+                | PaymentEvent::ClawedBack(_)
+                | PaymentEvent::ClawBackCancelled(_),
             ) => state,
         };
     }
@@ -342,6 +411,8 @@ pub enum Error {
     InFlight(Uuid),
     #[error("payment {0} was cancelled and will never be paid")]
     Cancelled(Uuid),
+    #[error("payment {0} was already clawed back by another claw-back")]
+    AlreadyClawedBack(Uuid),
     #[error(
         "payment {payment_id} was completed as {recorded:?}, the provider now reports {reported:?}"
     )]
@@ -365,6 +436,7 @@ impl Error {
             Error::AlreadyFailed(_) => "payment_already_failed",
             Error::InFlight(_) => "payment_in_flight",
             Error::Cancelled(_) => "payment_cancelled",
+            Error::AlreadyClawedBack(_) => "payment_already_clawed_back",
             Error::ProviderReferenceMismatch { .. } => "provider_reference_mismatch",
         }
     }

@@ -1,5 +1,5 @@
-//! The handlers of `payments-request` and `payments-cancellation`, each in the transaction the
-//! consumer runner opened (with the inbox record). A request is decided with its payout attempt,
+//! The handlers of `payments-request`, `payments-cancellation` and the claw-back topics, each in
+//! the transaction the consumer runner opened (with the inbox record). A request is decided with its payout attempt,
 //! leaving the provider call to the payout worker through a `payouts_due` row committed with the
 //! events. No HTTP happens here.
 
@@ -9,9 +9,12 @@ use crate::wire;
 use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, Replies, StreamEvents};
-use schemas::commands::{CancelPayment, RequestPayment};
+use schemas::Message;
+use schemas::commands::{CancelClawBack, CancelPayment, ClawBackPayment, RequestPayment};
 use schemas::events::PaymentsEvent;
+use serde::Serialize;
 use sqlx::PgConnection;
+use std::marker::PhantomData;
 use uuid::Uuid;
 
 const REPLIES: Replies<PaymentsEvent> = Replies {
@@ -104,32 +107,91 @@ impl Handler for Request {
     }
 }
 
+/// A command of one of payments' topics decided on one payment alone: the payment, and the
+/// domain command.
+pub trait PaymentMessage: Message + Serialize + Send + Sync + 'static {
+    fn payment_id(&self) -> Uuid;
+    fn command(&self) -> PaymentCommand;
+}
+
 /// `payments-cancellation`: cancels a payment never requested, so that its request, should it
 /// still arrive, is refused; a requested one is refused with where it stands (in flight,
 /// completed, failed), which the saga that asked acts on.
-#[derive(Debug, Default)]
-pub struct Cancel;
+impl PaymentMessage for CancelPayment {
+    fn payment_id(&self) -> Uuid {
+        self.payment_id
+    }
 
-impl Handler for Cancel {
-    type Message = CancelPayment;
+    fn command(&self) -> PaymentCommand {
+        PaymentCommand::Cancel {
+            payment_id: self.payment_id,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// `payments-clawback`: an order-refund saga takes a completed payout back from the partner's
+/// balance; a payout never made has nothing to claw back (already applied).
+impl PaymentMessage for ClawBackPayment {
+    fn payment_id(&self) -> Uuid {
+        self.payment_id
+    }
+
+    fn command(&self) -> PaymentCommand {
+        PaymentCommand::ClawBack {
+            payment_id: self.payment_id,
+            clawback_id: self.clawback_id,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// `payments-clawback-cancellation`: compensation, a claw-back taken back.
+impl PaymentMessage for CancelClawBack {
+    fn payment_id(&self) -> Uuid {
+        self.payment_id
+    }
+
+    fn command(&self) -> PaymentCommand {
+        PaymentCommand::CancelClawBack {
+            payment_id: self.payment_id,
+            clawback_id: self.clawback_id,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The handler of one such topic: decides its command on its payment and commits the decision
+/// (its events, already applied, or refused).
+#[derive(Debug)]
+pub struct OnPayment<M>(PhantomData<fn(M)>);
+
+impl<M> Default for OnPayment<M> {
+    fn default() -> Self {
+        OnPayment(PhantomData)
+    }
+}
+
+impl<M: PaymentMessage> Handler for OnPayment<M> {
+    type Message = M;
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        incoming: &Incoming<CancelPayment>,
+        incoming: &Incoming<M>,
     ) -> Result<(), HandlerError> {
-        let payment_id = incoming.message.payment_id;
-        let key = payment_id.to_string();
+        let payment_id = incoming.message.payment_id();
         let (payment, version) = load(tx, payment_id).await?;
-        let command = PaymentCommand::Cancel {
-            payment_id,
-            reason: incoming.message.reason.clone(),
-        };
         let stream_id = wire::payment_stream(payment_id);
         let decision = payment
-            .decide(&command)
+            .decide(&incoming.message.command())
             .map(|events| on_stream(&stream_id, version, &events))
             .map_err(refused);
+        let key = payment_id.to_string();
         effects::commit_decision(tx, &incoming.properties, &key, decision, REPLIES).await
     }
 }
+
+pub type Cancel = OnPayment<CancelPayment>;
+pub type ClawBack = OnPayment<ClawBackPayment>;
+pub type ClawBackCancellation = OnPayment<CancelClawBack>;

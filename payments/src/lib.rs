@@ -1,5 +1,7 @@
 //! The `payments` bounded context (SPEC §1 and §4): payouts of commissions through an external
-//! provider, each executed at most once. It consumes `payments-request`, calls the provider from
+//! provider, each executed at most once, and taken back from the partner's balance when its
+//! order is refunded. It consumes `payments-request`, `payments-cancellation` and the claw-back
+//! topics, calls the provider from
 //! its payout worker (never inside a consumer's transaction), publishes `payments-events` through
 //! its outbox, and serves its read models over HTTP. `simulator` is the payout provider that
 //! development and tests run against.
@@ -51,7 +53,9 @@ pub async fn run(
     let worker = payouts::run(pool, provider, notifications, payouts, shutdown);
     tasks
         .consume(handlers::Request)
-        .consume(handlers::Cancel)
+        .consume(handlers::Cancel::default())
+        .consume(handlers::ClawBack::default())
+        .consume(handlers::ClawBackCancellation::default())
         .relay()
         .prune()
         .project(projections::PaymentViews)

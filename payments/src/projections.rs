@@ -1,8 +1,8 @@
-//! Payments' read models: each payment with its status, and what each partner was paid per
-//! currency. Both are fed from the service's global log by one projection and can be rebuilt from
+//! Payments' read models: each payment with its status, and what each partner was paid (and had
+//! clawed back) per currency. Both are fed from the service's global log by one projection and can be rebuilt from
 //! zero.
 
-use crate::domain::{PaymentEvent, PaymentRequest};
+use crate::domain::{Clawback, PaymentEvent, PaymentRequest};
 use crate::wire;
 use eventstore::projection::Projection;
 use eventstore::{Error, RecordedEvent};
@@ -78,6 +78,42 @@ async fn completed(
     Ok(())
 }
 
+/// A claw-back (`sign` 1) or its cancellation (-1): the payment's status, and the partner's
+/// totals clawed back.
+async fn clawed_back(
+    tx: &mut PgConnection,
+    clawback: &Clawback,
+    sign: i64,
+    at: OffsetDateTime,
+) -> Result<(), Error> {
+    sqlx::query(
+        "update payments
+            set status = case when $2 > 0 then 'clawed_back' else 'completed' end,
+                clawback_id = case when $2 > 0 then $3 end, reason = $4, updated_at = $5
+          where payment_id = $1",
+    )
+    .bind(clawback.payment_id)
+    .bind(sign)
+    .bind(clawback.clawback_id)
+    .bind(&clawback.reason)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update partner_payouts
+            set clawed_back_amount = clawed_back_amount + $3 * $4,
+                clawed_back_count = clawed_back_count + $4
+          where partner_id = $1 and currency = $2",
+    )
+    .bind(clawback.partner_id)
+    .bind(&clawback.amount.currency)
+    .bind(clawback.amount.amount)
+    .bind(sign)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 impl Projection for PaymentViews {
     fn name(&self) -> &'static str {
         "payment-views"
@@ -109,6 +145,8 @@ impl Projection for PaymentViews {
             }
             // Cancelled before it was requested: there is no payment to list.
             PaymentEvent::Cancelled { .. } => Ok(()),
+            PaymentEvent::ClawedBack(c) => clawed_back(tx, c, 1, at).await,
+            PaymentEvent::ClawBackCancelled(c) => clawed_back(tx, c, -1, at).await,
         }
     }
 }

@@ -3,13 +3,13 @@
 //! payloads) and back. Upcasting happens here, by Avro schema resolution from a stored event's
 //! schema version.
 
-use crate::domain::{PaymentEvent, PaymentRequest};
+use crate::domain::{Clawback, PaymentEvent, PaymentRequest};
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RequestPayment;
 use schemas::events::{
-    PaymentCancelled, PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent,
-    PayoutAttempted, PayoutOutcomeUnknown,
+    PaymentCancelled, PaymentClawBackCancelled, PaymentClawedBack, PaymentCompleted, PaymentFailed,
+    PaymentRequested, PaymentsEvent, PayoutAttempted, PayoutOutcomeUnknown,
 };
 use uuid::Uuid;
 
@@ -73,6 +73,22 @@ pub fn payment_event(event: &PaymentEvent) -> PaymentsEvent {
                 reason: reason.clone(),
             })
         }
+        PaymentEvent::ClawedBack(c) => PaymentsEvent::PaymentClawedBack(PaymentClawedBack {
+            payment_id: c.payment_id,
+            clawback_id: c.clawback_id,
+            partner_id: c.partner_id,
+            amount: c.amount.clone(),
+            reason: c.reason.clone(),
+        }),
+        PaymentEvent::ClawBackCancelled(c) => {
+            PaymentsEvent::PaymentClawBackCancelled(PaymentClawBackCancelled {
+                payment_id: c.payment_id,
+                clawback_id: c.clawback_id,
+                partner_id: c.partner_id,
+                amount: c.amount.clone(),
+                reason: c.reason.clone(),
+            })
+        }
     }
 }
 
@@ -118,6 +134,22 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
             payment_id: c.payment_id,
             reason: c.reason,
         }),
+        PaymentsEvent::PaymentClawedBack(c) => Some(PaymentEvent::ClawedBack(Clawback {
+            payment_id: c.payment_id,
+            clawback_id: c.clawback_id,
+            partner_id: c.partner_id,
+            amount: c.amount,
+            reason: c.reason,
+        })),
+        PaymentsEvent::PaymentClawBackCancelled(c) => {
+            Some(PaymentEvent::ClawBackCancelled(Clawback {
+                payment_id: c.payment_id,
+                clawback_id: c.clawback_id,
+                partner_id: c.partner_id,
+                amount: c.amount,
+                reason: c.reason,
+            }))
+        }
         PaymentsEvent::CommandRejected(_) | PaymentsEvent::CommandAlreadyApplied(_) => None,
     })
 }

@@ -29,6 +29,8 @@ pub enum SagaType {
     CommissionAssignment,
     /// Started by a recorded conversion (an order).
     OrderToPayment,
+    /// Started by a recorded refund of a converted order (a chargeback).
+    OrderRefund,
 }
 
 impl SagaType {
@@ -36,13 +38,18 @@ impl SagaType {
         match self {
             SagaType::CommissionAssignment => "commission-assignment",
             SagaType::OrderToPayment => "order-to-payment",
+            SagaType::OrderRefund => "order-refund",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [SagaType::CommissionAssignment, SagaType::OrderToPayment]
-            .into_iter()
-            .find(|t| t.name() == name)
+        [
+            SagaType::CommissionAssignment,
+            SagaType::OrderToPayment,
+            SagaType::OrderRefund,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
     }
 }
 
@@ -54,6 +61,9 @@ pub enum Step {
     AssignCommission,
     RequestPayment,
     ConfirmTracking,
+    ReverseCommission,
+    ClawBack,
+    ReleaseBudget,
     /// The compensation of the trigger itself: the tracking event is failed with the reason.
     Trigger,
 }
@@ -72,6 +82,9 @@ impl Step {
             Step::AssignCommission => "assign-commission",
             Step::RequestPayment => "request-payment",
             Step::ConfirmTracking => "confirm-tracking",
+            Step::ReverseCommission => "reverse-commission",
+            Step::ClawBack => "claw-back",
+            Step::ReleaseBudget => "release-budget",
             Step::Trigger => "trigger",
         }
     }
@@ -82,6 +95,9 @@ impl Step {
             Step::AssignCommission,
             Step::RequestPayment,
             Step::ConfirmTracking,
+            Step::ReverseCommission,
+            Step::ClawBack,
+            Step::ReleaseBudget,
             Step::Trigger,
         ]
         .into_iter()
@@ -96,11 +112,13 @@ pub struct SagaData {
     pub tracking_id: Uuid,
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
-    /// `click`, `lead` or `conversion`.
+    /// `click`, `lead`, `conversion` or `refund`.
     pub kind: TrackingKind,
     pub order: Option<Order>,
     /// When the tracked event happened, microseconds since the epoch.
     pub occurred_at: i64,
+    /// For a refund: the tracking id of the conversion it refunds, whose saga's ids it undoes.
+    pub refund_of: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +127,7 @@ pub enum TrackingKind {
     Click,
     Lead,
     Conversion,
+    Refund,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +182,20 @@ pub enum Command {
     /// The pivot's question after its request went unanswered: cancel the payment unless it was
     /// requested, and otherwise say where it stands.
     CancelPayment {
+        payment_id: Uuid,
+        reason: String,
+    },
+    ReinstateCommission {
+        commission_id: Uuid,
+        reason: String,
+    },
+    ClawBack {
+        clawback_id: Uuid,
+        payment_id: Uuid,
+        reason: String,
+    },
+    CancelClawBack {
+        clawback_id: Uuid,
         payment_id: Uuid,
         reason: String,
     },
@@ -534,13 +567,20 @@ mod tests {
             campaign_id: Uuid::from_u128(2),
             partner_id: Uuid::from_u128(3),
             kind,
-            order: (kind == TrackingKind::Conversion).then(|| Order {
+            order: matches!(kind, TrackingKind::Conversion | TrackingKind::Refund).then(|| Order {
                 order_id: "o-1".into(),
                 amount: eur(10_000),
             }),
             occurred_at: 0,
+            refund_of: (kind == TrackingKind::Refund).then(|| Uuid::from_u128(4)),
         }
     }
+
+    const FLOWS: [SagaType; 3] = [
+        SagaType::CommissionAssignment,
+        SagaType::OrderToPayment,
+        SagaType::OrderRefund,
+    ];
 
     /// How the services answer a command in a scenario.
     #[derive(Debug, Clone, PartialEq)]
@@ -584,6 +624,7 @@ mod tests {
             let kind = match definition.saga_type {
                 SagaType::CommissionAssignment => TrackingKind::Click,
                 SagaType::OrderToPayment => TrackingKind::Conversion,
+                SagaType::OrderRefund => TrackingKind::Refund,
             };
             let mut run = Run {
                 saga: Saga::new(Uuid::nil(), definition),
@@ -625,6 +666,11 @@ mod tests {
 
         /// Answers pending commands with `script(command)` until the saga stops waiting.
         fn drive(&mut self, script: impl Fn(&Sent) -> Answering) {
+            self.drive_phased(|sent, _| script(sent));
+        }
+
+        /// [`Run::drive`], the script also told whether the command compensates.
+        fn drive_phased(&mut self, script: impl Fn(&Sent, bool) -> Answering) {
             for _ in 0..100 {
                 let Some(sent) = self.saga.pending.clone() else {
                     return;
@@ -634,9 +680,10 @@ mod tests {
                     self.backoff_runs_out(&sent);
                     continue;
                 }
-                match script(&sent) {
+                match script(&sent, self.saga.status == Status::Compensating) {
                     Answering::Succeed => {
-                        let amount = (sent.step == Step::ReserveBudget).then(|| eur(500));
+                        let amount =
+                            matches!(sent.command, Command::ReserveBudget { .. }).then(|| eur(500));
                         self.answer(&sent, Answer::Succeeded { amount });
                     }
                     Answering::Reject => {
@@ -727,6 +774,15 @@ mod tests {
                     Step::ConfirmTracking,
                 ],
             ),
+            (
+                SagaType::OrderRefund,
+                vec![
+                    Step::ReverseCommission,
+                    Step::ClawBack,
+                    Step::ReleaseBudget,
+                    Step::ConfirmTracking,
+                ],
+            ),
         ] {
             let mut run = Run::start(saga_type);
             run.drive(|_| Answering::Succeed);
@@ -762,7 +818,7 @@ mod tests {
 
     #[test]
     fn a_failure_at_every_step_compensates_exactly_the_completed_steps_in_reverse() {
-        for saga_type in [SagaType::CommissionAssignment, SagaType::OrderToPayment] {
+        for saga_type in FLOWS {
             let steps = CATALOGUE.latest(saga_type).expect("a definition").steps;
             for (failing, definition) in steps.iter().enumerate() {
                 let step = definition.step;
@@ -774,15 +830,10 @@ mod tests {
                     let mut run = Run::start(saga_type);
                     // A payment that went unanswered is asked about; payments confirms that
                     // it cancelled it.
-                    run.drive(|sent| {
+                    run.drive_phased(|sent, compensating| {
                         if sent.step == step
-                            && !matches!(
-                                sent.command,
-                                Command::ReleaseBudget { .. }
-                                    | Command::ReverseCommission { .. }
-                                    | Command::FailTracking { .. }
-                                    | Command::CancelPayment { .. }
-                            )
+                            && !compensating
+                            && !matches!(sent.command, Command::CancelPayment { .. })
                         {
                             how.clone()
                         } else {
@@ -790,8 +841,8 @@ mod tests {
                         }
                     });
                     // Done before the failure, plus the failing step itself when it timed out
-                    // (it may have happened; a cancelled payment did not); only budget and
-                    // commission can be undone.
+                    // (it may have happened; a cancelled payment did not); those with an undo
+                    // are undone.
                     let mut undone: Vec<Step> = steps[..failing].iter().map(|s| s.step).collect();
                     if how == Answering::Silent && !definition.is_pivot() {
                         undone.push(step);
@@ -799,7 +850,7 @@ mod tests {
                     let mut expected: Vec<Step> = undone
                         .into_iter()
                         .rev()
-                        .filter(|s| matches!(s, Step::ReserveBudget | Step::AssignCommission))
+                        .filter(|s| steps.iter().any(|d| d.step == *s && d.undo.is_some()))
                         .collect();
                     expected.push(Step::Trigger);
                     let case =
@@ -1432,5 +1483,88 @@ mod tests {
                 version: 1
             })
         );
+    }
+
+    #[test]
+    fn a_refund_takes_back_what_the_order_saga_created_and_undoes_it_in_reverse() {
+        let order_saga = schemas::ids::saga_id_for(Uuid::from_u128(4));
+        let of_the_order = |what: &str| Uuid::new_v5(&order_saga, what.as_bytes());
+        let mut run = Run::start(SagaType::OrderRefund);
+        // The commission is taken back and the payout clawed back; the campaign refuses to
+        // release the budget.
+        run.drive_phased(|sent, compensating| match sent.command {
+            Command::ReleaseBudget { .. } if !compensating => Answering::Reject,
+            _ => Answering::Succeed,
+        });
+        assert_eq!(run.saga.status, Status::Compensated);
+        let sent: Vec<&Command> = crate::replay::commands(&run.log)
+            .map(|sent| &sent.command)
+            .collect();
+        let refund = Uuid::from_u128(1);
+        assert_eq!(
+            sent,
+            [
+                &Command::ReverseCommission {
+                    commission_id: of_the_order("commission"),
+                    reason: "order o-1 refunded".into(),
+                },
+                &Command::ClawBack {
+                    clawback_id: run.saga.derived_id("clawback"),
+                    payment_id: of_the_order("payment"),
+                    reason: "order o-1 refunded".into(),
+                },
+                &Command::ReleaseBudget {
+                    reservation_id: of_the_order("reservation"),
+                    campaign_id: Uuid::from_u128(2),
+                    reason: "order o-1 refunded".into(),
+                },
+                &Command::CancelClawBack {
+                    clawback_id: run.saga.derived_id("clawback"),
+                    payment_id: of_the_order("payment"),
+                    reason: "release-budget rejected: scripted".into(),
+                },
+                &Command::ReinstateCommission {
+                    commission_id: of_the_order("commission"),
+                    reason: "release-budget rejected: scripted".into(),
+                },
+                &Command::FailTracking {
+                    tracking_id: refund,
+                    reason: "release-budget rejected: scripted".into(),
+                },
+            ]
+        );
+        assert_replays(&run);
+    }
+
+    /// A flow whose budget reservation has nothing to undo.
+    static NOTHING_TO_UNDO: Definition = Definition {
+        saga_type: SagaType::OrderToPayment,
+        version: 9,
+        steps: &[
+            StepDefinition {
+                undo: Some(|_, _, _| None),
+                ..flows::RESERVE_BUDGET
+            },
+            flows::ASSIGN_COMMISSION,
+        ],
+    };
+
+    #[test]
+    fn a_step_with_nothing_to_undo_counts_as_undone_and_compensation_goes_on() {
+        let mut run = Run::start_with(&NOTHING_TO_UNDO);
+        run.drive(|sent| match sent.command {
+            Command::AssignCommission { .. } => Answering::Reject,
+            _ => Answering::Succeed,
+        });
+        assert_eq!(run.saga.status, Status::Compensated);
+        assert_eq!(run.compensations(), [Step::Trigger]);
+        assert!(run.log.iter().any(|e| matches!(
+            e,
+            Entry::CompensationSucceeded { step: Step::ReserveBudget, command_id, .. }
+                if command_id.is_nil()
+        )));
+        static ITS_CATALOGUE: Catalogue = Catalogue(&[&NOTHING_TO_UNDO]);
+        let replayed = crate::replay::replay(&ITS_CATALOGUE, &run.log).expect("replays");
+        assert_eq!(replayed, run.saga);
     }
 }

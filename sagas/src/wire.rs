@@ -57,6 +57,7 @@ fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
         TrackingKind::Click => values::TrackingKind::Click,
         TrackingKind::Lead => values::TrackingKind::Lead,
         TrackingKind::Conversion => values::TrackingKind::Conversion,
+        TrackingKind::Refund => values::TrackingKind::Refund,
     }
 }
 
@@ -153,6 +154,31 @@ pub fn encode_command(
         Command::CancelPayment { payment_id, reason } => {
             encoded(wire::CancelPayment { payment_id, reason })
         }
+        Command::ReinstateCommission {
+            commission_id,
+            reason,
+        } => encoded(wire::ReinstateCommission {
+            commission_id,
+            reason,
+        }),
+        Command::ClawBack {
+            clawback_id,
+            payment_id,
+            reason,
+        } => encoded(wire::ClawBackPayment {
+            clawback_id,
+            payment_id,
+            reason,
+        }),
+        Command::CancelClawBack {
+            clawback_id,
+            payment_id,
+            reason,
+        } => encoded(wire::CancelClawBack {
+            clawback_id,
+            payment_id,
+            reason,
+        }),
     }
 }
 
@@ -185,6 +211,7 @@ pub fn commissions_answer(event: &CommissionsEvent) -> Option<Answer> {
     match event {
         CommissionsEvent::CommissionAssigned(e) => succeeded(Some(&e.amount)),
         CommissionsEvent::CommissionReversed(_)
+        | CommissionsEvent::CommissionReinstated(_)
         | CommissionsEvent::CommissionVoided(_)
         | CommissionsEvent::CommandAlreadyApplied(_) => succeeded(None),
         CommissionsEvent::CommandRejected(r) => rejected(&r.code, &r.reason),
@@ -192,14 +219,19 @@ pub fn commissions_answer(event: &CommissionsEvent) -> Option<Answer> {
 }
 
 /// Payments answers a request only with the payout's outcome (a request being recorded is not
-/// one), and a cancel with the cancellation or where the payment stands.
+/// one), a cancel with the cancellation or where the payment stands, and a claw-back (or its
+/// cancellation) with itself.
 pub fn payments_answer(event: &PaymentsEvent) -> Option<Answer> {
     match event {
-        PaymentsEvent::PaymentCompleted(_) | PaymentsEvent::PaymentCancelled(_) => succeeded(None),
+        PaymentsEvent::PaymentCompleted(_)
+        | PaymentsEvent::PaymentCancelled(_)
+        | PaymentsEvent::PaymentClawBackCancelled(_) => succeeded(None),
+        PaymentsEvent::PaymentClawedBack(e) => succeeded(Some(&e.amount)),
         PaymentsEvent::PaymentFailed(e) => rejected("payment_failed", &e.reason),
         PaymentsEvent::CommandRejected(r) => rejected(&r.code, &r.reason),
-        // A cancel of a payment cancelled before.
-        PaymentsEvent::CommandAlreadyApplied(a) if a.command_type == "CancelPayment" => {
+        // A cancel of a payment cancelled before; a claw-back of a payout never made (nothing to
+        // take back) or made before; a cancelled claw-back cancelled again.
+        PaymentsEvent::CommandAlreadyApplied(a) if a.command_type != "RequestPayment" => {
             succeeded(None)
         }
         _ => None,
@@ -221,15 +253,11 @@ pub fn trigger(event: &TrackingEvent) -> Option<(Uuid, SagaType, SagaData)> {
     let TrackingEvent::Recorded(r) = event else {
         return None;
     };
-    let kind = match r.kind {
-        values::TrackingKind::Click => TrackingKind::Click,
-        values::TrackingKind::Lead => TrackingKind::Lead,
-        values::TrackingKind::Conversion => TrackingKind::Conversion,
-    };
-    let saga_type = if kind == TrackingKind::Conversion {
-        SagaType::OrderToPayment
-    } else {
-        SagaType::CommissionAssignment
+    let (kind, saga_type) = match r.kind {
+        values::TrackingKind::Click => (TrackingKind::Click, SagaType::CommissionAssignment),
+        values::TrackingKind::Lead => (TrackingKind::Lead, SagaType::CommissionAssignment),
+        values::TrackingKind::Conversion => (TrackingKind::Conversion, SagaType::OrderToPayment),
+        values::TrackingKind::Refund => (TrackingKind::Refund, SagaType::OrderRefund),
     };
     let data = SagaData {
         tracking_id: r.tracking_id,
@@ -241,6 +269,7 @@ pub fn trigger(event: &TrackingEvent) -> Option<(Uuid, SagaType, SagaData)> {
             amount: o.amount.clone(),
         }),
         occurred_at: r.occurred_at,
+        refund_of: r.refund_of,
     };
     Some((saga_id_for(r.tracking_id), saga_type, data))
 }

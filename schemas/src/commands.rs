@@ -56,7 +56,7 @@ pub struct RecordTrackingEvent {
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub kind: TrackingKind,
-    /// Present for a conversion.
+    /// Present for a conversion, and for a refund (the converted order).
     pub order: Option<Order>,
     pub occurred_at: i64,
 }
@@ -136,6 +136,29 @@ pub struct ConfirmTrackingEvent {
     pub tracking_id: Uuid,
 }
 
+/// Compensation of a refund: assigns a reversed commission again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReinstateCommission {
+    pub commission_id: Uuid,
+    pub reason: String,
+}
+
+/// Claws a completed payout back from the partner's balance (its order was refunded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClawBackPayment {
+    pub clawback_id: Uuid,
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
+/// Compensation: takes a claw-back back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelClawBack {
+    pub clawback_id: Uuid,
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
 /// Implements [`Message`] for command records, each the whole body of its topic.
 macro_rules! commands {
     ($($command:ident => $topic:ident,)+) => {$(
@@ -171,4 +194,7 @@ commands! {
     ReleaseBudget => CAMPAIGN_BUDGET_RELEASE,
     ReverseCommission => COMMISSION_REVERSAL,
     ConfirmTrackingEvent => TRACKING_EVENT_CONFIRMATION,
+    ReinstateCommission => COMMISSION_REINSTATEMENT,
+    ClawBackPayment => PAYMENTS_CLAWBACK,
+    CancelClawBack => PAYMENTS_CLAWBACK_CANCELLATION,
 }

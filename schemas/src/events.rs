@@ -122,6 +122,7 @@ pub enum TrackingEvent {
     OrderClaimed(OrderClaimed),
     CommandRejected(CommandRejected),
     CommandAlreadyApplied(CommandAlreadyApplied),
+    OrderRefunded(OrderRefunded),
 }
 
 /// A click, lead or conversion was recorded.
@@ -133,6 +134,8 @@ pub struct TrackingEventRecorded {
     pub kind: TrackingKind,
     pub order: Option<Order>,
     pub occurred_at: i64,
+    /// For a refund: the tracking id of the conversion it refunds (absent before version 3).
+    pub refund_of: Option<Uuid>,
 }
 
 /// A tracking event's saga succeeded.
@@ -165,6 +168,14 @@ pub struct OrderClaimed {
     pub tracking_id: Uuid,
 }
 
+/// An order claimed on a campaign was refunded by a tracking event; a second refund is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefunded {
+    pub campaign_id: Uuid,
+    pub order_id: String,
+    pub tracking_id: Uuid,
+}
+
 /// An event of the commissions service, on `commissions-events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommissionsEvent {
@@ -173,6 +184,7 @@ pub enum CommissionsEvent {
     CommissionVoided(CommissionVoided),
     CommandRejected(CommandRejected),
     CommandAlreadyApplied(CommandAlreadyApplied),
+    CommissionReinstated(CommissionReinstated),
 }
 
 /// A partner earned a commission.
@@ -188,6 +200,16 @@ pub struct CommissionAssigned {
 /// An assigned commission was reversed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionReversed {
+    pub commission_id: Uuid,
+    pub campaign_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// A reversed commission was assigned again, as it was (the refund that reversed it was undone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionReinstated {
     pub commission_id: Uuid,
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
@@ -214,6 +236,8 @@ pub enum PaymentsEvent {
     CommandRejected(CommandRejected),
     CommandAlreadyApplied(CommandAlreadyApplied),
     PaymentCancelled(PaymentCancelled),
+    PaymentClawedBack(PaymentClawedBack),
+    PaymentClawBackCancelled(PaymentClawBackCancelled),
 }
 
 /// A payout of one commission was requested.
@@ -262,6 +286,26 @@ pub struct PaymentFailed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentCancelled {
     pub payment_id: Uuid,
+    pub reason: String,
+}
+
+/// A completed payout was clawed back from the partner's balance: its order was refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentClawedBack {
+    pub payment_id: Uuid,
+    pub clawback_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// A claw-back was taken back (compensation): the partner's balance is credited again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentClawBackCancelled {
+    pub payment_id: Uuid,
+    pub clawback_id: Uuid,
+    pub partner_id: Uuid,
+    pub amount: Money,
     pub reason: String,
 }
 
@@ -361,6 +405,7 @@ events! {
         OrderClaimed(OrderClaimed),
         CommandRejected(CommandRejected),
         CommandAlreadyApplied(CommandAlreadyApplied),
+        OrderRefunded(OrderRefunded),
     }
     CommissionsEvent => COMMISSIONS_EVENTS {
         CommissionAssigned(CommissionAssigned),
@@ -368,6 +413,7 @@ events! {
         CommissionVoided(CommissionVoided),
         CommandRejected(CommandRejected),
         CommandAlreadyApplied(CommandAlreadyApplied),
+        CommissionReinstated(CommissionReinstated),
     }
     PaymentsEvent => PAYMENTS_EVENTS {
         PaymentRequested(PaymentRequested),
@@ -378,5 +424,7 @@ events! {
         CommandRejected(CommandRejected),
         CommandAlreadyApplied(CommandAlreadyApplied),
         PaymentCancelled(PaymentCancelled),
+        PaymentClawedBack(PaymentClawedBack),
+        PaymentClawBackCancelled(PaymentClawBackCancelled),
     }
 }

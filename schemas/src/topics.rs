@@ -94,7 +94,7 @@ topics! {
     CAMPAIGN_CREATION = "campaign-creation", Command, versions 1, consumed by "campaigns";
     CAMPAIGN_PARTNER_ASSOCIATION = "campaign-partner-association", Command, versions 1, consumed by "campaigns";
     CAMPAIGN_CONTENT_ASSOCIATION = "campaign-content-association", Command, versions 1, consumed by "campaigns";
-    CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1, consumed by "tracking";
+    CAMPAIGN_TRACKING_EVENTS = "campaign-tracking-events", Command, versions 1 2, consumed by "tracking";
     ASSIGN_COMMISSION_TO_PARTNER = "assign-commission-to-partner", Command, versions 1, consumed by "commissions";
     PAYMENTS_REQUEST = "payments-request", Command, versions 1, consumed by "payments";
     PAYMENTS_CANCELLATION = "payments-cancellation", Command, versions 1, consumed by "payments";
@@ -102,11 +102,14 @@ topics! {
     CAMPAIGN_BUDGET_RESERVATION = "campaign-budget-reservation", Command, versions 1, consumed by "campaigns";
     CAMPAIGN_BUDGET_RELEASE = "campaign-budget-release", Command, versions 1, consumed by "campaigns";
     COMMISSION_REVERSAL = "commission-reversal", Command, versions 1, consumed by "commissions";
+    COMMISSION_REINSTATEMENT = "commission-reinstatement", Command, versions 1, consumed by "commissions";
     TRACKING_EVENT_CONFIRMATION = "tracking-event-confirmation", Command, versions 1, consumed by "tracking";
+    PAYMENTS_CLAWBACK = "payments-clawback", Command, versions 1, consumed by "payments";
+    PAYMENTS_CLAWBACK_CANCELLATION = "payments-clawback-cancellation", Command, versions 1, consumed by "payments";
     CAMPAIGNS_EVENTS = "campaigns-events", Event, versions 1, consumed by "sagas";
-    TRACKING_EVENTS = "tracking-events", Event, versions 1 2, consumed by "sagas";
-    COMMISSIONS_EVENTS = "commissions-events", Event, versions 1, consumed by "sagas";
-    PAYMENTS_EVENTS = "payments-events", Event, versions 1 2, consumed by "sagas";
+    TRACKING_EVENTS = "tracking-events", Event, versions 1 2 3, consumed by "sagas";
+    COMMISSIONS_EVENTS = "commissions-events", Event, versions 1 2, consumed by "sagas";
+    PAYMENTS_EVENTS = "payments-events", Event, versions 1 2 3, consumed by "sagas";
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub enum TrackingKind {
     Click,
     Lead,
     Conversion,
+    /// The refund of a converted order (a chargeback); carries that order.
+    Refund,
 }
 
 /// The kind of promotional content associated with a campaign.

@@ -97,7 +97,8 @@ async fn campaign_stats(
     let row: Option<Value> = sqlx::query_scalar(
         "select jsonb_build_object('campaign_id', $1::uuid, 'clicks', coalesce(s.clicks, 0),
                 'leads', coalesce(s.leads, 0), 'conversions', coalesce(s.conversions, 0),
-                'confirmed', coalesce(s.confirmed, 0), 'failed', coalesce(s.failed, 0))
+                'confirmed', coalesce(s.confirmed, 0), 'failed', coalesce(s.failed, 0),
+                'refunds', coalesce(s.refunds, 0))
            from (select 1) one left join campaign_tracking_stats s on s.campaign_id = $1",
     )
     .bind(id)

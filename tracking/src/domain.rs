@@ -1,6 +1,8 @@
 //! The tracking domain, pure: a `TrackingEvent` aggregate per tracking id (recorded → confirmed or
 //! failed) and `CampaignOrders`, the claims on a campaign's order ids, which rejects an order id
-//! seen twice on one campaign as fraud. [`decide_record`] decides a recording against both.
+//! seen twice on one campaign as fraud, and a second refund of one order. [`decide_record`]
+//! decides a recording against both; `refund::decide_refund` a refund, also against the
+//! conversion it refunds.
 //!
 //! The fraud rule spans tracking events, so it cannot live in one tracking event's stream: the
 //! consistency boundary is the claim of one order id on one campaign, a stream of its own, and a
@@ -12,11 +14,14 @@
 //! Retries are the same command (ids come from the client), so a command whose effect is already
 //! in place decides nothing (an empty event list) before checking any other rule.
 
+mod refund;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use refund::decide_refund;
 pub use schemas::values::Money;
 
 /// What a tracking event is evidence of.
@@ -26,9 +31,11 @@ pub enum TrackingKind {
     Click,
     Lead,
     Conversion,
+    /// The refund of a converted order (a chargeback), which starts the order-refund saga.
+    Refund,
 }
 
-/// The order a conversion carries.
+/// The order a conversion (or a refund of it) carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     /// The advertiser's own order id.
@@ -43,10 +50,12 @@ pub struct Recording {
     pub campaign_id: Uuid,
     pub partner_id: Uuid,
     pub kind: TrackingKind,
-    /// Present exactly for a conversion.
+    /// Present exactly for a conversion and a refund.
     pub order: Option<Order>,
     /// Microseconds since the Unix epoch.
     pub occurred_at: i64,
+    /// For a refund: the conversion it refunds, found by its order id (never the client's).
+    pub refund_of: Option<Uuid>,
 }
 
 /// Where a recorded tracking event stands in its saga.
@@ -176,8 +185,18 @@ impl TrackingEvent {
             };
         }
         match (recording.kind, &recording.order) {
-            (TrackingKind::Conversion, None) => return Err(Error::OrderRequired),
-            (TrackingKind::Conversion, Some(order)) => validate_order(order)?,
+            (TrackingKind::Conversion | TrackingKind::Refund, None) => {
+                return Err(Error::OrderRequired);
+            }
+            (TrackingKind::Refund, Some(order)) if recording.refund_of.is_none() => {
+                return Err(Error::OrderNotTracked {
+                    campaign_id: recording.campaign_id,
+                    order_id: order.order_id.clone(),
+                });
+            }
+            (TrackingKind::Conversion | TrackingKind::Refund, Some(order)) => {
+                validate_order(order)?
+            }
             (kind @ (TrackingKind::Click | TrackingKind::Lead), Some(_)) => {
                 return Err(Error::OrderNotAllowed(kind));
             }
@@ -204,11 +223,11 @@ fn validate_order(order: &Order) -> Result<(), Error> {
 }
 
 /// The order ids claimed by a campaign's conversions, each with the tracking event that claimed
-/// it first.
+/// it first, and the refund of each refunded order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
 pub struct CampaignOrders {
     claimed: BTreeMap<String, Uuid>,
+    refunded: BTreeMap<String, Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,11 +237,22 @@ pub enum CampaignOrdersCommand {
         order_id: String,
         tracking_id: Uuid,
     },
+    /// A refund of the order, by the tracking event `tracking_id`; one per order.
+    RefundOrder {
+        campaign_id: Uuid,
+        order_id: String,
+        tracking_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CampaignOrdersEvent {
     OrderClaimed {
+        campaign_id: Uuid,
+        order_id: String,
+        tracking_id: Uuid,
+    },
+    OrderRefunded {
         campaign_id: Uuid,
         order_id: String,
         tracking_id: Uuid,
@@ -256,6 +286,22 @@ impl CampaignOrders {
                     tracking_id: *tracking_id,
                 }]),
             },
+            CampaignOrdersCommand::RefundOrder {
+                campaign_id,
+                order_id,
+                tracking_id,
+            } => match self.refunded.get(order_id) {
+                Some(refund) if refund == tracking_id => Ok(vec![]),
+                Some(_) => Err(Error::AlreadyRefunded {
+                    campaign_id: *campaign_id,
+                    order_id: order_id.clone(),
+                }),
+                None => Ok(vec![CampaignOrdersEvent::OrderRefunded {
+                    campaign_id: *campaign_id,
+                    order_id: order_id.clone(),
+                    tracking_id: *tracking_id,
+                }]),
+            },
         }
     }
 
@@ -267,6 +313,13 @@ impl CampaignOrders {
                 ..
             } => {
                 self.claimed.insert(order_id.clone(), *tracking_id);
+            }
+            CampaignOrdersEvent::OrderRefunded {
+                order_id,
+                tracking_id,
+                ..
+            } => {
+                self.refunded.insert(order_id.clone(), *tracking_id);
             }
         }
     }
@@ -305,9 +358,9 @@ pub fn decide_record(
 /// reason published in `CommandRejected`, the message its human-readable explanation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("a conversion needs an order")]
+    #[error("a conversion or refund needs an order")]
     OrderRequired,
-    #[error("a {0:?} carries no order; only a conversion does")]
+    #[error("a {0:?} carries no order; only a conversion or refund does")]
     OrderNotAllowed(TrackingKind),
     #[error("invalid order: {0}")]
     InvalidOrder(&'static str),
@@ -321,6 +374,12 @@ pub enum Error {
     AlreadyFailed(Uuid),
     #[error("order {order_id:?} was already tracked on campaign {campaign_id}")]
     DuplicateOrder { campaign_id: Uuid, order_id: String },
+    #[error("order {order_id:?} was never converted on campaign {campaign_id}")]
+    OrderNotTracked { campaign_id: Uuid, order_id: String },
+    #[error("order {order_id:?} cannot be refunded: {why}")]
+    NotRefundable { order_id: String, why: &'static str },
+    #[error("order {order_id:?} was already refunded on campaign {campaign_id}")]
+    AlreadyRefunded { campaign_id: Uuid, order_id: String },
 }
 
 impl Error {
@@ -334,6 +393,9 @@ impl Error {
             Error::AlreadyConfirmed(_) => "tracking_event_already_confirmed",
             Error::AlreadyFailed(_) => "tracking_event_already_failed",
             Error::DuplicateOrder { .. } => "duplicate_order",
+            Error::OrderNotTracked { .. } => "order_not_tracked",
+            Error::NotRefundable { .. } => "order_not_refundable",
+            Error::AlreadyRefunded { .. } => "order_already_refunded",
         }
     }
 }
@@ -379,6 +441,7 @@ mod tests {
             kind: TrackingKind::Click,
             order: None,
             occurred_at: 1_700_000_000_000_000,
+            refund_of: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! runner opened (with the inbox record) and ends in `messaging::effects`.
 
 use crate::domain::{
-    CampaignOrders, Error, TrackingCommand, TrackingEvent as Tracking, decide_record,
+    CampaignOrders, Error, TrackingCommand, TrackingEvent as Tracking, TrackingKind, decide_record,
+    decide_refund,
 };
 use crate::wire::{self, Stored};
 use eventstore::ExpectedVersion;
@@ -41,7 +42,8 @@ fn refused(error: Error) -> (&'static str, String) {
 
 /// `campaign-tracking-events`: records a click, lead or conversion; a conversion also claims its
 /// order id on the campaign (the order claim's own stream), so the same order twice is refused as
-/// fraud.
+/// fraud. A refund is decided against that claim and the conversion it names, and records itself
+/// on the claim.
 #[derive(Debug, Default)]
 pub struct Record;
 
@@ -74,7 +76,21 @@ impl Handler for Record {
         } else {
             (CampaignOrders::default(), ExpectedVersion::Any)
         };
-        let decision = decide_record(&tracking, &orders, &recording)
+        let decided = match (recording.kind, &recording.order) {
+            (TrackingKind::Refund, Some(order)) => {
+                let conversion = match orders.claimed_by(&order.order_id) {
+                    Some(converted) => {
+                        load_tracking(tx, &wire::tracking_stream(converted))
+                            .await?
+                            .0
+                    }
+                    None => Tracking::default(),
+                };
+                decide_refund(&tracking, &orders, &conversion, &recording)
+            }
+            _ => decide_record(&tracking, &orders, &recording),
+        };
+        let decision = decided
             .map(|decision| {
                 vec![
                     StreamEvents {

@@ -19,6 +19,7 @@ fn kind_name(kind: TrackingKind) -> &'static str {
         TrackingKind::Click => "click",
         TrackingKind::Lead => "lead",
         TrackingKind::Conversion => "conversion",
+        TrackingKind::Refund => "refund",
     }
 }
 
@@ -35,8 +36,8 @@ struct Folded {
     /// Tracking id → index in `settlements`; a later settlement replaces an earlier one.
     settled: HashMap<Uuid, usize>,
     settlements: Vec<(Uuid, Option<String>, OffsetDateTime)>,
-    /// Per campaign: clicks, leads, conversions, confirmed, failed.
-    counts: BTreeMap<Uuid, [i64; 5]>,
+    /// Per campaign: clicks, leads, conversions, confirmed, failed, refunds.
+    counts: BTreeMap<Uuid, [i64; 6]>,
 }
 
 impl Folded {
@@ -47,6 +48,7 @@ impl Folded {
                     TrackingKind::Click => 0,
                     TrackingKind::Lead => 1,
                     TrackingKind::Conversion => 2,
+                    TrackingKind::Refund => 5,
                 };
                 let campaign_id = r.campaign_id;
                 self.recorded.push((r, at));
@@ -108,15 +110,16 @@ impl Folded {
             let column = |n: usize| self.counts.values().map(|c| c[n]).collect::<Vec<i64>>();
             sqlx::query(
                 "insert into campaign_tracking_stats as s
-                   (campaign_id, clicks, leads, conversions, confirmed, failed)
+                   (campaign_id, clicks, leads, conversions, confirmed, failed, refunds)
                  select * from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[],
-                                      $5::bigint[], $6::bigint[])
+                                      $5::bigint[], $6::bigint[], $7::bigint[])
                  on conflict (campaign_id) do update set
                    clicks = s.clicks + excluded.clicks,
                    leads = s.leads + excluded.leads,
                    conversions = s.conversions + excluded.conversions,
                    confirmed = s.confirmed + excluded.confirmed,
-                   failed = s.failed + excluded.failed",
+                   failed = s.failed + excluded.failed,
+                   refunds = s.refunds + excluded.refunds",
             )
             .bind(campaigns)
             .bind(column(0))
@@ -124,6 +127,7 @@ impl Folded {
             .bind(column(2))
             .bind(column(3))
             .bind(column(4))
+            .bind(column(5))
             .execute(&mut *tx)
             .await?;
         }
@@ -140,11 +144,12 @@ async fn insert_recorded(
     sqlx::query(
         "insert into tracking_events (tracking_id, campaign_id, partner_id, kind, order_id,
                                       order_amount, currency, occurred_at, status, recorded_at,
-                                      updated_at)
-         select id, campaign, partner, kind, order_id, amount, currency, occurred, 'recorded', at, at
+                                      updated_at, refund_of)
+         select id, campaign, partner, kind, order_id, amount, currency, occurred, 'recorded', at, at,
+                refund_of
          from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[],
-                     $7::text[], $8::timestamptz[], $9::timestamptz[])
-              as t(id, campaign, partner, kind, order_id, amount, currency, occurred, at)",
+                     $7::text[], $8::timestamptz[], $9::timestamptz[], $10::uuid[])
+              as t(id, campaign, partner, kind, order_id, amount, currency, occurred, at, refund_of)",
     )
     .bind(rows().map(|r| r.tracking_id).collect::<Vec<_>>())
     .bind(rows().map(|r| r.campaign_id).collect::<Vec<_>>())
@@ -155,6 +160,7 @@ async fn insert_recorded(
     .bind(orders().map(|o| o.map(|o| o.amount.currency.as_str())).collect::<Vec<_>>())
     .bind(rows().map(|r| micros(r.occurred_at)).collect::<Vec<_>>())
     .bind(recorded.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+    .bind(rows().map(|r| r.refund_of).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())

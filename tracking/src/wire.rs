@@ -7,7 +7,8 @@ use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RecordTrackingEvent;
 use schemas::events::{
-    OrderClaimed, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed, TrackingEventRecorded,
+    OrderClaimed, OrderRefunded, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed,
+    TrackingEventRecorded,
 };
 use schemas::values;
 
@@ -29,6 +30,7 @@ pub fn recording(command: &RecordTrackingEvent) -> Recording {
             amount: order.amount.clone(),
         }),
         occurred_at: command.occurred_at,
+        refund_of: None,
     }
 }
 
@@ -37,6 +39,7 @@ fn kind(kind: values::TrackingKind) -> TrackingKind {
         values::TrackingKind::Click => TrackingKind::Click,
         values::TrackingKind::Lead => TrackingKind::Lead,
         values::TrackingKind::Conversion => TrackingKind::Conversion,
+        values::TrackingKind::Refund => TrackingKind::Refund,
     }
 }
 
@@ -45,6 +48,7 @@ fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
         TrackingKind::Click => values::TrackingKind::Click,
         TrackingKind::Lead => values::TrackingKind::Lead,
         TrackingKind::Conversion => values::TrackingKind::Conversion,
+        TrackingKind::Refund => values::TrackingKind::Refund,
     }
 }
 
@@ -60,6 +64,7 @@ pub fn tracking_event(change: &TrackingChange) -> TrackingEvent {
                 amount: order.amount.clone(),
             }),
             occurred_at: r.occurred_at,
+            refund_of: r.refund_of,
         }),
         TrackingChange::Confirmed {
             tracking_id,
@@ -95,6 +100,15 @@ pub fn orders_event(event: &CampaignOrdersEvent) -> TrackingEvent {
             order_id: order_id.clone(),
             tracking_id: *tracking_id,
         }),
+        CampaignOrdersEvent::OrderRefunded {
+            campaign_id,
+            order_id,
+            tracking_id,
+        } => TrackingEvent::OrderRefunded(OrderRefunded {
+            campaign_id: *campaign_id,
+            order_id: order_id.clone(),
+            tracking_id: *tracking_id,
+        }),
     }
 }
 
@@ -117,6 +131,7 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
                 amount: order.amount,
             }),
             occurred_at: r.occurred_at,
+            refund_of: r.refund_of,
         }))),
         TrackingEvent::Confirmed(c) => Some(Stored::Tracking(TrackingChange::Confirmed {
             tracking_id: c.tracking_id,
@@ -134,6 +149,13 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
             order_id: o.order_id,
             tracking_id: o.tracking_id,
         })),
+        TrackingEvent::OrderRefunded(o) => {
+            Some(Stored::Orders(CampaignOrdersEvent::OrderRefunded {
+                campaign_id: o.campaign_id,
+                order_id: o.order_id,
+                tracking_id: o.tracking_id,
+            }))
+        }
         TrackingEvent::CommandRejected(_) | TrackingEvent::CommandAlreadyApplied(_) => None,
     })
 }

@@ -29,6 +29,7 @@ async fn fill(pool: &PgPool, count: usize) -> anyhow::Result<()> {
                 kind: TrackingKind::Click,
                 order: None,
                 occurred_at: 1_790_000_000_000_000,
+                refund_of: None,
             });
             let new = NewEvent {
                 event_id: Uuid::now_v7(),

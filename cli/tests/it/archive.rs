@@ -41,6 +41,7 @@ async fn completed_saga(pool: &PgPool) -> Uuid {
             amount: amount.clone(),
         }),
         occurred_at: 0,
+        refund_of: None,
     };
     let start = Input::Start {
         saga_id,

@@ -3,7 +3,7 @@
 //! projection rebuild checked against live.
 
 use super::start;
-use schemas::commands::{AssignCommission, ReverseCommission};
+use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
 use schemas::values::{CommissionRule, Money};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
@@ -297,6 +297,33 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
         ]
     );
     assert_eq!(messages[2].1, reversed.to_string());
+
+    // The refund that reversed it is undone: reinstated as it was, once.
+    let reinstate = ReinstateCommission {
+        commission_id: taken_back.commission_id,
+        reason: "claw-back rejected".into(),
+    };
+    let reinstated = service.send(taken_back.commission_id, &reinstate).await;
+    assert_eq!(service.outcome(reinstated).await["status"], "succeeded");
+    let view = service
+        .wait_for(&format!("/commissions/{}", taken_back.commission_id), |b| {
+            b["status"] == "assigned"
+        })
+        .await;
+    assert_eq!(view["amount"], 300);
+    let balance = service
+        .wait_for(&format!("/partners/{partner}/balance"), |b| {
+            b["reversed_commissions"] == 0
+        })
+        .await;
+    assert_eq!(balance["currencies"][0]["net"], 800, "{balance}");
+    let again = service.send(taken_back.commission_id, &reinstate).await;
+    assert_eq!(service.outcome(again).await["code"], "already_applied");
+    let messages = service.published("commissions-events").await;
+    assert_eq!(
+        types(&messages[5..]),
+        ["CommissionReinstated", "CommandAlreadyApplied"]
+    );
     service.stop().await;
 }
 

@@ -4,6 +4,7 @@
 
 // Named for the crate: `#[sqlx::test]` names its database after the test path, which must not
 // collide with another crate's test run at the same time.
+mod payment_clawbacks;
 mod payment_flows;
 
 use messaging::consume::Backoff;

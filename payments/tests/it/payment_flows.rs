@@ -110,7 +110,8 @@ async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnec
         .await;
     assert_eq!(
         listing["paid"],
-        serde_json::json!([{ "currency": "EUR", "paid_amount": 12_000, "paid_count": 1 }])
+        serde_json::json!([{ "currency": "EUR", "paid_amount": 12_000, "paid_count": 1,
+                             "clawed_back_amount": 0, "clawed_back_count": 0 }])
     );
     assert_eq!(
         listing["payments"][0]["payment_id"],

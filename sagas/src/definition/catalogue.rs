@@ -25,8 +25,12 @@ pub struct Policy {
 /// none when it cannot be built.
 pub type Build = fn(&Saga, &SagaData) -> Option<Command>;
 
-/// Builds an undoing (or settling) command, given why.
-pub type BuildWithReason = fn(&Saga, &SagaData, String) -> Command;
+/// Builds the command that undoes a step, given why; none when there is nothing to undo (the
+/// step's answer said it changed nothing).
+pub type Undo = fn(&Saga, &SagaData, String) -> Option<Command>;
+
+/// Builds a pivot's settling question, given why.
+pub type Ask = fn(&Saga, &SagaData, String) -> Command;
 
 /// One step of a definition.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +39,7 @@ pub struct StepDefinition {
     pub policy: Policy,
     pub command: Build,
     /// What undoes the step; none: nothing can (a payout that went out, a confirmation).
-    pub undo: Option<BuildWithReason>,
+    pub undo: Option<Undo>,
     /// A pivot is never compensated while it may still complete: after its last timeout the
     /// saga asks instead of assuming. Past a pivot nothing is undone: later steps are sent again
     /// until they answer.
@@ -47,7 +51,7 @@ pub struct StepDefinition {
 pub struct Pivot {
     /// Cancel it unless it happened. Its success says it never will, and is recorded as the
     /// step's failure with this code and reason.
-    pub ask: BuildWithReason,
+    pub ask: Ask,
     pub cancelled: (&'static str, &'static str),
     /// Refusal codes that say it never will happen either.
     pub never: &'static [&'static str],
@@ -93,9 +97,11 @@ pub const TRIGGER: StepDefinition = StepDefinition {
         attempts: 3,
     },
     command: |_, _| None,
-    undo: Some(|_, data, reason| Command::FailTracking {
-        tracking_id: data.tracking_id,
-        reason,
+    undo: Some(|_, data, reason| {
+        Some(Command::FailTracking {
+            tracking_id: data.tracking_id,
+            reason,
+        })
     }),
     pivot: None,
 };

@@ -186,7 +186,7 @@ impl Saga {
             step,
             attempt,
             command_id: self.compensation_id(step, attempt),
-            command: (definition.undo?)(self, self.data.as_ref()?, reason),
+            command: (definition.undo?)(self, self.data.as_ref()?, reason)?,
             timeout: definition.compensation_timeout(attempt),
         })
     }
@@ -218,16 +218,26 @@ impl Saga {
         entries
     }
 
-    /// Sends the next compensation, or ends the saga as compensated.
+    /// Sends the next compensation, or ends the saga as compensated. A step with nothing to
+    /// undo (its answer said it changed nothing) counts as undone, with no command.
     fn next_compensation(&self, at: i64) -> Vec<Entry> {
-        match self
-            .to_compensate
-            .first()
-            .and_then(|step| self.compensation(*step, 1))
-        {
-            Some(sent) => vec![Entry::CompensationCommandSent { sent, at }],
-            None => vec![Entry::Compensated { at }],
+        let Some(step) = self.to_compensate.first().copied() else {
+            return vec![Entry::Compensated { at }];
+        };
+        if let Some(sent) = self.compensation(step, 1) {
+            return vec![Entry::CompensationCommandSent { sent, at }];
         }
+        let nothing = Entry::CompensationSucceeded {
+            step,
+            command_id: Uuid::nil(),
+            message_id: Uuid::nil(),
+            at,
+        };
+        let mut next = self.clone();
+        next.apply(&nothing);
+        let mut entries = vec![nothing];
+        entries.extend(next.next_compensation(at));
+        entries
     }
 
     /// The next forward step after `done`, or completion. A step that cannot be built (no

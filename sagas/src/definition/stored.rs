@@ -15,6 +15,9 @@ pub(super) struct StoredData {
     order_id: Option<String>,
     order_amount: Option<Money>,
     occurred_at: i64,
+    /// Only a refund's data has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refund_of: Option<Uuid>,
 }
 
 impl From<SagaData> for StoredData {
@@ -30,6 +33,7 @@ impl From<SagaData> for StoredData {
             order_id,
             order_amount,
             occurred_at: data.occurred_at,
+            refund_of: data.refund_of,
         }
     }
 }
@@ -46,6 +50,7 @@ impl From<StoredData> for SagaData {
                 _ => None,
             },
             occurred_at: data.occurred_at,
+            refund_of: data.refund_of,
         }
     }
 }

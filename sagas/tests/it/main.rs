@@ -40,6 +40,7 @@ fn conversion() -> (Uuid, &'static Definition, SagaData) {
             },
         }),
         occurred_at: 0,
+        refund_of: None,
     };
     (
         sagas::wire::saga_id_for(tracking_id),

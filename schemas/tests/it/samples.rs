@@ -2,17 +2,19 @@
 //! rendering, shared by the tests.
 
 use schemas::commands::{
-    AssignCommission, AssociateContent, AssociatePartner, CancelPayment, ConfirmTrackingEvent,
-    CreateCampaign, FailTrackingEvent, RecordTrackingEvent, RegisterPartner, ReleaseBudget,
-    RequestPayment, ReserveBudget, ReverseCommission,
+    AssignCommission, AssociateContent, AssociatePartner, CancelClawBack, CancelPayment,
+    ClawBackPayment, ConfirmTrackingEvent, CreateCampaign, FailTrackingEvent, RecordTrackingEvent,
+    RegisterPartner, ReinstateCommission, ReleaseBudget, RequestPayment, ReserveBudget,
+    ReverseCommission,
 };
 use schemas::events::{
     BudgetReleased, BudgetReserved, CampaignCreated, CampaignsEvent, CommandAlreadyApplied,
-    CommandRejected, CommissionAssigned, CommissionReversed, CommissionVoided, CommissionsEvent,
-    ContentAssociated, OrderClaimed, PartnerAssociated, PartnerRegistered, PaymentCancelled,
-    PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent, PayoutAttempted,
-    PayoutOutcomeUnknown, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed,
-    TrackingEventRecorded,
+    CommandRejected, CommissionAssigned, CommissionReinstated, CommissionReversed,
+    CommissionVoided, CommissionsEvent, ContentAssociated, OrderClaimed, OrderRefunded,
+    PartnerAssociated, PartnerRegistered, PaymentCancelled, PaymentClawBackCancelled,
+    PaymentClawedBack, PaymentCompleted, PaymentFailed, PaymentRequested, PaymentsEvent,
+    PayoutAttempted, PayoutOutcomeUnknown, TrackingEvent, TrackingEventConfirmed,
+    TrackingEventFailed, TrackingEventRecorded,
 };
 use schemas::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
 use schemas::{Error, Message, Topic, TopicKind};
@@ -245,8 +247,18 @@ pub fn all() -> Vec<Sample> {
             campaign_id: campaign,
             partner_id: partner,
             kind: TrackingKind::Conversion,
-            order: Some(order),
+            order: Some(order.clone()),
             occurred_at: T0,
+            refund_of: None,
+        })),
+        Sample::new(TrackingEvent::Recorded(TrackingEventRecorded {
+            tracking_id: id(9),
+            campaign_id: campaign,
+            partner_id: partner,
+            kind: TrackingKind::Refund,
+            order: Some(order),
+            occurred_at: T0 + 1,
+            refund_of: Some(tracking),
         })),
         Sample::new(TrackingEvent::Confirmed(TrackingEventConfirmed {
             tracking_id: tracking,
@@ -272,6 +284,11 @@ pub fn all() -> Vec<Sample> {
             "ConfirmTrackingEvent",
             tracking,
         ))),
+        Sample::new(TrackingEvent::OrderRefunded(OrderRefunded {
+            campaign_id: campaign,
+            order_id: "A-1001/ü".into(),
+            tracking_id: id(9),
+        })),
         Sample::new(CommissionsEvent::CommissionAssigned(CommissionAssigned {
             commission_id: commission,
             campaign_id: campaign,
@@ -298,6 +315,19 @@ pub fn all() -> Vec<Sample> {
             "ReverseCommission",
             commission,
         ))),
+        Sample::new(CommissionsEvent::CommissionReinstated(
+            CommissionReinstated {
+                commission_id: commission,
+                campaign_id: campaign,
+                partner_id: partner,
+                amount: eur(325),
+                reason: "claw-back rejected".into(),
+            },
+        )),
+        Sample::new(ReinstateCommission {
+            commission_id: commission,
+            reason: "claw-back rejected".into(),
+        }),
         Sample::new(PaymentsEvent::PaymentRequested(PaymentRequested {
             payment_id: payment,
             commission_id: commission,
@@ -333,5 +363,31 @@ pub fn all() -> Vec<Sample> {
             payment_id: payment,
             reason: "request-payment timed out after 2 attempts".into(),
         })),
+        Sample::new(ClawBackPayment {
+            clawback_id: id(10),
+            payment_id: payment,
+            reason: "order A-1001/ü refunded".into(),
+        }),
+        Sample::new(CancelClawBack {
+            clawback_id: id(10),
+            payment_id: payment,
+            reason: "release-budget rejected".into(),
+        }),
+        Sample::new(PaymentsEvent::PaymentClawedBack(PaymentClawedBack {
+            payment_id: payment,
+            clawback_id: id(10),
+            partner_id: partner,
+            amount: eur(325),
+            reason: "order A-1001/ü refunded".into(),
+        })),
+        Sample::new(PaymentsEvent::PaymentClawBackCancelled(
+            PaymentClawBackCancelled {
+                payment_id: payment,
+                clawback_id: id(10),
+                partner_id: partner,
+                amount: eur(325),
+                reason: "release-budget rejected".into(),
+            },
+        )),
     ]
 }

@@ -106,6 +106,72 @@ async fn a_conversion_is_recorded_confirmed_and_published(
     service.stop().await;
 }
 
+/// The order-refund saga's trigger: a refund of a confirmed conversion names it, once per order.
+#[sqlx::test(migrations = false)]
+async fn a_refund_of_a_confirmed_conversion_is_recorded_once_and_names_it(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let service = start(connect).await;
+    let campaign = Uuid::new_v4();
+    let order = conversion(campaign, "order-9");
+    let refund = |tracking_id| RecordTrackingEvent {
+        tracking_id,
+        kind: TrackingKind::Refund,
+        ..order.clone()
+    };
+    let recorded = service.send(order.tracking_id, &order).await;
+    assert_eq!(service.outcome(recorded).await["status"], "succeeded");
+    let early = refund(Uuid::new_v4());
+    let id = service.send(early.tracking_id, &early).await;
+    assert_eq!(
+        service.outcome(id).await["code"],
+        "order_not_refundable",
+        "its conversion's saga has not completed"
+    );
+    let confirm = ConfirmTrackingEvent {
+        tracking_id: order.tracking_id,
+    };
+    let confirmed = service.send(order.tracking_id, &confirm).await;
+    assert_eq!(service.outcome(confirmed).await["status"], "succeeded");
+
+    let first = refund(Uuid::new_v4());
+    let refunded = service.send(first.tracking_id, &first).await;
+    assert_eq!(service.outcome(refunded).await["status"], "succeeded");
+    let view = service
+        .wait_for(&format!("/tracking-events/{}", first.tracking_id), |b| {
+            b["status"] == "recorded"
+        })
+        .await;
+    assert_eq!(view["kind"], "refund");
+    assert_eq!(view["refund_of"], order.tracking_id.to_string());
+    let again = refund(Uuid::new_v4());
+    let id = service.send(again.tracking_id, &again).await;
+    assert_eq!(service.outcome(id).await["code"], "order_already_refunded");
+    let mut unknown = refund(Uuid::new_v4());
+    if let Some(o) = unknown.order.as_mut() {
+        o.order_id = "never-ordered".into();
+    }
+    let id = service.send(unknown.tracking_id, &unknown).await;
+    assert_eq!(service.outcome(id).await["code"], "order_not_tracked");
+
+    let stats = service
+        .wait_for(&format!("/campaigns/{campaign}/stats"), |b| {
+            b["refunds"] == 1
+        })
+        .await;
+    assert_eq!(stats["conversions"], 1, "{stats}");
+    let refund_messages: Vec<String> = published(&service)
+        .await
+        .into_iter()
+        .filter(|(_, cause)| *cause == refunded.to_string())
+        .map(|(message_type, _)| message_type)
+        .collect();
+    assert_eq!(refund_messages, ["TrackingEventRecorded", "OrderRefunded"]);
+    service.wait_until_published().await;
+    service.stop().await;
+}
+
 #[sqlx::test(migrations = false)]
 async fn the_same_command_twice_has_one_effect_and_is_answered_again(
     _: PgPoolOptions,
