@@ -1,5 +1,6 @@
-//! Order-to-payment sagas across the four services and the coordinator, on the real broker and
-//! databases: one paid out, one compensated because the payout provider declined it. Every saga
+//! Order-to-payment and order-refund sagas across the four services and the coordinator, on the
+//! real broker and databases: one paid out, one compensated because the payout provider declined
+//! it, one refunded after its payout. Every saga
 //! the test creates is then replayed from its log and must reproduce the commands it sent.
 
 use pulsaga_tests::platform::Platform;
@@ -268,6 +269,125 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
     assert_eq!(held, [(500, "held"), (666, "released")]);
 
     for saga_id in [paid, declined] {
+        assert_replays(&platform, saga_id).await;
+    }
+    platform.stop().await;
+}
+
+/// The (step, status) of each step of a saga's detail.
+fn step_statuses(detail: &Value) -> Vec<(&str, &str)> {
+    detail["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or_default(),
+                s["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A refund of a paid order (a chargeback) takes back what its order-to-payment saga did: the
+/// order-refund saga reverses the commission, claws the payout back from the partner's balance,
+/// releases the budget and confirms the refund. A second refund of the order is refused.
+#[sqlx::test(migrations = false)]
+async fn a_refunded_order_takes_its_commission_payout_and_budget_back(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let platform = Platform::start(connect).await;
+    let (partner, campaign) = set_up(&platform).await;
+    let (order_saga, order_tracking, detail) =
+        convert(&platform, partner, campaign, "order-1", 5_000).await;
+    assert_eq!(detail["saga"]["status"], "completed", "{detail}");
+
+    let refund = |tracking_id| RecordTrackingEvent {
+        tracking_id,
+        campaign_id: campaign,
+        partner_id: partner,
+        kind: TrackingKind::Refund,
+        order: Some(Order {
+            order_id: "order-1".into(),
+            amount: eur(5_000),
+        }),
+        occurred_at: micros(time::OffsetDateTime::now_utc()),
+    };
+    let refund_tracking = Uuid::new_v4();
+    platform
+        .send(refund_tracking, &refund(refund_tracking))
+        .await;
+    let refund_saga = sagas::wire::saga_id_for(refund_tracking);
+    let detail = platform
+        .wait_for(
+            &format!("{}/sagas/{refund_saga}", platform.urls.sagas),
+            Duration::from_secs(90),
+            |b| {
+                matches!(
+                    b["saga"]["status"].as_str(),
+                    Some("completed" | "compensated" | "parked")
+                )
+            },
+        )
+        .await;
+    assert_eq!(detail["saga"]["saga_type"], "order-refund", "{detail}");
+    assert_eq!(detail["saga"]["status"], "completed", "{detail}");
+    assert_eq!(
+        step_statuses(&detail),
+        [
+            ("reverse-commission", "succeeded"),
+            ("claw-back", "succeeded"),
+            ("release-budget", "succeeded"),
+            ("confirm-tracking", "succeeded"),
+            ("trigger", "not_started"),
+        ]
+    );
+
+    let tracking = |id: Uuid| format!("{}/tracking-events/{id}", platform.urls.tracking);
+    let refunded = platform
+        .wait_for(&tracking(refund_tracking), Duration::from_secs(10), |t| {
+            t["status"] == "confirmed"
+        })
+        .await;
+    assert_eq!(refunded["refund_of"], order_tracking.to_string());
+    let (_, commissions) = platform
+        .get(&format!(
+            "{}/partners/{partner}/commissions",
+            platform.urls.commissions
+        ))
+        .await;
+    let statuses = amounts_and_statuses(&commissions["commissions"], "commissions");
+    assert_eq!(statuses, [(500, "reversed")]);
+    let payments = platform
+        .wait_for(
+            &format!("{}/partners/{partner}/payments", platform.urls.payments),
+            Duration::from_secs(10),
+            |p| p["paid"][0]["clawed_back_amount"] == 500,
+        )
+        .await;
+    let paid_out = amounts_and_statuses(&payments["payments"], "payments");
+    assert_eq!(paid_out, [(500, "clawed_back")]);
+    let (_, reservations) = platform
+        .get(&format!(
+            "{}/campaigns/{campaign}/reservations",
+            platform.urls.campaigns
+        ))
+        .await;
+    let held = amounts_and_statuses(&reservations, "reservations");
+    assert_eq!(
+        held,
+        [(500, "released")],
+        "the budget is the campaign's again"
+    );
+
+    // The order was refunded: a second refund is refused and starts no saga.
+    let again = Uuid::new_v4();
+    let command = platform.send(again, &refund(again)).await;
+    let outcome = platform.outcome(&platform.urls.tracking, command).await;
+    assert_eq!(outcome["code"], "order_already_refunded", "{outcome}");
+
+    for saga_id in [order_saga, refund_saga] {
         assert_replays(&platform, saga_id).await;
     }
     platform.stop().await;
