@@ -144,6 +144,17 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     );
     assert!(printed.contains("compensated"), "{printed}");
     assert!(printed.contains("compensation_succeeded"), "{printed}");
+    // The refund of a paid order: its saga's steps, the commission reversed, the payout clawed
+    // back.
+    for shown in [
+        "order-refund saga",
+        "claw-back",
+        "reversed",
+        "clawed_back",
+        "clawed back 500 EUR",
+    ] {
+        assert!(printed.contains(shown), "{shown}: {printed}");
+    }
 
     // The operator's view from a terminal.
     let service_token = urls["token"]
@@ -208,8 +219,8 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         .lines()
         .filter(|line| line.contains("TrackingEventRecorded"))
         .count();
-    assert_eq!(recorded, 5, "two clicks and three conversions");
-    for (version, sagas) in [("1", 4), ("2", 0)] {
+    assert_eq!(recorded, 6, "two clicks, three conversions and a refund");
+    for (version, sagas) in [("1", 5), ("2", 0)] {
         let listed = pulsaga(&[
             "saga",
             "list",

@@ -1,7 +1,8 @@
-//! Recorded saga histories, replayed against today's definitions: a change that would decide
-//! differently on a saga in flight fails here. `tests/fixtures/saga-logs/` holds both flows'
-//! logs as stored (one entry per line): completed and compensated sagas recorded by a
-//! `pulsaga chaos` platform, and timeouts, resends, refusals, parking and operator actions
+//! Recorded saga histories, replayed against today's definitions (the version each started
+//! with): a change that would decide differently on a saga in flight fails here.
+//! `tests/fixtures/saga-logs/` holds the three flows' logs as stored (one entry per line):
+//! completed and compensated sagas recorded by a `pulsaga chaos` platform and by `pulsaga demo`
+//! (an order paid, then refunded), and timeouts, resends, refusals, parking and operator actions
 //! recorded from the definitions' own scenarios.
 
 use sagas::definition::{CATALOGUE, Entry, SagaType};
@@ -35,11 +36,15 @@ fn fixtures() -> Vec<(String, Vec<Entry>)> {
 #[test]
 fn every_recorded_history_replays_to_the_same_log() {
     let logs = fixtures();
-    assert!(logs.len() >= 14, "the fixtures are there: {}", logs.len());
+    assert!(logs.len() >= 17, "the fixtures are there: {}", logs.len());
     for (name, log) in &logs {
         replay(&CATALOGUE, log).unwrap_or_else(|failure| panic!("{name}: {failure}"));
     }
-    for flow in [SagaType::CommissionAssignment, SagaType::OrderToPayment] {
+    for flow in [
+        SagaType::CommissionAssignment,
+        SagaType::OrderToPayment,
+        SagaType::OrderRefund,
+    ] {
         assert!(
             logs.iter().any(
                 |(_, log)| matches!(log[0], Entry::Started { saga_type, .. } if saga_type == flow)
