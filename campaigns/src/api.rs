@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use eventstore::api::Problem;
+use eventstore::http::Problem;
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;

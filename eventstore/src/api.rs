@@ -3,11 +3,10 @@
 //! rendered as JSON with their payload decoded by the service (its `wire.rs` knows the schema).
 //! Errors are `application/problem+json`.
 
+use crate::http::{MAX_PAGE, Problem, page_limit};
 use crate::{CommandOutcome, Error, Outcome, RecordedEvent};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -36,8 +35,6 @@ pub fn fold_state<S: Default + Serialize, E>(
     }
     serde_json::to_value(state).ok()
 }
-
-const MAX_PAGE: i64 = 1000;
 
 #[derive(Clone)]
 struct Api {
@@ -106,182 +103,6 @@ impl EventView {
             data: decode(event).unwrap_or(Value::Null),
         }
     }
-}
-
-/// The seconds an overloaded API asks its callers to wait (`Retry-After`).
-pub const RETRY_AFTER_SECONDS: u16 = 1;
-
-/// A query API error, rendered as problem+json.
-#[derive(Debug)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub detail: String,
-}
-
-impl Problem {
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::BAD_REQUEST,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::NOT_FOUND,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn conflict(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::CONFLICT,
-            detail: detail.into(),
-        }
-    }
-
-    /// Overloaded for now: answered with `Retry-After`, so the caller comes back.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<Error> for Problem {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::UnknownPosition(_) => Problem::bad_request(error.to_string()),
-            Error::Database(sqlx::Error::PoolTimedOut) => {
-                Problem::unavailable("the database is busy; try again")
-            }
-            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                Problem::unavailable("the database is out of reach; try again")
-            }
-            other => {
-                let id = Uuid::new_v4();
-                tracing::error!(error_id = %id, error = %crate::error_chain(&other), "query failed");
-                Problem {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    detail: format!("internal error {id}"),
-                }
-            }
-        }
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
-        }
-        response
-    }
-}
-
-/// Who acts: the subject of the verified token of the admin who called the BFF, which the BFF
-/// passes in this header. Only the holder of the service token reaches a service's routes, so the
-/// header is the BFF's word; a request body never names the actor.
-pub const ACTOR_HEADER: &str = "x-pulsaga-actor";
-
-/// The longest reason an operator can give for an action, in characters.
-pub const MAX_REASON: usize = 2000;
-
-/// An operator's action as a service receives it: who acts (from [`ACTOR_HEADER`]) and why (the
-/// optional body `{"reason": "…"}`, recorded with the action).
-#[derive(Debug)]
-pub struct Acting {
-    pub actor: String,
-    pub reason: Option<String>,
-}
-
-impl Acting {
-    pub fn read(headers: &HeaderMap, body: &[u8]) -> Result<Acting, Problem> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            reason: Option<String>,
-        }
-        let reason = if body.is_empty() {
-            None
-        } else {
-            serde_json::from_slice::<Body>(body)
-                .map_err(|e| {
-                    Problem::bad_request(format!(
-                        "the body is {{\"reason\": \"…\"}} or nothing: {e}"
-                    ))
-                })?
-                .reason
-        };
-        let reason = reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty());
-        if reason
-            .as_ref()
-            .is_some_and(|r| r.chars().count() > MAX_REASON)
-        {
-            return Err(Problem::bad_request(format!(
-                "a reason is at most {MAX_REASON} characters"
-            )));
-        }
-        let actor = headers
-            .get(ACTOR_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|actor| !actor.is_empty())
-            .ok_or_else(|| {
-                Problem::bad_request(format!("the {ACTOR_HEADER} header names who acts"))
-            })?;
-        Ok(Acting {
-            actor: actor.to_owned(),
-            reason,
-        })
-    }
-}
-
-/// A page's size: `limit`, 100 when not given, at most `MAX_PAGE`.
-pub fn page_limit(limit: Option<i64>) -> Result<i64, Problem> {
-    let limit = limit.unwrap_or(100);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(Problem::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )))
-    }
-}
-
-/// A page of a newest-first list ends at an item: its time in microseconds since the Unix epoch
-/// and its id, which orders items of the same microsecond. The `next` a page answers is
-/// `<micros>.<id>`.
-pub fn cursor(value: Option<&str>) -> Result<Option<(i64, Uuid)>, Problem> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    value
-        .split_once('.')
-        .and_then(|(micros, id)| Some((micros.parse().ok()?, Uuid::parse_str(id).ok()?)))
-        .map(Some)
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "cursor must be the `next` of a previous page, got {value:?}"
-            ))
-        })
 }
 
 #[derive(Debug, Deserialize)]

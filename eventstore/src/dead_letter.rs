@@ -9,7 +9,7 @@
 //! fails again, it comes back as a new dead letter.
 
 use crate::Error;
-use crate::api::{Acting, Problem, cursor, page_limit};
+use crate::http::{Acting, Problem, cursor, page_limit};
 use crate::outbox;
 use axum::Json;
 use axum::extract::{Path, Query, State};

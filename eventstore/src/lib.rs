@@ -8,6 +8,7 @@ pub mod api;
 pub mod archive;
 mod checkpoint;
 pub mod dead_letter;
+pub mod http;
 mod inbox;
 mod log;
 pub mod outbox;

@@ -6,12 +6,16 @@
 //! retention window; and every dead-letter topic, kept until someone deletes it.
 
 use crate::PulsarSettings;
-use crate::consume::dead_letter_topic;
 use futures_util::future::try_join_all;
 use reqwest::{Method, StatusCode};
 use schemas::{TOPICS, Topic, TopicKind};
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// The dead-letter topic of a subscription, by Pulsar's convention.
+pub fn dead_letter_topic(topic: &str, subscription: &str) -> String {
+    format!("{topic}-{subscription}-DLQ")
+}
 
 /// How long an event topic's acknowledged messages are kept, for audits from the broker.
 pub const EVENT_RETENTION_MINUTES: i64 = 7 * 24 * 60;

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use eventstore::api::Problem;
+use eventstore::http::Problem;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;

@@ -30,6 +30,7 @@
 //! again under the same message ids (`outbox::requeue_caused_by`): a sender resends a command when
 //! its answer never came (it timed out), and answers it again whatever became of the first one.
 
+use crate::admin::dead_letter_topic;
 use crate::properties::Properties;
 use crate::{Client, Error};
 use eventstore::{dead_letter, outbox};
@@ -492,11 +493,6 @@ fn key_of(received: &Received<Vec<u8>>) -> String {
     received
         .key()
         .unwrap_or_else(|| format!("{:?}", received.message_id()))
-}
-
-/// The dead-letter topic of a subscription, by Pulsar's convention.
-pub fn dead_letter_topic(topic: &str, subscription: &str) -> String {
-    format!("{topic}-{subscription}-DLQ")
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub async fn dead_letters(
         .await
         .expect("a client of the test broker");
     let name =
-        crate::consume::dead_letter_topic(topic.name, subscription.unwrap_or(topic.subscription));
+        crate::admin::dead_letter_topic(topic.name, subscription.unwrap_or(topic.subscription));
     let mut consumer: Consumer<Vec<u8>, TokioExecutor> = pulsar
         .consumer()
         .with_topic(settings.topic(&name))

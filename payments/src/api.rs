@@ -6,13 +6,11 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use eventstore::api::Problem;
+use eventstore::http::{MAX_PAGE, Problem};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-const MAX_PAGE: i64 = 1000;
 
 pub fn router(pool: PgPool) -> axum::Router {
     axum::Router::new()

@@ -3,12 +3,12 @@
 //! leaving the provider call to the payout worker through a `payouts_due` row committed with the
 //! events. No HTTP happens here.
 
-use crate::domain::{Error, Payment, PaymentCommand};
+use crate::domain::{Error, PaymentCommand};
 use crate::payouts;
+use crate::stream::{commit, load, on_stream};
 use crate::wire;
-use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use messaging::effects::{self, Replies, StreamEvents};
+use messaging::effects::{self, Replies};
 use schemas::Message;
 use schemas::commands::{CancelClawBack, CancelPayment, ClawBackPayment, RequestPayment};
 use schemas::events::PaymentsEvent;
@@ -22,47 +22,8 @@ const REPLIES: Replies<PaymentsEvent> = Replies {
     already_applied: PaymentsEvent::CommandAlreadyApplied,
 };
 
-/// A payment folded from its stream, and the stream's version.
-pub(crate) async fn load(
-    conn: &mut PgConnection,
-    payment_id: Uuid,
-) -> Result<(Payment, ExpectedVersion), HandlerError> {
-    let stream_id = wire::payment_stream(payment_id);
-    effects::load(conn, &stream_id, wire::stored, |p: &mut Payment, e| {
-        p.apply(&e)
-    })
-    .await
-}
-
-/// A payment's new events, in the wire form, for an append at `expected`.
-fn on_stream<'a>(
-    stream_id: &'a str,
-    expected: ExpectedVersion,
-    events: &[crate::domain::PaymentEvent],
-) -> Vec<StreamEvents<'a, PaymentsEvent>> {
-    vec![StreamEvents {
-        stream_id,
-        stream_type: "payment",
-        expected,
-        events: events.iter().map(wire::payment_event).collect(),
-    }]
-}
-
 fn refused(error: Error) -> (&'static str, String) {
     (error.code(), error.to_string())
-}
-
-/// Appends a payment's new events and queues them on `payments-events`, caused by `cause`.
-pub(crate) async fn commit(
-    tx: &mut PgConnection,
-    cause: &messaging::Properties,
-    payment_id: Uuid,
-    expected: ExpectedVersion,
-    events: &[crate::domain::PaymentEvent],
-) -> Result<(), HandlerError> {
-    let stream_id = wire::payment_stream(payment_id);
-    let streams = on_stream(&stream_id, expected, events);
-    effects::commit_events(tx, cause, &payment_id.to_string(), &streams).await
 }
 
 /// `payments-request`: records the request and the payout attempt (its idempotency key is the

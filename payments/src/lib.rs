@@ -13,6 +13,7 @@ pub mod payouts;
 pub mod projections;
 pub mod provider;
 pub mod simulator;
+mod stream;
 pub mod wire;
 
 pub use payouts::PayoutSettings;

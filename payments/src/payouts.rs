@@ -15,8 +15,8 @@
 //!   the money is owed (`attempts` and `last_error` show a stuck row).
 
 use crate::domain::{PaymentCommand, PaymentRequest};
-use crate::handlers;
 use crate::provider::{self, Payout, PayoutRequest, PayoutStatus, Provider};
+use crate::stream;
 use messaging::Properties;
 use messaging::consume::{Backoff, HandlerError};
 use schemas::Message;
@@ -269,7 +269,7 @@ fn attempt_number(due: &Due) -> u32 {
 
 async fn decide(pool: &PgPool, provider: &Provider, due: &Due) -> Result<Next, HandlerError> {
     let mut conn = pool.acquire().await?;
-    let (payment, _) = handlers::load(&mut conn, due.payment_id).await?;
+    let (payment, _) = stream::load(&mut conn, due.payment_id).await?;
     drop(conn);
     let Some(request) = payment.request().filter(|_| payment.needs_resolution()) else {
         return Ok(Next::Done);
@@ -382,10 +382,10 @@ async fn apply(
     due: &Due,
     command: &PaymentCommand,
 ) -> Result<(), HandlerError> {
-    let (payment, version) = handlers::load(tx, due.payment_id).await?;
+    let (payment, version) = stream::load(tx, due.payment_id).await?;
     match payment.decide(command) {
         Ok(events) if events.is_empty() => Ok(()),
-        Ok(events) => handlers::commit(tx, &due.cause, due.payment_id, version, &events).await,
+        Ok(events) => stream::commit(tx, &due.cause, due.payment_id, version, &events).await,
         // The provider contradicts an outcome already recorded: that outcome stands, and an
         // operator has to look at the provider.
         Err(error) => {

@@ -5,14 +5,14 @@
 //! A saga that was archived (`archive`) is still shown by id, with `archived_at`; listings cover
 //! the sagas that are not archived.
 
-use crate::coordinator::{self, stream_id};
+use crate::coordinator;
 use crate::definition::{CATALOGUE, Definition, Entry, OperatorAction};
-use crate::wire;
+use crate::wire::{self, stream_id};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use eventstore::api::{Acting, Problem, cursor, page_limit};
+use eventstore::http::{Acting, Problem, cursor, page_limit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;

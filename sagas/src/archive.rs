@@ -8,7 +8,7 @@
 //! An archived saga takes no more input: a reply or trigger that comes after it is ignored
 //! (`coordinator::feed`), so a message redelivered after the archiving cannot start it again.
 
-use crate::coordinator::stream_id;
+use crate::wire::stream_id;
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;

@@ -6,7 +6,7 @@
 //! the services' event topics (replies and triggers), from the timer worker, and from operators.
 
 use crate::definition::{CATALOGUE, Entry, Input, Saga, Status};
-use crate::wire;
+use crate::wire::{self, stream_id};
 use eventstore::{ExpectedVersion, Metadata, NewEvent, outbox};
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};
@@ -15,10 +15,6 @@ use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-pub fn stream_id(saga_id: Uuid) -> String {
-    format!("saga-{saga_id}")
-}
 
 pub fn now_micros() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)

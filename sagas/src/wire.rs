@@ -17,6 +17,11 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+/// The event-store stream of a saga's log.
+pub fn stream_id(saga_id: Uuid) -> String {
+    format!("saga-{saga_id}")
+}
+
 /// The entry's type name, as the event store records it.
 pub fn entry_type(entry: &Entry) -> &'static str {
     match entry {

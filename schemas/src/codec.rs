@@ -11,8 +11,6 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::topics::Topic;
-
 /// The largest message body encoded or decoded; a larger one is [`Error::TooLarge`].
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
@@ -45,28 +43,6 @@ pub enum Error {
         version: u32,
         current: u32,
     },
-}
-
-/// A message type: the one record of a command topic, or the event union of an event topic.
-pub trait Message: Sized {
-    /// The topic the message travels on.
-    const TOPIC: &'static Topic;
-
-    /// The Avro record name of this message, e.g. `BudgetReserved` for an event variant; it goes
-    /// into the `message_type` property.
-    fn message_type(&self) -> &'static str;
-
-    /// Encodes with the current schema, version `Self::TOPIC.version()`.
-    fn encode(&self) -> Result<Vec<u8>, Error>;
-
-    /// Decodes a body written with the current schema.
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Self::decode_version(bytes, Self::TOPIC.version())
-    }
-
-    /// Decodes a body written with schema version `writer_version` of the topic, resolving it to
-    /// the current schema: this is how old messages are upcast.
-    fn decode_version(bytes: &[u8], writer_version: u32) -> Result<Self, Error>;
 }
 
 /// A topic's parsed schemas.
@@ -127,48 +103,50 @@ impl Codec {
     }
 }
 
-pub(crate) fn encode(topic: &Topic, message: &impl Serialize) -> Result<Vec<u8>, Error> {
-    // Room for a typical message, so that the encoder does not grow the buffer field by field.
-    let mut bytes = Vec::with_capacity(256);
-    topic
-        .codec()
-        .writer
-        .write_ser(&mut bytes, message)
-        .map_err(Error::Encode)?;
-    // Refuse to send what no consumer would accept.
-    check_size(&bytes)?;
-    Ok(bytes)
-}
+impl Codec {
+    pub(crate) fn encode(&self, message: &impl Serialize) -> Result<Vec<u8>, Error> {
+        // Room for a typical message, so that the encoder does not grow the buffer field by field.
+        let mut bytes = Vec::with_capacity(256);
+        self.writer
+            .write_ser(&mut bytes, message)
+            .map_err(Error::Encode)?;
+        // Refuse to send what no consumer would accept.
+        check_size(&bytes)?;
+        Ok(bytes)
+    }
 
-pub(crate) fn decode<T: DeserializeOwned>(
-    topic: &Topic,
-    bytes: &[u8],
-    writer_version: u32,
-) -> Result<T, Error> {
-    let reader = usize::try_from(writer_version)
-        .ok()
-        .and_then(|version| topic.codec().readers.get(version.checked_sub(1)?))
-        .ok_or(Error::UnknownSchemaVersion {
-            topic: topic.name,
-            version: writer_version,
-            current: topic.version(),
-        })?;
-    if writer_version == topic.version() {
-        // Written with the reader's own schema: serde straight from the bytes, no `Value` between.
-        read(bytes, |body| reader.read_deser(body))
-    } else {
-        // Resolved to the current schema as a generic value, then written and read again with the
-        // current schema: serde alone cannot map a value onto a type whose record holds a union
-        // (every event topic's does), the schema-aware reader can.
-        let value = read(bytes, |body| reader.read_value(body))?;
-        let mut current = Vec::with_capacity(bytes.len() + 16);
-        topic
-            .codec()
-            .writer
-            .write_value(&mut current, value)
-            .map_err(Error::Decode)?;
-        let reader = topic.codec().readers.last().expect("the current reader");
-        read(&current, |body| reader.read_deser(body))
+    /// Decodes a body of `topic` written with its schema version `writer_version`.
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        topic: &'static str,
+        bytes: &[u8],
+        writer_version: u32,
+    ) -> Result<T, Error> {
+        let current = u32::try_from(self.readers.len()).unwrap_or(u32::MAX);
+        let reader = usize::try_from(writer_version)
+            .ok()
+            .and_then(|version| self.readers.get(version.checked_sub(1)?))
+            .ok_or(Error::UnknownSchemaVersion {
+                topic,
+                version: writer_version,
+                current,
+            })?;
+        if writer_version == current {
+            // Written with the reader's own schema: serde straight from the bytes, no `Value`
+            // between.
+            read(bytes, |body| reader.read_deser(body))
+        } else {
+            // Resolved to the current schema as a generic value, then written and read again with
+            // the current schema: serde alone cannot map a value onto a type whose record holds a
+            // union (every event topic's does), the schema-aware reader can.
+            let value = read(bytes, |body| reader.read_value(body))?;
+            let mut again = Vec::with_capacity(bytes.len() + 16);
+            self.writer
+                .write_value(&mut again, value)
+                .map_err(Error::Decode)?;
+            let reader = self.readers.last().expect("the current reader");
+            read(&again, |body| reader.read_deser(body))
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::{self, Error, Message};
+use crate::codec::Error;
+use crate::topics::Message;
 use crate::topics::{self, Topic};
 use crate::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
 
@@ -170,11 +171,13 @@ macro_rules! commands {
             }
 
             fn encode(&self) -> Result<Vec<u8>, Error> {
-                codec::encode(Self::TOPIC, self)
+                Self::TOPIC.codec().encode(self)
             }
 
             fn decode_version(bytes: &[u8], writer_version: u32) -> Result<Self, Error> {
-                codec::decode(Self::TOPIC, bytes, writer_version)
+                Self::TOPIC
+                    .codec()
+                    .decode(Self::TOPIC.name, bytes, writer_version)
             }
         }
     )+};

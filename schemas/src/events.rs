@@ -8,7 +8,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use uuid::Uuid;
 
-use crate::codec::{self, Error, Message};
+use crate::codec::Error;
+use crate::topics::Message;
 use crate::topics::{self, Topic};
 use crate::values::{CommissionRule, ContentKind, Money, Order, TrackingKind};
 
@@ -377,11 +378,14 @@ macro_rules! events {
             }
 
             fn encode(&self) -> Result<Vec<u8>, Error> {
-                codec::encode(Self::TOPIC, &Envelope { event: self })
+                Self::TOPIC.codec().encode(&Envelope { event: self })
             }
 
             fn decode_version(bytes: &[u8], writer_version: u32) -> Result<Self, Error> {
-                codec::decode(Self::TOPIC, bytes, writer_version).map(|e: Envelope<Self>| e.event)
+                Self::TOPIC
+                    .codec()
+                    .decode(Self::TOPIC.name, bytes, writer_version)
+                    .map(|e: Envelope<Self>| e.event)
             }
         }
     )+};

@@ -12,5 +12,5 @@ pub mod properties;
 pub mod topics;
 pub mod values;
 
-pub use codec::{Error, MAX_ALLOCATION_BYTES, MAX_MESSAGE_BYTES, Message};
-pub use topics::{TOPICS, Topic, TopicKind};
+pub use codec::{Error, MAX_ALLOCATION_BYTES, MAX_MESSAGE_BYTES};
+pub use topics::{Message, TOPICS, Topic, TopicKind};

@@ -10,7 +10,29 @@ use std::sync::LazyLock;
 
 use apache_avro::Schema;
 
-use crate::codec::{Codec, Schemas};
+use crate::codec::{Codec, Error, Schemas};
+
+/// A message type: the one record of a command topic, or the event union of an event topic.
+pub trait Message: Sized {
+    /// The topic the message travels on.
+    const TOPIC: &'static Topic;
+
+    /// The Avro record name of this message, e.g. `BudgetReserved` for an event variant; it goes
+    /// into the `message_type` property.
+    fn message_type(&self) -> &'static str;
+
+    /// Encodes with the current schema, version `Self::TOPIC.version()`.
+    fn encode(&self) -> Result<Vec<u8>, Error>;
+
+    /// Decodes a body written with the current schema.
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        Self::decode_version(bytes, Self::TOPIC.version())
+    }
+
+    /// Decodes a body written with schema version `writer_version` of the topic, resolving it to
+    /// the current schema: this is how old messages are upcast.
+    fn decode_version(bytes: &[u8], writer_version: u32) -> Result<Self, Error>;
+}
 
 /// What a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use apache_avro::Schema as AvroSchema;
 use apache_avro::writer::datum::GenericDatumWriter;
 use futures_util::StreamExt;
 use messaging::admin::Admin;
-use messaging::consume::dead_letter_topic;
+use messaging::admin::dead_letter_topic;
 use pulsar::consumer::{ConsumerOptions, InitialPosition};
 use pulsar::message::proto::{Schema, schema::Type as SchemaType};
 use pulsar::producer::{Message, ProducerOptions};
@@ -56,17 +56,20 @@ async fn provisioning_registers_every_version_of_every_topics_avro_schema_once()
             assert_eq!(json(&latest.definition), json(topic.avsc), "{name}");
         }
     }
-    assert_eq!(
-        TRACKING_EVENTS.history.len(),
-        2,
-        "a topic with two versions"
+    assert!(
+        TRACKING_EVENTS.history.len() > 1,
+        "a topic with several versions"
     );
     messaging::testing::provision(&settings).await;
     let versions = admin
         .schema_versions(&settings, TRACKING_EVENTS.name)
         .await
         .expect("admin API");
-    assert_eq!(versions.len(), 2, "provisioning again adds no version");
+    assert_eq!(
+        versions.len(),
+        TRACKING_EVENTS.history.len(),
+        "provisioning again adds no version"
+    );
 }
 
 fn avro(definition: &str) -> Schema {
@@ -101,7 +104,7 @@ fn registry_version(metadata_version: Option<&Vec<u8>>) -> u32 {
 }
 
 #[tokio::test]
-async fn replicas_on_v1_and_v2_of_a_schema_share_its_topic_and_a_breaking_one_is_refused() {
+async fn replicas_on_an_old_and_the_current_schema_share_its_topic_and_a_breaking_one_is_refused() {
     let settings = messaging::testing::settings().await;
     let topic = settings.topic(TRACKING_EVENTS.name);
     let pulsar: Pulsar<TokioExecutor> = Pulsar::builder(settings.url.clone(), TokioExecutor)
@@ -162,7 +165,11 @@ async fn replicas_on_v1_and_v2_of_a_schema_share_its_topic_and_a_breaking_one_is
         .schema_versions(&settings, TRACKING_EVENTS.name)
         .await
         .expect("admin API");
-    assert_eq!(versions.len(), 2, "no producer or consumer added a version");
+    assert_eq!(
+        versions.len(),
+        TRACKING_EVENTS.history.len(),
+        "no producer or consumer added a version"
+    );
 
     let confirmed = |partner_id| {
         TrackingEvent::Confirmed(TrackingEventConfirmed {
@@ -209,7 +216,7 @@ async fn replicas_on_v1_and_v2_of_a_schema_share_its_topic_and_a_breaking_one_is
         <[_; 2]>::try_from(receive(&mut new_consumer).await).expect("two messages");
     assert_eq!(
         (old_version, new_version),
-        (1, 2),
+        (1, TRACKING_EVENTS.version()),
         "each tagged with its writer's version"
     );
 

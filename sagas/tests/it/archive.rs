@@ -4,7 +4,6 @@
 use super::runtime::call;
 use super::{answer, conversion, database, eur, feed, saga};
 use axum::http::StatusCode;
-use sagas::coordinator;
 use sagas::definition::{Answer, Input, Status};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -13,7 +12,7 @@ use uuid::Uuid;
 
 async fn hot_events(pool: &PgPool, saga_id: Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from events where stream_id = $1")
-        .bind(coordinator::stream_id(saga_id))
+        .bind(sagas::wire::stream_id(saga_id))
         .fetch_one(pool)
         .await
         .expect("events")

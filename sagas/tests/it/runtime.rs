@@ -247,7 +247,7 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
                                                '{definition_version}', '9')::text, 'UTF8')
           where stream_id = $1 and version = 1",
     )
-    .bind(coordinator::stream_id(saga_id))
+    .bind(sagas::wire::stream_id(saga_id))
     .execute(&pool)
     .await
     .expect("as if a newer coordinator had started it");
@@ -270,7 +270,7 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
     assert!(matches!(fed, Err(HandlerError::Transient(_))), "{fed:?}");
     drop(tx);
     let entries: i64 = sqlx::query_scalar("select count(*) from events where stream_id = $1")
-        .bind(coordinator::stream_id(saga_id))
+        .bind(sagas::wire::stream_id(saga_id))
         .fetch_one(&pool)
         .await
         .expect("count");
