@@ -11,41 +11,31 @@ pub mod projections;
 pub mod state;
 pub mod wire;
 
-use messaging::host::{self, ServiceError, Tasks};
-use messaging::{Client, QueryApi};
-use sqlx::PgPool;
+use messaging::host;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of every campaigns consumer.
 pub const SUBSCRIPTION: &str = "campaigns";
 
-/// Creates or upgrades the event store and the campaigns read models.
-pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
-    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
-}
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Runs the service until `shutdown`: its consumers, outbox relay, projection and query API. If
-/// any of them fails, the others are stopped and the first error is returned.
-pub async fn run(
-    pool: PgPool,
-    client: Arc<Client>,
-    query: QueryApi,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
-    let campaigns = Arc::new(state::CampaignCache::default());
-    tasks
-        .consume(handlers::Registration)
-        .consume(handlers::Creation::new(campaigns.clone()))
-        .consume(handlers::PartnerAssociation::new(campaigns.clone()))
-        .consume(handlers::ContentAssociation::new(campaigns.clone()))
-        .consume(handlers::BudgetReservation::new(campaigns.clone()))
-        .consume(handlers::BudgetRelease::new(campaigns))
-        .relay()
-        .prune()
-        .project(projections::CampaignViews)
-        .serve(query, api);
-    tasks.join().await
+/// The campaigns service: its consumers of the campaign command topics (sharing the campaigns
+/// they keep in memory), its projection and its query API.
+pub fn service() -> host::Service {
+    host::Service {
+        name: SUBSCRIPTION,
+        migrations: &MIGRATIONS,
+        assemble: Box::new(move |tasks| {
+            let campaigns = Arc::new(state::CampaignCache::default());
+            tasks
+                .consume(handlers::Registration)
+                .consume(handlers::Creation::new(campaigns.clone()))
+                .consume(handlers::PartnerAssociation::new(campaigns.clone()))
+                .consume(handlers::ContentAssociation::new(campaigns.clone()))
+                .consume(handlers::BudgetReservation::new(campaigns.clone()))
+                .consume(handlers::BudgetRelease::new(campaigns))
+                .project(projections::CampaignViews);
+            Ok(api::router(tasks.pool().clone()))
+        }),
+    }
 }

@@ -5,7 +5,9 @@
 use crate::Service;
 use crate::settings::{Infrastructure, ServiceOptions};
 use anyhow::Context;
+use messaging::host;
 use messaging::{Client, QueryApi, ServiceToken};
+use pulsaga_platform::Settings;
 use sqlx::PgPool;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,16 +23,10 @@ pub async fn database(
     infrastructure: &Infrastructure,
 ) -> anyhow::Result<PgPool> {
     let pool = infrastructure.database(name).await?;
-    match service {
-        Service::Campaigns => campaigns::migrate(&pool).await.map_err(anyhow::Error::from),
-        Service::Tracking => tracking::migrate(&pool).await.map_err(anyhow::Error::from),
-        Service::Commissions => commissions::migrate(&pool)
-            .await
-            .map_err(anyhow::Error::from),
-        Service::Payments => payments::migrate(&pool).await.map_err(anyhow::Error::from),
-        Service::Sagas => sagas::migrate(&pool).await.map_err(anyhow::Error::from),
-    }
-    .with_context(|| format!("migrating {}", service.name()))?;
+    let migrated = pulsaga_platform::service(service, &Settings::default());
+    host::migrate(&pool, &migrated)
+        .await
+        .with_context(|| format!("migrating {}", service.name()))?;
     Ok(pool)
 }
 
@@ -124,29 +120,12 @@ pub async fn serve(
         token,
         restarts,
     };
-    let run = match service {
-        Service::Campaigns => campaigns::run(pool.clone(), client.clone(), query, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        Service::Tracking => tracking::run(pool.clone(), client.clone(), query, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        Service::Commissions => commissions::run(pool.clone(), client.clone(), query, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        Service::Payments => {
-            let payouts = payments::PayoutSettings::new(&options.payout_provider_url);
-            payments::run(pool.clone(), client.clone(), query, payouts, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-        Service::Sagas => {
-            let archive_after = options.archive_after();
-            sagas::run(pool.clone(), client.clone(), query, archive_after, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
-        }
+    let settings = Settings {
+        payout_provider_url: options.payout_provider_url.clone(),
+        archive_after: options.archive_after(),
     };
+    let process = pulsaga_platform::service(service, &settings);
+    let run = host::run(&process, pool.clone(), client.clone(), query, shutdown).await;
     client.close().await;
     pool.close().await;
     run.with_context(|| format!("{} stopped", service.name()))

@@ -6,6 +6,12 @@
 //! simulator and the API as child processes of this binary, prints the URLs and a token per
 //! role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds), the broker last.
 
+mod postgres;
+mod process;
+
+use postgres::{LocalPostgres, local_postgres};
+use process::{Process, TEND_EVERY, stop, wait_ready};
+
 use crate::proxy::Proxy;
 use crate::settings::{Infrastructure, Jwt};
 use crate::{Service, serve};
@@ -13,9 +19,8 @@ use anyhow::Context;
 use messaging::ServiceToken;
 use messaging::broker::{ProxiedListener, Standalone, StandaloneSettings};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// How `up` runs.
 #[derive(Debug, Clone, clap::Args)]
@@ -311,37 +316,10 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         }
         Some(url) => (url.clone(), options.pulsar_admin_url.clone()),
         None => {
-            let proxied = if options.broker_proxy {
-                let bind_port = port(0, true)?;
-                let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], bind_port))).await?;
-                let advertised_port = proxy.address().port();
-                broker_proxy = Some(proxy);
-                Some(ProxiedListener {
-                    bind_port,
-                    advertised_port,
-                })
-            } else {
-                None
-            };
-            eprintln!(
-                "Starting Apache Pulsar {} standalone (data in {})…",
-                messaging::broker::PULSAR_VERSION,
-                options.data_dir.join("broker").display()
-            );
-            let started = Standalone::start(&StandaloneSettings {
-                broker_port: port(6650, options.any_ports)?,
-                web_port: port(8080, options.any_ports)?,
-                proxied,
-                ..StandaloneSettings::in_dir(options.data_dir.join("broker"))
-            })
-            .await
-            .context("starting Apache Pulsar")?;
-            eprintln!(
-                "Apache Pulsar is up after {:.1} s.",
-                started.started_in().as_secs_f64()
-            );
+            let (started, proxy) = start_broker(options).await?;
             let urls = (started.url(), started.admin_url());
             broker = Some(started);
+            broker_proxy = proxy;
             urls
         }
     };
@@ -359,7 +337,6 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         stop(Vec::new(), postgres, broker).await;
         return Err(error);
     }
-    let database = |service: Service| format!("{}{}", options.database_prefix, service.name());
     let (database_proxy, processes_database_url) = if options.database_proxy {
         match proxied(&database_url).await {
             Ok((proxy, url)) => (Some(proxy), url),
@@ -391,46 +368,7 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         &[],
         options.log_filter.as_deref(),
     )?);
-    let mut urls = Vec::new();
-    for service in Service::ALL {
-        for replica in 1..=options.replicas {
-            // The first replica on the service's port; the others on free ones.
-            let default_port = match replica {
-                1 => crate::default_listen(service).port(),
-                _ => 0,
-            };
-            let listen = format!(
-                "127.0.0.1:{}",
-                port(default_port, options.any_ports || replica > 1)?
-            );
-            let name = database(service);
-            let mut args = vec![
-                "serve",
-                service.name(),
-                "--listen",
-                &listen,
-                "--database",
-                &name,
-            ];
-            let provider = format!("http://{sim}");
-            if service == Service::Payments {
-                args.extend(["--payout-provider-url", &provider]);
-            }
-            let process = match replica {
-                1 => service.name().to_owned(),
-                _ => format!("{}-{replica}", service.name()),
-            };
-            children.push(Process::start(
-                process,
-                &args,
-                &shared_env,
-                options.log_filter.as_deref(),
-            )?);
-            if replica == 1 {
-                urls.push((service, format!("http://{listen}")));
-            }
-        }
-    }
+    let urls = start_services(options, &sim, &shared_env, &mut children)?;
     let api_listen = if options.any_ports {
         SocketAddr::from(([127, 0, 0, 1], port(0, true)?))
     } else {
@@ -484,6 +422,92 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     })
 }
 
+/// Apache Pulsar standalone under `data_dir/broker`, behind a proxy of its own when
+/// `broker_proxy` asks for one (the proxy is returned).
+async fn start_broker(options: &Options) -> anyhow::Result<(Standalone, Option<Proxy>)> {
+    let mut proxy = None;
+    let proxied = if options.broker_proxy {
+        let bind_port = port(0, true)?;
+        let started = Proxy::start(SocketAddr::from(([127, 0, 0, 1], bind_port))).await?;
+        let advertised_port = started.address().port();
+        proxy = Some(started);
+        Some(ProxiedListener {
+            bind_port,
+            advertised_port,
+        })
+    } else {
+        None
+    };
+    eprintln!(
+        "Starting Apache Pulsar {} standalone (data in {})…",
+        messaging::broker::PULSAR_VERSION,
+        options.data_dir.join("broker").display()
+    );
+    let started = Standalone::start(&StandaloneSettings {
+        broker_port: port(6650, options.any_ports)?,
+        web_port: port(8080, options.any_ports)?,
+        proxied,
+        ..StandaloneSettings::in_dir(options.data_dir.join("broker"))
+    })
+    .await
+    .context("starting Apache Pulsar")?;
+    eprintln!(
+        "Apache Pulsar is up after {:.1} s.",
+        started.started_in().as_secs_f64()
+    );
+    Ok((started, proxy))
+}
+
+/// Starts every replica of every service (`pulsaga serve`), the first on the service's port and
+/// the others on free ones; returns each service's first replica's URL.
+fn start_services(
+    options: &Options,
+    simulator: &str,
+    env: &[(&str, &str)],
+    children: &mut Vec<Process>,
+) -> anyhow::Result<Vec<(Service, String)>> {
+    let provider = format!("http://{simulator}");
+    let mut urls = Vec::new();
+    for service in Service::ALL {
+        let database = format!("{}{}", options.database_prefix, service.name());
+        for replica in 1..=options.replicas {
+            let default_port = match replica {
+                1 => crate::default_listen(service).port(),
+                _ => 0,
+            };
+            let listen = format!(
+                "127.0.0.1:{}",
+                port(default_port, options.any_ports || replica > 1)?
+            );
+            let mut args = vec![
+                "serve",
+                service.name(),
+                "--listen",
+                &listen,
+                "--database",
+                &database,
+            ];
+            if service == Service::Payments {
+                args.extend(["--payout-provider-url", &provider]);
+            }
+            let process = match replica {
+                1 => service.name().to_owned(),
+                _ => format!("{}-{replica}", service.name()),
+            };
+            children.push(Process::start(
+                process,
+                &args,
+                env,
+                options.log_filter.as_deref(),
+            )?);
+            if replica == 1 {
+                urls.push((service, format!("http://{listen}")));
+            }
+        }
+    }
+    Ok(urls)
+}
+
 /// A proxy to the PostgreSQL server at `database_url`, and the URL that reaches it through it.
 async fn proxied(database_url: &str) -> anyhow::Result<(Proxy, String)> {
     let mut url = reqwest::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
@@ -514,349 +538,4 @@ async fn prepare(options: &Options, infrastructure: &Infrastructure) -> anyhow::
             .await;
     }
     Ok(())
-}
-
-/// A process of the platform: how it is started, and the one running now.
-struct Process {
-    name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: Option<String>,
-    child: Child,
-    /// How often it was started again.
-    restarts: u32,
-    /// Deaths in a row within a minute of a start: the backoff doubles with each.
-    failures: u32,
-    started: Instant,
-    /// When a process that died is started again.
-    restart_at: Option<Instant>,
-}
-
-/// How often a supervisor looks at its processes.
-const TEND_EVERY: Duration = Duration::from_millis(200);
-
-/// A process up this long is stable: its next death starts the backoff over.
-const STABLE: Duration = Duration::from_secs(60);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-impl Process {
-    fn start(
-        name: impl Into<String>,
-        args: &[&str],
-        env: &[(&str, &str)],
-        log: Option<&str>,
-    ) -> anyhow::Result<Process> {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let child = spawn(&args, &env, log, 0)?;
-        Ok(Process {
-            name: name.into(),
-            args,
-            env,
-            log: log.map(str::to_owned),
-            child,
-            restarts: 0,
-            failures: 0,
-            started: Instant::now(),
-            restart_at: None,
-        })
-    }
-
-    /// Notices a death, or starts the process again once its backoff ran out.
-    fn tend(&mut self) {
-        let now = Instant::now();
-        if let Some(due) = self.restart_at {
-            if now < due {
-                return;
-            }
-            match spawn(
-                &self.args,
-                &self.env,
-                self.log.as_deref(),
-                self.restarts + 1,
-            ) {
-                Ok(child) => {
-                    self.child = child;
-                    self.restarts += 1;
-                    self.started = now;
-                    self.restart_at = None;
-                    eprintln!(
-                        "pulsaga: {} started again (restart {})",
-                        self.name, self.restarts
-                    );
-                }
-                Err(error) => {
-                    let backoff = self.backoff();
-                    eprintln!(
-                        "pulsaga: starting {} again failed: {error:#}; next try in {backoff:?}",
-                        self.name
-                    );
-                    self.restart_at = Some(now + backoff);
-                }
-            }
-            return;
-        }
-        if let Ok(Some(status)) = self.child.try_wait() {
-            self.failures = if self.started.elapsed() >= STABLE {
-                0
-            } else {
-                self.failures + 1
-            };
-            let backoff = self.backoff();
-            eprintln!(
-                "pulsaga: {} exited ({status}) after {:.1} s; starting it again in {backoff:?}",
-                self.name,
-                self.started.elapsed().as_secs_f64()
-            );
-            self.restart_at = Some(now + backoff);
-        }
-    }
-
-    fn backoff(&self) -> Duration {
-        Duration::from_secs(1)
-            .saturating_mul(2u32.saturating_pow(self.failures.saturating_sub(1)))
-            .min(MAX_BACKOFF)
-    }
-}
-
-fn spawn(
-    args: &[String],
-    env: &[(String, String)],
-    log: Option<&str>,
-    restarts: u32,
-) -> anyhow::Result<Child> {
-    let binary = std::env::current_exe().context("finding this binary")?;
-    let mut command = Command::new(binary);
-    if let Some(filter) = log {
-        command.env("RUST_LOG", filter);
-    }
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("PULSAGA_RESTARTS", restarts.to_string())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting pulsaga {}", args.join(" ")))
-}
-
-/// Waits until the API answers `/readyz`, failing early if a process exits.
-async fn wait_ready(api: &str, children: &mut [Process]) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        for process in children.iter_mut() {
-            if let Some(status) = process.child.try_wait()? {
-                anyhow::bail!(
-                    "{} exited ({status}) before the platform was ready",
-                    process.name
-                );
-            }
-        }
-        if let Ok(response) = http.get(format!("{api}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the platform was not ready within two minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Stops the API first and the payout simulator last, each with SIGTERM and a grace period.
-async fn stop(children: Vec<Process>, postgres: Option<LocalPostgres>, broker: Option<Standalone>) {
-    for Process {
-        name, mut child, ..
-    } in children.into_iter().rev()
-    {
-        if let Some(pid) = child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("pulsaga: {name} did not stop within 20 s; killing it");
-                let _ = child.kill().await;
-            }
-        }
-    }
-    if let Some(broker) = broker
-        && let Err(error) = broker.stop().await
-    {
-        eprintln!("pulsaga: stopping Apache Pulsar failed: {error}");
-    }
-    if let Some(postgres) = postgres {
-        postgres.stop().await;
-    }
-}
-
-/// A PostgreSQL this command started.
-struct LocalPostgres {
-    bin: PathBuf,
-    data: PathBuf,
-    as_postgres: bool,
-}
-
-impl LocalPostgres {
-    async fn restart_immediately(&self) -> anyhow::Result<()> {
-        let status = pg_command(&self.bin, "pg_ctl", self.as_postgres)
-            .args(["-D", &self.data.to_string_lossy(), "-l"])
-            .arg(self.data.join("server.log"))
-            .args(["-m", "immediate", "-w", "restart"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(
-            status.success(),
-            "PostgreSQL did not restart; see {}",
-            self.data.join("server.log").display()
-        );
-        Ok(())
-    }
-
-    async fn stop(self) {
-        let _ = pg_command(&self.bin, "pg_ctl", self.as_postgres)
-            .args([
-                "-D",
-                &self.data.to_string_lossy(),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await;
-    }
-}
-
-/// `tool` from `bin`, run as the `postgres` user when this process is root (PostgreSQL refuses
-/// to run as root).
-fn pg_command(bin: &Path, tool: &str, as_postgres: bool) -> Command {
-    let path = bin.join(tool);
-    if as_postgres {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(path);
-        command
-    } else {
-        Command::new(path)
-    }
-}
-
-/// The PostgreSQL answering on 127.0.0.1:5432 (unless `own`), or one started from the system's
-/// binaries with its data under `data_dir/postgres`.
-async fn local_postgres(
-    data_dir: &Path,
-    own: bool,
-    any_port: bool,
-) -> anyhow::Result<(String, Option<LocalPostgres>)> {
-    let default = "postgres://postgres@127.0.0.1:5432/postgres".to_owned();
-    if !own
-        && tokio::net::TcpStream::connect("127.0.0.1:5432")
-            .await
-            .is_ok()
-    {
-        return Ok((default, None));
-    }
-    let bin = postgres_bin().context(
-        "no PostgreSQL answers on 127.0.0.1:5432 and none is installed (apt-get install postgresql)",
-    )?;
-    let as_postgres = is_root().await;
-    let data = std::path::absolute(data_dir.join("postgres"))?;
-    if !data.join("PG_VERSION").exists() {
-        std::fs::create_dir_all(&data)?;
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres", &data.to_string_lossy()])
-                .status()
-                .await?;
-            anyhow::ensure!(status.success(), "chown of {} failed", data.display());
-            let reachable = Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    "test",
-                    "-w",
-                    &data.to_string_lossy(),
-                ])
-                .status()
-                .await?;
-            anyhow::ensure!(
-                reachable.success(),
-                "the postgres user cannot reach {} (a parent folder is closed to it); pass --data-dir \
-                 a folder it can reach, such as /var/tmp/pulsaga",
-                data.display()
-            );
-        }
-        let status = pg_command(&bin, "initdb", as_postgres)
-            .args([
-                "-D",
-                &data.to_string_lossy(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "initdb failed");
-    }
-    let port = port(5432, any_port)?;
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1",
-        data.display()
-    );
-    let status = pg_command(&bin, "pg_ctl", as_postgres)
-        .args(["-D", &data.to_string_lossy(), "-l"])
-        .arg(data.join("server.log"))
-        .args(["-o", &options, "-w", "start"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await?;
-    anyhow::ensure!(
-        status.success(),
-        "PostgreSQL did not start; see {}",
-        data.join("server.log").display()
-    );
-    Ok((
-        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        Some(LocalPostgres {
-            bin,
-            data,
-            as_postgres,
-        }),
-    ))
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-async fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .await
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }

@@ -11,37 +11,26 @@ pub mod handlers;
 pub mod projections;
 pub mod wire;
 
-use messaging::host::{self, ServiceError, Tasks};
-use messaging::{Client, QueryApi};
-use sqlx::PgPool;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use messaging::host;
 
 /// The subscription (and inbox) name of every commissions consumer.
 pub const SUBSCRIPTION: &str = "commissions";
 
-/// Creates or upgrades the event store and commissions' read models.
-pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
-    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
-}
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Runs the service until `shutdown`: its consumers, outbox relay, projection and query API. If
-/// any of them fails, the others are stopped and the first error is returned.
-pub async fn run(
-    pool: PgPool,
-    client: Arc<Client>,
-    query: QueryApi,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
-    tasks
-        .consume(handlers::Assign::default())
-        .consume(handlers::Reverse::default())
-        .consume(handlers::Reinstate::default())
-        .relay()
-        .prune()
-        .project(projections::CommissionViews)
-        .serve(query, api);
-    tasks.join().await
+/// The commissions service: its consumers of the commission command topics, its projection
+/// and its query API.
+pub fn service() -> host::Service {
+    host::Service {
+        name: SUBSCRIPTION,
+        migrations: &MIGRATIONS,
+        assemble: Box::new(move |tasks| {
+            tasks
+                .consume(handlers::Assign::default())
+                .consume(handlers::Reverse::default())
+                .consume(handlers::Reinstate::default())
+                .project(projections::CommissionViews);
+            Ok(api::router(tasks.pool().clone()))
+        }),
+    }
 }

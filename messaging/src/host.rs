@@ -54,18 +54,55 @@ pub enum ServiceError {
     Serve(#[from] std::io::Error),
 }
 
-/// Creates or upgrades a service's database: the event store's tables, then the service's own
-/// `migrations` (`sqlx::migrate!()` in its crate).
-pub async fn migrate(
-    pool: &PgPool,
-    service: &'static str,
-    migrations: &sqlx::migrate::Migrator,
-) -> Result<(), ServiceError> {
+/// Adds a service's consumers, projections and workers to its tasks (the outbox relay and the
+/// pruning are every service's), and answers its query API.
+pub type Assemble = Box<dyn Fn(&mut Tasks) -> Result<axum::Router, ServiceError> + Send + Sync>;
+
+/// A service as the platform runs it: its name, its migrations and its tasks. [`migrate`] and
+/// [`run`] take any of them; `pulsaga serve`, `pulsaga up` and the tests' platform run the same
+/// ones, listed once (the `platform` crate).
+pub struct Service {
+    /// Its subscription, inbox and relay name, and its database's.
+    pub name: &'static str,
+    /// Its own migrations (`sqlx::migrate!()` in its crate), run after the event store's.
+    pub migrations: &'static sqlx::migrate::Migrator,
+    pub assemble: Assemble,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates or upgrades a service's database: the event store's tables, then the service's own.
+pub async fn migrate(pool: &PgPool, service: &Service) -> Result<(), ServiceError> {
     eventstore::migrate(pool).await?;
-    migrations
+    service
+        .migrations
         .run(pool)
         .await
-        .map_err(|source| ServiceError::Migrate { service, source })
+        .map_err(|source| ServiceError::Migrate {
+            service: service.name,
+            source,
+        })
+}
+
+/// Runs `service` until `shutdown`: its tasks, its outbox relay and pruning, and its query API on
+/// `query`. If any task fails, the others are stopped and the first error is returned.
+pub async fn run(
+    service: &Service,
+    pool: PgPool,
+    client: Arc<Client>,
+    query: QueryApi,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let mut tasks = Tasks::new(service.name, client, pool, shutdown);
+    let api = (service.assemble)(&mut tasks)?;
+    tasks.relay().prune().serve(query, api);
+    tasks.join().await
 }
 
 /// The tasks of one service.
@@ -100,6 +137,16 @@ impl Tasks {
             set: JoinSet::new(),
             metrics: Metrics::default(),
         }
+    }
+
+    /// The service's database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Fires when the service is to stop; a task spawned here ends then.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     /// The process's metrics, for the service's own to join them.

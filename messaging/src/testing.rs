@@ -5,7 +5,6 @@
 use crate::admin::Admin;
 use crate::{Client, PulsarSettings};
 use serde_json::Value;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -152,23 +151,24 @@ pub struct ServiceUnderTest {
 }
 
 impl ServiceUnderTest {
-    /// Runs `run` (a service's `run`, its settings bound) on `pool`, migrated already; commands
-    /// are sent for `tenant`, by the actor `test`.
-    pub async fn start<F, R>(pool: sqlx::PgPool, tenant: &'static str, run: R) -> ServiceUnderTest
-    where
-        R: FnOnce(
-            sqlx::PgPool,
-            Arc<Client>,
-            crate::QueryApi,
-            tokio_util::sync::CancellationToken,
-        ) -> F,
-        F: Future<Output = Result<(), crate::host::ServiceError>> + Send + 'static,
-    {
+    /// Migrates `pool` for `service` and runs the service on it, as `pulsaga serve` does;
+    /// commands are sent for `tenant`, by the actor `test`.
+    pub async fn start(
+        pool: sqlx::PgPool,
+        tenant: &'static str,
+        service: crate::host::Service,
+    ) -> ServiceUnderTest {
+        crate::host::migrate(&pool, &service)
+            .await
+            .expect("migrate");
         let client = client().await;
         let token = crate::ServiceToken::random();
         let (query, base) = query_api(&token).await;
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(run(pool.clone(), client.clone(), query, shutdown.clone()));
+        let task = {
+            let (pool, client, stop) = (pool.clone(), client.clone(), shutdown.clone());
+            tokio::spawn(async move { crate::host::run(&service, pool, client, query, stop).await })
+        };
         ServiceUnderTest {
             client,
             pool,

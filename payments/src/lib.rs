@@ -18,52 +18,43 @@ pub mod wire;
 
 pub use payouts::PayoutSettings;
 
-use messaging::host::{self, ServiceError, Tasks};
-use messaging::{Client, QueryApi};
-use sqlx::PgPool;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use messaging::host::{self, ServiceError};
 
 /// The subscription (and inbox) name of every payments consumer.
 pub const SUBSCRIPTION: &str = "payments";
 
-/// Creates or upgrades the event store, payments' read models and its payout table.
-pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
-    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
-}
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Runs the service until `shutdown`: its consumer, outbox relay, projection, payout worker and
-/// query API. If any of them fails, the others are stopped and the first error is returned.
-pub async fn run(
-    pool: PgPool,
-    client: Arc<Client>,
-    query: QueryApi,
-    payouts: PayoutSettings,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let provider =
-        provider::Provider::new(&payouts.provider_url, payouts.timeout).map_err(|error| {
-            ServiceError::Setup {
-                service: SUBSCRIPTION,
-                source: error.into(),
-            }
-        })?;
-    let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool.clone(), shutdown.clone());
-    let notifications = tasks.notifications().clone();
-    let worker = payouts::run(pool, provider, notifications, payouts, shutdown);
-    tasks
-        .consume(handlers::Request)
-        .consume(handlers::Cancel::default())
-        .consume(handlers::ClawBack::default())
-        .consume(handlers::ClawBackCancellation::default())
-        .relay()
-        .prune()
-        .project(projections::PaymentViews)
-        .spawn(async move {
-            worker.await;
-            Ok(())
-        })
-        .serve(query, api);
-    tasks.join().await
+/// The payments service: its consumers of the payment command topics, its projection, its payout
+/// worker (calling the provider `payouts` names) and its query API.
+pub fn service(payouts: PayoutSettings) -> host::Service {
+    host::Service {
+        name: SUBSCRIPTION,
+        migrations: &MIGRATIONS,
+        assemble: Box::new(move |tasks| {
+            let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)
+                .map_err(|error| ServiceError::Setup {
+                    service: SUBSCRIPTION,
+                    source: error.into(),
+                })?;
+            let worker = payouts::run(
+                tasks.pool().clone(),
+                provider,
+                tasks.notifications().clone(),
+                payouts.clone(),
+                tasks.shutdown().clone(),
+            );
+            tasks
+                .consume(handlers::Request)
+                .consume(handlers::Cancel::default())
+                .consume(handlers::ClawBack::default())
+                .consume(handlers::ClawBackCancellation::default())
+                .project(projections::PaymentViews)
+                .spawn(async move {
+                    worker.await;
+                    Ok(())
+                });
+            Ok(api::router(tasks.pool().clone()))
+        }),
+    }
 }

@@ -127,71 +127,102 @@ async fn feed_locked(
     for entry in &entries {
         next.apply(entry);
     }
-    // The flow's identity comes from the saga's row once it exists, from the trigger before.
-    let (correlation_id, tenant, actor) = match row {
-        Some(row) => (row.correlation_id, row.tenant, row.actor),
-        None => (
-            cause.correlation_id,
-            cause.tenant.clone(),
-            cause.actor.clone(),
-        ),
-    };
-    let traceparent = messaging::current_traceparent().or_else(|| cause.traceparent.clone());
-    let metadata = Metadata {
-        message_id: cause.message_id,
-        correlation_id,
-        causation_id: cause.message_id,
-        saga_id: Some(saga_id),
-        tenant: tenant.clone(),
-        actor: cause.actor.clone().or(actor.clone()),
-        traceparent: traceparent.clone(),
-    };
-    let new_events: Vec<NewEvent> = entries
+    let flow = Flow::of(saga_id, row, cause);
+    let logged: Vec<NewEvent> = entries
         .iter()
         .map(|entry| NewEvent {
             event_id: Uuid::now_v7(),
             event_type: wire::entry_type(entry).to_owned(),
             schema_version: 1,
             payload: wire::encode_entry(entry),
-            metadata: metadata.clone(),
+            metadata: flow.metadata(),
         })
         .collect();
-    eventstore::append(tx, &stream_id(saga_id), "saga", version, &new_events).await?;
+    eventstore::append(tx, &stream_id(saga_id), "saga", version, &logged).await?;
+    let (messages, timers) = flow.outgoing(&entries)?;
+    set_timers(tx, saga_id, &answered(&entries), &timers).await?;
+    outbox::enqueue(tx, &messages).await?;
+    let age = upsert_row(tx, &next, &flow).await?;
+    if next.status != saga.status {
+        count_transition(&next, age);
+    }
+    Ok(entries)
+}
 
-    let answered: Vec<Uuid> = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Entry::StepSucceeded { command_id, .. }
-            | Entry::StepFailed { command_id, .. }
-            | Entry::CompensationSucceeded { command_id, .. }
-            | Entry::CompensationFailed { command_id, .. } => Some(*command_id),
-            _ => None,
-        })
-        .collect();
-    let mut messages = Vec::new();
-    let mut timers = Vec::new();
-    for entry in &entries {
-        // A refused compensation's backoff: a timer keyed by the refused command and the next
-        // attempt, which the definition takes as the signal to send that attempt.
-        if let Entry::CompensationFailed {
-            command_id,
-            attempt,
-            retry_in: Some(retry_in),
-            ..
-        } = entry
-        {
-            timers.push((
-                *command_id,
-                i32::try_from(attempt + 1).unwrap_or(i32::MAX),
-                retry_in.as_secs_f64(),
-            ));
-            continue;
-        }
-        let (Entry::StepCommandSent { sent, .. } | Entry::CompensationCommandSent { sent, .. }) =
-            entry
-        else {
-            continue;
+/// The flow a saga's entries and commands belong to: its identity from the saga's row once it
+/// exists, from the trigger before; the input's cause and trace.
+struct Flow {
+    saga_id: Uuid,
+    correlation_id: Option<Uuid>,
+    tenant: Option<String>,
+    /// Who started the saga.
+    actor: Option<String>,
+    cause: Cause,
+    traceparent: Option<String>,
+}
+
+impl Flow {
+    fn of(saga_id: Uuid, row: Option<Row>, cause: &Cause) -> Flow {
+        let (correlation_id, tenant, actor) = match row {
+            Some(row) => (row.correlation_id, row.tenant, row.actor),
+            None => (
+                cause.correlation_id,
+                cause.tenant.clone(),
+                cause.actor.clone(),
+            ),
         };
+        Flow {
+            saga_id,
+            correlation_id,
+            tenant,
+            actor,
+            traceparent: messaging::current_traceparent().or_else(|| cause.traceparent.clone()),
+            cause: cause.clone(),
+        }
+    }
+
+    /// The log entries' metadata: the input's actor, or the saga's.
+    fn metadata(&self) -> Metadata {
+        Metadata {
+            message_id: self.cause.message_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.cause.message_id,
+            saga_id: Some(self.saga_id),
+            tenant: self.tenant.clone(),
+            actor: self.cause.actor.clone().or(self.actor.clone()),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+
+    /// The commands `entries` send, for the outbox, and the timers they set: each command's
+    /// timeout, and a refused compensation's backoff (keyed by the refused command and the next
+    /// attempt, which the definition takes as the signal to send that attempt).
+    fn outgoing(
+        &self,
+        entries: &[Entry],
+    ) -> Result<(Vec<outbox::Message>, Vec<Timer>), HandlerError> {
+        let mut messages = Vec::new();
+        let mut timers = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::CompensationFailed {
+                    command_id,
+                    attempt,
+                    retry_in: Some(retry_in),
+                    ..
+                } => timers.push(Timer::new(*command_id, attempt + 1, *retry_in)),
+                Entry::StepCommandSent { sent, .. }
+                | Entry::CompensationCommandSent { sent, .. } => {
+                    messages.push(self.command(sent)?);
+                    timers.push(Timer::new(sent.command_id, sent.attempt, sent.timeout));
+                }
+                _ => {}
+            }
+        }
+        Ok((messages, timers))
+    }
+
+    fn command(&self, sent: &crate::definition::Sent) -> Result<outbox::Message, HandlerError> {
         let (topic, message_type, schema_version, payload) = wire::encode_command(&sent.command)
             .map_err(|e| HandlerError::Permanent {
                 code: "unencodable_command".into(),
@@ -201,76 +232,109 @@ async fn feed_locked(
             message_id: sent.command_id,
             message_type: message_type.to_owned(),
             schema_version,
-            correlation_id,
-            causation_id: cause.message_id,
-            saga_id: Some(saga_id),
-            tenant: tenant.clone(),
+            correlation_id: self.correlation_id,
+            causation_id: self.cause.message_id,
+            saga_id: Some(self.saga_id),
+            tenant: self.tenant.clone(),
             actor: Some("sagas".to_owned()),
-            traceparent: traceparent.clone(),
+            traceparent: self.traceparent.clone(),
         };
-        messages.push(outbox::Message {
+        Ok(outbox::Message {
             topic: topic.to_owned(),
-            key: saga_id.to_string(),
+            key: self.saga_id.to_string(),
             payload,
             properties: properties.to_map(),
-        });
-        timers.push((
-            sent.command_id,
-            i32::try_from(sent.attempt).unwrap_or(i32::MAX),
-            sent.timeout.as_secs_f64(),
-        ));
+        })
     }
-    if !answered.is_empty() || !timers.is_empty() {
-        // The answered commands' timeouts go, the sent commands' come, in one statement.
-        sqlx::query(
-            "with answered as (
-                 delete from saga_timers where saga_id = $1 and command_id = any($2)
-             )
-             insert into saga_timers (saga_id, command_id, attempt, due_at)
-             select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
-               from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
-             on conflict do nothing",
-        )
-        .bind(saga_id)
-        .bind(&answered)
-        .bind(timers.iter().map(|t| t.0).collect::<Vec<_>>())
-        .bind(timers.iter().map(|t| t.1).collect::<Vec<_>>())
-        .bind(timers.iter().map(|t| t.2).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-    outbox::enqueue(tx, &messages).await?;
-    let age = upsert_row(tx, &next, correlation_id, tenant, actor).await?;
-    if next.status != saga.status {
-        let labels = crate::metrics::SagaLabels {
-            saga_type: next.definition.saga_type.name().to_owned(),
-            status: next.status.name().to_owned(),
-        };
-        crate::metrics::SAGAS
-            .transitions
-            .get_or_create(&labels)
-            .inc();
-        if matches!(
-            next.status,
-            Status::Completed | Status::Compensated | Status::Parked
-        ) && let Some(seconds) = age
-        {
-            crate::metrics::SAGAS
-                .duration
-                .get_or_create(&labels)
-                .observe(seconds);
+}
+
+/// A durable timer: a command's id, the attempt it fires for, and when.
+struct Timer {
+    command_id: Uuid,
+    attempt: i32,
+    seconds: f64,
+}
+
+impl Timer {
+    fn new(command_id: Uuid, attempt: u32, after: Duration) -> Timer {
+        Timer {
+            command_id,
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            seconds: after.as_secs_f64(),
         }
     }
-    Ok(entries)
+}
+
+/// The commands `entries` record an answer to (or a counted failure of).
+fn answered(entries: &[Entry]) -> Vec<Uuid> {
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::StepSucceeded { command_id, .. }
+            | Entry::StepFailed { command_id, .. }
+            | Entry::CompensationSucceeded { command_id, .. }
+            | Entry::CompensationFailed { command_id, .. } => Some(*command_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The answered commands' timers go, the new ones come, in one statement.
+async fn set_timers(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    answered: &[Uuid],
+    timers: &[Timer],
+) -> Result<(), HandlerError> {
+    if answered.is_empty() && timers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "with answered as (
+             delete from saga_timers where saga_id = $1 and command_id = any($2)
+         )
+         insert into saga_timers (saga_id, command_id, attempt, due_at)
+         select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
+           from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
+         on conflict do nothing",
+    )
+    .bind(saga_id)
+    .bind(answered)
+    .bind(timers.iter().map(|t| t.command_id).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.attempt).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.seconds).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Counts a saga's move to its status, and how long it took to end (or park).
+fn count_transition(saga: &Saga, age: Option<f64>) {
+    let labels = crate::metrics::SagaLabels {
+        saga_type: saga.definition.saga_type.name().to_owned(),
+        status: saga.status.name().to_owned(),
+    };
+    crate::metrics::SAGAS
+        .transitions
+        .get_or_create(&labels)
+        .inc();
+    if matches!(
+        saga.status,
+        Status::Completed | Status::Compensated | Status::Parked
+    ) && let Some(seconds) = age
+    {
+        crate::metrics::SAGAS
+            .duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
 }
 
 /// Writes the saga's row; returns the saga's age in seconds.
 async fn upsert_row(
     tx: &mut PgConnection,
     saga: &Saga,
-    correlation_id: Option<Uuid>,
-    tenant: Option<String>,
-    actor: Option<String>,
+    flow: &Flow,
 ) -> Result<Option<f64>, HandlerError> {
     let Some(data) = &saga.data else {
         return Ok(None);
@@ -292,9 +356,9 @@ async fn upsert_row(
     .bind(data.tracking_id)
     .bind(data.campaign_id)
     .bind(data.partner_id)
-    .bind(correlation_id)
-    .bind(tenant)
-    .bind(actor)
+    .bind(flow.correlation_id)
+    .bind(&flow.tenant)
+    .bind(&flow.actor)
     .bind(current_step)
     .bind(&saga.reason)
     .bind(data.order.as_ref().map(|order| order.order_id.as_str()))

@@ -12,12 +12,8 @@ pub mod metrics;
 pub mod replay;
 pub mod wire;
 
-use messaging::host::{self, ServiceError, Tasks};
-use messaging::{Client, QueryApi};
-use sqlx::PgPool;
-use std::sync::Arc;
+use messaging::host;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The subscription (and inbox) name of the coordinator's consumers.
 pub const SUBSCRIPTION: &str = "sagas";
@@ -27,49 +23,41 @@ pub const SUBSCRIPTION: &str = "sagas";
 /// timeout), so that a timer set while it sleeps does not fire late.
 const TIMERS_LONGEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Creates or upgrades the event store and the coordinator's tables.
-pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
-    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
-}
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Runs the coordinator until `shutdown`: its consumers of the four event topics, the timer
-/// worker, the archiver (sagas that ended more than `archive_after` ago), the outbox relay and
-/// the query API.
-pub async fn run(
-    pool: PgPool,
-    client: Arc<Client>,
-    query: QueryApi,
-    archive_after: Duration,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let timers = {
-        let (pool, stop) = (pool.clone(), shutdown.clone());
-        async move {
-            coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
-            Ok(())
-        }
-    };
-    let archiver = {
-        let (pool, stop) = (pool.clone(), shutdown.clone());
-        async move {
-            archive::run(&pool, archive_after, stop.cancelled()).await;
-            Ok(())
-        }
-    };
-    let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
-    tasks
-        .metrics()
-        .register(|registry| metrics::SAGAS.register(registry));
-    tasks
-        .consume(coordinator::TrackingReplies)
-        .consume(coordinator::CampaignsReplies)
-        .consume(coordinator::CommissionsReplies)
-        .consume(coordinator::PaymentsReplies)
-        .relay()
-        .prune()
-        .spawn(timers)
-        .spawn(archiver)
-        .serve(query, api);
-    tasks.join().await
+/// The coordinator: its consumers of the four event topics, the timer worker, the archiver
+/// (sagas that ended more than `archive_after` ago) and the query API.
+pub fn service(archive_after: Duration) -> host::Service {
+    host::Service {
+        name: SUBSCRIPTION,
+        migrations: &MIGRATIONS,
+        assemble: Box::new(move |tasks| {
+            let (pool, stop) = (tasks.pool().clone(), tasks.shutdown().clone());
+            let timers = {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                async move {
+                    coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
+                    Ok(())
+                }
+            };
+            let archiver = {
+                let pool = pool.clone();
+                async move {
+                    archive::run(&pool, archive_after, stop.cancelled()).await;
+                    Ok(())
+                }
+            };
+            tasks
+                .metrics()
+                .register(|registry| metrics::SAGAS.register(registry));
+            tasks
+                .consume(coordinator::TrackingReplies)
+                .consume(coordinator::CampaignsReplies)
+                .consume(coordinator::CommissionsReplies)
+                .consume(coordinator::PaymentsReplies)
+                .spawn(timers)
+                .spawn(archiver);
+            Ok(api::router(pool))
+        }),
+    }
 }

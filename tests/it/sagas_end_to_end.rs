@@ -473,13 +473,14 @@ async fn a_payment_that_times_out_is_cancelled_or_paid_and_never_both(
     let token = platform.service_token.clone();
     let (query, _) = messaging::testing::query_api(&token).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let payments = tokio::spawn(payments::run(
-        platform.pool("payments").clone(),
-        platform.client.clone(),
-        query,
-        payments::PayoutSettings::new(platform.urls.simulator.clone()),
-        stop.clone(),
+    let service = payments::service(payments::PayoutSettings::new(
+        platform.urls.simulator.clone(),
     ));
+    let (pool, client) = (platform.pool("payments").clone(), platform.client.clone());
+    let payments = tokio::spawn({
+        let stop = stop.clone();
+        async move { messaging::host::run(&service, pool, client, query, stop).await }
+    });
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut ended = Vec::new();
     for &saga_id in &sagas {

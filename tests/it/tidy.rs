@@ -20,6 +20,7 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
         "payments",
         "sagas",
         "bff",
+        "pulsaga-platform",
         "pulsaga-tests",
     ];
     const EVERYTHING: &[&str] = &[
@@ -32,6 +33,7 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
         "payments",
         "sagas",
         "bff",
+        "pulsaga-platform",
     ];
     BTreeMap::from([
         ("schemas", &[][..]),
@@ -43,6 +45,19 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("payments", SERVICE),
         ("sagas", SERVICE),
         ("bff", &["schemas", "messaging"][..]),
+        // The table of the platform's services, which the binary and the tests' platform run.
+        (
+            "pulsaga-platform",
+            &[
+                "messaging",
+                "campaigns",
+                "tracking",
+                "commissions",
+                "payments",
+                "sagas",
+                "bff",
+            ][..],
+        ),
         // The binary's own tests run the platform harness of `tests/` around it.
         ("pulsaga", EVERYTHING_AND_HARNESS),
         ("pulsaga-tests", EVERYTHING),

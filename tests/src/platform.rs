@@ -2,7 +2,8 @@
 //! the four services and the saga coordinator each on its own database and HTTP port, and the
 //! payout simulator.
 
-use messaging::{Client, ServiceToken, effects, testing};
+use bff::services::Service;
+use messaging::{Client, ServiceToken, effects, host, testing};
 use schemas::Message;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -63,9 +64,25 @@ impl Platform {
             .connect_with(connect.clone())
             .await
             .expect("admin");
+        let shutdown = CancellationToken::new();
+        let (sim_listener, sim_url) = listener().await;
+        let mut tasks = Vec::new();
+        let stop = shutdown.child_token();
+        let simulator = payments::simulator::serve(sim_listener, Default::default(), stop.clone());
+        let simulator = tokio::spawn(async move { report("payout simulator", simulator.await) });
+        tasks.push(("payout-sim", stop, simulator));
+
+        // Every service of the platform, as `pulsaga serve` runs it, each on a database and an
+        // HTTP port of its own.
+        let settings = pulsaga_platform::Settings {
+            payout_provider_url: sim_url.clone(),
+            ..Default::default()
+        };
+        let service_token = ServiceToken::random();
         let mut databases = Vec::new();
-        for service in ["campaigns", "tracking", "commissions", "payments", "sagas"] {
-            let name = format!("e2e_{service}_{}", Uuid::new_v4().simple());
+        let mut urls = Vec::new();
+        for kind in Service::ALL {
+            let name = format!("e2e_{}_{}", kind.name(), Uuid::new_v4().simple());
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
                 .execute(&admin)
                 .await
@@ -75,120 +92,36 @@ impl Platform {
                 .connect_with(connect.clone().database(&name))
                 .await
                 .expect("pool");
+            let service = pulsaga_platform::service(kind, &settings);
+            host::migrate(&pool, &service).await.expect("migrate");
+            let (query, url) = testing::query_api(&service_token).await;
+            let stop = shutdown.child_token();
+            let run = {
+                let (pool, client, stop) = (pool.clone(), client.clone(), stop.clone());
+                async move {
+                    report(
+                        kind.name(),
+                        host::run(&service, pool, client, query, stop).await,
+                    )
+                }
+            };
+            tasks.push((kind.name(), stop, tokio::spawn(run)));
             databases.push((name, pool));
+            urls.push(url);
         }
         admin.close().await;
-        let pool = |n: usize| databases[n].1.clone();
-        campaigns::migrate(&pool(0))
-            .await
-            .expect("migrate campaigns");
-        tracking::migrate(&pool(1)).await.expect("migrate tracking");
-        commissions::migrate(&pool(2))
-            .await
-            .expect("migrate commissions");
-        payments::migrate(&pool(3)).await.expect("migrate payments");
-        sagas::migrate(&pool(4)).await.expect("migrate sagas");
-
-        let shutdown = CancellationToken::new();
-        let (sim_listener, sim_url) = listener().await;
-        let mut tasks = Vec::new();
-        let mut spawn =
-            |name: &'static str, task: Box<dyn FnOnce(CancellationToken) -> JoinHandle<()>>| {
-                let stop = shutdown.child_token();
-                tasks.push((name, stop.clone(), task(stop)));
-            };
-        spawn(
-            "payout-sim",
-            Box::new(move |stop| {
-                tokio::spawn(async move {
-                    report(
-                        "payout simulator",
-                        payments::simulator::serve(sim_listener, Default::default(), stop).await,
-                    )
-                })
-            }),
-        );
-        let service_token = ServiceToken::random();
-        let (l0, campaigns_url) = testing::query_api(&service_token).await;
-        let (l1, tracking_url) = testing::query_api(&service_token).await;
-        let (l2, commissions_url) = testing::query_api(&service_token).await;
-        let (l3, payments_url) = testing::query_api(&service_token).await;
-        let (l4, sagas_url) = testing::query_api(&service_token).await;
-        let c = client.clone();
-        let (p0, p1, p2, p3, p4) = (pool(0), pool(1), pool(2), pool(3), pool(4));
-        let sim = sim_url.clone();
-        spawn(
-            "campaigns",
-            Box::new({
-                let c = c.clone();
-                move |stop| {
-                    tokio::spawn(async move {
-                        report("campaigns", campaigns::run(p0, c, l0, stop).await)
-                    })
-                }
-            }),
-        );
-        spawn(
-            "tracking",
-            Box::new({
-                let c = c.clone();
-                move |stop| {
-                    tokio::spawn(
-                        async move { report("tracking", tracking::run(p1, c, l1, stop).await) },
-                    )
-                }
-            }),
-        );
-        spawn(
-            "commissions",
-            Box::new({
-                let c = c.clone();
-                move |stop| {
-                    tokio::spawn(async move {
-                        report("commissions", commissions::run(p2, c, l2, stop).await)
-                    })
-                }
-            }),
-        );
-        spawn(
-            "payments",
-            Box::new({
-                let c = c.clone();
-                move |stop| {
-                    tokio::spawn(async move {
-                        report(
-                            "payments",
-                            payments::run(p3, c, l3, payments::PayoutSettings::new(sim), stop)
-                                .await,
-                        )
-                    })
-                }
-            }),
-        );
-        spawn(
-            "sagas",
-            Box::new({
-                let c = c.clone();
-                move |stop| {
-                    tokio::spawn(async move {
-                        report(
-                            "sagas",
-                            sagas::run(p4, c, l4, sagas::archive::DEFAULT_AGE, stop).await,
-                        )
-                    })
-                }
-            }),
-        );
+        let [campaigns, tracking, commissions, payments, sagas] =
+            <[String; 5]>::try_from(urls).expect("five services");
         Platform {
             client,
             server: connect,
             databases,
             urls: Urls {
-                campaigns: campaigns_url,
-                tracking: tracking_url,
-                commissions: commissions_url,
-                payments: payments_url,
-                sagas: sagas_url,
+                campaigns,
+                tracking,
+                commissions,
+                payments,
+                sagas,
                 simulator: sim_url,
             },
             http: testing::service_client(&service_token),
@@ -212,9 +145,9 @@ impl Platform {
 
     /// The database of one of the five services (`campaigns` … `sagas`), and a pool on it.
     fn database(&self, service: &str) -> &(String, PgPool) {
-        let index = ["campaigns", "tracking", "commissions", "payments", "sagas"]
+        let index = Service::ALL
             .iter()
-            .position(|s| *s == service)
+            .position(|s| s.name() == service)
             .expect("a service of the platform");
         &self.databases[index]
     }

@@ -9,37 +9,26 @@ pub mod handlers;
 pub mod projections;
 pub mod wire;
 
-use messaging::host::{self, ServiceError, Tasks};
-use messaging::{Client, QueryApi};
-use sqlx::PgPool;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use messaging::host;
 
 /// The subscription (and inbox) name of every tracking consumer.
 pub const SUBSCRIPTION: &str = "tracking";
 
-/// Creates or upgrades the event store and tracking's read models.
-pub async fn migrate(pool: &PgPool) -> Result<(), ServiceError> {
-    host::migrate(pool, SUBSCRIPTION, &sqlx::migrate!()).await
-}
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Runs the service until `shutdown`: its consumers, outbox relay, projection and query API. If
-/// any of them fails, the others are stopped and the first error is returned.
-pub async fn run(
-    pool: PgPool,
-    client: Arc<Client>,
-    query: QueryApi,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let api = api::router(pool.clone());
-    let mut tasks = Tasks::new(SUBSCRIPTION, client, pool, shutdown);
-    tasks
-        .consume(handlers::Record)
-        .consume(handlers::Confirm)
-        .consume(handlers::Fail)
-        .relay()
-        .prune()
-        .project(projections::TrackingViews)
-        .serve(query, api);
-    tasks.join().await
+/// The tracking service: its consumers of the tracking command topics, its projection and its
+/// query API.
+pub fn service() -> host::Service {
+    host::Service {
+        name: SUBSCRIPTION,
+        migrations: &MIGRATIONS,
+        assemble: Box::new(move |tasks| {
+            tasks
+                .consume(handlers::Record)
+                .consume(handlers::Confirm)
+                .consume(handlers::Fail)
+                .project(projections::TrackingViews);
+            Ok(api::router(tasks.pool().clone()))
+        }),
+    }
 }

@@ -16,7 +16,12 @@ use uuid::Uuid;
 type Service = messaging::testing::ServiceUnderTest;
 
 async fn start(connect: PgConnectOptions) -> Service {
-    Service::start(database(connect, 20).await, "advertiser-1", campaigns::run).await
+    Service::start(
+        database(connect, 20).await,
+        "advertiser-1",
+        campaigns::service(),
+    )
+    .await
 }
 
 /// A fresh, migrated campaigns database.
@@ -26,7 +31,9 @@ async fn database(connect: PgConnectOptions, connections: u32) -> PgPool {
         .connect_with(connect)
         .await
         .expect("database");
-    campaigns::migrate(&pool).await.expect("migrate");
+    messaging::host::migrate(&pool, &campaigns::service())
+        .await
+        .expect("migrate");
     pool
 }
 

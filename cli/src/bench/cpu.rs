@@ -2,6 +2,7 @@
 //! the Apache Pulsar broker's and the bench's own, so that what a load cost can be divided by the
 //! sagas it completed.
 
+use super::{Figure, flow::Point};
 use serde::Serialize;
 use std::path::Path;
 
@@ -78,4 +79,49 @@ fn process_time(process: &Path) -> Option<(&'static str, f64)> {
         .map(|t| t.parse::<f64>().unwrap_or(0.0))
         .sum();
     Some((name, time / TICKS))
+}
+
+/// What a completed saga costs in CPU at the load that completed the most per second, and the
+/// rate the machine's cores allow at that cost: the ceiling on sustained sagas/s.
+pub(super) fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
+    let Some((point, cpu)) = curve
+        .iter()
+        .filter(|p| p.completed > 0)
+        .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+        .and_then(|p| Some((p, p.cpu?)))
+    else {
+        return Vec::new();
+    };
+    let per_saga = |seconds: f64| seconds * 1e3 / point.completed as f64;
+    let platform = per_saga(cpu.machine - cpu.postgres - cpu.broker - cpu.bench);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let at = point.offered;
+    vec![
+        Figure::info(
+            format!("CPU per completed saga at {at} sagas/s offered, bench's own excluded"),
+            platform + per_saga(cpu.postgres) + per_saga(cpu.broker),
+            "ms",
+        ),
+        Figure::info(
+            format!("of which PostgreSQL, at {at} sagas/s offered"),
+            per_saga(cpu.postgres),
+            "ms",
+        ),
+        Figure::info(
+            format!("of which Apache Pulsar, at {at} sagas/s offered"),
+            per_saga(cpu.broker),
+            "ms",
+        ),
+        Figure::info(
+            format!("the bench's own load and log follower, at {at} sagas/s offered"),
+            per_saga(cpu.bench),
+            "ms",
+        ),
+        Figure::info(
+            format!("sagas/s that {cores} cores allow at that CPU per saga"),
+            cores * 1e3 / (platform + per_saga(cpu.postgres) + per_saga(cpu.broker)),
+            "sagas/s",
+        )
+        .beside("300 sagas/s goal", 300.0),
+    ]
 }

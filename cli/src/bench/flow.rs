@@ -3,7 +3,10 @@
 //! recorded conversion to the completed saga, next to the lower bound of the durable commits on
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
-use super::cpu::Cpu;
+use super::bounds::{acceptance, broker_round_trip, commit_latency, provider_call};
+use super::cpu::{Cpu, cpu_figures};
+use super::listing::saga_list;
+use super::storage::{drop_databases, storage, tables_before};
 use super::{Figure, Scale};
 use crate::client::ApiClient;
 use crate::settings::Jwt;
@@ -53,20 +56,17 @@ const COMMITS_ON_PATH: u32 = 1 + 5 + 4 + 2;
 /// each of the four steps' command and answer.
 const HOPS_ON_PATH: u32 = 2 + 4 * 2;
 
-/// The topic the bench times broker round trips on (no process of the platform uses it).
-const PROBE_TOPIC: &str = "pulsaga-bench-round-trips";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).copied().unwrap_or_default()
 }
 
 /// The API, and the token the bench calls it with.
-struct Api {
-    client: ApiClient,
-    token: String,
+pub(super) struct Api {
+    pub(super) client: ApiClient,
+    pub(super) token: String,
     /// The Apache Pulsar JVM the platform started, whose CPU is counted apart.
-    broker: Option<u32>,
+    pub(super) broker: Option<u32>,
 }
 
 /// A campaign paying 10 % of each order, with one partner, made by the advertiser `token` acts
@@ -372,114 +372,6 @@ async fn log_end(http: &reqwest::Client, sagas_url: &str) -> anyhow::Result<i64>
     }
 }
 
-/// What the API did with `POST /v1/tracking-events` from many callers at once.
-struct Acceptance {
-    /// Accepted per second.
-    rate: f64,
-    p99: Duration,
-    /// Answered otherwise (the API shedding load included), or not answered.
-    failed: usize,
-}
-
-/// Requests per second and p99 of `POST /v1/tracking-events` with `concurrency` callers.
-/// Each caller has a token of its own: the API limits requests per caller. A caller goes on
-/// after an error; the errors are counted.
-async fn acceptance(
-    api: &Api,
-    (campaign, partner): (&str, &str),
-    tokens: Vec<String>,
-    duration: Duration,
-) -> anyhow::Result<Acceptance> {
-    let end = Instant::now() + duration;
-    let mut callers = tokio::task::JoinSet::new();
-    for token in tokens {
-        let (http, base) = (api.client.http.clone(), api.client.base.clone());
-        let body = json!({ "campaign_id": campaign, "partner_id": partner, "kind": "lead" });
-        callers.spawn(async move {
-            let (mut times, mut failed) = (Vec::new(), 0);
-            while Instant::now() < end {
-                let sent = Instant::now();
-                let answer = http
-                    .post(format!("{base}/v1/tracking-events"))
-                    .bearer_auth(&token)
-                    .json(&body)
-                    .send()
-                    .await;
-                match answer {
-                    Ok(response) if response.status().is_success() => times.push(sent.elapsed()),
-                    _ => failed += 1,
-                }
-            }
-            (times, failed)
-        });
-    }
-    let (mut times, mut failed) = (Vec::new(), 0);
-    while let Some(done) = callers.join_next().await {
-        let (caller_times, caller_failed) = done?;
-        times.extend(caller_times);
-        failed += caller_failed;
-    }
-    times.sort();
-    Ok(Acceptance {
-        rate: times.len() as f64 / duration.as_secs_f64(),
-        p99: percentile(&times, 0.99),
-        failed,
-    })
-}
-
-/// The median of `times`.
-fn median_of(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    percentile(&times, 0.5)
-}
-
-/// The broker's part of one hop, measured now: a message from its send to its arrival at a
-/// consumer, on the broker the platform's processes use (median of `probes`).
-async fn broker_round_trip(platform: &Platform, probes: usize) -> anyhow::Result<Duration> {
-    let client = messaging::Client::connect(messaging::PulsarSettings::new(
-        &platform.pulsar_url,
-        &platform.pulsar_admin_url,
-    ))
-    .await?;
-    let times = client.round_trips(PROBE_TOPIC, probes).await;
-    client.close().await;
-    Ok(median_of(times?))
-}
-
-/// One call to the payout provider, measured now (median of `probes` lookups of an unknown key).
-async fn provider_call(simulator: &str, probes: usize) -> anyhow::Result<Duration> {
-    let provider = payments::provider::Provider::new(simulator, Duration::from_secs(5))?;
-    let mut times = Vec::with_capacity(probes);
-    for n in 0..probes {
-        let started = Instant::now();
-        provider.lookup(&format!("bench-probe-{n}")).await?;
-        times.push(started.elapsed());
-    }
-    Ok(median_of(times))
-}
-
-/// The durable commit latency on the server, measured now.
-async fn commit_latency(database_url: &str) -> anyhow::Result<Duration> {
-    let pool = sqlx::PgPool::connect(database_url).await?;
-    sqlx::raw_sql("create table if not exists pulsaga_bench_commit (n int)")
-        .execute(&pool)
-        .await?;
-    let probes = 200;
-    let started = Instant::now();
-    for n in 0..probes {
-        sqlx::query("insert into pulsaga_bench_commit values ($1)")
-            .bind(n)
-            .execute(&pool)
-            .await?;
-    }
-    let latency = started.elapsed() / probes as u32;
-    sqlx::raw_sql("drop table pulsaga_bench_commit")
-        .execute(&pool)
-        .await?;
-    pool.close().await;
-    Ok(latency)
-}
-
 pub async fn measure(
     database_url: &str,
     scale: Scale,
@@ -666,221 +558,4 @@ async fn drive(
         ));
     }
     Ok((figures, curve))
-}
-
-/// How fast the saga list answers once the loads have filled the coordinator: what the console
-/// asks for when it opens the list, pages on, searches and filters.
-struct Listing {
-    sagas: u64,
-    times: Vec<(&'static str, Duration)>,
-}
-
-/// Times each of the console's saga-list requests `probes` times (the median), as an admin.
-async fn saga_list(client: &ApiClient, admin: &str, probes: usize) -> anyhow::Result<Listing> {
-    let get = |path: String| async move {
-        let started = Instant::now();
-        let (status, body) = client
-            .send(reqwest::Method::GET, &path, admin, None)
-            .await?;
-        anyhow::ensure!(status.is_success(), "GET {path}: {status} {body}");
-        Ok::<_, anyhow::Error>((started.elapsed(), body))
-    };
-    let (_, first) = get("/v1/sagas?limit=50".into()).await?;
-    let sagas = first["counts"].as_object().map_or(0, |counts| {
-        counts.values().filter_map(serde_json::Value::as_u64).sum()
-    });
-    let next = first["next"].as_str().unwrap_or_default().to_owned();
-    let order = first["sagas"][0]["order_id"]
-        .as_str()
-        .unwrap_or("none")
-        .to_owned();
-    let requests = [
-        (
-            "first page of 50 with counts",
-            "/v1/sagas?limit=50".to_owned(),
-        ),
-        (
-            "next page of 50",
-            format!("/v1/sagas?limit=50&cursor={next}"),
-        ),
-        (
-            "search by order id",
-            format!("/v1/sagas?limit=50&key={order}"),
-        ),
-        (
-            "completed sagas",
-            "/v1/sagas?limit=50&status=completed".to_owned(),
-        ),
-        (
-            "stalled for more than a minute",
-            "/v1/sagas?limit=50&stalled_for=60".to_owned(),
-        ),
-    ];
-    let mut times = Vec::new();
-    for (what, path) in requests {
-        let mut samples = Vec::with_capacity(probes);
-        for _ in 0..probes {
-            samples.push(get(path.clone()).await?.0);
-        }
-        times.push((what, median_of(samples)));
-    }
-    Ok(Listing { sagas, times })
-}
-
-/// What a completed saga costs in CPU at the load that completed the most per second, and the
-/// rate the machine's cores allow at that cost: the ceiling on sustained sagas/s.
-fn cpu_figures(curve: &[Point]) -> Vec<Figure> {
-    let Some((point, cpu)) = curve
-        .iter()
-        .filter(|p| p.completed > 0)
-        .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
-        .and_then(|p| Some((p, p.cpu?)))
-    else {
-        return Vec::new();
-    };
-    let per_saga = |seconds: f64| seconds * 1e3 / point.completed as f64;
-    let platform = per_saga(cpu.machine - cpu.postgres - cpu.broker - cpu.bench);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-    let at = point.offered;
-    vec![
-        Figure::info(
-            format!("CPU per completed saga at {at} sagas/s offered, bench's own excluded"),
-            platform + per_saga(cpu.postgres) + per_saga(cpu.broker),
-            "ms",
-        ),
-        Figure::info(
-            format!("of which PostgreSQL, at {at} sagas/s offered"),
-            per_saga(cpu.postgres),
-            "ms",
-        ),
-        Figure::info(
-            format!("of which Apache Pulsar, at {at} sagas/s offered"),
-            per_saga(cpu.broker),
-            "ms",
-        ),
-        Figure::info(
-            format!("the bench's own load and log follower, at {at} sagas/s offered"),
-            per_saga(cpu.bench),
-            "ms",
-        ),
-        Figure::info(
-            format!("sagas/s that {cores} cores allow at that CPU per saga"),
-            cores * 1e3 / (platform + per_saga(cpu.postgres) + per_saga(cpu.broker)),
-            "sagas/s",
-        )
-        .beside("300 sagas/s goal", 300.0),
-    ]
-}
-
-/// Drops the databases `up` created for the bench.
-/// The services' databases, one pool each.
-async fn service_pools(
-    database_url: &str,
-    prefix: &str,
-) -> anyhow::Result<Vec<(crate::Service, sqlx::PgPool)>> {
-    let server: sqlx::postgres::PgConnectOptions = database_url.parse()?;
-    let mut pools = Vec::new();
-    for service in crate::Service::ALL {
-        let name = format!("{prefix}{}", service.name());
-        let pool = sqlx::PgPool::connect_with(server.clone().database(&name)).await?;
-        pools.push((service, pool));
-    }
-    Ok(pools)
-}
-
-/// Bytes in the services' tables, indexes and TOAST included: (all of them, the archive left out).
-async fn table_bytes(pools: &[(crate::Service, sqlx::PgPool)]) -> anyhow::Result<(i64, i64)> {
-    let (mut all, mut hot) = (0, 0);
-    for (_, pool) in pools {
-        let (a, h): (i64, i64) = sqlx::query_as(
-            "select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint,
-                    coalesce(sum(pg_total_relation_size(c.oid))
-                               filter (where c.relname not like 'archived\\_%'), 0)::bigint
-               from pg_class c join pg_namespace n on n.oid = c.relnamespace
-              where c.relkind = 'r' and n.nspname = 'public'",
-        )
-        .fetch_one(pool)
-        .await?;
-        all += a;
-        hot += h;
-    }
-    Ok((all, hot))
-}
-
-/// The size of the services' tables (all, and without the archive) before a load.
-pub(crate) async fn tables_before(database_url: &str, prefix: &str) -> anyhow::Result<(i64, i64)> {
-    let pools = service_pools(database_url, prefix).await?;
-    let empty = table_bytes(&pools).await?;
-    for (_, pool) in pools {
-        pool.close().await;
-    }
-    Ok(empty)
-}
-
-/// What a saga adds to the services' tables, beyond their size before the load (`empty`): as
-/// the run left them, then after pruning all that can be pruned and archiving every ended saga
-/// (retention and age 0) and compacting the tables, with and without the archive.
-pub(crate) async fn storage(
-    database_url: &str,
-    prefix: &str,
-    empty: (i64, i64),
-) -> anyhow::Result<Vec<Figure>> {
-    let pools = service_pools(database_url, prefix).await?;
-    let sagas_pool = &pools
-        .iter()
-        .find(|(service, _)| *service == crate::Service::Sagas)
-        .context("the coordinator's database")?
-        .1;
-    let sagas: i64 = sqlx::query_scalar("select count(*) from sagas")
-        .fetch_one(sagas_pool)
-        .await?;
-    let (left, _) = table_bytes(&pools).await?;
-    for (service, pool) in &pools {
-        eventstore::prune::prune(pool, Duration::ZERO).await?;
-        if *service == crate::Service::Sagas {
-            sagas::archive::archive_ended(pool, Duration::ZERO).await?;
-        }
-        sqlx::raw_sql("vacuum full").execute(pool).await?;
-    }
-    let (all, hot) = table_bytes(&pools).await?;
-    for (_, pool) in pools {
-        pool.close().await;
-    }
-    let per_saga = |bytes: i64, before: i64| (bytes - before) as f64 / sagas.max(1) as f64;
-    Ok(vec![
-        Figure::info(
-            format!("storage a saga adds, as the run left it ({sagas} sagas)"),
-            per_saga(left, empty.0),
-            "bytes",
-        ),
-        Figure::info(
-            "storage a saga adds, pruned and archived: hot tables",
-            per_saga(hot, empty.1),
-            "bytes",
-        ),
-        Figure::info(
-            "storage a saga adds, pruned and archived: archive included",
-            per_saga(all, empty.0),
-            "bytes",
-        ),
-    ])
-}
-
-async fn drop_databases(database_url: &str, prefix: &str) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(database_url).await?;
-    let names: Vec<String> =
-        sqlx::query_scalar("select datname from pg_database where starts_with(datname, $1)")
-            .bind(prefix)
-            .fetch_all(&pool)
-            .await?;
-    for name in names {
-        // Names the bench made from its own prefix and the services' names.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "drop database if exists \"{name}\" with (force)"
-        )))
-        .execute(&pool)
-        .await?;
-    }
-    pool.close().await;
-    Ok(())
 }

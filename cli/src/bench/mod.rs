@@ -4,13 +4,17 @@
 //! `--out`, and prints the Markdown table.
 
 mod append;
+mod bounds;
 mod chart;
 mod codec;
 mod cpu;
 mod flow;
+mod listing;
 mod rebuild;
+mod storage;
 
-pub(crate) use flow::{campaign_for, set_up, storage, tables_before};
+pub(crate) use flow::{campaign_for, set_up};
+pub(crate) use storage::{storage, tables_before};
 
 use anyhow::Context;
 use serde::Serialize;

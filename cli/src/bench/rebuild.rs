@@ -64,7 +64,7 @@ async fn raw_read(pool: &PgPool) -> anyhow::Result<usize> {
 pub async fn measure(server: &PgConnectOptions, scale: Scale) -> anyhow::Result<Vec<Figure>> {
     let (events, rounds) = scale.pick((500, 1), (20_000, 3), (100_000, 5));
     let pool = super::create_database(server, DATABASE).await?;
-    tracking::migrate(&pool).await?;
+    messaging::host::migrate(&pool, &tracking::service()).await?;
     fill(&pool, events).await?;
     let views = tracking::projections::TrackingViews;
     projection::catch_up(&pool, &views).await?;

@@ -77,7 +77,10 @@ async fn the_coordinator_archives_sagas_that_ended_long_enough_ago() {
     let pulsar = messaging::testing::settings().await;
     let database = Database::create().await;
     let pool = database.pool().await;
-    sagas::migrate(&pool).await.expect("migrate");
+    let service = sagas::service(sagas::archive::DEFAULT_AGE);
+    messaging::host::migrate(&pool, &service)
+        .await
+        .expect("migrate");
     let saga_id = completed_saga(&pool).await;
     sqlx::query("update sagas set updated_at = now() - interval '2 days'")
         .execute(&pool)

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 /// Serves the query API alone; returns its base URL.
 async fn serve(pool: PgPool) -> String {
-    commissions::migrate(&pool).await.expect("migrate");
+    messaging::host::migrate(&pool, &commissions::service())
+        .await
+        .expect("migrate");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listen");

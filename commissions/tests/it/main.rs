@@ -15,6 +15,5 @@ async fn start(connect: PgConnectOptions) -> Service {
         .connect_with(connect)
         .await
         .expect("database");
-    commissions::migrate(&pool).await.expect("migrate");
-    Service::start(pool, "advertiser-1", commissions::run).await
+    Service::start(pool, "advertiser-1", commissions::service()).await
 }

@@ -80,7 +80,10 @@ async fn database(connect: PgConnectOptions) -> PgPool {
         .connect_with(connect)
         .await
         .expect("database");
-    payments::migrate(&pool).await.expect("migrate");
+    let service = payments::service(PayoutSettings::new("http://127.0.0.1:1"));
+    messaging::host::migrate(&pool, &service)
+        .await
+        .expect("migrate");
     pool
 }
 
@@ -116,9 +119,8 @@ impl Service {
             poll: Duration::from_millis(25),
             ..PayoutSettings::new(simulator.base.clone())
         };
-        let run =
-            |pool, client, query, shutdown| payments::run(pool, client, query, payouts, shutdown);
-        let service = messaging::testing::ServiceUnderTest::start(pool, "partner-1", run).await;
+        let service = payments::service(payouts);
+        let service = messaging::testing::ServiceUnderTest::start(pool, "partner-1", service).await;
         Service { service, simulator }
     }
 

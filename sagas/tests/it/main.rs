@@ -21,7 +21,10 @@ async fn database(connect: PgConnectOptions) -> PgPool {
         .connect_with(connect)
         .await
         .expect("database");
-    sagas::migrate(&pool).await.expect("migrate");
+    let service = sagas::service(sagas::archive::DEFAULT_AGE);
+    messaging::host::migrate(&pool, &service)
+        .await
+        .expect("migrate");
     pool
 }
 

@@ -14,8 +14,7 @@ async fn start(connect: PgConnectOptions) -> Service {
         .connect_with(connect)
         .await
         .expect("database");
-    tracking::migrate(&pool).await.expect("migrate");
-    Service::start(pool, "advertiser-1", tracking::run).await
+    Service::start(pool, "advertiser-1", tracking::service()).await
 }
 
 fn micros_now() -> i64 {

@@ -1,0 +1,68 @@
+//! The console's saga list, timed once the loads have filled the coordinator.
+
+use super::bounds::median_of;
+use crate::client::ApiClient;
+use std::time::{Duration, Instant};
+
+/// How fast the saga list answers once the loads have filled the coordinator: what the console
+/// asks for when it opens the list, pages on, searches and filters.
+pub(super) struct Listing {
+    pub(super) sagas: u64,
+    pub(super) times: Vec<(&'static str, Duration)>,
+}
+
+/// Times each of the console's saga-list requests `probes` times (the median), as an admin.
+pub(super) async fn saga_list(
+    client: &ApiClient,
+    admin: &str,
+    probes: usize,
+) -> anyhow::Result<Listing> {
+    let get = |path: String| async move {
+        let started = Instant::now();
+        let (status, body) = client
+            .send(reqwest::Method::GET, &path, admin, None)
+            .await?;
+        anyhow::ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok::<_, anyhow::Error>((started.elapsed(), body))
+    };
+    let (_, first) = get("/v1/sagas?limit=50".into()).await?;
+    let sagas = first["counts"].as_object().map_or(0, |counts| {
+        counts.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    let next = first["next"].as_str().unwrap_or_default().to_owned();
+    let order = first["sagas"][0]["order_id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned();
+    let requests = [
+        (
+            "first page of 50 with counts",
+            "/v1/sagas?limit=50".to_owned(),
+        ),
+        (
+            "next page of 50",
+            format!("/v1/sagas?limit=50&cursor={next}"),
+        ),
+        (
+            "search by order id",
+            format!("/v1/sagas?limit=50&key={order}"),
+        ),
+        (
+            "completed sagas",
+            "/v1/sagas?limit=50&status=completed".to_owned(),
+        ),
+        (
+            "stalled for more than a minute",
+            "/v1/sagas?limit=50&stalled_for=60".to_owned(),
+        ),
+    ];
+    let mut times = Vec::new();
+    for (what, path) in requests {
+        let mut samples = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            samples.push(get(path.clone()).await?.0);
+        }
+        times.push((what, median_of(samples)));
+    }
+    Ok(Listing { sagas, times })
+}

@@ -1,0 +1,317 @@
+//! What `pulsaga chaos` checks once the load is sent and the faults are over, from the outside:
+//! quiet (every accepted command answered, no saga running, every projection caught up), then
+//! every accepted command took effect once, every saga ended, no payout was made twice, no
+//! commission doubled, the budget balances.
+
+use super::{Accepted, Summary};
+use anyhow::Context;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// Where the checks look.
+pub(super) struct Urls {
+    pub(super) api: String,
+    pub(super) sagas: String,
+    pub(super) tracking: String,
+    pub(super) commissions: String,
+    pub(super) payments: String,
+    pub(super) campaigns: String,
+    pub(super) simulator: String,
+}
+
+/// Quiet: every accepted command has its outcome, no saga is running or compensating, and every
+/// projection has caught up with its log.
+pub(super) async fn quiet(
+    http: &reqwest::Client,
+    urls: &Urls,
+    pending: &mut HashSet<String>,
+) -> anyhow::Result<bool> {
+    let mut settled = Vec::new();
+    for id in pending.iter() {
+        let outcome = get(http, &format!("{}/commands/{id}", urls.tracking)).await;
+        if outcome.is_some_and(|outcome| outcome["status"] != "pending") {
+            settled.push(id.clone());
+        }
+    }
+    for id in settled {
+        pending.remove(&id);
+    }
+    if !pending.is_empty() {
+        return Ok(false);
+    }
+    for status in ["running", "compensating"] {
+        let listed = get(
+            http,
+            &format!("{}/sagas?status={status}&limit=1", urls.sagas),
+        )
+        .await;
+        if listed.is_none_or(|body| body["sagas"].as_array().is_none_or(|s| !s.is_empty())) {
+            return Ok(false);
+        }
+    }
+    let Some(ready) = get(http, &format!("{}/readyz", urls.api)).await else {
+        return Ok(false);
+    };
+    let caught_up = ready["projections"].as_object().is_some_and(|services| {
+        services
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|projections| projections.values())
+            .all(|lag| lag["events"] == 0)
+    });
+    Ok(caught_up)
+}
+
+/// The JSON of a 2xx answer to a GET, or `None`.
+pub(super) async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let response = http.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Every accepted tracking event succeeded, as the tracking service, which decides them, recorded
+/// (asked there: the API's rate limit is for clients, not for an audit of thousands).
+pub(super) async fn check_commands(
+    http: &reqwest::Client,
+    urls: &Urls,
+    accepted: &[Accepted],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for conversion in accepted {
+        let id = &conversion.command_id;
+        let outcome = get(http, &format!("{}/commands/{id}", urls.tracking))
+            .await
+            .unwrap_or_default();
+        if outcome["status"] != "succeeded" {
+            summary.lost.push(format!(
+                "command {id} of saga {}: {}",
+                conversion.saga_id, outcome
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every accepted tracking event's saga exists and ended.
+pub(super) async fn check_sagas(
+    http: &reqwest::Client,
+    urls: &Urls,
+    accepted: &[Accepted],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for conversion in accepted {
+        let id = &conversion.saga_id;
+        let Some(saga) = get(http, &format!("{}/sagas/{id}", urls.sagas)).await else {
+            summary.lost.push(format!("saga {id} never started"));
+            continue;
+        };
+        match saga["saga"]["status"].as_str() {
+            Some("completed") => {
+                summary.sagas.completed += 1;
+                let saga_type = saga["saga"]["saga_type"].as_str().unwrap_or("?");
+                *summary
+                    .sagas
+                    .completed_by_type
+                    .entry(saga_type.to_owned())
+                    .or_default() += 1;
+            }
+            Some("compensated") => {
+                summary.sagas.compensated += 1;
+                let reason = saga["saga"]["reason"].as_str().unwrap_or("no reason given");
+                let kind = reason.split_once(": ").map_or(reason, |(kind, _)| kind);
+                *summary
+                    .sagas
+                    .compensated_because
+                    .entry(kind.to_owned())
+                    .or_default() += 1;
+            }
+            other => {
+                // Why it stopped: the last reason its log gives (a parked saga's is the
+                // compensation that kept failing), else the saga's own.
+                let last_reason = saga["timeline"]
+                    .as_array()
+                    .and_then(|log| log.iter().rev().find_map(|entry| entry["reason"].as_str()));
+                summary.stuck.push(format!(
+                    "saga {id}: {} at {} ({})",
+                    other.unwrap_or("?"),
+                    saga["saga"]["current_step"],
+                    last_reason
+                        .or(saga["saga"]["reason"].as_str())
+                        .unwrap_or("no reason given")
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A service's whole log, page by page.
+pub(super) async fn log(http: &reqwest::Client, service_url: &str) -> anyhow::Result<Vec<Value>> {
+    let (mut events, mut after) = (Vec::new(), 0);
+    loop {
+        let page = get(
+            http,
+            &format!("{service_url}/events?after={after}&limit=1000"),
+        )
+        .await
+        .with_context(|| format!("reading the log of {service_url}"))?;
+        let page_events = page["events"].as_array().cloned().unwrap_or_default();
+        if page_events.is_empty() {
+            return Ok(events);
+        }
+        after = page["next"].as_i64().context("a next position")?;
+        events.extend(page_events);
+    }
+}
+
+/// No tracking event was recorded twice and no saga started twice.
+pub(super) async fn check_once(
+    http: &reqwest::Client,
+    urls: &Urls,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    for (url, event_type) in [
+        (&urls.tracking, "TrackingEventRecorded"),
+        (&urls.sagas, "SagaStarted"),
+    ] {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for event in log(http, url).await? {
+            if event["event_type"] == event_type {
+                let stream = event["stream_id"].as_str().unwrap_or_default().to_owned();
+                *counts.entry(stream).or_default() += 1;
+            }
+        }
+        for (stream, count) in counts.into_iter().filter(|(_, count)| *count > 1) {
+            summary
+                .doubled
+                .push(format!("{event_type} {count} times on {stream}"));
+        }
+    }
+    Ok(())
+}
+
+/// No commission twice for one tracking event, no payout made twice, and each campaign's
+/// reservations equal the net of its commissions.
+pub(super) async fn check_money(
+    http: &reqwest::Client,
+    urls: &Urls,
+    (campaigns, partner): ([&str; 2], &str),
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let mut commissions = Vec::new();
+    let mut after = None;
+    loop {
+        let cursor = after.map_or(String::new(), |position: i64| format!("&after={position}"));
+        let page = get(
+            http,
+            &format!(
+                "{}/partners/{partner}/commissions?limit=1000{cursor}",
+                urls.commissions
+            ),
+        )
+        .await
+        .context("the partner's commissions")?;
+        commissions.extend(page["commissions"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut by_tracking: HashMap<String, usize> = HashMap::new();
+    for commission in &commissions {
+        let tracking = commission["tracking_id"].as_str().unwrap_or_default();
+        *by_tracking.entry(tracking.to_owned()).or_default() += 1;
+    }
+    for (tracking, count) in by_tracking.into_iter().filter(|(_, count)| *count > 1) {
+        summary
+            .doubled
+            .push(format!("{count} commissions for tracking event {tracking}"));
+    }
+
+    let stats = get(http, &format!("{}/stats", urls.simulator))
+        .await
+        .context("the provider's stats")?;
+    let mut payments = Vec::new();
+    loop {
+        let page = get(
+            http,
+            &format!(
+                "{}/partners/{partner}/payments?limit=1000&offset={}",
+                urls.payments,
+                payments.len()
+            ),
+        )
+        .await
+        .context("the partner's payments")?;
+        let page_payments = page["payments"].as_array().cloned().unwrap_or_default();
+        if page_payments.is_empty() {
+            break;
+        }
+        payments.extend(page_payments);
+    }
+    let completed: Vec<&Value> = payments
+        .iter()
+        .filter(|payment| payment["status"] == "completed")
+        .collect();
+    let orders_completed = summary
+        .sagas
+        .completed_by_type
+        .get("order-to-payment")
+        .copied()
+        .unwrap_or_default();
+    if orders_completed != completed.len() {
+        summary.unbalanced.push(format!(
+            "{orders_completed} order-to-payment sagas completed, {} payments completed",
+            completed.len()
+        ));
+    }
+    let executions = stats["executions"].as_u64().unwrap_or_default();
+    if executions != completed.len() as u64 {
+        summary.doubled.push(format!(
+            "the provider made {executions} payouts for {} completed payments",
+            completed.len()
+        ));
+    }
+    for payment in completed {
+        let id = payment["payment_id"].as_str().unwrap_or_default();
+        let payout = get(http, &format!("{}/payouts/{id}", urls.simulator)).await;
+        let paid = payout.is_some_and(|payout| {
+            payout["status"] == "paid" && payout["reference"] == payment["provider_reference"]
+        });
+        if !paid {
+            summary
+                .doubled
+                .push(format!("payment {id} is completed without its payout"));
+        }
+    }
+
+    for campaign in campaigns {
+        let reserved = get(http, &format!("{}/campaigns/{campaign}", urls.campaigns))
+            .await
+            .context("the campaign")?["reserved"]
+            .as_i64()
+            .unwrap_or_default();
+        let net: i64 = get(
+            http,
+            &format!(
+                "{}/campaigns/{campaign}/commissions/summary",
+                urls.commissions
+            ),
+        )
+        .await
+        .context("the campaign's commissions")?["currencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|currency| currency["net"].as_i64())
+            .sum();
+        if reserved != net {
+            summary.unbalanced.push(format!(
+                "campaign {campaign}: {reserved} reserved, commissions net {net}"
+            ));
+        }
+    }
+    Ok(())
+}
