@@ -1,7 +1,7 @@
 //! The bounds a saga's latency is measured against: how fast the API accepts, a broker round
 //! trip, a payout provider call and a durable commit, each the median of probes.
 
-use super::flow::{Api, percentile};
+use crate::client::ApiClient;
 use crate::up::Platform;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -118,4 +118,17 @@ pub(super) async fn commit_latency(database_url: &str) -> anyhow::Result<Duratio
         .await?;
     pool.close().await;
     Ok(latency)
+}
+
+/// The API, and the token the bench calls it with.
+pub(super) struct Api {
+    pub(super) client: ApiClient,
+    pub(super) token: String,
+    /// The Apache Pulsar JVM the platform started, whose CPU is counted apart.
+    pub(super) broker: Option<u32>,
+}
+
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
 }

@@ -1,6 +1,6 @@
 //! The one chart: saga latency (p50 and p99) against offered load, as a small SVG.
 
-use super::flow::Point;
+use super::Point;
 use std::fmt::Write;
 
 const WIDTH: f64 = 640.0;

@@ -2,7 +2,7 @@
 //! the Apache Pulsar broker's and the bench's own, so that what a load cost can be divided by the
 //! sagas it completed.
 
-use super::{Figure, flow::Point};
+use super::{Figure, Point};
 use serde::Serialize;
 use std::path::Path;
 

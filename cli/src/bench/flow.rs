@@ -3,48 +3,23 @@
 //! recorded conversion to the completed saga, next to the lower bound of the durable commits on
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
-use super::bounds::{acceptance, broker_round_trip, commit_latency, provider_call};
+use super::bounds::{
+    Api, acceptance, broker_round_trip, commit_latency, percentile, provider_call,
+};
 use super::cpu::{Cpu, cpu_figures};
 use super::listing::saga_list;
 use super::storage::{drop_databases, storage, tables_before};
-use super::{Figure, Scale};
+use super::{Figure, Point, Scale};
 use crate::client::ApiClient;
 use crate::settings::Jwt;
 use crate::up::{Options, Platform};
 use anyhow::Context;
 use bff::auth::Role;
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// One offered load and what came of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Point {
-    /// Sagas started per second.
-    pub offered: f64,
-    /// Sagas completed per second, from the first conversion to the last completion.
-    pub achieved: f64,
-    pub completed: usize,
-    /// Sagas that ended otherwise: compensated (a step failed or timed out), or parked.
-    pub compensated: usize,
-    pub parked: usize,
-    /// Sagas still running when the bench stopped waiting (30 s without a saga ending).
-    pub unfinished: usize,
-    /// Step commands resent because their answer took longer than the step's timeout.
-    pub step_timeouts: usize,
-    pub sent: usize,
-    /// Conversions the API asked to send again later (429 or 503 with `Retry-After`), and did.
-    pub refused: usize,
-    /// Conversions that failed for good (another error answer, or no answer).
-    pub errors: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// CPU seconds the load cost, from its first conversion until every saga had ended.
-    pub cpu: Option<Cpu>,
-}
 
 /// The durable commits on an order-to-payment saga's path: the conversion's record; the
 /// coordinator's start, its four answers (the last completes the saga); the four steps, each
@@ -55,19 +30,6 @@ const COMMITS_ON_PATH: u32 = 1 + 5 + 4 + 2;
 /// The messages on the path, each a broker hop: the conversion command, its recorded event, and
 /// each of the four steps' command and answer.
 const HOPS_ON_PATH: u32 = 2 + 4 * 2;
-
-pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
-}
-
-/// The API, and the token the bench calls it with.
-pub(super) struct Api {
-    pub(super) client: ApiClient,
-    pub(super) token: String,
-    /// The Apache Pulsar JVM the platform started, whose CPU is counted apart.
-    pub(super) broker: Option<u32>,
-}
 
 /// A campaign paying 10 % of each order, with one partner, made by the advertiser `token` acts
 /// for; returns (campaign, partner).

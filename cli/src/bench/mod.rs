@@ -17,6 +17,7 @@ pub(crate) use flow::{campaign_for, set_up};
 pub(crate) use storage::{storage, tables_before};
 
 use anyhow::Context;
+use cpu::Cpu;
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -58,6 +59,32 @@ pub enum Part {
     Rebuild,
     /// The platform through its API: sagas under load, and command acceptance.
     Flow,
+}
+
+/// One offered load and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Sagas started per second.
+    pub offered: f64,
+    /// Sagas completed per second, from the first conversion to the last completion.
+    pub achieved: f64,
+    pub completed: usize,
+    /// Sagas that ended otherwise: compensated (a step failed or timed out), or parked.
+    pub compensated: usize,
+    pub parked: usize,
+    /// Sagas still running when the bench stopped waiting (30 s without a saga ending).
+    pub unfinished: usize,
+    /// Step commands resent because their answer took longer than the step's timeout.
+    pub step_timeouts: usize,
+    pub sent: usize,
+    /// Conversions the API asked to send again later (429 or 503 with `Retry-After`), and did.
+    pub refused: usize,
+    /// Conversions that failed for good (another error answer, or no answer).
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU seconds the load cost, from its first conversion until every saga had ended.
+    pub cpu: Option<Cpu>,
 }
 
 /// One measured figure and what it is held against.
