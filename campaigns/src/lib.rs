@@ -14,28 +14,20 @@ pub mod wire;
 use messaging::host;
 use std::sync::Arc;
 
-/// The subscription (and inbox) name of every campaigns consumer.
-pub const SUBSCRIPTION: &str = "campaigns";
-
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// The campaigns service: its consumers of the campaign command topics (sharing the campaigns
 /// they keep in memory), its projection and its query API.
 pub fn service() -> host::Service {
-    host::Service {
-        name: SUBSCRIPTION,
-        migrations: &MIGRATIONS,
-        assemble: Box::new(move |tasks| {
-            let campaigns = Arc::new(state::CampaignCache::default());
-            tasks
-                .consume(handlers::Registration)
-                .consume(handlers::Creation::new(campaigns.clone()))
-                .consume(handlers::PartnerAssociation::new(campaigns.clone()))
-                .consume(handlers::ContentAssociation::new(campaigns.clone()))
-                .consume(handlers::BudgetReservation::new(campaigns.clone()))
-                .consume(handlers::BudgetRelease::new(campaigns))
-                .project(projections::CampaignViews);
-            Ok(api::router(tasks.pool().clone()))
-        }),
-    }
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+    host::Service::new("campaigns", &MIGRATIONS, move |tasks| {
+        let campaigns = Arc::new(state::CampaignCache::default());
+        tasks
+            .consume(handlers::Registration)
+            .consume(handlers::Creation::new(campaigns.clone()))
+            .consume(handlers::PartnerAssociation::new(campaigns.clone()))
+            .consume(handlers::ContentAssociation::new(campaigns.clone()))
+            .consume(handlers::BudgetReservation::new(campaigns.clone()))
+            .consume(handlers::BudgetRelease::new(campaigns))
+            .project(projections::CampaignViews);
+        Ok(api::router(tasks.pool().clone()))
+    })
 }

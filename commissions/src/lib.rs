@@ -13,24 +13,16 @@ pub mod wire;
 
 use messaging::host;
 
-/// The subscription (and inbox) name of every commissions consumer.
-pub const SUBSCRIPTION: &str = "commissions";
-
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// The commissions service: its consumers of the commission command topics, its projection
 /// and its query API.
 pub fn service() -> host::Service {
-    host::Service {
-        name: SUBSCRIPTION,
-        migrations: &MIGRATIONS,
-        assemble: Box::new(move |tasks| {
-            tasks
-                .consume(handlers::Assign::default())
-                .consume(handlers::Reverse::default())
-                .consume(handlers::Reinstate::default())
-                .project(projections::CommissionViews);
-            Ok(api::router(tasks.pool().clone()))
-        }),
-    }
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+    host::Service::new("commissions", &MIGRATIONS, move |tasks| {
+        tasks
+            .consume(handlers::Assign::default())
+            .consume(handlers::Reverse::default())
+            .consume(handlers::Reinstate::default())
+            .project(projections::CommissionViews);
+        Ok(api::router(tasks.pool().clone()))
+    })
 }

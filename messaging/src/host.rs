@@ -69,6 +69,20 @@ pub struct Service {
     pub assemble: Assemble,
 }
 
+impl Service {
+    pub fn new(
+        name: &'static str,
+        migrations: &'static sqlx::migrate::Migrator,
+        assemble: impl Fn(&mut Tasks) -> Result<axum::Router, ServiceError> + Send + Sync + 'static,
+    ) -> Service {
+        Service {
+            name,
+            migrations,
+            assemble: Box::new(assemble),
+        }
+    }
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")

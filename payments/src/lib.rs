@@ -20,41 +20,35 @@ pub use payouts::PayoutSettings;
 
 use messaging::host::{self, ServiceError};
 
-/// The subscription (and inbox) name of every payments consumer.
-pub const SUBSCRIPTION: &str = "payments";
-
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// The payments service: its consumers of the payment command topics, its projection, its payout
 /// worker (calling the provider `payouts` names) and its query API.
 pub fn service(payouts: PayoutSettings) -> host::Service {
-    host::Service {
-        name: SUBSCRIPTION,
-        migrations: &MIGRATIONS,
-        assemble: Box::new(move |tasks| {
-            let provider = provider::Provider::new(&payouts.provider_url, payouts.timeout)
-                .map_err(|error| ServiceError::Setup {
-                    service: SUBSCRIPTION,
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+    host::Service::new("payments", &MIGRATIONS, move |tasks| {
+        let provider =
+            provider::Provider::new(&payouts.provider_url, payouts.timeout).map_err(|error| {
+                ServiceError::Setup {
+                    service: "payments",
                     source: error.into(),
-                })?;
-            let worker = payouts::run(
-                tasks.pool().clone(),
-                provider,
-                tasks.notifications().clone(),
-                payouts.clone(),
-                tasks.shutdown().clone(),
-            );
-            tasks
-                .consume(handlers::Request)
-                .consume(handlers::Cancel::default())
-                .consume(handlers::ClawBack::default())
-                .consume(handlers::ClawBackCancellation::default())
-                .project(projections::PaymentViews)
-                .spawn(async move {
-                    worker.await;
-                    Ok(())
-                });
-            Ok(api::router(tasks.pool().clone()))
-        }),
-    }
+                }
+            })?;
+        let worker = payouts::run(
+            tasks.pool().clone(),
+            provider,
+            tasks.notifications().clone(),
+            payouts.clone(),
+            tasks.shutdown().clone(),
+        );
+        tasks
+            .consume(handlers::Request)
+            .consume(handlers::Cancel::default())
+            .consume(handlers::ClawBack::default())
+            .consume(handlers::ClawBackCancellation::default())
+            .project(projections::PaymentViews)
+            .spawn(async move {
+                worker.await;
+                Ok(())
+            });
+        Ok(api::router(tasks.pool().clone()))
+    })
 }

@@ -15,49 +15,41 @@ pub mod wire;
 use messaging::host;
 use std::time::Duration;
 
-/// The subscription (and inbox) name of the coordinator's consumers.
-pub const SUBSCRIPTION: &str = "sagas";
-
 /// The longest the timer task sleeps between two looks at the next due timer: no longer than
 /// the shortest timer the definitions set (a refused compensation's first retry, half a 10 s step
 /// timeout), so that a timer set while it sleeps does not fire late.
 const TIMERS_LONGEST_WAIT: Duration = Duration::from_secs(5);
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// The coordinator: its consumers of the four event topics, the timer worker, the archiver
 /// (sagas that ended more than `archive_after` ago) and the query API.
 pub fn service(archive_after: Duration) -> host::Service {
-    host::Service {
-        name: SUBSCRIPTION,
-        migrations: &MIGRATIONS,
-        assemble: Box::new(move |tasks| {
-            let (pool, stop) = (tasks.pool().clone(), tasks.shutdown().clone());
-            let timers = {
-                let (pool, stop) = (pool.clone(), stop.clone());
-                async move {
-                    coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
-                    Ok(())
-                }
-            };
-            let archiver = {
-                let pool = pool.clone();
-                async move {
-                    archive::run(&pool, archive_after, stop.cancelled()).await;
-                    Ok(())
-                }
-            };
-            tasks
-                .metrics()
-                .register(|registry| metrics::SAGAS.register(registry));
-            tasks
-                .consume(coordinator::TrackingReplies)
-                .consume(coordinator::CampaignsReplies)
-                .consume(coordinator::CommissionsReplies)
-                .consume(coordinator::PaymentsReplies)
-                .spawn(timers)
-                .spawn(archiver);
-            Ok(api::router(pool))
-        }),
-    }
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+    host::Service::new("sagas", &MIGRATIONS, move |tasks| {
+        let (pool, stop) = (tasks.pool().clone(), tasks.shutdown().clone());
+        let timers = {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            async move {
+                coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
+                Ok(())
+            }
+        };
+        let archiver = {
+            let pool = pool.clone();
+            async move {
+                archive::run(&pool, archive_after, stop.cancelled()).await;
+                Ok(())
+            }
+        };
+        tasks
+            .metrics()
+            .register(|registry| metrics::SAGAS.register(registry));
+        tasks
+            .consume(coordinator::TrackingReplies)
+            .consume(coordinator::CampaignsReplies)
+            .consume(coordinator::CommissionsReplies)
+            .consume(coordinator::PaymentsReplies)
+            .spawn(timers)
+            .spawn(archiver);
+        Ok(api::router(pool))
+    })
 }

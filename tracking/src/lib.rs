@@ -11,24 +11,16 @@ pub mod wire;
 
 use messaging::host;
 
-/// The subscription (and inbox) name of every tracking consumer.
-pub const SUBSCRIPTION: &str = "tracking";
-
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
-
 /// The tracking service: its consumers of the tracking command topics, its projection and its
 /// query API.
 pub fn service() -> host::Service {
-    host::Service {
-        name: SUBSCRIPTION,
-        migrations: &MIGRATIONS,
-        assemble: Box::new(move |tasks| {
-            tasks
-                .consume(handlers::Record)
-                .consume(handlers::Confirm)
-                .consume(handlers::Fail)
-                .project(projections::TrackingViews);
-            Ok(api::router(tasks.pool().clone()))
-        }),
-    }
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!();
+    host::Service::new("tracking", &MIGRATIONS, move |tasks| {
+        tasks
+            .consume(handlers::Record)
+            .consume(handlers::Confirm)
+            .consume(handlers::Fail)
+            .project(projections::TrackingViews);
+        Ok(api::router(tasks.pool().clone()))
+    })
 }

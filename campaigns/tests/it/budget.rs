@@ -45,13 +45,9 @@ async fn handle_like_the_runner<H: Handler>(
     let mut conflicts = 0;
     loop {
         let mut tx = pool.begin().await.expect("begin");
-        let first = eventstore::record_message(
-            &mut tx,
-            campaigns::SUBSCRIPTION,
-            message.properties.message_id,
-        )
-        .await
-        .expect("inbox");
+        let first = eventstore::record_message(&mut tx, "campaigns", message.properties.message_id)
+            .await
+            .expect("inbox");
         assert!(first, "each message is handled once");
         match handler.handle(&mut tx, message).await {
             Ok(()) => {
