@@ -369,38 +369,26 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         options.log_filter.as_deref(),
     )?);
     let urls = start_services(options, &sim, &shared_env, &mut children)?;
-    let api_listen = if options.any_ports {
-        SocketAddr::from(([127, 0, 0, 1], port(0, true)?))
-    } else {
-        options.listen
-    };
-    let api = format!("http://{api_listen}");
-    let url_of = |s: Service| {
-        urls.iter()
-            .find(|(service, _)| *service == s)
-            .map(|(_, url)| url.clone())
-            .unwrap_or_default()
-    };
-    let api_env = [
-        ("PULSAR_URL", processes_pulsar_url.clone()),
-        ("PULSAR_ADMIN_URL", pulsar_admin_url.clone()),
-        ("CAMPAIGNS_URL", url_of(Service::Campaigns)),
-        ("TRACKING_URL", url_of(Service::Tracking)),
-        ("COMMISSIONS_URL", url_of(Service::Commissions)),
-        ("PAYMENTS_URL", url_of(Service::Payments)),
-        ("SAGAS_URL", url_of(Service::Sagas)),
-        ("SERVICE_TOKEN", service_token.expose().to_owned()),
+    let mut api_env: Vec<(&str, String)> = Service::ALL
+        .iter()
+        .zip([
+            "CAMPAIGNS_URL",
+            "TRACKING_URL",
+            "COMMISSIONS_URL",
+            "PAYMENTS_URL",
+            "SAGAS_URL",
+        ])
+        .filter_map(|(service, name)| {
+            let (_, url) = urls.iter().find(|(s, _)| s == service)?;
+            Some((name, url.clone()))
+        })
+        .collect();
+    api_env.extend([
         ("JWT_SECRET", String::from_utf8_lossy(secret).into_owned()),
         ("JWT_ISSUER", jwt.jwt_issuer.clone()),
         ("JWT_AUDIENCE", jwt.jwt_audience.clone()),
-    ];
-    let api_env: Vec<(&str, &str)> = api_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    children.push(Process::start(
-        "bff",
-        &["serve", "bff", "--listen", &api_listen.to_string()],
-        &api_env,
-        options.log_filter.as_deref(),
-    )?);
+    ]);
+    let api = start_api(options, &shared_env, &api_env, &mut children)?;
 
     if let Err(error) = wait_ready(&api, &mut children).await {
         stop(children, postgres, broker).await;
@@ -420,6 +408,35 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         database_proxy,
         broker_proxy,
     })
+}
+
+/// Starts the API (`pulsaga serve bff`) with the processes' environment (`shared`, from which it
+/// takes the broker and the service token) and its own (`env`: the services' URLs, the JWT
+/// settings); returns its URL.
+fn start_api(
+    options: &Options,
+    shared: &[(&str, &str)],
+    env: &[(&str, String)],
+    children: &mut Vec<Process>,
+) -> anyhow::Result<String> {
+    let listen = if options.any_ports {
+        SocketAddr::from(([127, 0, 0, 1], port(0, true)?))
+    } else {
+        options.listen
+    };
+    let env: Vec<(&str, &str)> = shared
+        .iter()
+        .filter(|(name, _)| *name != "DATABASE_URL")
+        .copied()
+        .chain(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .collect();
+    children.push(Process::start(
+        "bff",
+        &["serve", "bff", "--listen", &listen.to_string()],
+        &env,
+        options.log_filter.as_deref(),
+    )?);
+    Ok(format!("http://{listen}"))
 }
 
 /// Apache Pulsar standalone under `data_dir/broker`, behind a proxy of its own when

@@ -242,60 +242,11 @@ impl Payment {
             PaymentCommand::Complete {
                 payment_id,
                 provider_reference,
-            } => match &self.state {
-                State::Unknown => Err(Error::NotFound(*payment_id)),
-                State::Cancelled => Err(Error::Cancelled(*payment_id)),
-                State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
-                State::Attempted { request, .. } => Ok(vec![PaymentEvent::Completed {
-                    payment_id: request.payment_id,
-                    provider_reference: provider_reference.clone(),
-                }]),
-                State::Completed {
-                    provider_reference: recorded,
-                    ..
-                } => {
-                    if recorded == provider_reference {
-                        Ok(vec![])
-                    } else {
-                        Err(Error::ProviderReferenceMismatch {
-                            payment_id: *payment_id,
-                            recorded: recorded.clone(),
-                            reported: provider_reference.clone(),
-                        })
-                    }
-                }
-                State::Failed(_) => Err(Error::AlreadyFailed(*payment_id)),
-            },
-            PaymentCommand::Fail { payment_id, reason } => match &self.state {
-                State::Unknown => Err(Error::NotFound(*payment_id)),
-                State::Cancelled => Err(Error::Cancelled(*payment_id)),
-                State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
-                State::Attempted { request, .. } => Ok(vec![PaymentEvent::Failed {
-                    payment_id: request.payment_id,
-                    reason: reason.clone(),
-                }]),
-                State::Failed(_) => Ok(vec![]),
-                State::Completed { .. } => Err(Error::AlreadyCompleted(*payment_id)),
-            },
-            PaymentCommand::RecordOutcomeUnknown { payment_id, reason } => match &self.state {
-                State::Unknown => Err(Error::NotFound(*payment_id)),
-                State::Cancelled => Err(Error::Cancelled(*payment_id)),
-                State::Requested(_) => Err(Error::PayoutNotAttempted(*payment_id)),
-                State::Attempted {
-                    request,
-                    outcome_unknown: false,
-                } => Ok(vec![PaymentEvent::PayoutOutcomeUnknown {
-                    payment_id: request.payment_id,
-                    reason: reason.clone(),
-                }]),
-                // A known outcome stands; a late or repeated timeout changes nothing.
-                State::Attempted {
-                    outcome_unknown: true,
-                    ..
-                }
-                | State::Completed { .. }
-                | State::Failed(_) => Ok(vec![]),
-            },
+            } => self.complete(*payment_id, provider_reference),
+            PaymentCommand::Fail { payment_id, reason } => self.fail(*payment_id, reason),
+            PaymentCommand::RecordOutcomeUnknown { payment_id, reason } => {
+                self.outcome_unknown(*payment_id, reason)
+            }
         }
     }
 
@@ -361,6 +312,76 @@ impl Payment {
                 | PaymentEvent::ClawBackCancelled(_),
             ) => state,
         };
+    }
+
+    /// The provider paid.
+    fn complete(
+        &self,
+        payment_id: Uuid,
+        provider_reference: &str,
+    ) -> Result<Vec<PaymentEvent>, Error> {
+        match &self.state {
+            State::Unknown => Err(Error::NotFound(payment_id)),
+            State::Cancelled => Err(Error::Cancelled(payment_id)),
+            State::Requested(_) => Err(Error::PayoutNotAttempted(payment_id)),
+            State::Attempted { request, .. } => Ok(vec![PaymentEvent::Completed {
+                payment_id: request.payment_id,
+                provider_reference: provider_reference.to_owned(),
+            }]),
+            State::Completed {
+                provider_reference: recorded,
+                ..
+            } => {
+                if recorded == provider_reference {
+                    Ok(vec![])
+                } else {
+                    Err(Error::ProviderReferenceMismatch {
+                        payment_id,
+                        recorded: recorded.clone(),
+                        reported: provider_reference.to_owned(),
+                    })
+                }
+            }
+            State::Failed(_) => Err(Error::AlreadyFailed(payment_id)),
+        }
+    }
+
+    /// The provider refused the payout.
+    fn fail(&self, payment_id: Uuid, reason: &str) -> Result<Vec<PaymentEvent>, Error> {
+        match &self.state {
+            State::Unknown => Err(Error::NotFound(payment_id)),
+            State::Cancelled => Err(Error::Cancelled(payment_id)),
+            State::Requested(_) => Err(Error::PayoutNotAttempted(payment_id)),
+            State::Attempted { request, .. } => Ok(vec![PaymentEvent::Failed {
+                payment_id: request.payment_id,
+                reason: reason.to_owned(),
+            }]),
+            State::Failed(_) => Ok(vec![]),
+            State::Completed { .. } => Err(Error::AlreadyCompleted(payment_id)),
+        }
+    }
+
+    /// The provider's answer did not arrive.
+    fn outcome_unknown(&self, payment_id: Uuid, reason: &str) -> Result<Vec<PaymentEvent>, Error> {
+        match &self.state {
+            State::Unknown => Err(Error::NotFound(payment_id)),
+            State::Cancelled => Err(Error::Cancelled(payment_id)),
+            State::Requested(_) => Err(Error::PayoutNotAttempted(payment_id)),
+            State::Attempted {
+                request,
+                outcome_unknown: false,
+            } => Ok(vec![PaymentEvent::PayoutOutcomeUnknown {
+                payment_id: request.payment_id,
+                reason: reason.to_owned(),
+            }]),
+            // A known outcome stands; a late or repeated timeout changes nothing.
+            State::Attempted {
+                outcome_unknown: true,
+                ..
+            }
+            | State::Completed { .. }
+            | State::Failed(_) => Ok(vec![]),
+        }
     }
 
     fn request_payment(&self, request: &PaymentRequest) -> Result<Vec<PaymentEvent>, Error> {

@@ -522,31 +522,37 @@ impl Saga {
                 self.status = Status::Parked;
                 self.pending = None;
             }
-            Entry::OperatorActed { action, .. } => match self.status {
-                Status::Parked if *action == OperatorAction::Resume => {
-                    // Forward again from the failed step: nothing was undone.
-                    self.status = Status::Running;
-                    self.operator_rounds += 1;
-                    if let Some(failed) = self.failed.take() {
-                        self.done.retain(|step| *step != failed);
-                    }
-                    self.to_compensate.clear();
-                    self.reason = None;
-                }
-                Status::Parked => {
-                    self.status = Status::Compensating;
-                    self.operator_rounds += 1;
-                }
-                Status::Running if *action == OperatorAction::Compensate => {
-                    // The unanswered command may have taken effect: compensate it too.
-                    if let Some(pending) = self.pending.take() {
-                        self.done.push(pending.step);
-                    }
-                }
-                _ => {}
-            },
+            Entry::OperatorActed { action, .. } => self.operator_acted(*action),
             Entry::Completed { .. } => self.status = Status::Completed,
             Entry::Compensated { .. } => self.status = Status::Compensated,
+        }
+    }
+}
+
+impl Saga {
+    fn operator_acted(&mut self, action: OperatorAction) {
+        match self.status {
+            Status::Parked if action == OperatorAction::Resume => {
+                // Forward again from the failed step: nothing was undone.
+                self.status = Status::Running;
+                self.operator_rounds += 1;
+                if let Some(failed) = self.failed.take() {
+                    self.done.retain(|step| *step != failed);
+                }
+                self.to_compensate.clear();
+                self.reason = None;
+            }
+            Status::Parked => {
+                self.status = Status::Compensating;
+                self.operator_rounds += 1;
+            }
+            Status::Running if action == OperatorAction::Compensate => {
+                // The unanswered command may have taken effect: compensate it too.
+                if let Some(pending) = self.pending.take() {
+                    self.done.push(pending.step);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -116,6 +116,28 @@ pub fn input_of(definition: &'static Definition, entry: &Entry) -> Option<Input>
             attempt: *attempt,
             at: *at,
         },
+        Entry::CompensationSucceeded { .. }
+        | Entry::CompensationFailed { .. }
+        | Entry::CompensationRetryDue { .. } => return compensation_input(entry),
+        Entry::OperatorActed {
+            action,
+            actor,
+            reason,
+            at,
+        } => Input::Operator {
+            action: *action,
+            actor: actor.clone(),
+            reason: reason.clone(),
+            at: *at,
+        },
+        _ => return None,
+    })
+}
+
+/// [`input_of`] for a compensation's entries: its answer, its timeout, or its backoff running
+/// out. A compensation counted as done without a command (skipped) records no input.
+fn compensation_input(entry: &Entry) -> Option<Input> {
+    Some(match entry {
         Entry::CompensationSucceeded {
             command_id,
             message_id,
@@ -162,17 +184,6 @@ pub fn input_of(definition: &'static Definition, entry: &Entry) -> Option<Input>
                 at: *at,
             }
         }
-        Entry::OperatorActed {
-            action,
-            actor,
-            reason,
-            at,
-        } => Input::Operator {
-            action: *action,
-            actor: actor.clone(),
-            reason: reason.clone(),
-            at: *at,
-        },
         _ => return None,
     })
 }
