@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use eventstore::Aggregate;
 use eventstore::http::Problem;
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection, PgPool};

@@ -11,6 +11,7 @@
 
 mod error;
 
+use eventstore::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -77,8 +78,14 @@ impl Partner {
     pub fn registration(&self) -> Option<&PartnerRegistration> {
         self.registration.as_ref()
     }
+}
 
-    pub fn decide(&self, command: &PartnerCommand) -> Result<Vec<PartnerEvent>, Error> {
+impl Aggregate for Partner {
+    type Command = PartnerCommand;
+    type Event = PartnerEvent;
+    type Error = Error;
+
+    fn decide(&self, command: &PartnerCommand) -> Result<Vec<PartnerEvent>, Error> {
         match command {
             PartnerCommand::Register(registration) => {
                 if let Some(existing) = &self.registration {
@@ -94,7 +101,7 @@ impl Partner {
         }
     }
 
-    pub fn apply(&mut self, event: &PartnerEvent) {
+    fn apply(&mut self, event: &PartnerEvent) {
         match event {
             PartnerEvent::Registered(registration) => {
                 self.registration = Some(registration.clone());
@@ -282,102 +289,6 @@ impl Campaign {
         self.reservations.clear();
     }
 
-    pub fn decide(&self, command: &CampaignCommand) -> Result<Vec<CampaignEvent>, Error> {
-        match command {
-            CampaignCommand::Create(details) => self.create(details),
-            CampaignCommand::AssociatePartner {
-                campaign_id,
-                partner_id,
-            } => {
-                self.created(*campaign_id)?;
-                if self.partners.contains(partner_id) {
-                    return Ok(vec![]);
-                }
-                Ok(vec![CampaignEvent::PartnerAssociated {
-                    campaign_id: *campaign_id,
-                    partner_id: *partner_id,
-                }])
-            }
-            CampaignCommand::AssociateContent {
-                campaign_id,
-                content,
-            } => self.associate_content(*campaign_id, content),
-            CampaignCommand::ReserveBudget {
-                reservation_id,
-                campaign_id,
-                partner_id,
-                tracking_id,
-                kind,
-                order_amount,
-                at,
-            } => self.reserve_budget(Reserve {
-                reservation_id: *reservation_id,
-                campaign_id: *campaign_id,
-                partner_id: *partner_id,
-                tracking_id: *tracking_id,
-                kind: *kind,
-                order_amount: order_amount.as_ref(),
-                at: *at,
-            }),
-            CampaignCommand::ReleaseBudget {
-                reservation_id,
-                campaign_id,
-                reason,
-            } => Ok(self
-                .reservations
-                .get(reservation_id)
-                .filter(|reservation| !reservation.released)
-                .map(|reservation| CampaignEvent::BudgetReleased {
-                    reservation_id: *reservation_id,
-                    campaign_id: *campaign_id,
-                    amount: reservation.amount.clone(),
-                    reason: reason.clone(),
-                })
-                .into_iter()
-                .collect()),
-        }
-    }
-
-    pub fn apply(&mut self, event: &CampaignEvent) {
-        match event {
-            CampaignEvent::Created(details) => self.details = Some(details.clone()),
-            CampaignEvent::PartnerAssociated { partner_id, .. } => {
-                self.partners.insert(*partner_id);
-            }
-            CampaignEvent::ContentAssociated { content, .. } => {
-                self.content.insert(content.content_id, content.clone());
-            }
-            CampaignEvent::BudgetReserved {
-                reservation_id,
-                partner_id,
-                tracking_id,
-                amount,
-                ..
-            } => {
-                self.spent += amount.amount;
-                self.reservations.insert(
-                    *reservation_id,
-                    Reservation {
-                        partner_id: *partner_id,
-                        tracking_id: *tracking_id,
-                        amount: amount.clone(),
-                        released: false,
-                    },
-                );
-            }
-            CampaignEvent::BudgetReleased {
-                reservation_id,
-                amount,
-                ..
-            } => {
-                self.spent -= amount.amount;
-                if let Some(reservation) = self.reservations.get_mut(reservation_id) {
-                    reservation.released = true;
-                }
-            }
-        }
-    }
-
     fn created(&self, campaign_id: Uuid) -> Result<&CampaignDetails, Error> {
         self.details
             .as_ref()
@@ -507,6 +418,108 @@ impl Campaign {
     }
 }
 
+impl Aggregate for Campaign {
+    type Command = CampaignCommand;
+    type Event = CampaignEvent;
+    type Error = Error;
+
+    fn decide(&self, command: &CampaignCommand) -> Result<Vec<CampaignEvent>, Error> {
+        match command {
+            CampaignCommand::Create(details) => self.create(details),
+            CampaignCommand::AssociatePartner {
+                campaign_id,
+                partner_id,
+            } => {
+                self.created(*campaign_id)?;
+                if self.partners.contains(partner_id) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![CampaignEvent::PartnerAssociated {
+                    campaign_id: *campaign_id,
+                    partner_id: *partner_id,
+                }])
+            }
+            CampaignCommand::AssociateContent {
+                campaign_id,
+                content,
+            } => self.associate_content(*campaign_id, content),
+            CampaignCommand::ReserveBudget {
+                reservation_id,
+                campaign_id,
+                partner_id,
+                tracking_id,
+                kind,
+                order_amount,
+                at,
+            } => self.reserve_budget(Reserve {
+                reservation_id: *reservation_id,
+                campaign_id: *campaign_id,
+                partner_id: *partner_id,
+                tracking_id: *tracking_id,
+                kind: *kind,
+                order_amount: order_amount.as_ref(),
+                at: *at,
+            }),
+            CampaignCommand::ReleaseBudget {
+                reservation_id,
+                campaign_id,
+                reason,
+            } => Ok(self
+                .reservations
+                .get(reservation_id)
+                .filter(|reservation| !reservation.released)
+                .map(|reservation| CampaignEvent::BudgetReleased {
+                    reservation_id: *reservation_id,
+                    campaign_id: *campaign_id,
+                    amount: reservation.amount.clone(),
+                    reason: reason.clone(),
+                })
+                .into_iter()
+                .collect()),
+        }
+    }
+
+    fn apply(&mut self, event: &CampaignEvent) {
+        match event {
+            CampaignEvent::Created(details) => self.details = Some(details.clone()),
+            CampaignEvent::PartnerAssociated { partner_id, .. } => {
+                self.partners.insert(*partner_id);
+            }
+            CampaignEvent::ContentAssociated { content, .. } => {
+                self.content.insert(content.content_id, content.clone());
+            }
+            CampaignEvent::BudgetReserved {
+                reservation_id,
+                partner_id,
+                tracking_id,
+                amount,
+                ..
+            } => {
+                self.spent += amount.amount;
+                self.reservations.insert(
+                    *reservation_id,
+                    Reservation {
+                        partner_id: *partner_id,
+                        tracking_id: *tracking_id,
+                        amount: amount.clone(),
+                        released: false,
+                    },
+                );
+            }
+            CampaignEvent::BudgetReleased {
+                reservation_id,
+                amount,
+                ..
+            } => {
+                self.spent -= amount.amount;
+                if let Some(reservation) = self.reservations.get_mut(reservation_id) {
+                    reservation.released = true;
+                }
+            }
+        }
+    }
+}
+
 /// The fields of [`CampaignCommand::ReserveBudget`], borrowed, so its rules read as one function.
 struct Reserve<'a> {
     reservation_id: Uuid,
@@ -567,23 +580,19 @@ mod tests {
     }
 
     fn campaign(given: &[CampaignEvent]) -> Campaign {
-        let mut campaign = Campaign::default();
-        given.iter().for_each(|event| campaign.apply(event));
-        campaign
+        Campaign::folded(given)
     }
 
+    // Given these events, when this command: the events decided, or the rejection('s code).
     fn when(
         given: &[CampaignEvent],
         command: CampaignCommand,
     ) -> Result<Vec<CampaignEvent>, Error> {
-        campaign(given).decide(&command)
+        Campaign::given_when(given, &command)
     }
 
     fn rejection(given: &[CampaignEvent], command: CampaignCommand) -> &'static str {
-        match when(given, command) {
-            Ok(events) => panic!("expected a rejection, decided {events:?}"),
-            Err(error) => error.code(),
-        }
+        when(given, command).expect_err("a rejection").code()
     }
 
     fn registration() -> PartnerRegistration {

@@ -12,6 +12,7 @@
 use crate::domain::{CampaignCommand, Error, Partner};
 use crate::state::{self, CampaignCache};
 use crate::wire::{self, Stored};
+use eventstore::Aggregate;
 use eventstore::ExpectedVersion;
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};

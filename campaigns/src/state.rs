@@ -15,6 +15,7 @@
 
 use crate::domain::{Campaign, CampaignEvent, Reservation};
 use crate::wire::{self, Stored};
+use eventstore::Aggregate;
 use messaging::consume::HandlerError;
 use sqlx::PgConnection;
 use std::collections::HashMap;

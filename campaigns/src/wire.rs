@@ -7,6 +7,7 @@ use crate::domain::{
     CampaignCommand, CampaignDetails, CampaignEvent, CommissionRule, Content, ContentKind,
     PartnerCommand, PartnerEvent, PartnerRegistration, TrackingKind,
 };
+use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands;

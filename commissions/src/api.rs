@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use eventstore::Aggregate;
 use eventstore::http::{MAX_PAGE, Problem};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use eventstore::Aggregate;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -111,8 +112,14 @@ impl Commission {
     pub fn is_reversed(&self) -> bool {
         matches!(self.state, State::Reversed(_) | State::Voided)
     }
+}
 
-    pub fn decide(&self, command: &CommissionCommand) -> Result<Vec<CommissionEvent>, Error> {
+impl Aggregate for Commission {
+    type Command = CommissionCommand;
+    type Event = CommissionEvent;
+    type Error = Error;
+
+    fn decide(&self, command: &CommissionCommand) -> Result<Vec<CommissionEvent>, Error> {
         match command {
             CommissionCommand::Assign {
                 commission_id,
@@ -172,7 +179,7 @@ impl Commission {
         }
     }
 
-    pub fn apply(&mut self, event: &CommissionEvent) {
+    fn apply(&mut self, event: &CommissionEvent) {
         self.state = match (std::mem::take(&mut self.state), event) {
             (_, CommissionEvent::Assigned(assignment)) => State::Assigned(assignment.clone()),
             (State::Assigned(assignment), CommissionEvent::Reversed { .. }) => {
@@ -364,24 +371,19 @@ mod tests {
     }
 
     fn commission(given: &[CommissionEvent]) -> Commission {
-        let mut commission = Commission::default();
-        given.iter().for_each(|event| commission.apply(event));
-        commission
+        Commission::folded(given)
     }
 
-    // Given these events, when this command: the events decided, or the rejection.
+    // Given these events, when this command: the events decided, or the rejection('s code).
     fn when(
         given: &[CommissionEvent],
         command: CommissionCommand,
     ) -> Result<Vec<CommissionEvent>, Error> {
-        commission(given).decide(&command)
+        Commission::given_when(given, &command)
     }
 
     fn rejection(given: &[CommissionEvent], command: CommissionCommand) -> &'static str {
-        match when(given, command) {
-            Ok(events) => panic!("expected a rejection, decided {events:?}"),
-            Err(error) => error.code(),
-        }
+        when(given, command).expect_err("a rejection").code()
     }
 
     fn assign(rule: CommissionRule, order_amount: Option<Money>) -> CommissionCommand {

@@ -3,6 +3,7 @@
 
 use crate::domain::{Commission, CommissionCommand};
 use crate::wire;
+use eventstore::Aggregate;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, Replies, StreamEvents};
 use schemas::Message;

@@ -4,6 +4,7 @@
 //! version.
 
 use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule};
+use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};

@@ -4,6 +4,7 @@
 //! connection or an open transaction), so a caller composes them into one transaction with its
 //! own effects.
 
+mod aggregate;
 pub mod api;
 pub mod archive;
 mod checkpoint;
@@ -18,6 +19,8 @@ pub mod prune;
 pub mod snapshot;
 mod stream;
 mod wakeup;
+
+pub use aggregate::Aggregate;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
 pub use inbox::record_message;

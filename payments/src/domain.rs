@@ -22,6 +22,7 @@
 
 mod clawback;
 
+use eventstore::Aggregate;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -205,115 +206,6 @@ impl Payment {
         matches!(self.state, State::Attempted { .. })
     }
 
-    pub fn decide(&self, command: &PaymentCommand) -> Result<Vec<PaymentEvent>, Error> {
-        match command {
-            PaymentCommand::Request(request) => self.request_payment(request),
-            PaymentCommand::ClawBack {
-                payment_id,
-                clawback_id,
-                reason,
-            } => self.claw_back(*payment_id, *clawback_id, reason),
-            PaymentCommand::CancelClawBack {
-                clawback_id,
-                reason,
-                ..
-            } => Ok(self.cancel_claw_back(*clawback_id, reason)),
-            PaymentCommand::Cancel { payment_id, reason } => match &self.state {
-                State::Unknown => Ok(vec![PaymentEvent::Cancelled {
-                    payment_id: *payment_id,
-                    reason: reason.clone(),
-                }]),
-                State::Cancelled => Ok(vec![]),
-                State::Requested(_) | State::Attempted { .. } => Err(Error::InFlight(*payment_id)),
-                State::Completed { .. } => Err(Error::AlreadyCompleted(*payment_id)),
-                State::Failed(_) => Err(Error::AlreadyFailed(*payment_id)),
-            },
-            PaymentCommand::AttemptPayout { payment_id } => match &self.state {
-                State::Unknown => Err(Error::NotFound(*payment_id)),
-                State::Cancelled => Err(Error::Cancelled(*payment_id)),
-                State::Requested(request) => Ok(vec![PaymentEvent::PayoutAttempted {
-                    payment_id: request.payment_id,
-                    idempotency_key: request.payment_id,
-                }]),
-                State::Attempted { .. } | State::Completed { .. } | State::Failed(_) => {
-                    Err(Error::PayoutAlreadyAttempted(*payment_id))
-                }
-            },
-            PaymentCommand::Complete {
-                payment_id,
-                provider_reference,
-            } => self.complete(*payment_id, provider_reference),
-            PaymentCommand::Fail { payment_id, reason } => self.fail(*payment_id, reason),
-            PaymentCommand::RecordOutcomeUnknown { payment_id, reason } => {
-                self.outcome_unknown(*payment_id, reason)
-            }
-        }
-    }
-
-    pub fn apply(&mut self, event: &PaymentEvent) {
-        self.state = match (std::mem::take(&mut self.state), event) {
-            (_, PaymentEvent::Requested(request)) => State::Requested(request.clone()),
-            (State::Unknown, PaymentEvent::Cancelled { .. }) => State::Cancelled,
-            (State::Requested(request), PaymentEvent::PayoutAttempted { .. }) => State::Attempted {
-                request,
-                outcome_unknown: false,
-            },
-            (State::Attempted { request, .. }, PaymentEvent::PayoutOutcomeUnknown { .. }) => {
-                State::Attempted {
-                    request,
-                    outcome_unknown: true,
-                }
-            }
-            (
-                State::Attempted { request, .. },
-                PaymentEvent::Completed {
-                    provider_reference, ..
-                },
-            ) => State::Completed {
-                request,
-                provider_reference: provider_reference.clone(),
-                clawed_back: None,
-            },
-            (
-                State::Completed {
-                    request,
-                    provider_reference,
-                    ..
-                },
-                PaymentEvent::ClawedBack(clawback),
-            ) => State::Completed {
-                request,
-                provider_reference,
-                clawed_back: Some(clawback.clawback_id),
-            },
-            (
-                State::Completed {
-                    request,
-                    provider_reference,
-                    ..
-                },
-                PaymentEvent::ClawBackCancelled(_),
-            ) => State::Completed {
-                request,
-                provider_reference,
-                clawed_back: None,
-            },
-            (State::Attempted { request, .. }, PaymentEvent::Failed { .. }) => {
-                State::Failed(request)
-            }
-            (
-                state,
-                PaymentEvent::PayoutAttempted { .. }
-                | PaymentEvent::PayoutOutcomeUnknown { .. }
-                | PaymentEvent::Completed { .. }
-                | PaymentEvent::Failed { .. }
-                | PaymentEvent::Cancelled { .. }
-                | PaymentEvent::ClawedBack(_)
-                | PaymentEvent::ClawBackCancelled(_),
-            ) => state,
-        };
-    }
-
     /// The provider paid.
     fn complete(
         &self,
@@ -406,6 +298,121 @@ impl Payment {
     }
 }
 
+impl Aggregate for Payment {
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type Error = Error;
+
+    fn decide(&self, command: &PaymentCommand) -> Result<Vec<PaymentEvent>, Error> {
+        match command {
+            PaymentCommand::Request(request) => self.request_payment(request),
+            PaymentCommand::ClawBack {
+                payment_id,
+                clawback_id,
+                reason,
+            } => self.claw_back(*payment_id, *clawback_id, reason),
+            PaymentCommand::CancelClawBack {
+                clawback_id,
+                reason,
+                ..
+            } => Ok(self.cancel_claw_back(*clawback_id, reason)),
+            PaymentCommand::Cancel { payment_id, reason } => match &self.state {
+                State::Unknown => Ok(vec![PaymentEvent::Cancelled {
+                    payment_id: *payment_id,
+                    reason: reason.clone(),
+                }]),
+                State::Cancelled => Ok(vec![]),
+                State::Requested(_) | State::Attempted { .. } => Err(Error::InFlight(*payment_id)),
+                State::Completed { .. } => Err(Error::AlreadyCompleted(*payment_id)),
+                State::Failed(_) => Err(Error::AlreadyFailed(*payment_id)),
+            },
+            PaymentCommand::AttemptPayout { payment_id } => match &self.state {
+                State::Unknown => Err(Error::NotFound(*payment_id)),
+                State::Cancelled => Err(Error::Cancelled(*payment_id)),
+                State::Requested(request) => Ok(vec![PaymentEvent::PayoutAttempted {
+                    payment_id: request.payment_id,
+                    idempotency_key: request.payment_id,
+                }]),
+                State::Attempted { .. } | State::Completed { .. } | State::Failed(_) => {
+                    Err(Error::PayoutAlreadyAttempted(*payment_id))
+                }
+            },
+            PaymentCommand::Complete {
+                payment_id,
+                provider_reference,
+            } => self.complete(*payment_id, provider_reference),
+            PaymentCommand::Fail { payment_id, reason } => self.fail(*payment_id, reason),
+            PaymentCommand::RecordOutcomeUnknown { payment_id, reason } => {
+                self.outcome_unknown(*payment_id, reason)
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &PaymentEvent) {
+        self.state = match (std::mem::take(&mut self.state), event) {
+            (_, PaymentEvent::Requested(request)) => State::Requested(request.clone()),
+            (State::Unknown, PaymentEvent::Cancelled { .. }) => State::Cancelled,
+            (State::Requested(request), PaymentEvent::PayoutAttempted { .. }) => State::Attempted {
+                request,
+                outcome_unknown: false,
+            },
+            (State::Attempted { request, .. }, PaymentEvent::PayoutOutcomeUnknown { .. }) => {
+                State::Attempted {
+                    request,
+                    outcome_unknown: true,
+                }
+            }
+            (
+                State::Attempted { request, .. },
+                PaymentEvent::Completed {
+                    provider_reference, ..
+                },
+            ) => State::Completed {
+                request,
+                provider_reference: provider_reference.clone(),
+                clawed_back: None,
+            },
+            (
+                State::Completed {
+                    request,
+                    provider_reference,
+                    ..
+                },
+                PaymentEvent::ClawedBack(clawback),
+            ) => State::Completed {
+                request,
+                provider_reference,
+                clawed_back: Some(clawback.clawback_id),
+            },
+            (
+                State::Completed {
+                    request,
+                    provider_reference,
+                    ..
+                },
+                PaymentEvent::ClawBackCancelled(_),
+            ) => State::Completed {
+                request,
+                provider_reference,
+                clawed_back: None,
+            },
+            (State::Attempted { request, .. }, PaymentEvent::Failed { .. }) => {
+                State::Failed(request)
+            }
+            (
+                state,
+                PaymentEvent::PayoutAttempted { .. }
+                | PaymentEvent::PayoutOutcomeUnknown { .. }
+                | PaymentEvent::Completed { .. }
+                | PaymentEvent::Failed { .. }
+                | PaymentEvent::Cancelled { .. }
+                | PaymentEvent::ClawedBack(_)
+                | PaymentEvent::ClawBackCancelled(_),
+            ) => state,
+        };
+    }
+}
+
 /// Why a command was rejected; nothing changed. [`Error::code`] is the stable machine-readable
 /// reason published in `CommandRejected`, the message its human-readable explanation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -474,21 +481,16 @@ mod tests {
     }
 
     fn payment(given: &[PaymentEvent]) -> Payment {
-        let mut payment = Payment::default();
-        given.iter().for_each(|event| payment.apply(event));
-        payment
+        Payment::folded(given)
     }
 
-    // Given these events, when this command: the events decided, or the rejection.
+    // Given these events, when this command: the events decided, or the rejection('s code).
     fn when(given: &[PaymentEvent], command: PaymentCommand) -> Result<Vec<PaymentEvent>, Error> {
-        payment(given).decide(&command)
+        Payment::given_when(given, &command)
     }
 
     fn rejection(given: &[PaymentEvent], command: PaymentCommand) -> &'static str {
-        match when(given, command) {
-            Ok(events) => panic!("expected a rejection, decided {events:?}"),
-            Err(error) => error.code(),
-        }
+        when(given, command).expect_err("a rejection").code()
     }
 
     fn request() -> PaymentRequest {

@@ -7,6 +7,7 @@ use crate::domain::{Error, PaymentCommand};
 use crate::payouts;
 use crate::stream::{commit, load, on_stream};
 use crate::wire;
+use eventstore::Aggregate;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, Replies};
 use schemas::Message;

@@ -17,6 +17,7 @@
 use crate::domain::{PaymentCommand, PaymentRequest};
 use crate::provider::{self, Payout, PayoutRequest, PayoutStatus, Provider};
 use crate::stream;
+use eventstore::Aggregate;
 use messaging::Properties;
 use messaging::consume::{Backoff, HandlerError};
 use schemas::Message;

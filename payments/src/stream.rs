@@ -3,6 +3,7 @@
 
 use crate::domain::{Payment, PaymentEvent};
 use crate::wire;
+use eventstore::Aggregate;
 use eventstore::ExpectedVersion;
 use messaging::consume::HandlerError;
 use messaging::effects::{self, StreamEvents};

@@ -4,6 +4,7 @@
 //! schema version.
 
 use crate::domain::{Clawback, PaymentEvent, PaymentRequest};
+use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RequestPayment;

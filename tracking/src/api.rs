@@ -6,6 +6,7 @@ use crate::wire::{self, Stored};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use eventstore::Aggregate;
 use eventstore::http::Problem;
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -18,6 +18,7 @@ mod refund;
 
 use std::collections::BTreeMap;
 
+use eventstore::Aggregate;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -116,53 +117,6 @@ impl TrackingEvent {
         self.recorded.as_ref().map(|(_, status)| status)
     }
 
-    pub fn decide(&self, command: &TrackingCommand) -> Result<Vec<TrackingChange>, Error> {
-        match command {
-            TrackingCommand::Record(recording) => self.record(recording),
-            TrackingCommand::Confirm { tracking_id } => {
-                let (recording, status) = self.recorded(*tracking_id)?;
-                match status {
-                    Status::Recorded => Ok(vec![TrackingChange::Confirmed {
-                        tracking_id: recording.tracking_id,
-                        campaign_id: recording.campaign_id,
-                        partner_id: Some(recording.partner_id),
-                    }]),
-                    Status::Confirmed => Ok(vec![]),
-                    Status::Failed { .. } => Err(Error::AlreadyFailed(*tracking_id)),
-                }
-            }
-            TrackingCommand::Fail {
-                tracking_id,
-                reason,
-            } => {
-                let (recording, status) = self.recorded(*tracking_id)?;
-                match status {
-                    Status::Recorded => Ok(vec![TrackingChange::Failed {
-                        tracking_id: recording.tracking_id,
-                        campaign_id: recording.campaign_id,
-                        partner_id: Some(recording.partner_id),
-                        reason: reason.clone(),
-                    }]),
-                    // The first reason stands; a repeated compensation only confirms it.
-                    Status::Failed { .. } => Ok(vec![]),
-                    Status::Confirmed => Err(Error::AlreadyConfirmed(*tracking_id)),
-                }
-            }
-        }
-    }
-
-    pub fn apply(&mut self, event: &TrackingChange) {
-        match event {
-            TrackingChange::Recorded(recording) => {
-                self.recorded = Some((recording.clone(), Status::Recorded));
-            }
-            TrackingChange::Confirmed { .. } => self.set_status(Status::Confirmed),
-            TrackingChange::Failed { reason, .. } => self.set_status(Status::Failed {
-                reason: reason.clone(),
-            }),
-        }
-    }
-
     fn set_status(&mut self, status: Status) {
         if let Some((_, current)) = &mut self.recorded {
             *current = status;
@@ -203,6 +157,59 @@ impl TrackingEvent {
             (TrackingKind::Click | TrackingKind::Lead, None) => {}
         }
         Ok(vec![TrackingChange::Recorded(recording.clone())])
+    }
+}
+
+impl Aggregate for TrackingEvent {
+    type Command = TrackingCommand;
+    type Event = TrackingChange;
+    type Error = Error;
+
+    fn decide(&self, command: &TrackingCommand) -> Result<Vec<TrackingChange>, Error> {
+        match command {
+            TrackingCommand::Record(recording) => self.record(recording),
+            TrackingCommand::Confirm { tracking_id } => {
+                let (recording, status) = self.recorded(*tracking_id)?;
+                match status {
+                    Status::Recorded => Ok(vec![TrackingChange::Confirmed {
+                        tracking_id: recording.tracking_id,
+                        campaign_id: recording.campaign_id,
+                        partner_id: Some(recording.partner_id),
+                    }]),
+                    Status::Confirmed => Ok(vec![]),
+                    Status::Failed { .. } => Err(Error::AlreadyFailed(*tracking_id)),
+                }
+            }
+            TrackingCommand::Fail {
+                tracking_id,
+                reason,
+            } => {
+                let (recording, status) = self.recorded(*tracking_id)?;
+                match status {
+                    Status::Recorded => Ok(vec![TrackingChange::Failed {
+                        tracking_id: recording.tracking_id,
+                        campaign_id: recording.campaign_id,
+                        partner_id: Some(recording.partner_id),
+                        reason: reason.clone(),
+                    }]),
+                    // The first reason stands; a repeated compensation only confirms it.
+                    Status::Failed { .. } => Ok(vec![]),
+                    Status::Confirmed => Err(Error::AlreadyConfirmed(*tracking_id)),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &TrackingChange) {
+        match event {
+            TrackingChange::Recorded(recording) => {
+                self.recorded = Some((recording.clone(), Status::Recorded));
+            }
+            TrackingChange::Confirmed { .. } => self.set_status(Status::Confirmed),
+            TrackingChange::Failed { reason, .. } => self.set_status(Status::Failed {
+                reason: reason.clone(),
+            }),
+        }
     }
 }
 
@@ -264,11 +271,14 @@ impl CampaignOrders {
     pub fn claimed_by(&self, order_id: &str) -> Option<Uuid> {
         self.claimed.get(order_id).copied()
     }
+}
 
-    pub fn decide(
-        &self,
-        command: &CampaignOrdersCommand,
-    ) -> Result<Vec<CampaignOrdersEvent>, Error> {
+impl Aggregate for CampaignOrders {
+    type Command = CampaignOrdersCommand;
+    type Event = CampaignOrdersEvent;
+    type Error = Error;
+
+    fn decide(&self, command: &CampaignOrdersCommand) -> Result<Vec<CampaignOrdersEvent>, Error> {
         match command {
             CampaignOrdersCommand::ClaimOrder {
                 campaign_id,
@@ -305,7 +315,7 @@ impl CampaignOrders {
         }
     }
 
-    pub fn apply(&mut self, event: &CampaignOrdersEvent) {
+    fn apply(&mut self, event: &CampaignOrdersEvent) {
         match event {
             CampaignOrdersEvent::OrderClaimed {
                 order_id,
@@ -410,27 +420,20 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    // Given these events, when this command: the events decided, or the rejection.
+    // Given these events, when this command: the events decided, or the rejection('s code).
     fn when(
         given: &[TrackingChange],
         command: TrackingCommand,
     ) -> Result<Vec<TrackingChange>, Error> {
-        let mut tracking_event = TrackingEvent::default();
-        given.iter().for_each(|event| tracking_event.apply(event));
-        tracking_event.decide(&command)
+        TrackingEvent::given_when(given, &command)
     }
 
     fn rejection(given: &[TrackingChange], command: TrackingCommand) -> &'static str {
-        match when(given, command) {
-            Ok(events) => panic!("expected a rejection, decided {events:?}"),
-            Err(error) => error.code(),
-        }
+        when(given, command).expect_err("a rejection").code()
     }
 
     fn orders(given: &[CampaignOrdersEvent]) -> CampaignOrders {
-        let mut orders = CampaignOrders::default();
-        given.iter().for_each(|event| orders.apply(event));
-        orders
+        CampaignOrders::folded(given)
     }
 
     fn click(tracking: u128) -> Recording {

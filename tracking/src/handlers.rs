@@ -6,6 +6,7 @@ use crate::domain::{
     decide_refund,
 };
 use crate::wire::{self, Stored};
+use eventstore::Aggregate;
 use eventstore::ExpectedVersion;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, Replies, StreamEvents};

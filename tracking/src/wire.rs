@@ -3,6 +3,7 @@
 //! back. Upcasting happens here, by Avro schema resolution from a stored event's schema version.
 
 use crate::domain::{CampaignOrdersEvent, Order, Recording, TrackingChange, TrackingKind};
+use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::Message;
 use schemas::commands::RecordTrackingEvent;

@@ -9,6 +9,7 @@ use campaigns::domain::{Campaign, CampaignCommand};
 use campaigns::handlers::{BudgetRelease, BudgetReservation, Creation, PartnerAssociation};
 use campaigns::state::SNAPSHOT_EVERY;
 use campaigns::wire::{self, Stored};
+use eventstore::Aggregate;
 use eventstore::{ExpectedVersion, Outcome};
 use messaging::consume::{Handler, HandlerError, Incoming};
 use messaging::effects::{self, StreamEvents};

@@ -58,6 +58,7 @@ impl Payment {
 #[cfg(test)]
 mod tests {
     use crate::domain::{Money, Payment, PaymentCommand, PaymentEvent, PaymentRequest};
+    use eventstore::Aggregate;
     use uuid::Uuid;
 
     fn id(n: u128) -> Uuid {
@@ -65,9 +66,7 @@ mod tests {
     }
 
     fn given(events: &[PaymentEvent]) -> Payment {
-        let mut payment = Payment::default();
-        events.iter().for_each(|event| payment.apply(event));
-        payment
+        Payment::folded(events)
     }
 
     fn requested() -> PaymentEvent {

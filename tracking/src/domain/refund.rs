@@ -8,6 +8,7 @@ use super::{
     CampaignOrders, CampaignOrdersCommand, Error, RecordDecision, Recording, Status,
     TrackingCommand, TrackingEvent,
 };
+use eventstore::Aggregate;
 
 /// Decides a refund's recording against its order's claim and the conversion the claim names
 /// (`conversion`: that tracking event, as loaded). A retried refund changes nothing.
