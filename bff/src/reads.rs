@@ -213,7 +213,7 @@ async fn partner_list(
     params(("id" = Uuid, Path),
         ("offset" = Option<i64>, Query, minimum = 0, description = "payments to skip"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "100 by default")),
-    responses((status = 200, description = "a page of the partner's payments, newest first, and the totals paid")),
+    responses((status = 200, description = "a page of the partner's payments, newest first, and the totals paid and clawed back per currency")),
     security(("bearer" = [])))]
 pub async fn partner_payments(
     State(state): State<AppState>,

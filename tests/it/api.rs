@@ -616,6 +616,37 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
             .is_some_and(|d| d.contains("control characters")),
         "{problem}"
     );
+    // A refund carries the order it refunds; a click carries none.
+    for (kind, order) in [
+        ("refund", None),
+        (
+            "click",
+            Some(json!({ "order_id": "A-1", "amount": { "amount": 100, "currency": "EUR" } })),
+        ),
+    ] {
+        let (status, problem) = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/tracking-events",
+                &owner,
+                Some(&json!({
+                    "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": kind,
+                    "order": order,
+                })),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{kind}: {problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("refund")),
+            "{problem}"
+        );
+    }
     let (status, _) = api.get("/v1/sagas", &owner).await;
     assert_eq!(
         status,
