@@ -21,8 +21,9 @@ pub fn now_micros() -> i64 {
 }
 
 /// A saga's state (none before it started), its log and the log's version. The saga runs under
-/// the definition its log started with: one the catalogue no longer holds is an error that
-/// leaves the input to be tried again (by a coordinator that has it).
+/// the definition its log started with. One this coordinator's catalogue lacks (a newer one,
+/// during a rolling deploy) makes the input wait, like a database outage, and be tried again,
+/// never dead-lettered: until a coordinator that has the version takes the saga's messages over.
 pub async fn load(
     conn: &mut PgConnection,
     saga_id: Uuid,
@@ -38,7 +39,7 @@ pub async fn load(
         false => Some(
             CATALOGUE
                 .resume(&entries)
-                .map_err(|e| HandlerError::Transient(format!("saga {saga_id}: {e}")))?,
+                .map_err(|e| HandlerError::Unavailable(format!("saga {saga_id}: {e}")))?,
         ),
     };
     let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
@@ -566,10 +567,11 @@ pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, event
                 passed.push(command_id);
             }
             Err(error) => {
-                // Left in place (rolled back) and tried again on the next round.
+                // Left in place (rolled back) and tried again on the next round; the other due
+                // timers fire meanwhile.
                 tracing::warn!(%saga_id, %command_id, %error, "firing a saga timer failed");
                 tx.rollback().await?;
-                break;
+                passed.push(command_id);
             }
         }
     }

@@ -829,8 +829,10 @@ mod tests {
             for (failing, definition) in steps.iter().enumerate() {
                 let step = definition.step;
                 for how in [Answering::Reject, Answering::Silent] {
-                    if how == Answering::Silent && steps[..failing].iter().any(|s| s.is_pivot()) {
-                        // Sent again until it answers: see the test below.
+                    let until_answered = definition.policy.attempts == u32::MAX
+                        || steps[..failing].iter().any(|s| s.is_pivot());
+                    if how == Answering::Silent && until_answered {
+                        // Sent again until it answers: see the tests below.
                         continue;
                     }
                     let mut run = Run::start(saga_type);
@@ -1572,5 +1574,29 @@ mod tests {
         static ITS_CATALOGUE: Catalogue = Catalogue(&[&NOTHING_TO_UNDO]);
         let replayed = crate::replay::replay(&ITS_CATALOGUE, &run.log).expect("replays");
         assert_eq!(replayed, run.saga);
+    }
+
+    #[test]
+    fn a_refund_step_is_sent_again_until_it_answers_and_never_undone_meanwhile() {
+        let mut run = Run::start(SagaType::OrderRefund);
+        for attempt in 1..=8 {
+            let sent = run.saga.pending.clone().expect("the reversal");
+            assert_eq!(
+                (sent.step, sent.attempt),
+                (Step::ReverseCommission, attempt)
+            );
+            assert!(sent.timeout <= MAX_RETRY_WAIT);
+            run.now += sent.timeout.as_micros() as i64;
+            run.feed(Input::Timeout {
+                command_id: sent.command_id,
+                attempt,
+                at: run.now,
+            });
+            assert_eq!(run.saga.status, Status::Running, "nothing is undone");
+        }
+        run.drive(|_| Answering::Succeed);
+        assert_eq!(run.saga.status, Status::Completed);
+        assert!(run.compensations().is_empty());
+        assert_replays(&run);
     }
 }

@@ -50,7 +50,7 @@ pub struct AssociateContent {
     pub tags: Vec<String>,
 }
 
-/// Records tracked evidence of a click, lead or conversion.
+/// Records tracked evidence of a click, lead or conversion, or the refund of a converted order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordTrackingEvent {
     pub tracking_id: Uuid,

@@ -126,7 +126,7 @@ pub enum TrackingEvent {
     OrderRefunded(OrderRefunded),
 }
 
-/// A click, lead or conversion was recorded.
+/// A click, lead, conversion or refund was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackingEventRecorded {
     pub tracking_id: Uuid,

@@ -44,7 +44,8 @@ pub struct Order {
     pub amount: Money,
 }
 
-/// Evidence of a click, lead or conversion: what `Record` asks for and `Recorded` records.
+/// Evidence of a click, lead, conversion or refund: what `Record` asks for and `Recorded`
+/// records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recording {
     pub tracking_id: Uuid,
@@ -68,7 +69,7 @@ pub enum Status {
     Failed { reason: String },
 }
 
-/// One click, lead or conversion, identified by its tracking id.
+/// One click, lead, conversion or refund, identified by its tracking id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct TrackingEvent {
@@ -244,11 +245,13 @@ pub enum CampaignOrdersCommand {
         order_id: String,
         tracking_id: Uuid,
     },
-    /// A refund of the order, by the tracking event `tracking_id`; one per order.
+    /// A refund of the order, by the tracking event `tracking_id`; one per order, unless the
+    /// one before failed (`failed_refund`: its saga could not take the order back).
     RefundOrder {
         campaign_id: Uuid,
         order_id: String,
         tracking_id: Uuid,
+        failed_refund: Option<Uuid>,
     },
 }
 
@@ -270,6 +273,11 @@ impl CampaignOrders {
     /// The tracking event that claimed `order_id` on this campaign, if any.
     pub fn claimed_by(&self, order_id: &str) -> Option<Uuid> {
         self.claimed.get(order_id).copied()
+    }
+
+    /// The last refund of `order_id` on this campaign, if any.
+    pub fn refunded_by(&self, order_id: &str) -> Option<Uuid> {
+        self.refunded.get(order_id).copied()
     }
 }
 
@@ -300,13 +308,14 @@ impl Aggregate for CampaignOrders {
                 campaign_id,
                 order_id,
                 tracking_id,
-            } => match self.refunded.get(order_id) {
-                Some(refund) if refund == tracking_id => Ok(vec![]),
-                Some(_) => Err(Error::AlreadyRefunded {
+                failed_refund,
+            } => match self.refunded_by(order_id) {
+                Some(refund) if refund == *tracking_id => Ok(vec![]),
+                Some(refund) if Some(refund) != *failed_refund => Err(Error::AlreadyRefunded {
                     campaign_id: *campaign_id,
                     order_id: order_id.clone(),
                 }),
-                None => Ok(vec![CampaignOrdersEvent::OrderRefunded {
+                Some(_) | None => Ok(vec![CampaignOrdersEvent::OrderRefunded {
                     campaign_id: *campaign_id,
                     order_id: order_id.clone(),
                     tracking_id: *tracking_id,

@@ -37,6 +37,17 @@ async fn load_tracking(
     .await
 }
 
+/// Another tracking event a decision reads (and does not write), if there is one.
+async fn load_other(
+    tx: &mut PgConnection,
+    tracking_id: Option<Uuid>,
+) -> Result<Tracking, HandlerError> {
+    Ok(match tracking_id {
+        Some(id) => load_tracking(tx, &wire::tracking_stream(id)).await?.0,
+        None => Tracking::default(),
+    })
+}
+
 fn refused(error: Error) -> (&'static str, String) {
     (error.code(), error.to_string())
 }
@@ -79,15 +90,12 @@ impl Handler for Record {
         };
         let decided = match (recording.kind, &recording.order) {
             (TrackingKind::Refund, Some(order)) => {
-                let conversion = match orders.claimed_by(&order.order_id) {
-                    Some(converted) => {
-                        load_tracking(tx, &wire::tracking_stream(converted))
-                            .await?
-                            .0
-                    }
-                    None => Tracking::default(),
-                };
-                decide_refund(&tracking, &orders, &conversion, &recording)
+                let conversion = load_other(tx, orders.claimed_by(&order.order_id)).await?;
+                let last_refund = orders
+                    .refunded_by(&order.order_id)
+                    .filter(|refund| *refund != recording.tracking_id);
+                let last_refund = load_other(tx, last_refund).await?;
+                decide_refund(&tracking, &orders, (&conversion, &last_refund), &recording)
             }
             _ => decide_record(&tracking, &orders, &recording),
         };

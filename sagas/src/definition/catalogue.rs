@@ -14,7 +14,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// How long a step's command may go unanswered, and how often it is sent before the step counts
-/// as timed out (a resend carries the same command id, so a service that did get it ignores it).
+/// as timed out (a resend carries the same command id, so a service that did get it ignores it);
+/// `u32::MAX` attempts: never, it is sent until it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub timeout: Duration,
@@ -25,8 +26,8 @@ pub struct Policy {
 /// none when it cannot be built.
 pub type Build = fn(&Saga, &SagaData) -> Option<Command>;
 
-/// Builds the command that undoes a step, given why; none when there is nothing to undo (the
-/// step's answer said it changed nothing).
+/// Builds the command that undoes a step, given why; none when it cannot be built from the
+/// saga's data (then there is nothing to undo, and the compensation goes on).
 pub type Undo = fn(&Saga, &SagaData, String) -> Option<Command>;
 
 /// Builds a pivot's settling question, given why.

@@ -150,6 +150,15 @@ fn of_the_order(data: &SagaData, what: &str) -> Option<Uuid> {
     Some(Uuid::new_v5(&order_saga, what.as_bytes()))
 }
 
+/// A refund's steps are sent again, waiting longer each time, until they answer: a timeout never
+/// gives one up, since its undo (on a topic of its own) could overtake the command still on its
+/// way and be undone by it. Their services answer every one of them (none is refused for being
+/// late), so an outage only delays the refund.
+const UNTIL_ANSWERED: Policy = Policy {
+    timeout: Duration::from_secs(10),
+    attempts: u32::MAX,
+};
+
 fn refunded(data: &SagaData) -> String {
     let order = data.order.as_ref().map_or("", |o| o.order_id.as_str());
     format!("order {order} refunded")
@@ -158,7 +167,7 @@ fn refunded(data: &SagaData) -> String {
 /// Takes the order's commission back; undone by reinstating it as it was.
 pub const REVERSE_COMMISSION: StepDefinition = StepDefinition {
     step: Step::ReverseCommission,
-    policy: ASK,
+    policy: UNTIL_ANSWERED,
     command: |_, data| {
         Some(Command::ReverseCommission {
             commission_id: of_the_order(data, "commission")?,
@@ -177,7 +186,7 @@ pub const REVERSE_COMMISSION: StepDefinition = StepDefinition {
 /// Takes the order's payout back from the partner's balance, if it was paid (payments knows).
 pub const CLAW_BACK: StepDefinition = StepDefinition {
     step: Step::ClawBack,
-    policy: ASK,
+    policy: UNTIL_ANSWERED,
     command: |saga, data| {
         Some(Command::ClawBack {
             clawback_id: saga.derived_id("clawback"),
@@ -199,7 +208,7 @@ pub const CLAW_BACK: StepDefinition = StepDefinition {
 /// reservation of its own (which the campaign may refuse if its budget went meanwhile).
 pub const RELEASE_BUDGET: StepDefinition = StepDefinition {
     step: Step::ReleaseBudget,
-    policy: ASK,
+    policy: UNTIL_ANSWERED,
     command: |_, data| {
         Some(Command::ReleaseBudget {
             reservation_id: of_the_order(data, "reservation")?,

@@ -218,9 +218,9 @@ async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) 
 }
 
 /// A saga that started with a definition version this coordinator lacks (a newer one, during a
-/// rolling deploy) is left alone: its input fails as transient, to be tried again by a
-/// coordinator that has it, and nothing is written; operators still see it. The listing shows
-/// each saga's version.
+/// rolling deploy) is left alone: its input waits as in an outage (never dead-lettered) for a
+/// coordinator that has the version, nothing is written, its timer waits without holding up the
+/// others', and operators still see it. The listing shows each saga's version.
 #[sqlx::test(migrations = false)]
 async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
     _: PgPoolOptions,
@@ -255,8 +255,8 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
         let mut conn = pool.acquire().await.expect("connection");
         coordinator::load(&mut conn, saga_id).await
     };
-    let Err(HandlerError::Transient(why)) = pending else {
-        panic!("an unknown version is a transient failure: {pending:?}");
+    let Err(HandlerError::Unavailable(why)) = pending else {
+        panic!("an unknown version makes the input wait: {pending:?}");
     };
     assert!(why.contains("order-to-payment v9"), "{why}");
     let mut tx = pool.begin().await.expect("begin");
@@ -267,7 +267,7 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
         at: coordinator::now_micros(),
     };
     let fed = coordinator::feed(&mut tx, saga_id, &reply, &coordinator::Cause::default()).await;
-    assert!(matches!(fed, Err(HandlerError::Transient(_))), "{fed:?}");
+    assert!(matches!(fed, Err(HandlerError::Unavailable(_))), "{fed:?}");
     drop(tx);
     let entries: i64 = sqlx::query_scalar("select count(*) from events where stream_id = $1")
         .bind(sagas::wire::stream_id(saga_id))
@@ -275,6 +275,32 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
         .await
         .expect("count");
     assert_eq!(entries, 2, "nothing written");
+
+    // Its reservation's timer comes due, and so does another saga's.
+    let (other, definition, data) = conversion();
+    start(&pool, other, definition, data).await;
+    sqlx::query(
+        "update saga_timers
+            set due_at = now() - case when saga_id = $1 then interval '2 seconds'
+                                      else interval '1 second' end",
+    )
+    .bind(saga_id)
+    .execute(&pool)
+    .await
+    .expect("due, the unknown version's first");
+    assert_eq!(
+        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        1,
+        "the other saga's timer fires"
+    );
+    let waiting: i64 =
+        sqlx::query_scalar("select count(*) from saga_timers where saga_id = $1 and attempt = 1")
+            .bind(saga_id)
+            .fetch_one(&pool)
+            .await
+            .expect("timers");
+    assert_eq!(waiting, 1, "the unknown version's timer waits");
+
     let (status, detail) = call(&router, "GET", &format!("/sagas/{saga_id}"), None).await;
     assert_eq!(status, StatusCode::OK, "still shown: {detail}");
     assert!(

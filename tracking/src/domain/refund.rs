@@ -2,7 +2,8 @@
 //! starts the order-refund saga. It names the order by its id; the campaign's order claim says
 //! which conversion tracked it, and that conversion must have completed its saga (its commission
 //! assigned and paid), for the same partner and the whole order. One refund per order: the claim
-//! records it, so two refunds racing for one order cannot both win.
+//! records it, so two refunds racing for one order cannot both win; once a refund's saga failed
+//! (it could not take the order back), the order can be refunded again.
 
 use super::{
     CampaignOrders, CampaignOrdersCommand, Error, RecordDecision, Recording, Status,
@@ -10,12 +11,13 @@ use super::{
 };
 use eventstore::Aggregate;
 
-/// Decides a refund's recording against its order's claim and the conversion the claim names
-/// (`conversion`: that tracking event, as loaded). A retried refund changes nothing.
+/// Decides a refund's recording against its order's claim, the conversion the claim names and
+/// the order's last refund before this one (`conversion`, `last_refund`: those tracking events,
+/// as loaded; default when there is none). A retried refund changes nothing.
 pub fn decide_refund(
     refund: &TrackingEvent,
     orders: &CampaignOrders,
-    conversion: &TrackingEvent,
+    (conversion, last_refund): (&TrackingEvent, &TrackingEvent),
     recording: &Recording,
 ) -> Result<RecordDecision, Error> {
     let order = recording.order.as_ref().ok_or(Error::OrderRequired)?;
@@ -59,10 +61,15 @@ pub fn decide_refund(
             "a refund is of the whole order: its amount must be the order's",
         ));
     }
+    let failed_refund = match (last_refund.recording(), last_refund.status()) {
+        (Some(last), Some(Status::Failed { .. })) => Some(last.tracking_id),
+        _ => None,
+    };
     let orders = orders.decide(&CampaignOrdersCommand::RefundOrder {
         campaign_id: recording.campaign_id,
         order_id: order.order_id.clone(),
         tracking_id: recording.tracking_id,
+        failed_refund,
     })?;
     Ok(RecordDecision { tracking, orders })
 }
@@ -134,7 +141,12 @@ mod tests {
         orders: &CampaignOrders,
         recording: &Recording,
     ) -> &'static str {
-        match decide_refund(&TrackingEvent::default(), orders, conversion, recording) {
+        match decide_refund(
+            &TrackingEvent::default(),
+            orders,
+            (conversion, &TrackingEvent::default()),
+            recording,
+        ) {
             Ok(decision) => panic!("expected a rejection, decided {decision:?}"),
             Err(error) => error.code(),
         }
@@ -143,8 +155,13 @@ mod tests {
     #[test]
     fn a_refund_of_a_confirmed_conversion_names_it_and_claims_the_refund() {
         let (conversion, orders) = converted(Some(confirmed()));
-        let decision =
-            decide_refund(&TrackingEvent::default(), &orders, &conversion, &refund(2)).unwrap();
+        let decision = decide_refund(
+            &TrackingEvent::default(),
+            &orders,
+            (&conversion, &TrackingEvent::default()),
+            &refund(2),
+        )
+        .unwrap();
         let recorded = Recording {
             refund_of: Some(id(1)),
             ..refund(2)
@@ -167,13 +184,35 @@ mod tests {
         refunded.apply(&decision.tracking[0]);
         let mut claimed = orders.clone();
         claimed.apply(&decision.orders[0]);
-        let again = decide_refund(&refunded, &claimed, &conversion, &refund(2)).unwrap();
+        let again =
+            decide_refund(&refunded, &claimed, (&conversion, &refunded), &refund(2)).unwrap();
         assert!(again.tracking.is_empty() && again.orders.is_empty());
 
-        // A second refund of the order is refused.
+        // A second refund of the order is refused, unless the first one's saga failed.
         assert_eq!(
             rejection(&conversion, &claimed, &refund(3)),
             "order_already_refunded"
+        );
+        refunded.apply(&TrackingChange::Failed {
+            tracking_id: id(2),
+            campaign_id: id(10),
+            partner_id: Some(id(20)),
+            reason: "release-budget rejected".into(),
+        });
+        let again = decide_refund(
+            &TrackingEvent::default(),
+            &claimed,
+            (&conversion, &refunded),
+            &refund(3),
+        )
+        .unwrap();
+        assert_eq!(
+            again.orders,
+            [CampaignOrdersEvent::OrderRefunded {
+                campaign_id: id(10),
+                order_id: "A-1".into(),
+                tracking_id: id(3),
+            }]
         );
     }
 

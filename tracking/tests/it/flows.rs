@@ -161,6 +161,20 @@ async fn a_refund_of_a_confirmed_conversion_is_recorded_once_and_names_it(
         })
         .await;
     assert_eq!(stats["conversions"], 1, "{stats}");
+    // The first refund's saga fails: the order can be refunded again.
+    let fail = FailTrackingEvent {
+        tracking_id: first.tracking_id,
+        reason: "release-budget rejected".into(),
+    };
+    let failed = service.send(first.tracking_id, &fail).await;
+    assert_eq!(service.outcome(failed).await["status"], "succeeded");
+    let retried = service.send(again.tracking_id, &again).await;
+    assert_eq!(
+        service.outcome(retried).await["status"],
+        "succeeded",
+        "a refund after a failed one"
+    );
+
     let refund_messages: Vec<String> = published(&service)
         .await
         .into_iter()
