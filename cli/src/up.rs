@@ -101,8 +101,14 @@ fn port(default: u16, any: bool) -> anyhow::Result<u16> {
     if !any {
         return Ok(default);
     }
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(socket.local_addr()?.port())
+    // Below the ephemeral range (32768 and up on Linux): a port the system hands out for `:0`
+    // can be taken by an outgoing connection's local end before the process binds it.
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..1000)
+        .map(|_| rng.random_range(20_000..32_000))
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .context("finding a free port")
 }
 
 /// A running platform: its processes, and the PostgreSQL and broker it started.
