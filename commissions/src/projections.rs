@@ -164,19 +164,20 @@ impl Projection for CommissionViews {
                 partner_id,
                 amount,
                 reason,
-            } => {
-                let ids = (*commission_id, *partner_id, *campaign_id);
-                reversed(tx, event, ids, (amount, reason), 1).await
             }
-            CommissionEvent::Reinstated {
+            | CommissionEvent::Reinstated {
                 commission_id,
                 campaign_id,
                 partner_id,
                 amount,
                 reason,
             } => {
+                let sign = match change {
+                    CommissionEvent::Reinstated { .. } => -1,
+                    _ => 1,
+                };
                 let ids = (*commission_id, *partner_id, *campaign_id);
-                reversed(tx, event, ids, (amount, reason), -1).await
+                reversed(tx, event, ids, (amount, reason), sign).await
             }
             CommissionEvent::Voided {
                 commission_id,

@@ -168,19 +168,8 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
     let (paid, paid_tracking, detail) =
         convert(&platform, partner, campaign, "order-1", 5_000).await;
     assert_eq!(detail["saga"]["status"], "completed", "{detail}");
-    let steps: Vec<(&str, &str)> = detail["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            (
-                s["step"].as_str().unwrap_or_default(),
-                s["status"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
     assert_eq!(
-        steps,
+        step_statuses(&detail),
         [
             ("reserve-budget", "succeeded"),
             ("assign-commission", "succeeded"),
