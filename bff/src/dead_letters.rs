@@ -184,7 +184,8 @@ pub async fn redrive(
     let acting = acting.unwrap_or_default();
     let mut letter = state
         .services
-        .post(
+        .write(
+            reqwest::Method::POST,
             service,
             &format!("/dead-letters/{id}/redrive"),
             &json!({ "reason": acting.reason }),

@@ -378,7 +378,8 @@ pub async fn saga_action(
     found(
         state
             .services
-            .post(
+            .write(
+                reqwest::Method::POST,
                 Service::Sagas,
                 &format!("/sagas/{id}/{action}"),
                 &json!({ "reason": acting.reason }),

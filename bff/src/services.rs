@@ -96,33 +96,18 @@ impl Services {
         self.send(service, request, caller).await
     }
 
-    /// POSTs `body` to `path` of `service`; the caller travels in headers.
-    pub async fn post(
+    /// Sends `body` to `path` of `service` with `method` (POST or PUT); the caller travels in
+    /// headers.
+    pub async fn write(
         &self,
+        method: reqwest::Method,
         service: Service,
         path: &str,
         body: &Value,
         caller: &Caller,
     ) -> Result<Option<Value>, Problem> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.urls.of(service)))
-            .json(body);
-        self.send(service, request, caller).await
-    }
-
-    /// PUTs `body` to `path` of `service`.
-    pub async fn put(
-        &self,
-        service: Service,
-        path: &str,
-        body: &Value,
-        caller: &Caller,
-    ) -> Result<Option<Value>, Problem> {
-        let request = self
-            .http
-            .put(format!("{}{path}", self.urls.of(service)))
-            .json(body);
+        let url = format!("{}{path}", self.urls.of(service));
+        let request = self.http.request(method, url).json(body);
         self.send(service, request, caller).await
     }
 

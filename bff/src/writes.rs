@@ -139,7 +139,8 @@ async fn command_id(
     let claim = json!({ "fingerprint": fingerprint });
     let held = state
         .services
-        .put(
+        .write(
+            reqwest::Method::PUT,
             route.service,
             &format!("/idempotency-keys/{command_id}"),
             &claim,

@@ -15,6 +15,8 @@ mod serve;
 mod settings;
 mod up;
 
+use bff::auth::Role;
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use settings::Infrastructure;
 use std::net::SocketAddr;
@@ -99,24 +101,14 @@ pub const BFF_LISTEN: SocketAddr =
 pub const PAYOUT_SIM_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7199);
 
-/// A caller's role, as tokens carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    Admin,
-    Advertiser,
-    Partner,
-    Auditor,
-}
-
-impl Role {
-    fn claim(self) -> bff::auth::Role {
-        match self {
-            Role::Admin => bff::auth::Role::Admin,
-            Role::Advertiser => bff::auth::Role::Advertiser,
-            Role::Partner => bff::auth::Role::Partner,
-            Role::Auditor => bff::auth::Role::Auditor,
-        }
-    }
+/// Parses a role by the name tokens carry, offering the four names in `--help`.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::name)).map(|name| {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.name() == name)
+            .expect("a possible value names a role")
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,7 +211,7 @@ enum Command {
     },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = role_parser())]
         role: Role,
         /// The advertiser or partner id the caller acts for.
         #[arg(long)]
@@ -260,7 +252,6 @@ fn token(
     ttl: u64,
     jwt: &settings::Jwt,
 ) -> anyhow::Result<()> {
-    let role = role.claim();
     let token = bff::auth::mint_hs256(
         jwt.secret()?,
         &jwt.jwt_issuer,

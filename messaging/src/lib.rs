@@ -14,7 +14,7 @@ pub mod metrics;
 mod properties;
 pub mod relay;
 pub mod service_token;
-#[cfg(feature = "testing")]
+#[cfg(feature = "test-support")]
 pub mod testing;
 mod trace;
 

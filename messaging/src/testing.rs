@@ -1,4 +1,4 @@
-//! For tests (feature `testing`): clients of the one Apache Pulsar broker a test run shares
+//! For tests (feature `test-support`): clients of the one Apache Pulsar broker a test run shares
 //! (`PULSAR_URL` and `PULSAR_ADMIN_URL`, which `scripts/test.sh` starts and sets), each test on a
 //! namespace of its own, provisioned as `pulsaga migrate` provisions a namespace.
 
@@ -33,6 +33,43 @@ pub async fn provision(settings: &PulsarSettings) {
             crate::error_chain(&error)
         );
     }
+}
+
+/// A pool of `connections` on the test's database.
+pub async fn pool(connect: sqlx::postgres::PgConnectOptions, connections: u32) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(connect)
+        .await
+        .expect("connecting to the test database")
+}
+
+/// A pool of `connections` on the test's database, migrated for `service`.
+pub async fn migrated(
+    connect: sqlx::postgres::PgConnectOptions,
+    connections: u32,
+    service: &crate::host::Service,
+) -> sqlx::PgPool {
+    let pool = pool(connect, connections).await;
+    crate::host::migrate(&pool, service).await.expect("migrate");
+    pool
+}
+
+/// The status, content type and JSON body (`null` when there is none) of a GET of `url`.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String, Value) {
+    let response = http.get(url).send().await.expect("request");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (
+        status,
+        content_type,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// A client of the shared broker on a fresh, provisioned namespace.
@@ -180,6 +217,15 @@ impl ServiceUnderTest {
         }
     }
 
+    /// [`start`](Self::start) on a pool of the test's database.
+    pub async fn connect(
+        connect: sqlx::postgres::PgConnectOptions,
+        tenant: &'static str,
+        service: crate::host::Service,
+    ) -> ServiceUnderTest {
+        Self::start(pool(connect, 20).await, tenant, service).await
+    }
+
     /// Publishes a command as a client would; returns its message id.
     pub async fn send<M: schemas::Message>(&self, key: Uuid, command: &M) -> Uuid {
         let id = Uuid::new_v4();
@@ -208,24 +254,7 @@ impl ServiceUnderTest {
 
     /// The status, content type and JSON body of a GET of the query API.
     pub async fn get_with_type(&self, path: &str) -> (reqwest::StatusCode, String, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (
-            status,
-            content_type,
-            response.json().await.unwrap_or(Value::Null),
-        )
+        get_json(&self.http, &format!("{}{path}", self.base)).await
     }
 
     /// The status and JSON body of a GET of the query API.

@@ -111,14 +111,27 @@ pub fn input_of(definition: &'static Definition, entry: &Entry) -> Option<Input>
             attempt,
             at,
             ..
+        }
+        | Entry::CompensationFailed {
+            command_id,
+            attempt,
+            message_id: None,
+            at,
+            ..
+        }
+        | Entry::CompensationRetryDue {
+            command_id,
+            attempt,
+            at,
+            ..
         } => Input::Timeout {
             command_id: *command_id,
             attempt: *attempt,
             at: *at,
         },
-        Entry::CompensationSucceeded { .. }
-        | Entry::CompensationFailed { .. }
-        | Entry::CompensationRetryDue { .. } => return compensation_input(entry),
+        Entry::CompensationSucceeded { .. } | Entry::CompensationFailed { .. } => {
+            return compensation_input(entry);
+        }
         Entry::OperatorActed {
             action,
             actor,
@@ -134,8 +147,8 @@ pub fn input_of(definition: &'static Definition, entry: &Entry) -> Option<Input>
     })
 }
 
-/// [`input_of`] for a compensation's entries: its answer, its timeout, or its backoff running
-/// out. A compensation counted as done without a command (skipped) records no input.
+/// [`input_of`] for a compensation's answers. A compensation counted as done without a command
+/// (skipped) records no input.
 fn compensation_input(entry: &Entry) -> Option<Input> {
     Some(match entry {
         Entry::CompensationSucceeded {
@@ -147,23 +160,6 @@ fn compensation_input(entry: &Entry) -> Option<Input> {
             command_id: *command_id,
             message_id: *message_id,
             answer: Answer::Succeeded { amount: None },
-            at: *at,
-        },
-        Entry::CompensationFailed {
-            command_id,
-            attempt,
-            message_id: None,
-            at,
-            ..
-        }
-        | Entry::CompensationRetryDue {
-            command_id,
-            attempt,
-            at,
-            ..
-        } => Input::Timeout {
-            command_id: *command_id,
-            attempt: *attempt,
             at: *at,
         },
         Entry::CompensationFailed {

@@ -9,32 +9,19 @@ mod queries;
 use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner, ReserveBudget};
 use schemas::values::{CommissionRule, Money, TrackingKind};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 /// The campaigns service running on its own namespace and database, with its API on a free port.
 type Service = messaging::testing::ServiceUnderTest;
 
 async fn start(connect: PgConnectOptions) -> Service {
-    Service::start(
-        database(connect, 20).await,
-        "advertiser-1",
-        campaigns::service(),
-    )
-    .await
+    Service::connect(connect, "advertiser-1", campaigns::service()).await
 }
 
 /// A fresh, migrated campaigns database.
 async fn database(connect: PgConnectOptions, connections: u32) -> PgPool {
-    let pool = PgPoolOptions::new()
-        .max_connections(connections)
-        .connect_with(connect)
-        .await
-        .expect("database");
-    messaging::host::migrate(&pool, &campaigns::service())
-        .await
-        .expect("migrate");
-    pool
+    messaging::testing::migrated(connect, connections, &campaigns::service()).await
 }
 
 fn micros_now() -> i64 {

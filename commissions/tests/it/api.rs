@@ -23,21 +23,8 @@ async fn serve(pool: PgPool) -> String {
     base
 }
 
-async fn get(base: &str, path: &str) -> (reqwest::StatusCode, Option<String>, Value) {
-    let response = reqwest::get(format!("{base}{path}"))
-        .await
-        .expect("request");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (
-        status,
-        content_type,
-        response.json().await.unwrap_or(Value::Null),
-    )
+async fn get(base: &str, path: &str) -> (reqwest::StatusCode, String, Value) {
+    messaging::testing::get_json(&reqwest::Client::new(), &format!("{base}{path}")).await
 }
 
 #[sqlx::test(migrations = false)]
@@ -60,11 +47,7 @@ async fn malformed_requests_are_problems(pool: PgPool) {
     for (path, expected) in cases {
         let (status, content_type, body) = get(&base, &path).await;
         assert_eq!(status.as_u16(), expected, "{path}: {body}");
-        assert_eq!(
-            content_type.as_deref(),
-            Some("application/problem+json"),
-            "{path}"
-        );
+        assert_eq!(content_type, "application/problem+json", "{path}");
         assert_eq!(body["status"], expected, "{path}: {body}");
         assert!(body["detail"].is_string(), "{path}: {body}");
     }

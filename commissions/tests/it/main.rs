@@ -4,16 +4,11 @@
 mod api;
 mod flows;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 /// The commissions service running on its own namespace and database, with its API on a free port.
 type Service = messaging::testing::ServiceUnderTest;
 
 async fn start(connect: PgConnectOptions) -> Service {
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .connect_with(connect)
-        .await
-        .expect("database");
-    Service::start(pool, "advertiser-1", commissions::service()).await
+    Service::connect(connect, "advertiser-1", commissions::service()).await
 }

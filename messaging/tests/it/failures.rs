@@ -10,7 +10,9 @@ use messaging::testing::{self, DeadLetter};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 async fn dead_letters(fixture: &Fixture, subscription: &str, count: usize) -> Vec<DeadLetter> {
     testing::dead_letters(
@@ -144,17 +146,35 @@ async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
     relay.await.expect("relay").expect("relay ran");
 }
 
+/// The consumer's handler and stats, the consumer and the relay.
+type Running = (
+    Arc<Recorder>,
+    Arc<ConsumerStats>,
+    JoinHandle<()>,
+    JoinHandle<Result<(), messaging::Error>>,
+);
+
+/// A consumer whose handler rejects the message `rejected`, and a relay, running on `fixture`.
+fn rejecting(fixture: &Fixture) -> Running {
+    let recorder = Recorder::named("r").script("rejected", Script::Reject);
+    let settings = settings("effects");
+    let stats = settings.stats.clone();
+    let consumer = fixture.consumer(settings, recorder.clone());
+    (
+        recorder,
+        stats,
+        consumer,
+        fixture.relay(RelaySettings::new("relay")),
+    )
+}
+
 #[sqlx::test(migrations = false)]
 async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
     let fixture = Fixture::start(connect).await;
-    let recorder = Recorder::named("r").script("rejected", Script::Reject);
-    let settings = settings("effects");
-    let stats = settings.stats.clone();
-    let consumer = fixture.consumer(settings, recorder.clone());
-    let relay = fixture.relay(RelaySettings::new("relay"));
+    let (recorder, stats, consumer, relay) = rejecting(&fixture);
 
     let mut garbage = message("k", "garbage");
     garbage.payload = vec![0xff; 7];
@@ -251,11 +271,7 @@ async fn a_redriven_dead_letter_is_handled_and_one_that_fails_again_comes_back(
     connect: PgConnectOptions,
 ) {
     let fixture = Fixture::start(connect).await;
-    let recorder = Recorder::named("r").script("rejected", Script::Reject);
-    let settings = settings("effects");
-    let stats = settings.stats.clone();
-    let consumer = fixture.consumer(settings, recorder.clone());
-    let relay = fixture.relay(RelaySettings::new("relay"));
+    let (recorder, stats, consumer, relay) = rejecting(&fixture);
 
     let rejected = message("k", "rejected");
     let mut garbage = message("g", "garbage");

@@ -7,6 +7,7 @@
 use apache_avro::Schema as AvroSchema;
 use apache_avro::writer::datum::GenericDatumWriter;
 use futures_util::StreamExt;
+use messaging::PulsarSettings;
 use messaging::admin::Admin;
 use messaging::admin::dead_letter_topic;
 use pulsar::consumer::{ConsumerOptions, InitialPosition};
@@ -61,15 +62,16 @@ async fn provisioning_registers_every_version_of_every_topics_avro_schema_once()
         "a topic with several versions"
     );
     messaging::testing::provision(&settings).await;
-    let versions = admin
-        .schema_versions(&settings, TRACKING_EVENTS.name)
+    assert_versions_unchanged(&settings, "provisioning again adds no version").await;
+}
+
+/// Asserts that the registry holds exactly the committed versions of tracking-events.
+async fn assert_versions_unchanged(settings: &PulsarSettings, why: &str) {
+    let versions = Admin::new(&settings.admin_url)
+        .schema_versions(settings, TRACKING_EVENTS.name)
         .await
         .expect("admin API");
-    assert_eq!(
-        versions.len(),
-        TRACKING_EVENTS.history.len(),
-        "provisioning again adds no version"
-    );
+    assert_eq!(versions.len(), TRACKING_EVENTS.history.len(), "{why}");
 }
 
 fn avro(definition: &str) -> Schema {
@@ -161,15 +163,7 @@ async fn replicas_on_an_old_and_the_current_schema_share_its_topic_and_a_breakin
         consumer("v2-reader", TRACKING_EVENTS.avsc)
             .await
             .expect("a replica on v2 may consume");
-    let versions = Admin::new(&settings.admin_url)
-        .schema_versions(&settings, TRACKING_EVENTS.name)
-        .await
-        .expect("admin API");
-    assert_eq!(
-        versions.len(),
-        TRACKING_EVENTS.history.len(),
-        "no producer or consumer added a version"
-    );
+    assert_versions_unchanged(&settings, "no producer or consumer added a version").await;
 
     let confirmed = |partner_id| {
         TrackingEvent::Confirmed(TrackingEventConfirmed {

@@ -13,7 +13,7 @@ use payments::provider::Provider;
 use payments::simulator::{self, SimulatorRules, Stats};
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,16 +75,8 @@ impl Simulator {
 
 /// A fresh, migrated payments database.
 async fn database(connect: PgConnectOptions) -> PgPool {
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .connect_with(connect)
-        .await
-        .expect("database");
     let service = payments::service(PayoutSettings::new("http://127.0.0.1:1"));
-    messaging::host::migrate(&pool, &service)
-        .await
-        .expect("migrate");
-    pool
+    messaging::testing::migrated(connect, 20, &service).await
 }
 
 /// The payments service running on its own namespace and database, with its API on a free port and

@@ -12,20 +12,12 @@ use sagas::definition::{
     Answer, CATALOGUE, Definition, Input, Money, Order, Saga, SagaData, SagaType, TrackingKind,
 };
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 async fn database(connect: PgConnectOptions) -> PgPool {
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(connect)
-        .await
-        .expect("database");
     let service = sagas::service(sagas::archive::DEFAULT_AGE);
-    messaging::host::migrate(&pool, &service)
-        .await
-        .expect("migrate");
-    pool
+    messaging::testing::migrated(connect, 8, &service).await
 }
 
 fn conversion() -> (Uuid, &'static Definition, SagaData) {

@@ -3,18 +3,13 @@
 
 mod flows;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 /// The tracking service running on its own namespace and database, with its API on a free port.
 type Service = messaging::testing::ServiceUnderTest;
 
 async fn start(connect: PgConnectOptions) -> Service {
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .connect_with(connect)
-        .await
-        .expect("database");
-    Service::start(pool, "advertiser-1", tracking::service()).await
+    Service::connect(connect, "advertiser-1", tracking::service()).await
 }
 
 fn micros_now() -> i64 {
