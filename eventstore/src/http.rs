@@ -14,41 +14,66 @@ pub const MAX_PAGE: i64 = 1000;
 /// The seconds an overloaded API asks its callers to wait (`Retry-After`).
 pub const RETRY_AFTER_SECONDS: u16 = 1;
 
-/// A query API error, rendered as problem+json.
-#[derive(Debug)]
+/// An error answer, rendered as `application/problem+json` (RFC 9457): its status, a sentence
+/// for the caller and, when it may come back later, in how many seconds (`Retry-After`). The BFF
+/// answers with it too.
+#[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
     pub detail: String,
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Problem {
-            status: StatusCode::BAD_REQUEST,
+            status,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The caller should come back in `seconds` (at least one).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// Answered with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::NOT_FOUND,
-            detail: detail.into(),
-        }
+        Problem::new(StatusCode::NOT_FOUND, detail)
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::CONFLICT,
-            detail: detail.into(),
-        }
+        Problem::new(StatusCode::CONFLICT, detail)
+    }
+
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
     }
 
     /// Overloaded for now: answered with `Retry-After`, so the caller comes back.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Problem {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            detail: detail.into(),
-        }
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+            .retry_after(RETRY_AFTER_SECONDS.into())
+    }
+
+    /// A dependency (a service, the broker) failed; the detail is logged, not shown.
+    pub fn upstream(what: &str, error: impl std::fmt::Display) -> Self {
+        tracing::warn!(%error, "{what} failed");
+        Problem::new(StatusCode::BAD_GATEWAY, format!("{what} failed; try again"))
     }
 }
 
@@ -65,10 +90,10 @@ impl From<Error> for Problem {
             other => {
                 let id = Uuid::new_v4();
                 tracing::error!(error_id = %id, error = %crate::error_chain(&other), "query failed");
-                Problem {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    detail: format!("internal error {id}"),
-                }
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error {id}"),
+                )
             }
         }
     }
@@ -88,10 +113,16 @@ impl IntoResponse for Problem {
             body.to_string(),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+                .insert(header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -143,25 +143,18 @@ enum Answer {
 fn validate(request: &PayoutRequest) -> Result<(), Problem> {
     let key = &request.idempotency_key;
     if key.is_empty() || key.len() > 255 || key.contains('/') {
-        return Err(unprocessable(
+        return Err(Problem::unprocessable(
             "idempotency_key must be 1 to 255 characters without '/'",
         ));
     }
     if request.amount <= 0 {
-        return Err(unprocessable("amount must be positive"));
+        return Err(Problem::unprocessable("amount must be positive"));
     }
     let currency = request.currency.as_bytes();
     if currency.len() != 3 || !currency.iter().all(u8::is_ascii_uppercase) {
-        return Err(unprocessable("currency must be an ISO 4217 code"));
+        return Err(Problem::unprocessable("currency must be an ISO 4217 code"));
     }
     Ok(())
-}
-
-fn unprocessable(detail: &str) -> Problem {
-    Problem {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        detail: detail.into(),
-    }
 }
 
 fn payout(request: &PayoutRequest, status: PayoutStatus, reason: Option<&str>) -> Payout {
@@ -218,11 +211,7 @@ fn decide(simulator: &Simulator, request: &PayoutRequest) -> Answer {
 }
 
 fn unavailable() -> Response {
-    Problem {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        detail: "the payout provider is temporarily unavailable".into(),
-    }
-    .into_response()
+    Problem::unavailable("the payout provider is temporarily unavailable").into_response()
 }
 
 async fn create(
@@ -231,7 +220,7 @@ async fn create(
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
-        Err(rejection) => return unprocessable(&rejection.body_text()).into_response(),
+        Err(rejection) => return Problem::unprocessable(rejection.body_text()).into_response(),
     };
     if let Err(problem) = validate(&request) {
         return problem.into_response();
@@ -249,13 +238,10 @@ async fn create(
             tokio::time::sleep(simulator.rules.slow_delay).await;
             unavailable()
         }
-        Answer::Conflict => Problem {
-            status: StatusCode::CONFLICT,
-            detail: format!(
-                "idempotency key {:?} was used with other data",
-                request.idempotency_key
-            ),
-        }
+        Answer::Conflict => Problem::conflict(format!(
+            "idempotency key {:?} was used with other data",
+            request.idempotency_key
+        ))
         .into_response(),
     }
 }

@@ -286,19 +286,13 @@ async fn operate(
     let Acting { actor, reason } = Acting::read(&headers, &body)?;
     let entries = coordinator::operate(&pool, id, action, &actor, reason.as_deref())
         .await
-        .map_err(|e| Problem {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            detail: format!("try again: {e}"),
-        })?;
+        .map_err(|e| Problem::unavailable(format!("try again: {e}")))?;
     match entries {
         None => Err(Problem::not_found(format!("no saga {id}"))),
-        Some(entries) if entries.is_empty() => Err(Problem {
-            status: axum::http::StatusCode::CONFLICT,
-            detail: format!(
-                "{} does not apply to saga {id} in its current state",
-                action.name()
-            ),
-        }),
+        Some(entries) if entries.is_empty() => Err(Problem::conflict(format!(
+            "{} does not apply to saga {id} in its current state",
+            action.name()
+        ))),
         Some(entries) => Ok(Json(
             json!({ "saga_id": id, "action": action.name(), "entries": entries.len() }),
         )),
