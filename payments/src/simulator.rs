@@ -317,6 +317,30 @@ mod tests {
     }
 
     impl Running {
+        /// The payout the provider recorded under the request's key, if any.
+        async fn recorded(&self, request: &PayoutRequest) -> Option<Payout> {
+            self.provider
+                .lookup(&request.idempotency_key)
+                .await
+                .expect("lookup")
+        }
+
+        /// Pays `request` again: paid, and the money moved once in all.
+        async fn pays_again_once(&self, request: &PayoutRequest) {
+            let again = self.provider.pay(request).await.expect("pay again");
+            assert_eq!(again.status, PayoutStatus::Paid);
+            assert_eq!(self.stats().await.executions, 1);
+        }
+
+        /// Pays `request`, and gets no answer in time.
+        async fn times_out(&self, request: &PayoutRequest) {
+            let first = self.provider.pay(request).await;
+            assert!(
+                matches!(first, Err(provider::Error::NoAnswer(_))),
+                "{first:?}"
+            );
+        }
+
         async fn stats(&self) -> Stats {
             reqwest::get(format!("{}/stats", self.base))
                 .await
@@ -351,13 +375,7 @@ mod tests {
     async fn a_key_is_executed_once_and_answered_the_same_after() {
         let sim = start(Duration::from_secs(5), Duration::from_secs(5)).await;
         let request = request(1_000);
-        assert_eq!(
-            sim.provider
-                .lookup(&request.idempotency_key)
-                .await
-                .expect("lookup"),
-            None
-        );
+        assert_eq!(sim.recorded(&request).await, None);
         let first = sim.provider.pay(&request).await.expect("pay");
         assert_eq!(
             (first.status, first.amount, first.reason.as_deref()),
@@ -365,8 +383,7 @@ mod tests {
         );
         let again = sim.provider.pay(&request).await.expect("pay again");
         assert_eq!(again, first, "a repeated key answers the recorded payout");
-        let looked_up = sim.provider.lookup(&request.idempotency_key).await;
-        assert_eq!(looked_up.expect("lookup"), Some(first.clone()));
+        assert_eq!(sim.recorded(&request).await, Some(first.clone()));
         assert_eq!(sim.stats().await, stats(2, 2, 1, 0));
 
         // Negative control: another key is another payout, and the counter shows it.
@@ -414,13 +431,7 @@ mod tests {
             matches!(&first, Err(provider::Error::Unavailable { status, .. }) if status.as_u16() == 503),
             "{first:?}"
         );
-        assert_eq!(
-            sim.provider
-                .lookup(&request.idempotency_key)
-                .await
-                .expect("lookup"),
-            None
-        );
+        assert_eq!(sim.recorded(&request).await, None);
         let second = sim.provider.pay(&request).await.expect("retry");
         assert_eq!(second.status, PayoutStatus::Paid);
         assert_eq!(sim.stats().await, stats(2, 1, 1, 0));
@@ -430,41 +441,19 @@ mod tests {
     async fn a_slow_payout_times_out_with_the_money_moved() {
         let sim = start(Duration::from_secs(3), Duration::from_secs(1)).await;
         let request = request(777);
-        let first = sim.provider.pay(&request).await;
-        assert!(
-            matches!(first, Err(provider::Error::NoAnswer(_))),
-            "{first:?}"
-        );
-        let recorded = sim
-            .provider
-            .lookup(&request.idempotency_key)
-            .await
-            .expect("lookup");
+        sim.times_out(&request).await;
+        let recorded = sim.recorded(&request).await;
         assert_eq!(recorded.map(|p| p.status), Some(PayoutStatus::Paid));
-        let again = sim.provider.pay(&request).await.expect("pay again");
-        assert_eq!(again.status, PayoutStatus::Paid);
-        assert_eq!(sim.stats().await.executions, 1);
+        sim.pays_again_once(&request).await;
     }
 
     #[tokio::test]
     async fn a_lost_call_times_out_and_the_provider_never_saw_it() {
         let sim = start(Duration::from_secs(3), Duration::from_secs(1)).await;
         let request = request(999);
-        let first = sim.provider.pay(&request).await;
-        assert!(
-            matches!(first, Err(provider::Error::NoAnswer(_))),
-            "{first:?}"
-        );
-        assert_eq!(
-            sim.provider
-                .lookup(&request.idempotency_key)
-                .await
-                .expect("lookup"),
-            None
-        );
-        let second = sim.provider.pay(&request).await.expect("pay again");
-        assert_eq!(second.status, PayoutStatus::Paid);
-        assert_eq!(sim.stats().await.executions, 1);
+        sim.times_out(&request).await;
+        assert_eq!(sim.recorded(&request).await, None);
+        sim.pays_again_once(&request).await;
     }
 
     #[tokio::test]

@@ -51,6 +51,28 @@ fn types(history: &[&str]) -> Vec<String> {
     history.iter().map(|t| (*t).to_owned()).collect()
 }
 
+/// Requests a payment of `amount` to `partner`, waits until it is `status`, and asserts the
+/// events its stream holds then; returns the request and the payment's view.
+async fn settled(
+    service: &Service,
+    (partner, amount): (Uuid, i64),
+    status: &str,
+    history: &[&str],
+) -> (RequestPayment, serde_json::Value) {
+    let request = payment(partner, amount);
+    service.send(request.payment_id, &request).await;
+    let view = service.payment(request.payment_id, status).await;
+    assert_eq!(service.history(request.payment_id).await, types(history));
+    (request, view)
+}
+
+const UNKNOWN_THEN_PAID: [&str; 4] = [
+    "PaymentRequested",
+    "PayoutAttempted",
+    "PayoutOutcomeUnknown",
+    "PaymentCompleted",
+];
+
 #[sqlx::test(migrations = false)]
 async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnectOptions) {
     let service = Service::start(connect).await;
@@ -136,14 +158,9 @@ async fn a_declined_payout_fails_the_payment_with_the_reason(
 ) {
     let service = Service::start(connect).await;
     let partner = Uuid::new_v4();
-    let request = payment(partner, 4_666);
-    service.send(request.payment_id, &request).await;
-    let view = service.payment(request.payment_id, "failed").await;
+    let failed = ["PaymentRequested", "PayoutAttempted", "PaymentFailed"];
+    let (_, view) = settled(&service, (partner, 4_666), "failed", &failed).await;
     assert_eq!(view["reason"], "account closed");
-    assert_eq!(
-        service.history(request.payment_id).await,
-        types(&["PaymentRequested", "PayoutAttempted", "PaymentFailed"])
-    );
     let (_, listing) = service.get(&format!("/partners/{partner}/payments")).await;
     assert_eq!(listing["paid"], serde_json::json!([]), "nothing was paid");
     let stats = service.simulator.stats().await;
@@ -173,18 +190,8 @@ async fn a_timed_out_payout_is_resolved_by_asking_the_provider(
 ) {
     let service = Service::start(connect).await;
     // The simulator pays 777 but answers after the service's timeout.
-    let request = payment(Uuid::new_v4(), 1_777);
-    service.send(request.payment_id, &request).await;
-    let view = service.payment(request.payment_id, "completed").await;
-    assert_eq!(
-        service.history(request.payment_id).await,
-        types(&[
-            "PaymentRequested",
-            "PayoutAttempted",
-            "PayoutOutcomeUnknown",
-            "PaymentCompleted"
-        ])
-    );
+    let to = (Uuid::new_v4(), 1_777);
+    let (request, view) = settled(&service, to, "completed", &UNKNOWN_THEN_PAID).await;
     let stats = service.simulator.stats().await;
     assert_eq!(
         (stats.requests, stats.executions),
@@ -211,18 +218,7 @@ async fn a_call_the_provider_never_saw_is_paid_with_the_same_key(
 ) {
     let service = Service::start(connect).await;
     // The simulator loses the first 999 call: a timeout, and no record of the key.
-    let request = payment(Uuid::new_v4(), 999);
-    service.send(request.payment_id, &request).await;
-    service.payment(request.payment_id, "completed").await;
-    assert_eq!(
-        service.history(request.payment_id).await,
-        types(&[
-            "PaymentRequested",
-            "PayoutAttempted",
-            "PayoutOutcomeUnknown",
-            "PaymentCompleted"
-        ])
-    );
+    settled(&service, (Uuid::new_v4(), 999), "completed", &UNKNOWN_THEN_PAID).await;
     let stats = service.simulator.stats().await;
     assert_eq!((stats.requests, stats.executions), (2, 1), "{stats:?}");
     assert!(stats.lookups >= 1, "asked before paying again: {stats:?}");
@@ -236,14 +232,9 @@ async fn a_transient_provider_error_is_retried_and_completes(
 ) {
     let service = Service::start(connect).await;
     // The simulator answers the first 555 call with 503.
-    let request = payment(Uuid::new_v4(), 2_555);
-    service.send(request.payment_id, &request).await;
-    service.payment(request.payment_id, "completed").await;
-    assert_eq!(
-        service.history(request.payment_id).await,
-        types(&["PaymentRequested", "PayoutAttempted", "PaymentCompleted"]),
-        "a refusal to serve is not an unknown outcome"
-    );
+    // A refusal to serve is not an unknown outcome.
+    let paid = ["PaymentRequested", "PayoutAttempted", "PaymentCompleted"];
+    settled(&service, (Uuid::new_v4(), 2_555), "completed", &paid).await;
     let stats = service.simulator.stats().await;
     assert_eq!((stats.requests, stats.executions), (2, 1), "{stats:?}");
     service.stop().await;
