@@ -123,6 +123,24 @@ impl Api {
             .await;
         assert_eq!(outcome["status"], "succeeded", "{outcome}");
     }
+
+    /// Registers a partner and creates a campaign paying `rule` out of `budget` EUR, as the
+    /// advertiser of `token`; returns their ids once both commands succeeded.
+    async fn partner_and_campaign(&self, token: &str, budget: i64, rule: Value) -> (String, String) {
+        let partner = json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00" });
+        let partner = self.post("/v1/partners", token, partner).await;
+        let campaign = json!({
+            "name": "Spring sale",
+            "budget": { "amount": budget, "currency": "EUR" },
+            "commission_rule": rule,
+            "valid_until": "2099-01-01T00:00:00Z",
+        });
+        let campaign = self.post("/v1/campaigns", token, campaign).await;
+        self.succeeded(&partner, token).await;
+        self.succeeded(&campaign, token).await;
+        let id = |accepted: &Value, key: &str| accepted[key].as_str().expect("id").to_owned();
+        (id(&partner, "partner_id"), id(&campaign, "campaign_id"))
+    }
 }
 
 fn token(role: Role, tenant: Option<&str>) -> String {
@@ -153,35 +171,10 @@ async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
     let advertiser = token(Role::Advertiser, Some(&advertiser_id));
     let admin = token(Role::Admin, None);
 
-    let partner = api
-        .post(
-            "/v1/partners",
-            &advertiser,
-            json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00BANK01" }),
-        )
+    let percent = json!({ "type": "percent", "basis_points": 1_000 });
+    let (partner_id, campaign_id) = api
+        .partner_and_campaign(&advertiser, 100_000, percent)
         .await;
-    let partner_id = partner["partner_id"]
-        .as_str()
-        .expect("partner id")
-        .to_owned();
-    let campaign = api
-        .post(
-            "/v1/campaigns",
-            &advertiser,
-            json!({
-                "name": "Spring sale",
-                "budget": { "amount": 100_000, "currency": "EUR" },
-                "commission_rule": { "type": "percent", "basis_points": 1_000 },
-                "valid_until": "2099-01-01T00:00:00Z",
-            }),
-        )
-        .await;
-    api.succeeded(&partner, &advertiser).await;
-    api.succeeded(&campaign, &advertiser).await;
-    let campaign_id = campaign["campaign_id"]
-        .as_str()
-        .expect("campaign id")
-        .to_owned();
     let shown = api
         .wait_for(&format!("/v1/campaigns/{campaign_id}"), &advertiser, |_| {
             true
@@ -778,30 +771,9 @@ async fn every_route_answers_by_role_and_tenant(_: PgPoolOptions, connect: PgCon
     let (admin, auditor) = (token(Role::Admin, None), token(Role::Auditor, None));
     let status = async |path: &str, token: &str| api.get(path, token).await.0;
 
-    let partner = api
-        .post(
-            "/v1/partners",
-            &owner,
-            json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00" }),
-        )
-        .await;
-    let partner_id = partner["partner_id"].as_str().expect("id").to_owned();
     let before = time::OffsetDateTime::now_utc();
-    let campaign = api
-        .post(
-            "/v1/campaigns",
-            &owner,
-            json!({
-                "name": "Routes",
-                "budget": { "amount": 10_000, "currency": "EUR" },
-                "commission_rule": { "type": "fixed", "amount": 10 },
-                "valid_until": "2099-01-01T00:00:00Z",
-            }),
-        )
-        .await;
-    api.succeeded(&partner, &owner).await;
-    api.succeeded(&campaign, &owner).await;
-    let campaign_id = campaign["campaign_id"].as_str().expect("id").to_owned();
+    let fixed = json!({ "type": "fixed", "amount": 10 });
+    let (partner_id, campaign_id) = api.partner_and_campaign(&owner, 10_000, fixed).await;
     let campaign_path = format!("/v1/campaigns/{campaign_id}");
     api.wait_for(&campaign_path, &owner, |_| true).await;
 

@@ -113,17 +113,19 @@ async fn convert(
 }
 
 /// The (amount, status) of every item of a list the services answer with, sorted.
-fn amounts_and_statuses<'a>(list: &'a Value, what: &str) -> Vec<(i64, &'a str)> {
-    let mut items: Vec<(i64, &str)> = list
+/// Each item's "amount status", sorted, in what a service lists at `url` (its array at the JSON
+/// pointer `at`).
+async fn listed(platform: &Platform, url: String, at: &str) -> Vec<String> {
+    let (_, body) = platform.get(&url).await;
+    amounts_and_statuses(body.pointer(at).unwrap_or(&Value::Null), &url)
+}
+
+fn amounts_and_statuses(list: &Value, what: &str) -> Vec<String> {
+    let mut items: Vec<String> = list
         .as_array()
         .unwrap_or_else(|| panic!("{what} is a list"))
         .iter()
-        .map(|item| {
-            (
-                item["amount"].as_i64().unwrap_or_default(),
-                item["status"].as_str().unwrap_or_default(),
-            )
-        })
+        .map(|item| format!("{} {}", item["amount"], item["status"].as_str().unwrap_or("?")))
         .collect();
     items.sort();
     items
@@ -210,30 +212,16 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
             .is_some_and(|r| r.contains("account closed")),
         "{failed}"
     );
-    let (_, commissions) = platform
-        .get(&format!(
-            "{}/partners/{partner}/commissions",
-            platform.urls.commissions
-        ))
-        .await;
-    let statuses = amounts_and_statuses(&commissions["commissions"], "commissions");
-    assert_eq!(statuses, [(500, "assigned"), (666, "reversed")]);
-    let (_, payments) = platform
-        .get(&format!(
-            "{}/partners/{partner}/payments",
-            platform.urls.payments
-        ))
-        .await;
-    let paid_out = amounts_and_statuses(&payments["payments"], "payments");
-    assert_eq!(paid_out, [(500, "completed"), (666, "failed")]);
-    let (_, reservations) = platform
-        .get(&format!(
-            "{}/campaigns/{campaign}/reservations",
-            platform.urls.campaigns
-        ))
-        .await;
-    let held = amounts_and_statuses(&reservations, "reservations");
-    assert_eq!(held, [(500, "held"), (666, "released")]);
+    let urls = &platform.urls;
+    let commissions = format!("{}/partners/{partner}/commissions", urls.commissions);
+    let statuses = listed(&platform, commissions, "/commissions").await;
+    assert_eq!(statuses, ["500 assigned", "666 reversed"]);
+    let payments = format!("{}/partners/{partner}/payments", urls.payments);
+    let paid_out = listed(&platform, payments, "/payments").await;
+    assert_eq!(paid_out, ["500 completed", "666 failed"]);
+    let reservations = format!("{}/campaigns/{campaign}/reservations", urls.campaigns);
+    let held = listed(&platform, reservations, "").await;
+    assert_eq!(held, ["500 held", "666 released"]);
 
     for saga_id in [paid, declined] {
         assert_replays(&platform, saga_id).await;
@@ -318,14 +306,10 @@ async fn a_refunded_order_takes_its_commission_payout_and_budget_back(
         })
         .await;
     assert_eq!(refunded["refund_of"], order_tracking.to_string());
-    let (_, commissions) = platform
-        .get(&format!(
-            "{}/partners/{partner}/commissions",
-            platform.urls.commissions
-        ))
-        .await;
-    let statuses = amounts_and_statuses(&commissions["commissions"], "commissions");
-    assert_eq!(statuses, [(500, "reversed")]);
+    let urls = &platform.urls;
+    let commissions = format!("{}/partners/{partner}/commissions", urls.commissions);
+    let statuses = listed(&platform, commissions, "/commissions").await;
+    assert_eq!(statuses, ["500 reversed"]);
     let payments = platform
         .wait_for(
             &format!("{}/partners/{partner}/payments", platform.urls.payments),
@@ -334,19 +318,10 @@ async fn a_refunded_order_takes_its_commission_payout_and_budget_back(
         )
         .await;
     let paid_out = amounts_and_statuses(&payments["payments"], "payments");
-    assert_eq!(paid_out, [(500, "clawed_back")]);
-    let (_, reservations) = platform
-        .get(&format!(
-            "{}/campaigns/{campaign}/reservations",
-            platform.urls.campaigns
-        ))
-        .await;
-    let held = amounts_and_statuses(&reservations, "reservations");
-    assert_eq!(
-        held,
-        [(500, "released")],
-        "the budget is the campaign's again"
-    );
+    assert_eq!(paid_out, ["500 clawed_back"]);
+    let reservations = format!("{}/campaigns/{campaign}/reservations", urls.campaigns);
+    let held = listed(&platform, reservations, "").await;
+    assert_eq!(held, ["500 released"], "the budget is the campaign's again");
 
     // The order was refunded: a second refund is refused and starts no saga.
     let again = Uuid::new_v4();
