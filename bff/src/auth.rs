@@ -4,8 +4,8 @@
 //! saying which check failed. The caller's role decides what it may call (403 otherwise); its
 //! tenant decides which objects exist for it (404 otherwise).
 
-use crate::problem::Problem;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use messaging::http::Problem;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 

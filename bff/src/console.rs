@@ -7,8 +7,17 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 
 const INDEX: &str = include_str!("../ui/index.html");
-const SCRIPT: &str = include_str!("../ui/console.js");
-const STYLE: &str = include_str!("../ui/console.css");
+
+/// The files under `/ui/`: the style sheet and the script's modules, by name.
+const FILES: [(&str, &str, &str); 5] = [
+    ("console.css", CSS, include_str!("../ui/console.css")),
+    ("console.js", SCRIPT, include_str!("../ui/console.js")),
+    ("core.js", SCRIPT, include_str!("../ui/core.js")),
+    ("sagas.js", SCRIPT, include_str!("../ui/sagas.js")),
+    ("records.js", SCRIPT, include_str!("../ui/records.js")),
+];
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
 /// Nothing from elsewhere, no inline script; styles set from the script go through the CSSOM.
 const POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; \
@@ -27,20 +36,18 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-/// `/ui` (to `/ui/`), `/ui/`, and its script and style sheet.
+/// `/ui` (to `/ui/`), `/ui/`, and its style sheet and script modules.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route(
-            "/ui/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/ui/console.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/ui/console.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
+    let index = get(|| async { asset("text/html; charset=utf-8", INDEX) });
+    FILES.into_iter().fold(
+        Router::new()
+            .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+            .route("/ui/", index),
+        |router, (name, content_type, body)| {
+            router.route(
+                &format!("/ui/{name}"),
+                get(move || async move { asset(content_type, body) }),
+            )
+        },
+    )
 }

@@ -6,13 +6,13 @@
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::{OptionalBody, Path, Problem, Query};
 use crate::reads::{Acting, encode};
 use crate::services::Service;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures_util::future::join_all;
+use messaging::http::{OptionalBody, Path, Problem, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::cmp::Ordering;

@@ -3,12 +3,12 @@
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::{OptionalBody, Path, Problem, Query};
 use crate::services::Service;
 use crate::writes::owned_campaign;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use futures_util::future::join_all;
+use messaging::http::{OptionalBody, Path, Problem, Query};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;

@@ -2,9 +2,9 @@
 //! 404 stays a 404; anything else unexpected is a 502 for the caller and a warning in the log.
 
 use crate::auth::Caller;
-use crate::problem::Problem;
 use axum::http::{StatusCode, header};
 use messaging::ServiceToken;
+use messaging::http::Problem;
 use serde_json::Value;
 
 /// One of the five processes with a query API.

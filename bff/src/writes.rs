@@ -11,13 +11,13 @@ mod bodies;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::problem::{Body, Path, Problem};
 use crate::services::Service;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use messaging::effects;
+use messaging::http::{Body, Path, Problem};
 use schemas::Message;
 use schemas::commands::{
     AssociateContent, AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner,

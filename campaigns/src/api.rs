@@ -6,11 +6,10 @@ use crate::domain::{Campaign, CommissionRule};
 use crate::projections::content_kind_name;
 use crate::wire::{self, Stored};
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
-use eventstore::http::Problem;
+use eventstore::http::{AsOf, NoQuery, Path, Problem, Query};
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -159,17 +158,6 @@ struct ListQuery {
     advertiser_id: Option<Uuid>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AsOf {
-    as_of: Option<String>,
-}
-
-/// A route without query parameters still refuses unknown ones.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoQuery {}
-
 /// A wire time (microseconds since the Unix epoch) in RFC 3339. RFC 3339 has only the years
 /// 0000 to 9999; a time beyond them (a command may carry any i64) shows as the nearest of those.
 fn rfc3339_micros(micros: i64) -> String {
@@ -180,18 +168,6 @@ fn rfc3339_micros(micros: i64) -> String {
         .ok()
         .and_then(|at| at.format(&Rfc3339).ok())
         .unwrap_or_default()
-}
-
-fn internal(error: impl Into<eventstore::Error>) -> Problem {
-    Problem::from(error.into())
-}
-
-fn bad_path(rejection: PathRejection) -> Problem {
-    Problem::bad_request(rejection.body_text())
-}
-
-fn bad_query(rejection: QueryRejection) -> Problem {
-    Problem::bad_request(rejection.body_text())
 }
 
 /// `select <every campaigns column the view needs> from campaigns <rest>`, as a static string.
@@ -208,44 +184,35 @@ macro_rules! select_campaigns {
 
 async fn campaigns(
     State(pool): State<PgPool>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<CampaignView>>, Problem> {
-    let Query(query) = query.map_err(bad_query)?;
     let rows: Vec<CampaignRow> = sqlx::query_as(select_campaigns!(
         "where $1::uuid is null or advertiser_id = $1 order by created_at, campaign_id"
     ))
     .bind(query.advertiser_id)
     .fetch_all(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(Json(rows.into_iter().map(CampaignView::from).collect()))
 }
 
 async fn campaign(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<AsOf>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<AsOf>,
 ) -> Result<Json<CampaignView>, Problem> {
-    let Path(id) = path.map_err(bad_path)?;
-    let Query(query) = query.map_err(bad_query)?;
-    let mut conn = pool.acquire().await.map_err(internal)?;
-    if let Some(as_of) = query.as_of {
-        let at = OffsetDateTime::parse(&as_of, &Rfc3339).map_err(|_| {
-            Problem::bad_request(format!("as_of must be an RFC 3339 time, got {as_of:?}"))
-        })?;
+    let mut conn = pool.acquire().await?;
+    if let Some(at) = query.time()? {
         return as_of_time(&mut conn, id, at).await.map(Json);
     }
     // One snapshot for the row, its partners and its content, so that they show one version.
-    let mut tx = conn.begin().await.map_err(internal)?;
+    let mut tx = conn.begin().await?;
     sqlx::query("set transaction isolation level repeatable read, read only")
         .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
     let row: Option<CampaignRow> = sqlx::query_as(select_campaigns!("where campaign_id = $1"))
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
     let mut view =
         CampaignView::from(row.ok_or_else(|| Problem::not_found(format!("no campaign {id}")))?);
     let partners: Vec<Uuid> = sqlx::query_scalar(
@@ -253,16 +220,14 @@ async fn campaign(
     )
     .bind(id)
     .fetch_all(&mut *tx)
-    .await
-    .map_err(internal)?;
+    .await?;
     let content: Vec<(Uuid, String, String, String, Vec<String>)> = sqlx::query_as(
         "select content_id, kind, url, title, tags from campaign_content
           where campaign_id = $1 order by content_id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
-    .await
-    .map_err(internal)?;
+    .await?;
     view.partners = Some(partners);
     view.content = Some(
         content
@@ -285,9 +250,7 @@ async fn as_of_time(
     id: Uuid,
     at: OffsetDateTime,
 ) -> Result<CampaignView, Problem> {
-    let events = eventstore::read_stream_as_of(conn, &wire::campaign_stream(id), at)
-        .await
-        .map_err(internal)?;
+    let events = eventstore::read_stream_as_of(conn, &wire::campaign_stream(id), at).await?;
     let mut state = Campaign::default();
     for event in &events {
         if let Ok(Some(Stored::Campaign(change))) = wire::stored(event) {
@@ -335,18 +298,15 @@ async fn as_of_time(
 
 async fn reservations(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<NoQuery>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(_): Query<NoQuery>,
 ) -> Result<Json<Vec<ReservationView>>, Problem> {
-    let Path(id) = path.map_err(bad_path)?;
-    query.map_err(bad_query)?;
-    let mut conn = pool.acquire().await.map_err(internal)?;
+    let mut conn = pool.acquire().await?;
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from campaigns where campaign_id = $1)")
             .bind(id)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     if !exists {
         return Err(Problem::not_found(format!("no campaign {id}")));
     }
@@ -358,18 +318,15 @@ async fn reservations(
     )
     .bind(id)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(Json(rows))
 }
 
 async fn partner(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<NoQuery>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(_): Query<NoQuery>,
 ) -> Result<Json<PartnerView>, Problem> {
-    let Path(id) = path.map_err(bad_path)?;
-    query.map_err(bad_query)?;
     let row: Option<PartnerView> = sqlx::query_as(
         "select p.partner_id, p.name, p.email, p.payout_account, p.registered_at,
                 array(select c.campaign_id from campaign_partners c
@@ -378,8 +335,7 @@ async fn partner(
     )
     .bind(id)
     .fetch_optional(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no partner {id}")))
 }

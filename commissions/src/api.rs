@@ -4,11 +4,10 @@
 
 use crate::wire;
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
-use eventstore::http::{MAX_PAGE, Problem};
+use eventstore::http::{AsOf, NoQuery, Path, Problem, Query, page_limit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -26,17 +25,6 @@ pub fn router(pool: PgPool) -> axum::Router {
         .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
-/// The query of a route that takes none: any field is unknown.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoQuery {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AsOf {
-    as_of: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -46,28 +34,12 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-fn internal(error: impl Into<eventstore::Error>) -> Problem {
-    Problem::from(error.into())
-}
-
-fn id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Problem> {
-    path.map(|Path(id)| id)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
-}
-
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    query
-        .map(|Query(query)| query)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
-}
-
 async fn commission(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    as_of: Result<Query<AsOf>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(as_of): Query<AsOf>,
 ) -> Result<Json<Value>, Problem> {
-    let id = id(path)?;
-    if let Some(at) = query(as_of)?.as_of {
+    if let Some(at) = as_of.as_of {
         return commission_as_of(&pool, id, &at).await;
     }
     let row: Option<Value> = sqlx::query_scalar(
@@ -75,18 +47,15 @@ async fn commission(
     )
     .bind(id)
     .fetch_optional(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no commission {id}")))
 }
 
 /// The commission as it stood at `at`, folded from the events recorded until then.
 async fn commission_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Value>, Problem> {
-    use time::format_description::well_known::Rfc3339;
-    let time = time::OffsetDateTime::parse(at, &Rfc3339)
-        .map_err(|_| Problem::bad_request(format!("as_of must be an RFC 3339 time, got {at:?}")))?;
-    let mut conn = pool.acquire().await.map_err(internal)?;
+    let time = eventstore::http::time("as_of", at)?;
+    let mut conn = pool.acquire().await?;
     let events =
         eventstore::read_stream_as_of(&mut conn, &wire::commission_stream(id), time).await?;
     let mut state = crate::domain::Commission::default();
@@ -121,17 +90,10 @@ async fn commission_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Valu
 /// the last page.
 async fn partner_commissions(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    list: Result<Query<ListQuery>, QueryRejection>,
+    Path(partner_id): Path<Uuid>,
+    Query(list): Query<ListQuery>,
 ) -> Result<Json<Value>, Problem> {
-    let partner_id = id(path)?;
-    let list = query(list)?;
-    let limit = list.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(list.limit)?;
     if let Some(status) = list.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(Problem::bad_request(format!(
             "status must be one of {}, got {status:?}",
@@ -149,8 +111,7 @@ async fn partner_commissions(
     .bind(list.after.unwrap_or(0))
     .bind(limit + 1)
     .fetch_all(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next = if more {
@@ -188,8 +149,7 @@ async fn totals(
     let totals: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_one(pool)
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(Json(totals))
 }
 
@@ -197,21 +157,17 @@ async fn totals(
 /// the partner's balance is `net` minus that.
 async fn partner_balance(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    no_query: Result<Query<NoQuery>, QueryRejection>,
+    Path(partner_id): Path<Uuid>,
+    Query(_): Query<NoQuery>,
 ) -> Result<Json<Value>, Problem> {
-    let partner_id = id(path)?;
-    query(no_query)?;
     totals(&pool, "partner_balances", "partner_id", partner_id).await
 }
 
 async fn campaign_summary(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    no_query: Result<Query<NoQuery>, QueryRejection>,
+    Path(campaign_id): Path<Uuid>,
+    Query(_): Query<NoQuery>,
 ) -> Result<Json<Value>, Problem> {
-    let campaign_id = id(path)?;
-    query(no_query)?;
     totals(
         &pool,
         "campaign_commission_stats",

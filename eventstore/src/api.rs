@@ -3,10 +3,10 @@
 //! rendered as JSON with their payload decoded by the service (its `wire.rs` knows the schema).
 //! Errors are `application/problem+json`.
 
-use crate::http::{MAX_PAGE, Problem, page_limit};
-use crate::{CommandOutcome, Error, Outcome, RecordedEvent};
+use crate::http::{AsOf, MAX_PAGE, Path, Problem, Query, page_limit, time};
+use crate::{CommandOutcome, Outcome, RecordedEvent};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -117,7 +117,7 @@ async fn stream(
     Path(stream_id): Path<String>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Json<Vec<EventView>>, Problem> {
-    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let mut conn = api.pool.acquire().await?;
     let events = crate::archive::read_stream_or_archived(
         &mut conn,
         &stream_id,
@@ -136,26 +136,16 @@ async fn stream(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateQuery {
-    /// RFC 3339; now when absent.
-    as_of: Option<String>,
-}
-
 /// A stream's state as of a time (now by default), folded from its events recorded until then
 /// (archived ones too), with its version then: `state` is null for a stream the service keeps
 /// no state of.
 async fn stream_state(
     State(api): State<Api>,
     Path(stream_id): Path<String>,
-    Query(query): Query<StateQuery>,
+    Query(query): Query<AsOf>,
 ) -> Result<Json<Value>, Problem> {
-    let at = match &query.as_of {
-        Some(value) => parse_time("as_of", value)?,
-        None => OffsetDateTime::now_utc(),
-    };
-    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let at = query.time()?.unwrap_or_else(OffsetDateTime::now_utc);
+    let mut conn = api.pool.acquire().await?;
     let mut events =
         crate::archive::read_stream_or_archived(&mut conn, &stream_id, 1, None).await?;
     events.retain(|event| event.recorded_at <= at);
@@ -191,30 +181,24 @@ struct LogPage {
     next: i64,
 }
 
-fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, Problem> {
-    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
-        Problem::bad_request(format!("{name} must be an RFC 3339 time, got {value:?}"))
-    })
-}
-
 async fn events(
     State(api): State<Api>,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<LogPage>, Problem> {
     let limit = page_limit(query.limit)?;
     let after = query.after.unwrap_or(0);
-    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let mut conn = api.pool.acquire().await?;
     let page = match (&query.from, &query.to) {
         (None, None) => crate::read_all(&mut conn, after, limit).await?,
         (from, to) => {
             let from = from
                 .as_deref()
-                .map(|v| parse_time("from", v))
+                .map(|v| time("from", v))
                 .transpose()?
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
             let to = to
                 .as_deref()
-                .map(|v| parse_time("to", v))
+                .map(|v| time("to", v))
                 .transpose()?
                 .unwrap_or_else(OffsetDateTime::now_utc);
             crate::read_all_between(&mut conn, from, to, after, limit).await?
@@ -236,7 +220,7 @@ async fn correlation(
     State(api): State<Api>,
     Path(correlation_id): Path<Uuid>,
 ) -> Result<Json<Vec<EventView>>, Problem> {
-    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let mut conn = api.pool.acquire().await?;
     let events = crate::read_correlation(&mut conn, correlation_id, MAX_PAGE).await?;
     Ok(Json(
         events
@@ -250,7 +234,7 @@ async fn command(
     State(api): State<Api>,
     Path(command_id): Path<Uuid>,
 ) -> Result<Json<Value>, Problem> {
-    let mut conn = api.pool.acquire().await.map_err(Error::from)?;
+    let mut conn = api.pool.acquire().await?;
     let Some(CommandOutcome {
         command_id,
         command_type,
@@ -303,8 +287,7 @@ async fn claim_idempotency_key(
     .bind(command_id)
     .bind(claim.fingerprint)
     .fetch_optional(&api.pool)
-    .await
-    .map_err(Error::from)?;
+    .await?;
     let fingerprint = match claimed {
         Some(fingerprint) => fingerprint,
         // Claimed before (a concurrent claim has committed: the insert waited for it).
@@ -312,8 +295,7 @@ async fn claim_idempotency_key(
             sqlx::query_scalar("select fingerprint from idempotency_keys where command_id = $1")
                 .bind(command_id)
                 .fetch_one(&api.pool)
-                .await
-                .map_err(Error::from)?
+                .await?
         }
     };
     Ok(Json(IdempotencyClaim { fingerprint }))

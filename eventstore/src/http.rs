@@ -1,11 +1,19 @@
-//! The HTTP vocabulary every query API shares: errors as `application/problem+json`, the
-//! operator who acts (and why), and paging.
+//! The HTTP vocabulary every API shares, the services' query APIs and the BFF's: errors as
+//! `application/problem+json`, the extractors that turn every way a request can be wrong into
+//! one (a body too large 413, not JSON 400, with unknown or missing fields 422; a malformed id in
+//! the path or a bad query parameter 400), times, the operator who acts (and why), and paging.
 
 use crate::Error;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// The longest page a list answers.
@@ -99,6 +107,12 @@ impl From<Error> for Problem {
     }
 }
 
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        Problem::from(Error::from(error))
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = json!({
@@ -126,6 +140,102 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// A JSON request body whose every rejection is a [`Problem`].
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(error) => Problem::unprocessable(error.body_text()),
+                JsonRejection::JsonSyntaxError(error) => Problem::bad_request(error.body_text()),
+                JsonRejection::MissingJsonContentType(error) => {
+                    Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.body_text())
+                }
+                other => Problem::new(other.status(), other.body_text()),
+            }),
+        }
+    }
+}
+
+/// A JSON request body that may be left out altogether; one that is sent is taken as [`Body`]
+/// takes it.
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::body::HttpBody;
+        if request.body().is_end_stream() {
+            return Ok(OptionalBody(None));
+        }
+        let Body(value) = Body::from_request(request, state).await?;
+        Ok(OptionalBody(Some(value)))
+    }
+}
+
+/// Path parameters whose every rejection (a malformed id) is a [`Problem`].
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))
+    }
+}
+
+/// Query parameters whose every rejection is a [`Problem`].
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))
+    }
+}
+
+/// The query of a route that takes none: it still refuses unknown parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// The query of a read that may ask for the past: `?as_of=<RFC 3339 time>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOf {
+    pub as_of: Option<String>,
+}
+
+impl AsOf {
+    /// The time asked for, if any.
+    pub fn time(&self) -> Result<Option<OffsetDateTime>, Problem> {
+        self.as_of.as_deref().map(|v| time("as_of", v)).transpose()
+    }
+}
+
+/// The query parameter `name`'s `value` as an RFC 3339 time.
+pub fn time(name: &str, value: &str) -> Result<OffsetDateTime, Problem> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        Problem::bad_request(format!("{name} must be an RFC 3339 time, got {value:?}"))
+    })
 }
 
 /// Who acts: the subject of the verified token of the admin who called the BFF, which the BFF

@@ -19,7 +19,7 @@ pub mod testing;
 mod trace;
 
 pub use client::{Client, PulsarSettings};
-pub use eventstore::http::Problem;
+pub use eventstore::http;
 pub use properties::{Properties, PropertyError};
 pub use service_token::{QueryApi, ServiceToken};
 pub use trace::{continue_trace, current_traceparent};

@@ -3,11 +3,10 @@
 
 use crate::wire;
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
-use eventstore::http::{MAX_PAGE, Problem};
+use eventstore::http::{AsOf, Path, Problem, Query, page_limit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -21,28 +20,11 @@ pub fn router(pool: PgPool) -> axum::Router {
         .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
-fn internal(error: impl Into<eventstore::Error>) -> Problem {
-    Problem::from(error.into())
-}
-
-fn id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, Problem> {
-    path.map(|Path(id)| id)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AsOf {
-    as_of: Option<String>,
-}
-
 async fn payment(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    as_of: Result<Query<AsOf>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(as_of): Query<AsOf>,
 ) -> Result<Json<Value>, Problem> {
-    let id = id(path)?;
-    let Query(as_of) = as_of.map_err(|e| Problem::bad_request(e.body_text()))?;
     if let Some(at) = as_of.as_of {
         return payment_as_of(&pool, id, &at).await;
     }
@@ -50,8 +32,7 @@ async fn payment(
         sqlx::query_scalar("select to_jsonb(p) from payments p where payment_id = $1")
             .bind(id)
             .fetch_optional(&pool)
-            .await
-            .map_err(internal)?;
+            .await?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no payment {id}")))
 }
@@ -59,10 +40,8 @@ async fn payment(
 /// The payment as it stood at `at`, folded from the events recorded until then.
 async fn payment_as_of(pool: &PgPool, id: Uuid, at: &str) -> Result<Json<Value>, Problem> {
     use crate::domain::{Payment, Status};
-    use time::format_description::well_known::Rfc3339;
-    let time = time::OffsetDateTime::parse(at, &Rfc3339)
-        .map_err(|_| Problem::bad_request(format!("as_of must be an RFC 3339 time, got {at:?}")))?;
-    let mut conn = pool.acquire().await.map_err(internal)?;
+    let time = eventstore::http::time("as_of", at)?;
+    let mut conn = pool.acquire().await?;
     let events = eventstore::read_stream_as_of(&mut conn, &wire::payment_stream(id), time).await?;
     let mut state = Payment::default();
     for event in &events {
@@ -107,17 +86,10 @@ struct Page {
 /// currency.
 async fn partner_payments(
     State(pool): State<PgPool>,
-    path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<Page>, QueryRejection>,
+    Path(id): Path<Uuid>,
+    Query(page): Query<Page>,
 ) -> Result<Json<Value>, Problem> {
-    let id = id(path)?;
-    let Query(page) = query.map_err(|rejection| Problem::bad_request(rejection.body_text()))?;
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(page.limit)?;
     let offset = page.offset.unwrap_or(0);
     if offset < 0 {
         return Err(Problem::bad_request("offset must not be negative"));
@@ -130,8 +102,7 @@ async fn partner_payments(
     .bind(limit)
     .bind(offset)
     .fetch_all(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     let totals: Vec<Value> = sqlx::query_scalar(
         "select jsonb_build_object('currency', currency, 'paid_amount', paid_amount,
                                    'paid_count', paid_count,
@@ -141,8 +112,7 @@ async fn partner_payments(
     )
     .bind(id)
     .fetch_all(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(Json(json!({
         "partner_id": id,
         "payments": payments,

@@ -9,10 +9,10 @@ use crate::coordinator;
 use crate::definition::{CATALOGUE, Definition, Entry, OperatorAction};
 use crate::wire::{self, stream_id};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use eventstore::http::{Acting, Problem, cursor, page_limit};
+use eventstore::http::{Acting, Path, Problem, Query, cursor, page_limit, time};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -28,10 +28,6 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/sagas/{id}/{action}", post(operate))
         .with_state(pool.clone())
         .merge(eventstore::api::routes(pool, wire::entry_json, fold))
-}
-
-fn internal(error: impl Into<eventstore::Error>) -> Problem {
-    Problem::from(error.into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,16 +51,6 @@ struct Filter {
     limit: Option<i64>,
 }
 
-fn time(name: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, Problem> {
-    value
-        .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                Problem::bad_request(format!("{name} must be an RFC 3339 time, got {v:?}"))
-            })
-        })
-        .transpose()
-}
-
 /// The sagas that match, newest first, a page at a time (`next` continues it), with how many
 /// match in each status (the status filter aside). Archived sagas are not listed.
 async fn list(
@@ -79,8 +65,12 @@ async fn list(
         return Err(Problem::bad_request("stalled_for is a number of seconds"));
     }
     let (from, to) = (
-        time("from", filter.from.as_deref())?,
-        time("to", filter.to.as_deref())?,
+        filter
+            .from
+            .as_deref()
+            .map(|v| time("from", v))
+            .transpose()?,
+        filter.to.as_deref().map(|v| time("to", v)).transpose()?,
     );
     let after = cursor(filter.cursor.as_deref())?;
     let (after_micros, after_id) = (after.map(|(m, _)| m), after.map(|(_, id)| id));
@@ -135,13 +125,13 @@ async fn list(
     .bind(filter.version)
     .fetch_one(&pool)
     .await
-    .map_err(internal)?;
+    ?;
     Ok(Json(page))
 }
 
 /// The saga's log: (entry, when it was recorded, JSON as stored).
 async fn log(pool: &PgPool, id: Uuid) -> Result<Vec<(Entry, OffsetDateTime, Value)>, Problem> {
-    let mut conn = pool.acquire().await.map_err(internal)?;
+    let mut conn = pool.acquire().await?;
     let events =
         eventstore::archive::read_stream_or_archived(&mut conn, &stream_id(id), 1, None).await?;
     if events.is_empty() {
@@ -213,8 +203,7 @@ async fn detail(State(pool): State<PgPool>, Path(id): Path<Uuid>) -> Result<Json
     )
     .bind(id)
     .fetch_optional(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     let row = row.ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
     let log = log(&pool, id).await?;
     let entries: Vec<Entry> = log.iter().map(|(e, _, _)| e.clone()).collect();

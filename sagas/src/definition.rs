@@ -701,17 +701,20 @@ mod tests {
                             },
                         );
                     }
-                    Answering::Silent => {
-                        self.now += sent.timeout.as_micros() as i64;
-                        self.feed(Input::Timeout {
-                            command_id: sent.command_id,
-                            attempt: sent.attempt,
-                            at: self.now,
-                        });
-                    }
+                    Answering::Silent => self.time_out(&sent),
                 }
             }
             panic!("the saga never settled: {:?}", self.saga);
+        }
+
+        /// `sent`'s timeout passes with no answer.
+        fn time_out(&mut self, sent: &Sent) {
+            self.now += sent.timeout.as_micros() as i64;
+            self.feed(Input::Timeout {
+                command_id: sent.command_id,
+                attempt: sent.attempt,
+                at: self.now,
+            });
         }
 
         fn backoff_runs_out(&mut self, refused: &Sent) {
@@ -904,12 +907,7 @@ mod tests {
             let sent = run.saga.pending.clone().expect("the payment");
             assert_eq!((sent.step, sent.attempt), (Step::RequestPayment, attempt));
             assert!(matches!(sent.command, Command::RequestPayment { .. }));
-            run.now += sent.timeout.as_micros() as i64;
-            run.feed(Input::Timeout {
-                command_id: sent.command_id,
-                attempt,
-                at: run.now,
-            });
+            run.time_out(&sent);
         }
         let cancel = run.saga.pending.clone().expect("a cancel");
         assert!(run.saga.settles_pivot(&cancel), "{cancel:?}");
@@ -973,12 +971,7 @@ mod tests {
             run.answer(&cancel, rejected("payment_in_flight"));
             assert_eq!(run.saga.pending, Some(cancel.clone()), "still waiting");
             // Asked again after the timeout, with an id of its own, waiting longer.
-            run.now += cancel.timeout.as_micros() as i64;
-            run.feed(Input::Timeout {
-                command_id: cancel.command_id,
-                attempt: 1,
-                at: run.now,
-            });
+            run.time_out(&cancel);
             let again = run.saga.pending.clone().expect("asked again");
             assert!(run.saga.settles_pivot(&again));
             assert_eq!(again.attempt, 2);
@@ -1011,12 +1004,7 @@ mod tests {
             let sent = run.saga.pending.clone().expect("asking");
             assert!(run.saga.settles_pivot(&sent));
             assert!(sent.timeout <= MAX_RETRY_WAIT);
-            run.now += sent.timeout.as_micros() as i64;
-            run.feed(Input::Timeout {
-                command_id: sent.command_id,
-                attempt: sent.attempt,
-                at: run.now,
-            });
+            run.time_out(&sent);
         }
         assert_eq!(run.saga.status, Status::Running);
         assert!(run.compensations().is_empty());
@@ -1037,12 +1025,7 @@ mod tests {
             let sent = run.saga.pending.clone().expect("still confirming");
             assert_eq!((sent.step, sent.command_id), (first.step, first.command_id));
             assert!(sent.timeout <= MAX_RETRY_WAIT);
-            run.now += sent.timeout.as_micros() as i64;
-            run.feed(Input::Timeout {
-                command_id: sent.command_id,
-                attempt: sent.attempt,
-                at: run.now,
-            });
+            run.time_out(&sent);
         }
         assert_eq!(run.saga.status, Status::Running);
         assert!(run.compensations().is_empty(), "a paid saga undoes nothing");
@@ -1207,12 +1190,7 @@ mod tests {
         let reserve = run.saga.pending.clone().expect("reserve");
         run.answer(&reserve, rejected("budget_exhausted"));
         let first = run.saga.pending.clone().expect("fail tracking");
-        run.now += first.timeout.as_micros() as i64;
-        run.feed(Input::Timeout {
-            command_id: first.command_id,
-            attempt: first.attempt,
-            at: run.now,
-        });
+        run.time_out(&first);
         let second = run.saga.pending.clone().expect("the second attempt");
         assert_eq!((second.step, second.attempt), (first.step, 2));
 
@@ -1586,12 +1564,7 @@ mod tests {
                 (Step::ReverseCommission, attempt)
             );
             assert!(sent.timeout <= MAX_RETRY_WAIT);
-            run.now += sent.timeout.as_micros() as i64;
-            run.feed(Input::Timeout {
-                command_id: sent.command_id,
-                attempt,
-                at: run.now,
-            });
+            run.time_out(&sent);
             assert_eq!(run.saga.status, Status::Running, "nothing is undone");
         }
         run.drive(|_| Answering::Succeed);

@@ -38,19 +38,6 @@ pub struct CommandAlreadyApplied {
     pub aggregate_id: String,
 }
 
-/// An event of the campaigns service, on `campaigns-events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CampaignsEvent {
-    PartnerRegistered(PartnerRegistered),
-    CampaignCreated(CampaignCreated),
-    PartnerAssociated(PartnerAssociated),
-    ContentAssociated(ContentAssociated),
-    BudgetReserved(BudgetReserved),
-    BudgetReleased(BudgetReleased),
-    CommandRejected(CommandRejected),
-    CommandAlreadyApplied(CommandAlreadyApplied),
-}
-
 /// A partner was registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerRegistered {
@@ -109,23 +96,6 @@ pub struct BudgetReleased {
     pub reason: String,
 }
 
-/// An event of the tracking service, on `tracking-events`. The Avro records of `Recorded`,
-/// `Confirmed` and `Failed` are named `TrackingEventRecorded`, `TrackingEventConfirmed` and
-/// `TrackingEventFailed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TrackingEvent {
-    #[serde(rename = "TrackingEventRecorded")]
-    Recorded(TrackingEventRecorded),
-    #[serde(rename = "TrackingEventConfirmed")]
-    Confirmed(TrackingEventConfirmed),
-    #[serde(rename = "TrackingEventFailed")]
-    Failed(TrackingEventFailed),
-    OrderClaimed(OrderClaimed),
-    CommandRejected(CommandRejected),
-    CommandAlreadyApplied(CommandAlreadyApplied),
-    OrderRefunded(OrderRefunded),
-}
-
 /// A click, lead, conversion or refund was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackingEventRecorded {
@@ -177,17 +147,6 @@ pub struct OrderRefunded {
     pub tracking_id: Uuid,
 }
 
-/// An event of the commissions service, on `commissions-events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommissionsEvent {
-    CommissionAssigned(CommissionAssigned),
-    CommissionReversed(CommissionReversed),
-    CommissionVoided(CommissionVoided),
-    CommandRejected(CommandRejected),
-    CommandAlreadyApplied(CommandAlreadyApplied),
-    CommissionReinstated(CommissionReinstated),
-}
-
 /// A partner earned a commission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionAssigned {
@@ -224,21 +183,6 @@ pub struct CommissionReinstated {
 pub struct CommissionVoided {
     pub commission_id: Uuid,
     pub reason: String,
-}
-
-/// An event of the payments service, on `payments-events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PaymentsEvent {
-    PaymentRequested(PaymentRequested),
-    PayoutAttempted(PayoutAttempted),
-    PayoutOutcomeUnknown(PayoutOutcomeUnknown),
-    PaymentCompleted(PaymentCompleted),
-    PaymentFailed(PaymentFailed),
-    CommandRejected(CommandRejected),
-    CommandAlreadyApplied(CommandAlreadyApplied),
-    PaymentCancelled(PaymentCancelled),
-    PaymentClawedBack(PaymentClawedBack),
-    PaymentClawBackCancelled(PaymentClawBackCancelled),
 }
 
 /// A payout of one commission was requested.
@@ -361,9 +305,16 @@ impl<'de, T: Deserialize<'de> + EventUnion> Deserialize<'de> for Envelope<T> {
     }
 }
 
-/// Implements [`Message`] for an event enum; the message type is the variant's record name.
+/// Declares an event enum, one variant per record, and implements [`Message`] for it; the message
+/// type is the variant's record name.
 macro_rules! events {
-    ($($enum:ident => $topic:ident { $($variant:ident($record:ident),)+ })+) => {$(
+    ($($(#[$doc:meta])* $enum:ident => $topic:ident { $($variant:ident($record:ident),)+ })+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $enum {
+            $($variant($record),)+
+        }
+
         impl EventUnion for $enum {
             const RECORD: &'static str = stringify!($enum);
         }
@@ -392,6 +343,7 @@ macro_rules! events {
 }
 
 events! {
+    /// An event of the campaigns service, on `campaigns-events`.
     CampaignsEvent => CAMPAIGNS_EVENTS {
         PartnerRegistered(PartnerRegistered),
         CampaignCreated(CampaignCreated),
@@ -402,6 +354,9 @@ events! {
         CommandRejected(CommandRejected),
         CommandAlreadyApplied(CommandAlreadyApplied),
     }
+    /// An event of the tracking service, on `tracking-events`. The Avro records of `Recorded`,
+    /// `Confirmed` and `Failed` are named `TrackingEventRecorded`, `TrackingEventConfirmed` and
+    /// `TrackingEventFailed`.
     TrackingEvent => TRACKING_EVENTS {
         Recorded(TrackingEventRecorded),
         Confirmed(TrackingEventConfirmed),
@@ -411,6 +366,7 @@ events! {
         CommandAlreadyApplied(CommandAlreadyApplied),
         OrderRefunded(OrderRefunded),
     }
+    /// An event of the commissions service, on `commissions-events`.
     CommissionsEvent => COMMISSIONS_EVENTS {
         CommissionAssigned(CommissionAssigned),
         CommissionReversed(CommissionReversed),
@@ -419,6 +375,7 @@ events! {
         CommandAlreadyApplied(CommandAlreadyApplied),
         CommissionReinstated(CommissionReinstated),
     }
+    /// An event of the payments service, on `payments-events`.
     PaymentsEvent => PAYMENTS_EVENTS {
         PaymentRequested(PaymentRequested),
         PayoutAttempted(PayoutAttempted),

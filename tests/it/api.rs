@@ -126,8 +126,14 @@ impl Api {
 
     /// Registers a partner and creates a campaign paying `rule` out of `budget` EUR, as the
     /// advertiser of `token`; returns their ids once both commands succeeded.
-    async fn partner_and_campaign(&self, token: &str, budget: i64, rule: Value) -> (String, String) {
-        let partner = json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00" });
+    async fn partner_and_campaign(
+        &self,
+        token: &str,
+        budget: i64,
+        rule: Value,
+    ) -> (String, String) {
+        let partner =
+            json!({ "name": "Pat", "email": "pat@example.com", "payout_account": "NL00" });
         let partner = self.post("/v1/partners", token, partner).await;
         let campaign = json!({
             "name": "Spring sale",

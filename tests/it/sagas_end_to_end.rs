@@ -125,7 +125,13 @@ fn amounts_and_statuses(list: &Value, what: &str) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("{what} is a list"))
         .iter()
-        .map(|item| format!("{} {}", item["amount"], item["status"].as_str().unwrap_or("?")))
+        .map(|item| {
+            format!(
+                "{} {}",
+                item["amount"],
+                item["status"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     items.sort();
     items

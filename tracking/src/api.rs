@@ -4,11 +4,10 @@
 use crate::domain::{Status, TrackingEvent as Tracking};
 use crate::wire::{self, Stored};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
-use eventstore::http::Problem;
-use serde::Deserialize;
+use eventstore::http::{AsOf, Path, Problem, Query};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -23,34 +22,20 @@ pub fn router(pool: PgPool) -> axum::Router {
         .merge(eventstore::api::routes(pool, wire::json, wire::fold))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AsOf {
-    as_of: Option<String>,
-}
-
-fn internal(error: impl Into<eventstore::Error>) -> Problem {
-    Problem::from(error.into())
-}
-
 async fn tracking_event(
     State(pool): State<PgPool>,
     Path(id): Path<Uuid>,
     Query(query): Query<AsOf>,
 ) -> Result<Json<Value>, Problem> {
-    let mut conn = pool.acquire().await.map_err(internal)?;
-    if let Some(as_of) = query.as_of {
-        let at = OffsetDateTime::parse(&as_of, &Rfc3339).map_err(|_| {
-            Problem::bad_request(format!("as_of must be an RFC 3339 time, got {as_of:?}"))
-        })?;
+    let mut conn = pool.acquire().await?;
+    if let Some(at) = query.time()? {
         return as_of_time(&mut conn, id, at).await;
     }
     let row: Option<Value> =
         sqlx::query_scalar("select to_jsonb(t) from tracking_events t where tracking_id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     row.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no tracking event {id}")))
 }
@@ -61,9 +46,7 @@ async fn as_of_time(
     id: Uuid,
     at: OffsetDateTime,
 ) -> Result<Json<Value>, Problem> {
-    let events = eventstore::read_stream_as_of(conn, &wire::tracking_stream(id), at)
-        .await
-        .map_err(internal)?;
+    let events = eventstore::read_stream_as_of(conn, &wire::tracking_stream(id), at).await?;
     let mut state = Tracking::default();
     for event in &events {
         if let Ok(Some(Stored::Tracking(change))) = wire::stored(event) {
@@ -104,7 +87,6 @@ async fn campaign_stats(
     )
     .bind(id)
     .fetch_optional(&pool)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(Json(row.unwrap_or(Value::Null)))
 }

@@ -495,6 +495,9 @@ async fn the_console_is_served_from_the_binary_and_asks_who_the_caller_is() {
     for (path, content_type) in [
         ("/ui/", "text/html; charset=utf-8"),
         ("/ui/console.js", "text/javascript; charset=utf-8"),
+        ("/ui/core.js", "text/javascript; charset=utf-8"),
+        ("/ui/sagas.js", "text/javascript; charset=utf-8"),
+        ("/ui/records.js", "text/javascript; charset=utf-8"),
         ("/ui/console.css", "text/css; charset=utf-8"),
     ] {
         let response = router

@@ -218,7 +218,13 @@ async fn a_call_the_provider_never_saw_is_paid_with_the_same_key(
 ) {
     let service = Service::start(connect).await;
     // The simulator loses the first 999 call: a timeout, and no record of the key.
-    settled(&service, (Uuid::new_v4(), 999), "completed", &UNKNOWN_THEN_PAID).await;
+    settled(
+        &service,
+        (Uuid::new_v4(), 999),
+        "completed",
+        &UNKNOWN_THEN_PAID,
+    )
+    .await;
     let stats = service.simulator.stats().await;
     assert_eq!((stats.requests, stats.executions), (2, 1), "{stats:?}");
     assert!(stats.lookups >= 1, "asked before paying again: {stats:?}");

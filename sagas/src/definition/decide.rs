@@ -100,11 +100,7 @@ impl Saga {
                     amount: amount.clone(),
                     at,
                 };
-                let mut next = self.clone();
-                next.apply(&succeeded);
-                let mut entries = vec![succeeded];
-                entries.extend(next.next_forward(at));
-                entries
+                self.followed_by(succeeded, |next| next.next_forward(at))
             }
             Answer::Rejected { code, reason } => {
                 let failed = Entry::StepFailed {
@@ -209,12 +205,18 @@ impl Saga {
 
     /// Entries for starting compensation now, as if `entry` (the failure) had been applied.
     fn start_compensating(&self, reason: String, failure: Entry, at: i64) -> Vec<Entry> {
+        self.followed_by(failure, |next| {
+            let started = Entry::CompensationStarted { reason, at };
+            next.followed_by(started, |next| next.next_compensation(at))
+        })
+    }
+
+    /// `entry`, then the entries `then` decides for the saga as it is once `entry` is applied.
+    fn followed_by(&self, entry: Entry, then: impl FnOnce(&Saga) -> Vec<Entry>) -> Vec<Entry> {
         let mut next = self.clone();
-        next.apply(&failure);
-        let started = Entry::CompensationStarted { reason, at };
-        next.apply(&started);
-        let mut entries = vec![failure, started];
-        entries.extend(next.next_compensation(at));
+        next.apply(&entry);
+        let mut entries = vec![entry];
+        entries.extend(then(&next));
         entries
     }
 
@@ -233,11 +235,7 @@ impl Saga {
             message_id: Uuid::nil(),
             at,
         };
-        let mut next = self.clone();
-        next.apply(&nothing);
-        let mut entries = vec![nothing];
-        entries.extend(next.next_compensation(at));
-        entries
+        self.followed_by(nothing, |next| next.next_compensation(at))
     }
 
     /// The next forward step after `done`, or completion. A step that cannot be built (no
@@ -254,11 +252,7 @@ impl Saga {
                     step.name()
                 );
                 let started = Entry::CompensationStarted { reason, at };
-                let mut next = self.clone();
-                next.apply(&started);
-                let mut entries = vec![started];
-                entries.extend(next.next_compensation(at));
-                entries
+                self.followed_by(started, |next| next.next_compensation(at))
             }
         }
     }
@@ -426,11 +420,7 @@ impl Saga {
                     message_id,
                     at,
                 };
-                let mut next = self.clone();
-                next.apply(&succeeded);
-                let mut entries = vec![succeeded];
-                entries.extend(next.next_compensation(at));
-                entries
+                self.followed_by(succeeded, |next| next.next_compensation(at))
             }
             Answer::Rejected { code, reason } => {
                 self.compensation_failed(pending, Some(message_id), format!("{code}: {reason}"), at)

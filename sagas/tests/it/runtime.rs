@@ -7,6 +7,7 @@ use messaging::consume::HandlerError;
 use sagas::coordinator;
 use sagas::definition::{Answer, CATALOGUE, Entry, Input, Sent};
 use serde_json::Value;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -92,15 +93,7 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
     start(&pool, saga_id, definition, data).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
-    answer(
-        &pool,
-        saga_id,
-        Answer::Rejected {
-            code: "payment_failed".into(),
-            reason: "account closed".into(),
-        },
-    )
-    .await;
+    answer(&pool, saga_id, rejected("payment_failed", "account closed")).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: None }).await;
@@ -312,33 +305,30 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
     assert_eq!(detail["timeline"].as_array().map(Vec::len), Some(2));
 }
 
+fn rejected(code: &str, reason: &str) -> Answer {
+    Answer::Rejected {
+        code: code.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Failing the tracking event is refused every time: the saga parks.
+async fn refuse_until_parked(pool: &PgPool, saga_id: Uuid) {
+    for _ in 0..sagas::definition::COMPENSATION_ATTEMPTS {
+        let too_late = rejected("tracking_event_already_confirmed", "too late");
+        answer(pool, saga_id, too_late).await;
+    }
+}
+
 #[sqlx::test(migrations = false)]
 async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
     let router = sagas::api::router(pool.clone());
     let (saga_id, definition, data) = conversion();
     start(&pool, saga_id, definition, data).await;
-    answer(
-        &pool,
-        saga_id,
-        Answer::Rejected {
-            code: "budget_exhausted".into(),
-            reason: "no budget".into(),
-        },
-    )
-    .await;
+    answer(&pool, saga_id, rejected("budget_exhausted", "no budget")).await;
     // Failing the tracking event is refused every time: the saga parks.
-    for _ in 0..sagas::definition::COMPENSATION_ATTEMPTS {
-        answer(
-            &pool,
-            saga_id,
-            Answer::Rejected {
-                code: "tracking_event_already_confirmed".into(),
-                reason: "too late".into(),
-            },
-        )
-        .await;
-    }
+    refuse_until_parked(&pool, saga_id).await;
     let (_, parked) = call(&router, "GET", "/sagas?status=parked", None).await;
     assert_eq!(parked["sagas"][0]["saga_id"], saga_id.to_string());
     let (_, none) = call(
@@ -398,23 +388,10 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
     answer(
         &pool,
         saga_id,
-        Answer::Rejected {
-            code: "budget_exhausted".into(),
-            reason: "still no budget".into(),
-        },
+        rejected("budget_exhausted", "still no budget"),
     )
     .await;
-    for _ in 0..sagas::definition::COMPENSATION_ATTEMPTS {
-        answer(
-            &pool,
-            saga_id,
-            Answer::Rejected {
-                code: "tracking_event_already_confirmed".into(),
-                reason: "too late".into(),
-            },
-        )
-        .await;
-    }
+    refuse_until_parked(&pool, saga_id).await;
     let (status, _) = send(
         &router,
         "POST",
