@@ -126,28 +126,7 @@ enum SagaCommand {
 enum Command {
     /// Run one process: a service (its consumers, outbox relay, projections and query API), the
     /// API, the payout-provider simulator, or Apache Pulsar standalone (`broker`).
-    Serve {
-        process: Process,
-        /// Where the query API listens (default: the service's port on 127.0.0.1).
-        #[arg(long, env = "PULSAGA_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// The service's database (default: named after the service).
-        #[arg(long, env = "PULSAGA_DATABASE")]
-        database: Option<String>,
-        #[command(flatten)]
-        options: settings::ServiceOptions,
-        /// Where `serve broker` keeps Apache Pulsar's data.
-        #[arg(long, default_value = ".pulsaga/broker")]
-        data_dir: std::path::PathBuf,
-        /// How often a supervisor (`pulsaga up`) restarted this process; `/readyz` shows it.
-        #[arg(long, env = "PULSAGA_RESTARTS", default_value_t = 0)]
-        restarts: u32,
-        #[command(flatten)]
-        infrastructure: Infrastructure,
-        /// The API's settings (boxed: the largest of the commands' settings).
-        #[command(flatten)]
-        api: Box<settings::Api>,
-    },
+    Serve(serve::Args),
     /// The whole platform on this machine, until Ctrl-C: every service, the coordinator, the
     /// payout simulator and the API, on the local PostgreSQL and Apache Pulsar standalone unless
     /// told otherwise.
@@ -268,7 +247,7 @@ fn token(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let service = match &cli.command {
-        Command::Serve { process, .. } => process.name(),
+        Command::Serve(args) => args.process.name(),
         _ => "pulsaga",
     };
     // Outside the runtime: the exporter's blocking HTTP client is made and dropped here.
@@ -290,44 +269,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve {
-            process,
-            listen,
-            database,
-            options,
-            data_dir,
-            restarts,
-            infrastructure,
-            api,
-        } => match process.service() {
-            Some(service) => {
-                let database = database.as_deref().unwrap_or(service.name());
-                let listen = listen.unwrap_or(default_listen(service));
-                serve::serve(
-                    service,
-                    database,
-                    listen,
-                    &options,
-                    api.services.token()?,
-                    restarts,
-                    &infrastructure,
-                )
-                .await
-            }
-            None if process == Process::Bff => {
-                serve::bff(
-                    listen.unwrap_or(BFF_LISTEN),
-                    &api,
-                    restarts,
-                    &infrastructure,
-                )
-                .await
-            }
-            None if process == Process::Broker => {
-                serve::broker(listen, &data_dir, &infrastructure).await
-            }
-            None => serve::payout_simulator(listen.unwrap_or(PAYOUT_SIM_LISTEN)).await,
-        },
+        Command::Serve(args) => serve::run(args).await,
         Command::Up { options, jwt } => up::up(*options, &jwt).await,
         Command::Bench { options } => bench::run(&options).await,
         Command::Chaos { options } => chaos::run(&options).await,

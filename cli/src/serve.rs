@@ -2,8 +2,8 @@
 //! migrated and the Pulsar namespace provisioned on start, until Ctrl-C or SIGTERM; or Apache
 //! Pulsar standalone itself (`serve broker`).
 
-use crate::Service;
 use crate::settings::{Infrastructure, ServiceOptions};
+use crate::{Process, Service};
 use anyhow::Context;
 use messaging::host;
 use messaging::{Client, QueryApi, ServiceToken};
@@ -98,7 +98,69 @@ pub async fn migrate_all(infrastructure: &Infrastructure) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn serve(
+/// `pulsaga serve <process>`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub process: Process,
+    /// Where the query API listens (default: the service's port on 127.0.0.1).
+    #[arg(long, env = "PULSAGA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The service's database (default: named after the service).
+    #[arg(long, env = "PULSAGA_DATABASE")]
+    database: Option<String>,
+    #[command(flatten)]
+    options: ServiceOptions,
+    /// Where `serve broker` keeps Apache Pulsar's data.
+    #[arg(long, default_value = ".pulsaga/broker")]
+    data_dir: std::path::PathBuf,
+    /// How often a supervisor (`pulsaga up`) restarted this process; `/readyz` shows it.
+    #[arg(long, env = "PULSAGA_RESTARTS", default_value_t = 0)]
+    restarts: u32,
+    #[command(flatten)]
+    infrastructure: Infrastructure,
+    /// The API's settings (boxed: the largest of the commands' settings).
+    #[command(flatten)]
+    api: Box<crate::settings::Api>,
+}
+
+/// Runs the one process `args` names until a signal stops it.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        process,
+        listen,
+        database,
+        options,
+        data_dir,
+        restarts,
+        infrastructure,
+        api,
+    } = args;
+    match process.service() {
+        Some(service) => {
+            let database = database.as_deref().unwrap_or(service.name());
+            let listen = listen.unwrap_or(crate::default_listen(service));
+            let token = api.services.token()?;
+            serve(
+                service,
+                database,
+                listen,
+                &options,
+                token,
+                restarts,
+                &infrastructure,
+            )
+            .await
+        }
+        None if process == Process::Bff => {
+            let listen = listen.unwrap_or(crate::BFF_LISTEN);
+            bff(listen, &api, restarts, &infrastructure).await
+        }
+        None if process == Process::Broker => broker(listen, &data_dir, &infrastructure).await,
+        None => payout_simulator(listen.unwrap_or(crate::PAYOUT_SIM_LISTEN)).await,
+    }
+}
+
+async fn serve(
     service: Service,
     database_name: &str,
     listen: SocketAddr,

@@ -226,54 +226,9 @@ async fn replay_beside<P: Projection>(
     progress: &mut (impl FnMut(usize) + Send),
 ) -> Result<Rebuild, Error> {
     let schema = rebuild_schema(projection.name());
-    let tables = projection.tables();
     let mut conn = pool.acquire().await?;
     let live_position = load_checkpoint(&mut conn, projection.name()).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "drop schema if exists {schema} cascade; create schema {schema};"
-    )))
-    .execute(&mut *conn)
-    .await?;
-    for table in tables {
-        let sql = format!("create table {schema}.{table} (like public.{table} including all)");
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
-    }
-    // The live indexes, whose names the copies' take (names are per schema, so they can while
-    // the copies are beside the live tables): unique ones at once, renamed from what `like`
-    // called them; secondary ones once the rows are in.
-    let indexes = |schema: &str| {
-        sqlx::query_as::<_, (String, String, bool)>(
-            "select c.relname::text, pg_get_indexdef(i.indexrelid), i.indisunique
-               from pg_index i join pg_class c on c.oid = i.indexrelid
-              where i.indrelid = any($1::text[]::regclass[])",
-        )
-        .bind(
-            tables
-                .iter()
-                .map(|table| format!("{schema}.{table}"))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let live_indexes = indexes("public").fetch_all(&mut *conn).await?;
-    for (copy, definition, unique) in indexes(&schema).fetch_all(&mut *conn).await? {
-        let live = live_indexes
-            .iter()
-            .find(|(_, live, _)| unnamed(live) == unnamed(&definition))
-            .map(|(name, _, _)| name.as_str());
-        let sql = match (unique, live) {
-            (true, Some(live)) if live != copy => {
-                format!("alter index {schema}.{copy} rename to {live}")
-            }
-            (true, _) => continue,
-            (false, _) => format!("drop index {schema}.{copy}"),
-        };
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
-    }
-    let secondary: Vec<String> = live_indexes
-        .iter()
-        .filter(|(_, _, unique)| !unique)
-        .map(|(_, definition, _)| definition.replacen(" ON public.", &format!(" ON {schema}."), 1))
-        .collect();
+    let secondary = create_copies(&mut conn, &schema, projection.tables()).await?;
     let mut after = 0;
     let mut events = 0;
     while after != live_position {
@@ -305,6 +260,71 @@ async fn replay_beside<P: Projection>(
             .execute(&mut *conn)
             .await?;
     }
+    swap_in(&mut conn, &schema, projection, after, events).await
+}
+
+/// Empty copies of the live `tables` in `schema`, with the live unique indexes (under their live
+/// names: names are per schema, so they can while the copies are beside the live tables);
+/// returns the definitions of the secondary indexes, to build once the rows are in.
+async fn create_copies(
+    conn: &mut PgConnection,
+    schema: &str,
+    tables: &[&str],
+) -> Result<Vec<String>, Error> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "drop schema if exists {schema} cascade; create schema {schema};"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    for table in tables {
+        let sql = format!("create table {schema}.{table} (like public.{table} including all)");
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    }
+    let indexes = |schema: &str| {
+        sqlx::query_as::<_, (String, String, bool)>(
+            "select c.relname::text, pg_get_indexdef(i.indexrelid), i.indisunique
+               from pg_index i join pg_class c on c.oid = i.indexrelid
+              where i.indrelid = any($1::text[]::regclass[])",
+        )
+        .bind(
+            tables
+                .iter()
+                .map(|table| format!("{schema}.{table}"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let live_indexes = indexes("public").fetch_all(&mut *conn).await?;
+    for (copy, definition, unique) in indexes(schema).fetch_all(&mut *conn).await? {
+        let live = live_indexes
+            .iter()
+            .find(|(_, live, _)| unnamed(live) == unnamed(&definition))
+            .map(|(name, _, _)| name.as_str());
+        let sql = match (unique, live) {
+            (true, Some(live)) if live != copy => {
+                format!("alter index {schema}.{copy} rename to {live}")
+            }
+            (true, _) => continue,
+            (false, _) => format!("drop index {schema}.{copy}"),
+        };
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    }
+    Ok(live_indexes
+        .iter()
+        .filter(|(_, _, unique)| !unique)
+        .map(|(_, definition, _)| definition.replacen(" ON public.", &format!(" ON {schema}."), 1))
+        .collect())
+}
+
+/// Compares the copies in `schema` with the live tables, then puts the copies in their place and
+/// the checkpoint at `after`, in one transaction.
+async fn swap_in<P: Projection>(
+    conn: &mut PgConnection,
+    schema: &str,
+    projection: &P,
+    after: i64,
+    events: usize,
+) -> Result<Rebuild, Error> {
+    let tables = projection.tables();
     let mut tx = Connection::begin(&mut *conn).await?;
     // Room for the comparison to hash both models in memory instead of sorting them on disk.
     sqlx::raw_sql("set local work_mem = '64MB'")

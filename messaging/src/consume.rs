@@ -57,7 +57,7 @@ mod worker;
 
 pub use decode::Undecodable;
 use decode::decode;
-use subscription::{HELD_CHECK_EVERY, held_here, resubscribe, subscribe};
+use subscription::{HELD_CHECK_EVERY, Subscription};
 use worker::Worker;
 
 /// A decoded message with its key and metadata.
@@ -344,6 +344,33 @@ struct Lanes<M> {
 /// Where a worker reports how its message left the runner.
 type Done = mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>;
 
+impl<M: Message + Send + Sync + 'static> Lanes<M> {
+    /// The message in `lane` is done: the next one waiting there starts, unless the runner is
+    /// stopping (then the lane's waiting messages are dropped unacknowledged, and redelivered
+    /// later).
+    fn next<H: Handler<Message = M>>(
+        &mut self,
+        worker: &Arc<Worker<H>>,
+        lane: String,
+        stopping: bool,
+        done: &Done,
+    ) {
+        self.in_flight -= 1;
+        match self.waiting.get_mut(&lane).and_then(VecDeque::pop_front) {
+            Some((message, decoded)) if !stopping => {
+                tokio::spawn(worker.clone().handle(lane, message, decoded, done.clone()));
+            }
+            Some(_) => {
+                let abandoned = self.waiting.remove(&lane).map_or(0, |rest| rest.len()) + 1;
+                self.in_flight -= abandoned;
+            }
+            None => {
+                self.waiting.remove(&lane);
+            }
+        }
+    }
+}
+
 /// Takes a received message: handled at once if its lane is free, else queued behind it.
 fn admit<H: Handler>(
     lanes: &mut Lanes<H::Message>,
@@ -378,12 +405,10 @@ pub async fn run<H: Handler>(
     handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let topic = H::Message::TOPIC;
-    let Some((mut consumer, mut name)) = subscribe(&client, topic.name, &settings, &shutdown).await
+    let Some(mut subscription) = Subscription::open::<H>(&client, &settings, &shutdown).await
     else {
         return Ok(());
     };
-    let admin = crate::admin::Admin::new(&client.settings.admin_url);
     let worker = Arc::new(Worker {
         client,
         pool,
@@ -397,12 +422,8 @@ pub async fn run<H: Handler>(
         in_flight: 0,
     };
     let mut stopping = false;
-    // Ends of the consumer's stream since it last received a message.
-    let mut ended = 0;
     let mut held_check = tokio::time::interval(HELD_CHECK_EVERY);
     held_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The broker said, at the last check, that it holds messages this consumer never acked.
-    let mut held_before = false;
     loop {
         if stopping && lanes.in_flight == 0 {
             break;
@@ -410,81 +431,40 @@ pub async fn run<H: Handler>(
         tokio::select! {
             biased;
             Some((key, received, outcome)) = done.recv() => {
-                lanes.in_flight -= 1;
                 if let Outcome::Done = outcome
-                    && let Err(error) = consumer.ack(&received).await
+                    && let Err(error) = subscription.consumer.ack(&received).await
                 {
                     tracing::warn!(%error, %key, "ack failed; the message will be redelivered");
                 }
-                let next = lanes.waiting.get_mut(&key).and_then(VecDeque::pop_front);
-                match next {
-                    Some((message, decoded)) if !stopping => {
-                        tokio::spawn(worker.clone().handle(key, message, decoded, done_sender.clone()));
-                    }
-                    Some(_) => {
-                        // Not started before shutdown: dropped unacknowledged, redelivered later.
-                        let abandoned = lanes.waiting.remove(&key).map_or(0, |rest| rest.len()) + 1;
-                        lanes.in_flight -= abandoned;
-                    }
-                    None => {
-                        lanes.waiting.remove(&key);
-                    }
-                }
+                lanes.next(&worker, key, stopping, &done_sender);
             }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
             }
-            // A Key_Shared subscription gives a key to a new consumer only once the messages of
-            // that key delivered before are acknowledged: one the broker still counts as
-            // delivered here (an acknowledgement lost as the connection went) holds up its key,
-            // and the runner must let it go. Twice in a row, with nothing in hand and nothing
-            // received between: the consumer closes, which redelivers it.
             _ = held_check.tick(), if !stopping => {
-                let held = if lanes.in_flight == 0 {
-                    held_here(&admin, &worker, topic.name, &name).await
-                } else {
-                    0
-                };
-                if held > 0 && held_before {
-                    tracing::warn!(topic = topic.name, held, "the broker holds messages delivered here that none of ours has in hand; subscribing again");
-                    held_before = false;
-                    match resubscribe(&worker, 1, &shutdown).await {
-                        Some(fresh) => (consumer, name) = fresh,
-                        None => break,
-                    }
-                } else {
-                    held_before = held > 0;
+                let idle = lanes.in_flight == 0;
+                if !subscription.check_held(&worker, idle, &shutdown).await {
+                    break;
                 }
             }
-            next = consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
+            next = subscription.consumer.next(), if !stopping && lanes.in_flight < worker.settings.max_in_flight => {
                 match next {
                     Some(Ok(message)) => {
-                        ended = 0;
-                        held_before = false;
+                        subscription.received();
                         admit(&mut lanes, &worker, message, &done_sender);
                     }
-                    // pulsar-rs reports an error when reconnecting fails (one its retries do not
-                    // cover, met while the broker restarts), leaving the consumer subscribed to
-                    // nothing, and ends the stream when it gives up altogether. Either way a new
-                    // consumer takes over: messages in hand are acknowledged through it, and those
-                    // the old one held come again and are found in the inbox.
                     lost => {
-                        ended += 1;
                         let error = lost.and_then(Result::err).map(|e| e.to_string());
-                        tracing::warn!(topic = topic.name, ?error, "the consumer lost its subscription; subscribing again");
-                        match resubscribe(&worker, ended, &shutdown).await {
-                            Some(fresh) => (consumer, name) = fresh,
-                            // Shut down first: what is in hand is left unacknowledged.
-                            None => break,
+                        // Shut down first: what is in hand is left unacknowledged.
+                        if !subscription.lost(&worker, error, &shutdown).await {
+                            break;
                         }
                     }
                 }
             }
         }
     }
-    if let Err(error) = consumer.close().await {
-        tracing::debug!(%error, "closing the consumer failed");
-    }
+    subscription.close().await;
     Ok(())
 }
 

@@ -66,20 +66,20 @@ fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
     }
 }
 
-/// A saga command as its topic's body: (topic, message type, encoded body).
-pub fn encode_command(
-    command: &Command,
-) -> Result<(&'static str, &'static str, u32, Vec<u8>), schemas::Error> {
-    fn encoded<M: Message>(
-        m: M,
-    ) -> Result<(&'static str, &'static str, u32, Vec<u8>), schemas::Error> {
-        Ok((
-            M::TOPIC.name,
-            m.message_type(),
-            M::TOPIC.version(),
-            m.encode()?,
-        ))
-    }
+/// A command's topic, message type, schema version and encoded body.
+type Encoded = (&'static str, &'static str, u32, Vec<u8>);
+
+fn encoded<M: Message>(m: M) -> Result<Encoded, schemas::Error> {
+    Ok((
+        M::TOPIC.name,
+        m.message_type(),
+        M::TOPIC.version(),
+        m.encode()?,
+    ))
+}
+
+/// A saga command as its topic's body: (topic, message type, schema version, encoded body).
+pub fn encode_command(command: &Command) -> Result<Encoded, schemas::Error> {
     match command.clone() {
         Command::ReserveBudget {
             reservation_id,
@@ -97,15 +97,6 @@ pub fn encode_command(
             kind: wire_kind(kind),
             order_amount: order_amount.as_ref().cloned(),
             occurred_at,
-        }),
-        Command::ReleaseBudget {
-            reservation_id,
-            campaign_id,
-            reason,
-        } => encoded(wire::ReleaseBudget {
-            reservation_id,
-            campaign_id,
-            reason,
         }),
         // The reservation fixed the amount (campaigns applies the campaign's rule); the commission
         // is that amount.
@@ -126,13 +117,6 @@ pub fn encode_command(
             order_amount: None,
             currency: amount.currency,
         }),
-        Command::ReverseCommission {
-            commission_id,
-            reason,
-        } => encoded(wire::ReverseCommission {
-            commission_id,
-            reason,
-        }),
         Command::RequestPayment {
             payment_id,
             commission_id,
@@ -145,6 +129,30 @@ pub fn encode_command(
             partner_id,
             campaign_id,
             amount: amount.clone(),
+        }),
+        other => encode_as_is(other),
+    }
+}
+
+/// [`encode_command`] for the commands whose fields travel as they are: the releases, reversals,
+/// cancellations and confirmations.
+fn encode_as_is(command: Command) -> Result<Encoded, schemas::Error> {
+    match command {
+        Command::ReleaseBudget {
+            reservation_id,
+            campaign_id,
+            reason,
+        } => encoded(wire::ReleaseBudget {
+            reservation_id,
+            campaign_id,
+            reason,
+        }),
+        Command::ReverseCommission {
+            commission_id,
+            reason,
+        } => encoded(wire::ReverseCommission {
+            commission_id,
+            reason,
         }),
         Command::ConfirmTracking { tracking_id } => {
             encoded(wire::ConfirmTrackingEvent { tracking_id })
@@ -184,6 +192,9 @@ pub fn encode_command(
             payment_id,
             reason,
         }),
+        Command::ReserveBudget { .. }
+        | Command::AssignCommission { .. }
+        | Command::RequestPayment { .. } => unreachable!("encode_command converts these"),
     }
 }
 
