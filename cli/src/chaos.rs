@@ -247,17 +247,7 @@ async fn drive(
     let empty = crate::bench::tables_before(&platform.database_url, database_prefix).await?;
 
     let (events, schedule) = draw(options, &platform.processes(), seed);
-    for &event in &events {
-        let event = EVENTS[event].0;
-        *summary.sagas.kinds.entry(event.kind().into()).or_default() += 1;
-        if let Event::Order(_, payout) = event {
-            *summary
-                .faults
-                .entry(format!("payout {payout}"))
-                .or_default() += 1;
-        }
-    }
-    summary.faults.remove("payout paid");
+    summary.count_load(&events);
 
     let sender = {
         let (http, base) = (api.http.clone(), api.base.clone());
@@ -269,6 +259,64 @@ async fn drive(
         };
         tokio::spawn(send_all(http, base, token, targets, events, seed, rate))
     };
+    let accepted = strike_while_sending(platform, sender, schedule, &mut summary).await?;
+    eprintln!(
+        "chaos: {} tracking events accepted, {} faults struck; waiting for quiet",
+        accepted.len(),
+        summary.faults.values().sum::<usize>()
+    );
+
+    let http = crate::settings::service_client(&platform.service_token)?;
+    let urls = Urls::of(platform);
+    let pending = accepted.iter().map(|a| a.command_id.clone()).collect();
+    let timeout = Duration::from_secs(options.quiet_timeout);
+    summary.seconds_to_quiet = wait_for_quiet(platform, &http, &urls, pending, timeout).await?;
+    eprintln!("chaos: checking");
+    check_commands(&http, &urls, &accepted, &mut summary).await?;
+    check_sagas(&http, &urls, &accepted, &mut summary).await?;
+    check_once(&http, &urls, &mut summary).await?;
+    check_money(
+        &http,
+        &urls,
+        ([&campaign, &per_event], &partner),
+        &mut summary,
+    )
+    .await?;
+    check_rebuilds(platform, database_prefix, &mut summary).await?;
+    let storage = crate::bench::storage(&platform.database_url, database_prefix, empty).await?;
+    summary.storage_per_saga = storage
+        .into_iter()
+        .map(|figure| {
+            let name = figure.name.trim_start_matches("storage a saga adds, ");
+            (name.to_owned(), figure.value.round())
+        })
+        .collect();
+    Ok(summary)
+}
+
+impl Summary {
+    /// Counts the kinds of the `events` the load will send, and its misbehaving payouts among
+    /// the faults.
+    fn count_load(&mut self, events: &[usize]) {
+        for &event in events {
+            let event = EVENTS[event].0;
+            *self.sagas.kinds.entry(event.kind().into()).or_default() += 1;
+            if let Event::Order(_, payout) = event {
+                *self.faults.entry(format!("payout {payout}")).or_default() += 1;
+            }
+        }
+        self.faults.remove("payout paid");
+    }
+}
+
+/// Strikes the `schedule`'s faults, each at its moment, while `sender` sends the load, tending
+/// the platform meanwhile; returns the tracking events the API accepted.
+async fn strike_while_sending(
+    platform: &mut Platform,
+    sender: tokio::task::JoinHandle<(Vec<Accepted>, usize)>,
+    schedule: Vec<(Duration, Fault)>,
+    summary: &mut Summary,
+) -> anyhow::Result<Vec<Accepted>> {
     let started = Instant::now();
     let mut faults = schedule.into_iter().peekable();
     let mut sender = Some(sender);
@@ -281,65 +329,47 @@ async fn drive(
             accepted = sent;
         }
         if let Some((_, fault)) = faults.next_if(|(at, _)| started.elapsed() >= *at) {
-            strike(platform, fault, &mut summary).await;
+            strike(platform, fault, summary).await;
         }
         platform.tend();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     summary.sagas.accepted = accepted.len();
-    eprintln!(
-        "chaos: {} tracking events accepted, {} faults struck; waiting for quiet",
-        accepted.len(),
-        summary.faults.values().sum::<usize>()
-    );
+    Ok(accepted)
+}
 
-    let http = crate::settings::service_client(&platform.service_token)?;
-    let service = |s: Service| {
-        platform
-            .urls
-            .iter()
-            .find(|(service, _)| *service == s)
-            .map(|(_, url)| url.clone())
-            .unwrap_or_default()
-    };
-    let urls = Urls {
-        api: platform.api.clone(),
-        sagas: service(Service::Sagas),
-        tracking: service(Service::Tracking),
-        commissions: service(Service::Commissions),
-        payments: service(Service::Payments),
-        campaigns: service(Service::Campaigns),
-        simulator: platform.simulator.clone(),
-    };
-    let quiet_since = Instant::now();
-    let deadline = quiet_since + Duration::from_secs(options.quiet_timeout);
-    let mut pending: HashSet<String> = accepted.iter().map(|a| a.command_id.clone()).collect();
+/// Waits until the platform is quiet (see [`quiet`]), tending it meanwhile; the seconds it took,
+/// or `None` if it was not quiet within `timeout`.
+async fn wait_for_quiet(
+    platform: &mut Platform,
+    http: &reqwest::Client,
+    urls: &Urls,
+    mut pending: HashSet<String>,
+    timeout: Duration,
+) -> anyhow::Result<Option<f64>> {
+    let since = Instant::now();
     loop {
-        if quiet(&http, &urls, &mut pending).await? {
-            summary.seconds_to_quiet = Some(quiet_since.elapsed().as_secs_f64());
-            break;
+        if quiet(http, urls, &mut pending).await? {
+            return Ok(Some(since.elapsed().as_secs_f64()));
         }
-        if Instant::now() > deadline {
+        if since.elapsed() > timeout {
             eprintln!(
                 "chaos: no quiet within {} s; checking as it is",
-                options.quiet_timeout
+                timeout.as_secs()
             );
-            break;
+            return Ok(None);
         }
         platform.tend();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    eprintln!("chaos: checking");
-    check_commands(&http, &urls, &accepted, &mut summary).await?;
-    check_sagas(&http, &urls, &accepted, &mut summary).await?;
-    check_once(&http, &urls, &mut summary).await?;
-    check_money(
-        &http,
-        &urls,
-        ([&campaign, &per_event], &partner),
-        &mut summary,
-    )
-    .await?;
+}
+
+/// Every projection of every service, rebuilt from its log, matches the live read model.
+async fn check_rebuilds(
+    platform: &Platform,
+    database_prefix: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let infrastructure = Infrastructure {
         database_url: platform.database_url.clone(),
         database_connections: 2,
@@ -361,15 +391,7 @@ async fn drive(
             ));
         }
     }
-    let storage = crate::bench::storage(&platform.database_url, database_prefix, empty).await?;
-    summary.storage_per_saga = storage
-        .into_iter()
-        .map(|figure| {
-            let name = figure.name.trim_start_matches("storage a saga adds, ");
-            (name.to_owned(), figure.value.round())
-        })
-        .collect();
-    Ok(summary)
+    Ok(())
 }
 
 /// Everything random in a run, drawn in one order from `seed`, so that a seed replays the same

@@ -299,34 +299,22 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
     let secret = jwt
         .secret()
         .context("JWT_SECRET signs the development tokens `up` prints (any 32 bytes or more)")?;
-    let mut postgres = None;
-    let database_url = match &options.database_url {
-        Some(url) => url.clone(),
+    let (database_url, postgres) = match &options.database_url {
+        Some(url) => (url.clone(), None),
         None => {
-            let (url, started) = local_postgres(
-                &options.data_dir,
-                options.embedded_postgres,
-                options.any_ports,
-            )
-            .await?;
-            postgres = started;
-            url
+            let own = options.embedded_postgres;
+            local_postgres(&options.data_dir, own, options.any_ports).await?
         }
     };
-    let mut broker = None;
-    let mut broker_proxy = None;
-    let (pulsar_url, pulsar_admin_url) = match &options.pulsar_url {
+    let (pulsar_url, pulsar_admin_url, broker, broker_proxy) = match &options.pulsar_url {
         Some(_) if options.broker_proxy => {
             stop(Vec::new(), postgres, None).await;
             anyhow::bail!("only a broker of the platform's own can be put behind a proxy");
         }
-        Some(url) => (url.clone(), options.pulsar_admin_url.clone()),
+        Some(url) => (url.clone(), options.pulsar_admin_url.clone(), None, None),
         None => {
             let (started, proxy) = start_broker(options).await?;
-            let urls = (started.url(), started.admin_url());
-            broker = Some(started);
-            broker_proxy = proxy;
-            urls
+            (started.url(), started.admin_url(), Some(started), proxy)
         }
     };
     let infrastructure = Infrastructure {
@@ -338,35 +326,83 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         pulsar_tenant: "public".into(),
         pulsar_namespace: "default".into(),
     };
-    let prepared = prepare(options, &infrastructure).await;
-    if let Err(error) = prepared {
-        stop(Vec::new(), postgres, broker).await;
-        return Err(error);
-    }
-    let (database_proxy, processes_database_url) = if options.database_proxy {
-        match proxied(&database_url).await {
-            Ok((proxy, url)) => (Some(proxy), url),
-            Err(error) => {
-                stop(Vec::new(), postgres, broker).await;
-                return Err(error);
-            }
+    let mut children = Vec::new();
+    let broker_address = broker_proxy.as_ref().map(Proxy::address);
+    let started = start_processes(
+        options,
+        secret,
+        jwt,
+        &infrastructure,
+        broker_address,
+        &mut children,
+    );
+    match started.await {
+        Ok(Started {
+            api,
+            urls,
+            sim,
+            service_token,
+            database_proxy,
+        }) => Ok(Platform {
+            api,
+            urls,
+            simulator: format!("http://{sim}"),
+            database_url,
+            pulsar_url,
+            pulsar_admin_url,
+            service_token,
+            children,
+            postgres,
+            broker,
+            database_proxy,
+            broker_proxy,
+        }),
+        Err(error) => {
+            stop(children, postgres, broker).await;
+            Err(error)
         }
-    } else {
-        (None, database_url.clone())
-    };
+    }
+}
 
-    let processes_pulsar_url = match &broker_proxy {
-        Some(proxy) => format!("pulsar://{}", proxy.address()),
-        None => pulsar_url.clone(),
+/// What [`start_processes`] started, beside its children.
+struct Started {
+    api: String,
+    urls: Vec<(Service, String)>,
+    /// The payout simulator's address.
+    sim: String,
+    service_token: ServiceToken,
+    database_proxy: Option<Proxy>,
+}
+
+/// Prepares the databases and the namespace, then starts the processes into `children` on
+/// `infrastructure` (reached through a proxy in front of PostgreSQL when asked for, and through
+/// the broker's proxy at `broker_address` if it has one), and waits until the API is ready.
+async fn start_processes(
+    options: &Options,
+    secret: &[u8],
+    jwt: &Jwt,
+    infrastructure: &Infrastructure,
+    broker_address: Option<SocketAddr>,
+    children: &mut Vec<Process>,
+) -> anyhow::Result<Started> {
+    prepare(options, infrastructure).await?;
+    let (database_proxy, processes_database_url) = if options.database_proxy {
+        let (proxy, url) = proxied(&infrastructure.database_url).await?;
+        (Some(proxy), url)
+    } else {
+        (None, infrastructure.database_url.clone())
+    };
+    let processes_pulsar_url = match broker_address {
+        Some(address) => format!("pulsar://{address}"),
+        None => infrastructure.pulsar_url.clone(),
     };
     let service_token = ServiceToken::random();
     let shared_env = [
         ("DATABASE_URL", processes_database_url.as_str()),
         ("PULSAR_URL", processes_pulsar_url.as_str()),
-        ("PULSAR_ADMIN_URL", pulsar_admin_url.as_str()),
+        ("PULSAR_ADMIN_URL", infrastructure.pulsar_admin_url.as_str()),
         ("SERVICE_TOKEN", service_token.expose()),
     ];
-    let mut children: Vec<Process> = Vec::new();
     let sim = format!("127.0.0.1:{}", port(7199, options.any_ports)?);
     children.push(Process::start(
         "payout-sim",
@@ -374,46 +410,42 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         &[],
         options.log_filter.as_deref(),
     )?);
-    let urls = start_services(options, &sim, &shared_env, &mut children)?;
-    let mut api_env: Vec<(&str, String)> = Service::ALL
+    let urls = start_services(options, &sim, &shared_env, children)?;
+    let api_env = api_env(&urls, secret, jwt);
+    let api = start_api(options, &shared_env, &api_env, children)?;
+    wait_ready(&api, children).await?;
+    Ok(Started {
+        api,
+        urls,
+        sim,
+        service_token,
+        database_proxy,
+    })
+}
+
+/// The API's own environment: where each service's query API is, and the JWT settings.
+fn api_env(urls: &[(Service, String)], secret: &[u8], jwt: &Jwt) -> Vec<(&'static str, String)> {
+    let names = [
+        "CAMPAIGNS_URL",
+        "TRACKING_URL",
+        "COMMISSIONS_URL",
+        "PAYMENTS_URL",
+        "SAGAS_URL",
+    ];
+    let mut env: Vec<(&str, String)> = Service::ALL
         .iter()
-        .zip([
-            "CAMPAIGNS_URL",
-            "TRACKING_URL",
-            "COMMISSIONS_URL",
-            "PAYMENTS_URL",
-            "SAGAS_URL",
-        ])
+        .zip(names)
         .filter_map(|(service, name)| {
             let (_, url) = urls.iter().find(|(s, _)| s == service)?;
             Some((name, url.clone()))
         })
         .collect();
-    api_env.extend([
+    env.extend([
         ("JWT_SECRET", String::from_utf8_lossy(secret).into_owned()),
         ("JWT_ISSUER", jwt.jwt_issuer.clone()),
         ("JWT_AUDIENCE", jwt.jwt_audience.clone()),
     ]);
-    let api = start_api(options, &shared_env, &api_env, &mut children)?;
-
-    if let Err(error) = wait_ready(&api, &mut children).await {
-        stop(children, postgres, broker).await;
-        return Err(error);
-    }
-    Ok(Platform {
-        api,
-        urls,
-        simulator: format!("http://{sim}"),
-        database_url,
-        pulsar_url,
-        pulsar_admin_url,
-        service_token,
-        children,
-        postgres,
-        broker,
-        database_proxy,
-        broker_proxy,
-    })
+    env
 }
 
 /// Starts the API (`pulsaga serve bff`) with the processes' environment (`shared`, from which it

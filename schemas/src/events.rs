@@ -308,11 +308,13 @@ impl<'de, T: Deserialize<'de> + EventUnion> Deserialize<'de> for Envelope<T> {
 /// Declares an event enum, one variant per record, and implements [`Message`] for it; the message
 /// type is the variant's record name.
 macro_rules! events {
-    ($($(#[$doc:meta])* $enum:ident => $topic:ident { $($variant:ident($record:ident),)+ })+) => {$(
+    ($($(#[$doc:meta])* $enum:ident => $topic:ident {
+        $($(#[$attr:meta])* $variant:ident($record:ident),)+
+    })+) => {$(
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         pub enum $enum {
-            $($variant($record),)+
+            $($(#[$attr])* $variant($record),)+
         }
 
         impl EventUnion for $enum {
@@ -358,8 +360,11 @@ events! {
     /// `Confirmed` and `Failed` are named `TrackingEventRecorded`, `TrackingEventConfirmed` and
     /// `TrackingEventFailed`.
     TrackingEvent => TRACKING_EVENTS {
+        #[serde(rename = "TrackingEventRecorded")]
         Recorded(TrackingEventRecorded),
+        #[serde(rename = "TrackingEventConfirmed")]
         Confirmed(TrackingEventConfirmed),
+        #[serde(rename = "TrackingEventFailed")]
         Failed(TrackingEventFailed),
         OrderClaimed(OrderClaimed),
         CommandRejected(CommandRejected),

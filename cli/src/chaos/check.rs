@@ -4,6 +4,7 @@
 //! commission doubled, the budget balances.
 
 use super::{Accepted, Summary};
+use crate::Service;
 use anyhow::Context;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,29 @@ pub(super) struct Urls {
     pub(super) payments: String,
     pub(super) campaigns: String,
     pub(super) simulator: String,
+}
+
+impl Urls {
+    /// The platform's API, its services' query APIs and its payout simulator.
+    pub(super) fn of(platform: &crate::up::Platform) -> Urls {
+        let service = |s: Service| {
+            platform
+                .urls
+                .iter()
+                .find(|(service, _)| *service == s)
+                .map(|(_, url)| url.clone())
+                .unwrap_or_default()
+        };
+        Urls {
+            api: platform.api.clone(),
+            sagas: service(Service::Sagas),
+            tracking: service(Service::Tracking),
+            commissions: service(Service::Commissions),
+            payments: service(Service::Payments),
+            campaigns: service(Service::Campaigns),
+            simulator: platform.simulator.clone(),
+        }
+    }
 }
 
 /// Quiet: every accepted command has its outcome, no saga is running or compensating, and every
@@ -200,6 +224,18 @@ pub(super) async fn check_money(
     (campaigns, partner): ([&str; 2], &str),
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
+    check_commissions(http, urls, partner, summary).await?;
+    check_payouts(http, urls, partner, summary).await?;
+    check_budgets(http, urls, campaigns, summary).await
+}
+
+/// No tracking event has two commissions.
+async fn check_commissions(
+    http: &reqwest::Client,
+    urls: &Urls,
+    partner: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let mut commissions = Vec::new();
     let mut after = None;
     loop {
@@ -229,7 +265,16 @@ pub(super) async fn check_money(
             .doubled
             .push(format!("{count} commissions for tracking event {tracking}"));
     }
+    Ok(())
+}
 
+/// Each completed order-to-payment saga has one completed payment, paid once by the provider.
+async fn check_payouts(
+    http: &reqwest::Client,
+    urls: &Urls,
+    partner: &str,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let stats = get(http, &format!("{}/stats", urls.simulator))
         .await
         .context("the provider's stats")?;
@@ -286,7 +331,16 @@ pub(super) async fn check_money(
                 .push(format!("payment {id} is completed without its payout"));
         }
     }
+    Ok(())
+}
 
+/// Each campaign's reservations equal the net of its commissions.
+async fn check_budgets(
+    http: &reqwest::Client,
+    urls: &Urls,
+    campaigns: [&str; 2],
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     for campaign in campaigns {
         let reserved = get(http, &format!("{}/campaigns/{campaign}", urls.campaigns))
             .await

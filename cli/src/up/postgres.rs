@@ -81,44 +81,7 @@ pub(super) async fn local_postgres(
     let as_postgres = is_root().await;
     let data = std::path::absolute(data_dir.join("postgres"))?;
     if !data.join("PG_VERSION").exists() {
-        std::fs::create_dir_all(&data)?;
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres", &data.to_string_lossy()])
-                .status()
-                .await?;
-            anyhow::ensure!(status.success(), "chown of {} failed", data.display());
-            let reachable = Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    "test",
-                    "-w",
-                    &data.to_string_lossy(),
-                ])
-                .status()
-                .await?;
-            anyhow::ensure!(
-                reachable.success(),
-                "the postgres user cannot reach {} (a parent folder is closed to it); pass --data-dir \
-                 a folder it can reach, such as /var/tmp/pulsaga",
-                data.display()
-            );
-        }
-        let status = pg_command(&bin, "initdb", as_postgres)
-            .args([
-                "-D",
-                &data.to_string_lossy(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "initdb failed");
+        init(&bin, &data, as_postgres).await?;
     }
     let port = port(5432, any_port)?;
     let options = format!(
@@ -145,6 +108,49 @@ pub(super) async fn local_postgres(
             as_postgres,
         }),
     ))
+}
+
+/// Creates a cluster in `data`, owned by the postgres user when run as root.
+async fn init(bin: &Path, data: &Path, as_postgres: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data)?;
+    if as_postgres {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres", &data.to_string_lossy()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "chown of {} failed", data.display());
+        let reachable = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "test",
+                "-w",
+                &data.to_string_lossy(),
+            ])
+            .status()
+            .await?;
+        anyhow::ensure!(
+            reachable.success(),
+            "the postgres user cannot reach {} (a parent folder is closed to it); pass --data-dir \
+             a folder it can reach, such as /var/tmp/pulsaga",
+            data.display()
+        );
+    }
+    let status = pg_command(bin, "initdb", as_postgres)
+        .args([
+            "-D",
+            &data.to_string_lossy(),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "initdb failed");
+    Ok(())
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout).
