@@ -13,7 +13,7 @@
 
 mod check;
 
-use check::{Urls, check_commands, check_money, check_once, check_sagas, quiet};
+use check::Audit;
 
 use crate::Service;
 use crate::client::ApiClient;
@@ -266,22 +266,19 @@ async fn drive(
         summary.faults.values().sum::<usize>()
     );
 
-    let http = crate::settings::service_client(&platform.service_token)?;
-    let urls = Urls::of(platform);
+    let audit = Audit::of(
+        platform,
+        crate::settings::service_client(&platform.service_token)?,
+    );
     let pending = accepted.iter().map(|a| a.command_id.clone()).collect();
     let timeout = Duration::from_secs(options.quiet_timeout);
-    summary.seconds_to_quiet = wait_for_quiet(platform, &http, &urls, pending, timeout).await?;
+    summary.seconds_to_quiet = wait_for_quiet(platform, &audit, pending, timeout).await?;
     eprintln!("chaos: checking");
-    check_commands(&http, &urls, &accepted, &mut summary).await?;
-    check_sagas(&http, &urls, &accepted, &mut summary).await?;
-    check_once(&http, &urls, &mut summary).await?;
-    check_money(
-        &http,
-        &urls,
-        ([&campaign, &per_event], &partner),
-        &mut summary,
-    )
-    .await?;
+    audit.check_commands(&accepted, &mut summary).await?;
+    audit.check_sagas(&accepted, &mut summary).await?;
+    audit.check_once(&mut summary).await?;
+    let money = ([campaign.as_str(), per_event.as_str()], partner.as_str());
+    audit.check_money(money, &mut summary).await?;
     check_rebuilds(platform, database_prefix, &mut summary).await?;
     let storage = crate::bench::storage(&platform.database_url, database_prefix, empty).await?;
     summary.storage_per_saga = storage
@@ -342,14 +339,13 @@ async fn strike_while_sending(
 /// or `None` if it was not quiet within `timeout`.
 async fn wait_for_quiet(
     platform: &mut Platform,
-    http: &reqwest::Client,
-    urls: &Urls,
+    audit: &Audit,
     mut pending: HashSet<String>,
     timeout: Duration,
 ) -> anyhow::Result<Option<f64>> {
     let since = Instant::now();
     loop {
-        if quiet(http, urls, &mut pending).await? {
+        if audit.quiet(&mut pending).await? {
             return Ok(Some(since.elapsed().as_secs_f64()));
         }
         if since.elapsed() > timeout {

@@ -269,7 +269,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(args, serve::stop_on_signal()).await,
         Command::Up { options, jwt } => up::up(*options, &jwt).await,
         Command::Bench { options } => bench::run(&options).await,
         Command::Chaos { options } => chaos::run(&options).await,

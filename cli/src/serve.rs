@@ -123,8 +123,9 @@ pub struct Args {
     api: Box<crate::settings::Api>,
 }
 
-/// Runs the one process `args` names until a signal stops it.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs the one process `args` names until `shutdown` (a signal, or `pulsaga up --in-process`
+/// stopping its tasks).
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Args {
         process,
         listen,
@@ -140,34 +141,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let database = database.as_deref().unwrap_or(service.name());
             let listen = listen.unwrap_or(crate::default_listen(service));
             let token = api.services.token()?;
-            serve(
-                service,
-                database,
-                listen,
-                &options,
-                token,
-                restarts,
-                &infrastructure,
-            )
-            .await
+            let process = (service, database, listen, restarts);
+            serve(process, &options, token, &infrastructure, shutdown).await
         }
         None if process == Process::Bff => {
             let listen = listen.unwrap_or(crate::BFF_LISTEN);
-            bff(listen, &api, restarts, &infrastructure).await
+            bff(listen, &api, restarts, &infrastructure, shutdown).await
         }
-        None if process == Process::Broker => broker(listen, &data_dir, &infrastructure).await,
-        None => payout_simulator(listen.unwrap_or(crate::PAYOUT_SIM_LISTEN)).await,
+        None if process == Process::Broker => {
+            broker(listen, &data_dir, &infrastructure, shutdown).await
+        }
+        None => payout_simulator(listen.unwrap_or(crate::PAYOUT_SIM_LISTEN), shutdown).await,
     }
 }
 
+/// A service (its database's name, where its query API listens, how often it was restarted)
+/// until `shutdown`.
 async fn serve(
-    service: Service,
-    database_name: &str,
-    listen: SocketAddr,
+    (service, database_name, listen, restarts): (Service, &str, SocketAddr, u32),
     options: &ServiceOptions,
     token: ServiceToken,
-    restarts: u32,
     infrastructure: &Infrastructure,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = patiently(|| database(service, database_name, infrastructure)).await?;
     patiently(|| provision(infrastructure)).await?;
@@ -175,7 +170,6 @@ async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    let shutdown = stop_on_signal();
     tracing::info!(service = service.name(), address = %listener.local_addr()?, "serving");
     let query = QueryApi {
         listener,
@@ -193,12 +187,13 @@ async fn serve(
     run.with_context(|| format!("{} stopped", service.name()))
 }
 
-/// The HTTP API, until Ctrl-C.
-pub async fn bff(
+/// The HTTP API, until `shutdown`.
+async fn bff(
     listen: SocketAddr,
     api: &crate::settings::Api,
     restarts: u32,
     infrastructure: &Infrastructure,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = bff::Settings {
         restarts,
@@ -209,17 +204,18 @@ pub async fn bff(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "API serving");
-    let served = bff::serve(listener, client.clone(), settings, stop_on_signal()).await;
+    let served = bff::serve(listener, client.clone(), settings, shutdown).await;
     client.close().await;
     Ok(served?)
 }
 
 /// Apache Pulsar standalone with its data under `data_dir`, on the ports of `PULSAR_URL` (or
-/// `--listen`) and `PULSAR_ADMIN_URL`, its namespace provisioned, until Ctrl-C or SIGTERM.
-pub async fn broker(
+/// `--listen`) and `PULSAR_ADMIN_URL`, its namespace provisioned, until `shutdown`.
+async fn broker(
     listen: Option<SocketAddr>,
     data_dir: &std::path::Path,
     infrastructure: &Infrastructure,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let port_of = |url: &str| {
         url.rsplit_once(':')
@@ -250,13 +246,13 @@ pub async fn broker(
         started_in = ?broker.started_in(),
         "apache pulsar standalone serving"
     );
-    stop_on_signal().cancelled().await;
+    shutdown.cancelled().await;
     broker.stop().await.context("stopping Apache Pulsar")?;
     Ok(())
 }
 
 /// The payout-provider simulator (see `payments::simulator` for its deterministic rules).
-pub async fn payout_simulator(listen: SocketAddr) -> anyhow::Result<()> {
+async fn payout_simulator(listen: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -264,7 +260,7 @@ pub async fn payout_simulator(listen: SocketAddr) -> anyhow::Result<()> {
     payments::simulator::serve(
         listener,
         payments::simulator::SimulatorRules::default(),
-        stop_on_signal(),
+        shutdown,
     )
     .await?;
     Ok(())

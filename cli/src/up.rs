@@ -3,14 +3,15 @@
 //! from the system's binaries (data under `.pulsaga/postgres`, run as the `postgres` user when
 //! started as root), and Apache Pulsar standalone (data under `.pulsaga/broker`). It migrates the
 //! databases, provisions the Pulsar namespace, starts every service, the coordinator, the payout
-//! simulator and the API as child processes of this binary, prints the URLs and a token per
-//! role, and on Ctrl-C stops them all (SIGTERM: each finishes what it holds), the broker last.
+//! simulator and the API as child processes of this binary (or, with `--in-process`, as tasks of
+//! this one), prints the URLs and a token per role, and on Ctrl-C stops them all (each finishes
+//! what it holds), the broker last.
 
 mod postgres;
 mod process;
 
 use postgres::{LocalPostgres, local_postgres};
-use process::{Process, TEND_EVERY, stop, wait_ready};
+use process::{Log, Process, TEND_EVERY, stop, wait_ready};
 
 use crate::proxy::Proxy;
 use crate::settings::{Infrastructure, Jwt};
@@ -61,6 +62,11 @@ pub struct Options {
     /// Run `pulsaga demo` against the platform once it is ready.
     #[arg(long)]
     pub demo: bool,
+    /// Run every service, the coordinator, the payout simulator and the API as tasks of this one
+    /// process (each as `pulsaga serve` runs it, supervised the same way) instead of a child
+    /// process each. They log through this process, under its `RUST_LOG`.
+    #[arg(long)]
+    pub in_process: bool,
     /// `RUST_LOG` for the processes (default: this process's environment).
     #[arg(skip)]
     pub log_filter: Option<String>,
@@ -89,9 +95,19 @@ impl Options {
             embedded_postgres: false,
             replicas: 1,
             demo: false,
+            in_process: false,
             log_filter: Some("warn".into()),
             database_proxy: false,
             broker_proxy: false,
+        }
+    }
+
+    /// How the platform's processes run and log.
+    fn log(&self) -> Log {
+        if self.in_process {
+            Log::InProcess
+        } else {
+            Log::Child(self.log_filter.clone())
         }
     }
 }
@@ -176,8 +192,8 @@ impl Platform {
     pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
         let process = self.children.get_mut(index).context("no such process")?;
         process
-            .child
-            .start_kill()
+            .running
+            .kill()
             .with_context(|| format!("killing {}", process.name))
     }
 
@@ -337,24 +353,18 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         &mut children,
     );
     match started.await {
-        Ok(Started {
-            api,
-            urls,
-            sim,
-            service_token,
-            database_proxy,
-        }) => Ok(Platform {
-            api,
-            urls,
-            simulator: format!("http://{sim}"),
+        Ok(started) => Ok(Platform {
+            api: started.api,
+            urls: started.urls,
+            simulator: format!("http://{}", started.sim),
             database_url,
             pulsar_url,
             pulsar_admin_url,
-            service_token,
+            service_token: started.service_token,
             children,
             postgres,
             broker,
-            database_proxy,
+            database_proxy: started.database_proxy,
             broker_proxy,
         }),
         Err(error) => {
@@ -408,7 +418,7 @@ async fn start_processes(
         "payout-sim",
         &["serve", "payout-sim", "--listen", &sim],
         &[],
-        options.log_filter.as_deref(),
+        options.log(),
     )?);
     let urls = start_services(options, &sim, &shared_env, children)?;
     let api_env = api_env(&urls, secret, jwt);
@@ -472,7 +482,7 @@ fn start_api(
         "bff",
         &["serve", "bff", "--listen", &listen.to_string()],
         &env,
-        options.log_filter.as_deref(),
+        options.log(),
     )?);
     Ok(format!("http://{listen}"))
 }
@@ -549,12 +559,7 @@ fn start_services(
                 1 => service.name().to_owned(),
                 _ => format!("{}-{replica}", service.name()),
             };
-            children.push(Process::start(
-                process,
-                &args,
-                env,
-                options.log_filter.as_deref(),
-            )?);
+            children.push(Process::start(process, &args, env, options.log())?);
             if replica == 1 {
                 urls.push((service, format!("http://{listen}")));
             }

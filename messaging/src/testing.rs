@@ -72,6 +72,16 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> (reqwest::StatusCode
     )
 }
 
+/// The `event_type` of each event in a JSON list of events, as the event store's routes answer.
+pub fn event_types(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A client of the shared broker on a fresh, provisioned namespace.
 pub async fn client() -> Arc<Client> {
     Arc::new(
@@ -261,6 +271,12 @@ impl ServiceUnderTest {
     pub async fn get(&self, path: &str) -> (reqwest::StatusCode, Value) {
         let (status, _, body) = self.get_with_type(path).await;
         (status, body)
+    }
+
+    /// The event types of the stream `stream_id`, in order (none for a stream it does not have).
+    pub async fn history(&self, stream_id: &str) -> Vec<String> {
+        let (_, events) = self.get(&format!("/streams/{stream_id}")).await;
+        event_types(&events)
     }
 
     /// Polls `path` until `done` holds for its JSON, or fails after 30 s.

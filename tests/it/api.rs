@@ -31,6 +31,14 @@ impl Api {
         Api::start_with_rate(platform, key, 1000).await
     }
 
+    /// The API verifying HS256 tokens signed with `SECRET`.
+    async fn hs256(platform: &Platform) -> Api {
+        let key = Key::Hs256 {
+            secret: SECRET.to_vec(),
+        };
+        Api::start(platform, &key).await
+    }
+
     async fn start_with_rate(platform: &Platform, key: &Key, rate: u32) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -112,6 +120,13 @@ impl Api {
         }
     }
 
+    /// `POST /v1/tracking-events` with `body` as the caller of `token`.
+    async fn track(&self, token: &str, body: &Value) -> (StatusCode, Value) {
+        let post = reqwest::Method::POST;
+        self.call(post, "/v1/tracking-events", token, Some(body))
+            .await
+    }
+
     /// Waits for a command's outcome and expects success.
     async fn succeeded(&self, accepted: &Value, token: &str) {
         let path = format!(
@@ -166,13 +181,7 @@ async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
     connect: PgConnectOptions,
 ) {
     let platform = Platform::start(connect).await;
-    let api = Api::start(
-        &platform,
-        &Key::Hs256 {
-            secret: SECRET.to_vec(),
-        },
-    )
-    .await;
+    let api = Api::hs256(&platform).await;
     let advertiser_id = Uuid::new_v4().to_string();
     let advertiser = token(Role::Advertiser, Some(&advertiser_id));
     let admin = token(Role::Admin, None);
@@ -527,13 +536,7 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
     );
     es_api.stop.cancel();
 
-    let api = Api::start(
-        &platform,
-        &Key::Hs256 {
-            secret: SECRET.to_vec(),
-        },
-    )
-    .await;
+    let api = Api::hs256(&platform).await;
     let owner = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
     let campaign = api
         .post(
@@ -568,24 +571,17 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
         StatusCode::NOT_FOUND,
         "another tenant's campaign: {problem}"
     );
-    let (status, _) = api
-        .call(
-            reqwest::Method::POST,
-            "/v1/tracking-events",
-            &other,
-            Some(&json!({ "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "click" })),
-        )
-        .await;
+    let click =
+        json!({ "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "click" });
+    let (status, _) = api.track(&other, &click).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nor can it track on it");
     let (status, problem) = api
-        .call(
-            reqwest::Method::POST,
-            "/v1/tracking-events",
+        .track(
             &owner,
-            Some(&json!({
+            &json!({
                 "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "conversion",
                 "order": { "order_id": "A-1\u{0}", "amount": { "amount": 100, "currency": "EUR" } },
-            })),
+            }),
         )
         .await;
     assert_eq!(
@@ -607,17 +603,11 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
             Some(json!({ "order_id": "A-1", "amount": { "amount": 100, "currency": "EUR" } })),
         ),
     ] {
-        let (status, problem) = api
-            .call(
-                reqwest::Method::POST,
-                "/v1/tracking-events",
-                &owner,
-                Some(&json!({
-                    "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": kind,
-                    "order": order,
-                })),
-            )
-            .await;
+        let body = json!({
+            "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": kind,
+            "order": order,
+        });
+        let (status, problem) = api.track(&owner, &body).await;
         assert_eq!(
             status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -765,13 +755,7 @@ async fn post_twice_with_one_key(api: &Api, token: &str, body: &Value) -> Vec<Va
 #[sqlx::test(migrations = false)]
 async fn every_route_answers_by_role_and_tenant(_: PgPoolOptions, connect: PgConnectOptions) {
     let platform = Platform::start(connect).await;
-    let api = Api::start(
-        &platform,
-        &Key::Hs256 {
-            secret: SECRET.to_vec(),
-        },
-    )
-    .await;
+    let api = Api::hs256(&platform).await;
     let owner = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
     let other = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
     let (admin, auditor) = (token(Role::Admin, None), token(Role::Auditor, None));
@@ -875,14 +859,13 @@ async fn every_route_answers_by_role_and_tenant(_: PgPoolOptions, connect: PgCon
     let stream = format!("/v1/audit/campaigns/streams/campaign-{campaign_id}");
     let (ok, events) = api.get(&stream, &auditor).await;
     assert_eq!(ok, StatusCode::OK, "{events}");
-    let types: Vec<&str> = events
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["event_type"].as_str())
-        .collect();
-    assert_eq!(types.first(), Some(&"CampaignCreated"), "{types:?}");
-    assert!(types.contains(&"ContentAssociated"), "{types:?}");
+    let types = messaging::testing::event_types(&events);
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("CampaignCreated"),
+        "{types:?}"
+    );
+    assert!(types.iter().any(|t| t == "ContentAssociated"), "{types:?}");
     assert_eq!(status(&stream, &owner).await, StatusCode::FORBIDDEN);
     assert_eq!(
         status("/v1/audit/nowhere/streams/x", &auditor).await,

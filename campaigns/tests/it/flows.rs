@@ -224,13 +224,7 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
     let again = service.command(Uuid::new_v4(), &reserve).await;
     assert_eq!(again["code"], "already_applied");
 
-    let (_, events) = service.get(&format!("/streams/campaign-{id}")).await;
-    let types: Vec<&str> = events
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["event_type"].as_str())
-        .collect();
+    let types = service.history(&format!("campaign-{id}")).await;
     assert_eq!(
         types,
         ["CampaignCreated", "PartnerAssociated", "BudgetReserved"]

@@ -81,28 +81,10 @@ async fn connections_by_database(
     rows.into_iter().collect()
 }
 
-#[tokio::test]
-async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
-    // Under the system's temporary folder: PostgreSQL runs as the postgres user, who may not
-    // reach into the checkout.
-    let data_dir =
-        std::env::temp_dir().join(format!("pulsaga-up-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let (otlp, exported) = collector().await;
-    let mut up = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
-        .args(["up", "--any-ports", "--embedded-postgres", "--data-dir"])
-        .arg(&data_dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("PULSAR_URL")
-        .env("JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pulsaga up");
+/// The URLs `pulsaga up` prints: its "  <name> <url>" lines, up to the payout simulator's. What
+/// it prints after them is read and dropped.
+async fn printed_urls(up: &mut tokio::process::Child) -> std::collections::HashMap<String, String> {
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut up = super::Up(up);
-    // The URLs it prints: "  <name> <url>" lines, up to the payout simulator's.
     let urls = tokio::time::timeout(Duration::from_secs(240), async {
         let mut urls = std::collections::HashMap::new();
         while let Some(line) = lines.next_line().await.expect("read") {
@@ -119,6 +101,152 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     .await
     .expect("up printed its URLs within four minutes");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    urls
+}
+
+/// `pulsaga demo` against `api` succeeds and shows its compensated order and its refund: the
+/// refund saga's steps, the commission reversed, the payout clawed back.
+async fn runs_the_demo(api: &str) {
+    let demo = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args(["demo", "--api", api])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .await
+        .expect("pulsaga demo");
+    let printed = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "demo failed: {printed}\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    for shown in [
+        "compensated",
+        "compensation_succeeded",
+        "order-refund saga",
+        "claw-back",
+        "reversed",
+        "clawed_back",
+        "clawed back 500 EUR",
+    ] {
+        assert!(printed.contains(shown), "{shown}: {printed}");
+    }
+}
+
+/// SIGTERM stops `up` and everything it started, and it exits successfully.
+async fn stops_on_sigterm(up: &mut super::Up) {
+    let pid = up.0.id().expect("pid").to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+    let exited = tokio::time::timeout(Duration::from_secs(90), up.0.wait())
+        .await
+        .expect("up stopped within 90 s of SIGTERM")
+        .expect("wait");
+    assert!(exited.success(), "up exited with {exited}");
+}
+
+/// The programs `pid`'s children run (their `/proc/<pid>/exe`).
+fn children_programs(pid: u32) -> Vec<std::path::PathBuf> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's tasks");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|child| std::fs::read_link(format!("/proc/{child}/exe")).ok())
+        .collect()
+}
+
+/// `pulsaga up --in-process`: every service, the coordinator, the payout simulator and the API
+/// as tasks of the one `up` process, on the test run's PostgreSQL and a broker of its own. It is
+/// ready, the demo runs through it, no pulsaga process is its child (the broker's JVM is), and
+/// SIGTERM stops it.
+#[tokio::test]
+async fn up_in_process_runs_the_platform_as_tasks_of_one_process() {
+    let data_dir =
+        std::env::temp_dir().join(format!("pulsaga-up-{}", uuid::Uuid::new_v4().simple()));
+    let prefix = format!(
+        "in_process_{}_",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL (scripts/setup.sh exports it)");
+    let up = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args([
+            "up",
+            "--in-process",
+            "--any-ports",
+            "--database-prefix",
+            &prefix,
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("DATABASE_URL", &server)
+        .env_remove("PULSAR_URL")
+        .env("JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pulsaga up --in-process");
+    let mut up = super::Up(up);
+    let urls = printed_urls(&mut up.0).await;
+    let ready = reqwest::get(format!("{}/readyz", urls["API"]))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    runs_the_demo(&urls["API"]).await;
+
+    let pulsaga = std::fs::canonicalize(env!("CARGO_BIN_EXE_pulsaga")).expect("the binary");
+    let children = children_programs(up.0.id().expect("pid"));
+    assert!(
+        !children.is_empty(),
+        "the control: the broker's JVM is a child of up"
+    );
+    assert!(
+        !children.contains(&pulsaga),
+        "no pulsaga child process: {children:?}"
+    );
+
+    stops_on_sigterm(&mut up).await;
+    let pool = sqlx::PgPool::connect(&server).await.expect("server");
+    for service in ["campaigns", "tracking", "commissions", "payments", "sagas"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {prefix}{service} with (force)"
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop");
+    }
+    std::fs::remove_dir_all(&data_dir).ok();
+}
+
+#[tokio::test]
+async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
+    // Under the system's temporary folder: PostgreSQL runs as the postgres user, who may not
+    // reach into the checkout.
+    let data_dir =
+        std::env::temp_dir().join(format!("pulsaga-up-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let (otlp, exported) = collector().await;
+    let up = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
+        .args(["up", "--any-ports", "--embedded-postgres", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("PULSAR_URL")
+        .env("JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pulsaga up");
+    let mut up = super::Up(up);
+    let urls = printed_urls(&mut up.0).await;
     let api = urls["API"].clone();
 
     let ready = reqwest::get(format!("{api}/readyz")).await.expect("readyz");
@@ -130,31 +258,7 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
         "Swagger UI from the binary"
     );
 
-    let demo = Command::new(env!("CARGO_BIN_EXE_pulsaga"))
-        .args(["demo", "--api", &api])
-        .env("JWT_SECRET", SECRET)
-        .output()
-        .await
-        .expect("pulsaga demo");
-    let printed = String::from_utf8_lossy(&demo.stdout);
-    assert!(
-        demo.status.success(),
-        "demo failed: {printed}\n{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
-    assert!(printed.contains("compensated"), "{printed}");
-    assert!(printed.contains("compensation_succeeded"), "{printed}");
-    // The refund of a paid order: its saga's steps, the commission reversed, the payout clawed
-    // back.
-    for shown in [
-        "order-refund saga",
-        "claw-back",
-        "reversed",
-        "clawed_back",
-        "clawed back 500 EUR",
-    ] {
-        assert!(printed.contains(shown), "{shown}: {printed}");
-    }
+    runs_the_demo(&api).await;
 
     // The operator's view from a terminal.
     let service_token = urls["token"]
@@ -307,18 +411,7 @@ async fn up_from_a_clean_state_is_ready_and_runs_the_demo() {
     assert_eq!(held.len(), 5, "one database per service: {held:?}");
     assert!(held.values().all(|&n| n <= 7), "{held:?}");
 
-    let pid = up.0.id().expect("pid").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(status.success());
-    let exited = tokio::time::timeout(Duration::from_secs(90), up.0.wait())
-        .await
-        .expect("up stopped within 90 s of SIGTERM")
-        .expect("wait");
-    assert!(exited.success(), "up exited with {exited}");
+    stops_on_sigterm(&mut up).await;
 
     // Each process flushed its spans on the way out: a conversion's trace runs from the API
     // through every service and the coordinator.

@@ -125,17 +125,8 @@ impl Service {
     }
 
     /// The event types of a payment's stream, in order.
-    async fn history(&self, payment_id: Uuid) -> Vec<String> {
-        let (_, events) = self.get(&format!("/streams/payment-{payment_id}")).await;
-        events
-            .as_array()
-            .map(|events| {
-                events
-                    .iter()
-                    .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+    async fn payment_history(&self, payment_id: Uuid) -> Vec<String> {
+        self.history(&format!("payment-{payment_id}")).await
     }
 
     /// Payouts the worker still has to call the provider for.

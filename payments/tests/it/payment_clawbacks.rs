@@ -75,7 +75,7 @@ async fn a_paid_payout_is_clawed_back_once_and_given_back(
         })
         .await;
     assert_eq!(
-        service.history(request.payment_id).await,
+        service.payment_history(request.payment_id).await,
         [
             "PaymentRequested",
             "PayoutAttempted",

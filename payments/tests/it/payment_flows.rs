@@ -62,7 +62,10 @@ async fn settled(
     let request = payment(partner, amount);
     service.send(request.payment_id, &request).await;
     let view = service.payment(request.payment_id, status).await;
-    assert_eq!(service.history(request.payment_id).await, types(history));
+    assert_eq!(
+        service.payment_history(request.payment_id).await,
+        types(history)
+    );
     (request, view)
 }
 
@@ -121,7 +124,7 @@ async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnec
     let reference = view["provider_reference"].as_str().expect("reference");
     assert!(reference.starts_with("po_"), "{view}");
     assert_eq!(
-        service.history(request.payment_id).await,
+        service.payment_history(request.payment_id).await,
         types(&["PaymentRequested", "PayoutAttempted", "PaymentCompleted"])
     );
 
@@ -341,7 +344,7 @@ async fn a_payout_left_by_a_dead_worker_is_resolved_without_paying_again(
         Some(paid.reference.as_str())
     );
     assert_eq!(
-        service.history(request.payment_id).await,
+        service.payment_history(request.payment_id).await,
         types(&["PaymentRequested", "PayoutAttempted", "PaymentCompleted"])
     );
     let stats = service.simulator.stats().await;
