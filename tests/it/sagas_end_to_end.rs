@@ -3,11 +3,11 @@
 //! it, one refunded after its payout. Every saga
 //! the test creates is then replayed from its log and must reproduce the commands it sent.
 
-use pulsaga_tests::platform::Platform;
+use pulsaga_tests::platform::{self, Platform};
 use sagas::coordinator;
 use sagas::definition::CATALOGUE;
-use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};
-use schemas::values::{CommissionRule, Money, Order, TrackingKind};
+use schemas::commands::RecordTrackingEvent;
+use schemas::values::{Money, Order, TrackingKind};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
@@ -24,59 +24,6 @@ fn eur(amount: i64) -> Money {
     }
 }
 
-/// A campaign paying 10 % of each order, with one partner associated.
-async fn set_up(platform: &Platform) -> (Uuid, Uuid) {
-    let (partner, campaign) = (Uuid::new_v4(), Uuid::new_v4());
-    let now = time::OffsetDateTime::now_utc();
-    let registered = platform
-        .send(
-            partner,
-            &RegisterPartner {
-                partner_id: partner,
-                name: "Pat".into(),
-                email: "pat@example.com".into(),
-                payout_account: "NL00BANK01".into(),
-            },
-        )
-        .await;
-    let created = platform
-        .send(
-            campaign,
-            &CreateCampaign {
-                campaign_id: campaign,
-                advertiser_id: Uuid::new_v4(),
-                name: "Spring sale".into(),
-                budget: eur(100_000),
-                commission_rule: CommissionRule::Percent {
-                    basis_points: 1_000,
-                },
-                valid_from: micros(now - time::Duration::hours(1)),
-                valid_until: micros(now + time::Duration::days(1)),
-            },
-        )
-        .await;
-    for command in [registered, created] {
-        assert_eq!(
-            platform.outcome(&platform.urls.campaigns, command).await["status"],
-            "succeeded"
-        );
-    }
-    let associated = platform
-        .send(
-            campaign,
-            &AssociatePartner {
-                campaign_id: campaign,
-                partner_id: partner,
-            },
-        )
-        .await;
-    assert_eq!(
-        platform.outcome(&platform.urls.campaigns, associated).await["status"],
-        "succeeded"
-    );
-    (partner, campaign)
-}
-
 /// Records a conversion and waits for its saga to end; returns the saga id, its tracking id and
 /// the saga's detail.
 async fn convert(
@@ -86,18 +33,8 @@ async fn convert(
     order_id: &str,
     amount: i64,
 ) -> (Uuid, Uuid, Value) {
-    let tracking_id = Uuid::new_v4();
-    let conversion = RecordTrackingEvent {
-        tracking_id,
-        campaign_id: campaign,
-        partner_id: partner,
-        kind: TrackingKind::Conversion,
-        order: Some(Order {
-            order_id: order_id.into(),
-            amount: eur(amount),
-        }),
-        occurred_at: micros(time::OffsetDateTime::now_utc()),
-    };
+    let conversion = platform::conversion((partner, campaign), order_id, amount);
+    let tracking_id = conversion.tracking_id;
     platform.send(tracking_id, &conversion).await;
     let saga_id = sagas::wire::saga_id_for(tracking_id);
     let url = format!("{}/sagas/{saga_id}", platform.urls.sagas);
@@ -112,7 +49,6 @@ async fn convert(
     (saga_id, tracking_id, detail)
 }
 
-/// The (amount, status) of every item of a list the services answer with, sorted.
 /// Each item's "amount status", sorted, in what a service lists at `url` (its array at the JSON
 /// pointer `at`).
 async fn listed(platform: &Platform, url: String, at: &str) -> Vec<String> {
@@ -170,7 +106,7 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
     connect: PgConnectOptions,
 ) {
     let platform = Platform::start(connect).await;
-    let (partner, campaign) = set_up(&platform).await;
+    let (partner, campaign) = platform.campaign(100_000).await;
 
     // 10 % of 5 000 is 500: the simulator pays it.
     let (paid, paid_tracking, detail) =
@@ -259,7 +195,7 @@ async fn a_refunded_order_takes_its_commission_payout_and_budget_back(
     connect: PgConnectOptions,
 ) {
     let platform = Platform::start(connect).await;
-    let (partner, campaign) = set_up(&platform).await;
+    let (partner, campaign) = platform.campaign(100_000).await;
     let (order_saga, order_tracking, detail) =
         convert(&platform, partner, campaign, "order-1", 5_000).await;
     assert_eq!(detail["saga"]["status"], "completed", "{detail}");
@@ -367,24 +303,14 @@ async fn a_payment_that_times_out_is_cancelled_or_paid_and_never_both(
     connect: PgConnectOptions,
 ) {
     let mut platform = Platform::start(connect).await;
-    let (partner, campaign) = set_up(&platform).await;
+    let (partner, campaign) = platform.campaign(100_000).await;
     platform.stop_process("payments").await;
     // 10 % commissions: paid, paid slowly (777), declined (666), lost once (999), paid.
     let orders = [5_000, 7_770, 6_660, 9_990, 3_000];
     let mut sagas = Vec::new();
     for (n, amount) in orders.into_iter().enumerate() {
-        let tracking_id = Uuid::new_v4();
-        let conversion = RecordTrackingEvent {
-            tracking_id,
-            campaign_id: campaign,
-            partner_id: partner,
-            kind: TrackingKind::Conversion,
-            order: Some(Order {
-                order_id: format!("pivot-{n}"),
-                amount: eur(amount),
-            }),
-            occurred_at: micros(time::OffsetDateTime::now_utc()),
-        };
+        let conversion = platform::conversion((partner, campaign), &format!("pivot-{n}"), amount);
+        let tracking_id = conversion.tracking_id;
         platform.send(tracking_id, &conversion).await;
         sagas.push(sagas::wire::saga_id_for(tracking_id));
     }

@@ -5,6 +5,8 @@
 use bff::services::Service;
 use messaging::{Client, ServiceToken, effects, host, testing};
 use schemas::Message;
+use schemas::commands::{AssociatePartner, CreateCampaign, RecordTrackingEvent, RegisterPartner};
+use schemas::values::{CommissionRule, Money, Order, TrackingKind};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -40,6 +42,30 @@ pub struct Urls {
     pub sagas: String,
     /// The payout-provider simulator.
     pub simulator: String,
+}
+
+/// Now, in microseconds since the Unix epoch.
+fn micros_now() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+/// A conversion of the order `order_id` of `amount` EUR, now, for (partner, campaign).
+pub fn conversion(
+    (partner, campaign): (Uuid, Uuid),
+    order_id: &str,
+    amount: i64,
+) -> RecordTrackingEvent {
+    RecordTrackingEvent {
+        tracking_id: Uuid::new_v4(),
+        campaign_id: campaign,
+        partner_id: partner,
+        kind: TrackingKind::Conversion,
+        order: Some(Order {
+            order_id: order_id.into(),
+            amount: Money::new(amount, "EUR"),
+        }),
+        occurred_at: micros_now(),
+    }
 }
 
 async fn listener() -> (TcpListener, String) {
@@ -129,6 +155,50 @@ impl Platform {
             shutdown,
             tasks,
         }
+    }
+
+    /// A campaign with `budget` EUR paying 10 % of each order, made by an advertiser, with one
+    /// partner registered and associated; returns (partner, campaign) once each command
+    /// succeeded.
+    pub async fn campaign(&self, budget: i64) -> (Uuid, Uuid) {
+        let (partner, campaign) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = micros_now();
+        let registered = self
+            .send(
+                partner,
+                &RegisterPartner {
+                    partner_id: partner,
+                    name: "Pat".into(),
+                    email: "pat@example.com".into(),
+                    payout_account: "NL00BANK01".into(),
+                },
+            )
+            .await;
+        let created = self
+            .send(
+                campaign,
+                &CreateCampaign {
+                    campaign_id: campaign,
+                    advertiser_id: Uuid::new_v4(),
+                    name: "Spring sale".into(),
+                    budget: Money::new(budget, "EUR"),
+                    commission_rule: CommissionRule::Percent {
+                        basis_points: 1_000,
+                    },
+                    valid_from: now - 3_600_000_000,
+                    valid_until: now + 86_400_000_000,
+                },
+            )
+            .await;
+        let association = AssociatePartner {
+            campaign_id: campaign,
+            partner_id: partner,
+        };
+        for command in [registered, created, self.send(campaign, &association).await] {
+            let outcome = self.outcome(&self.urls.campaigns, command).await;
+            assert_eq!(outcome["status"], "succeeded", "{outcome}");
+        }
+        (partner, campaign)
     }
 
     /// Stops one process (as an outage would) and waits until it has.

@@ -83,69 +83,13 @@ pub(super) async fn conversions(
     platform: &pulsaga_tests::platform::Platform,
     count: usize,
 ) -> Vec<Uuid> {
-    use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner};
-    use schemas::values::{CommissionRule, Money, Order};
-    let eur = |amount| Money {
-        amount,
-        currency: "EUR".into(),
-    };
-    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
-    let (partner, campaign) = (Uuid::new_v4(), Uuid::new_v4());
-    let a = platform
-        .send(
-            partner,
-            &RegisterPartner {
-                partner_id: partner,
-                name: "P".into(),
-                email: "p@e.com".into(),
-                payout_account: "NL".into(),
-            },
-        )
-        .await;
-    let b = platform
-        .send(
-            campaign,
-            &CreateCampaign {
-                campaign_id: campaign,
-                advertiser_id: Uuid::new_v4(),
-                name: "C".into(),
-                budget: eur(10_000_000),
-                commission_rule: CommissionRule::Percent {
-                    basis_points: 1_000,
-                },
-                valid_from: now - 3_600_000_000,
-                valid_until: now + 86_400_000_000,
-            },
-        )
-        .await;
-    for command in [a, b] {
-        platform.outcome(&platform.urls.campaigns, command).await;
-    }
-    let c = platform
-        .send(
-            campaign,
-            &AssociatePartner {
-                campaign_id: campaign,
-                partner_id: partner,
-            },
-        )
-        .await;
-    platform.outcome(&platform.urls.campaigns, c).await;
+    let (partner, campaign) = platform.campaign(10_000_000).await;
     let mut sagas = Vec::new();
     let mut recorded = Vec::new();
     for n in 0..count {
-        let tracking_id = Uuid::new_v4();
-        let conversion = RecordTrackingEvent {
-            tracking_id,
-            campaign_id: campaign,
-            partner_id: partner,
-            kind: TrackingKind::Conversion,
-            order: Some(Order {
-                order_id: format!("order-{n}"),
-                amount: eur(5_000),
-            }),
-            occurred_at: now,
-        };
+        let order = format!("order-{n}");
+        let conversion = pulsaga_tests::platform::conversion((partner, campaign), &order, 5_000);
+        let tracking_id = conversion.tracking_id;
         recorded.push(platform.send(tracking_id, &conversion).await);
         sagas.push(sagas::wire::saga_id_for(tracking_id));
     }

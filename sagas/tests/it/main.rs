@@ -46,6 +46,18 @@ fn conversion() -> (Uuid, &'static Definition, SagaData) {
     )
 }
 
+/// A conversion's saga id, and the input that starts its saga.
+fn conversion_start() -> (Uuid, Input) {
+    let (saga_id, definition, data) = conversion();
+    let start = Input::Start {
+        saga_id,
+        definition,
+        data,
+        at: 0,
+    };
+    (saga_id, start)
+}
+
 /// Starts the saga with `data`, as its trigger would.
 async fn start(
     pool: &PgPool,

@@ -1,6 +1,6 @@
 //! Starting once per trigger, replies, timers, operators, crash-before-commit, and replay.
 
-use super::{answer, commands, conversion, database, eur, feed, start};
+use super::{answer, commands, conversion, conversion_start, database, eur, feed, start};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use messaging::consume::HandlerError;
@@ -60,13 +60,7 @@ async fn send(
 #[sqlx::test(migrations = false)]
 async fn a_trigger_delivered_twice_starts_one_saga(_: PgPoolOptions, connect: PgConnectOptions) {
     let pool = database(connect).await;
-    let (saga_id, definition, data) = conversion();
-    let start = Input::Start {
-        saga_id,
-        definition,
-        data,
-        at: 0,
-    };
+    let (saga_id, start) = conversion_start();
     assert_eq!(
         feed(&pool, saga_id, start.clone()).await,
         2,
@@ -154,13 +148,7 @@ async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
     connect: PgConnectOptions,
 ) {
     let pool = database(connect).await;
-    let (saga_id, definition, data) = conversion();
-    let start = Input::Start {
-        saga_id,
-        definition,
-        data,
-        at: 0,
-    };
+    let (saga_id, start) = conversion_start();
     // Decided, logged and queued, then the process dies before commit.
     let mut tx = pool.begin().await.expect("begin");
     let entries = coordinator::feed(&mut tx, saga_id, &start, &coordinator::Cause::default())
