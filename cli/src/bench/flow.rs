@@ -4,10 +4,10 @@
 //! a saga's path; and how many `POST /v1/tracking-events` the API accepts under concurrency.
 
 use super::bounds::{
-    Api, acceptance, broker_round_trip, commit_latency, percentile, provider_call,
+    Acceptance, Api, acceptance, broker_round_trip, commit_latency, percentile, provider_call,
 };
 use super::cpu::{Cpu, cpu_figures};
-use super::listing::saga_list;
+use super::listing::{Listing, saga_list};
 use super::storage::{drop_databases, storage, tables_before};
 use super::{Figure, Point, Scale};
 use crate::client::ApiClient;
@@ -456,6 +456,13 @@ async fn drive(
     let mut figures = bound.figures(&curve)?;
     figures.extend(cpu_figures(&curve));
     figures.extend(curve.iter().map(Point::figure));
+    figures.extend(api_figures(&accepted, listing));
+    Ok((figures, curve))
+}
+
+/// What the API accepts under 32 callers, and how fast it lists sagas.
+fn api_figures(accepted: &Acceptance, listing: Listing) -> Vec<Figure> {
+    let mut figures = Vec::new();
     figures.push(Figure::info(
         format!(
             "POST /v1/tracking-events accepted, 32 callers ({} not accepted)",
@@ -476,7 +483,7 @@ async fn drive(
             "ms",
         ));
     }
-    Ok((figures, curve))
+    figures
 }
 
 /// A bench caller's token, valid for an hour.
