@@ -48,6 +48,11 @@ pub trait Projection: Send + Sync {
 
 /// Events per transaction when keeping up with the log.
 const BATCH: i64 = 500;
+
+/// How long a woken projection lets commits gather before it applies them: each batch takes the
+/// projection's lock and stores its checkpoint, so under load a batch per commit costs the
+/// database more than this much lag in the read model costs its readers.
+pub const GATHER: Duration = Duration::from_millis(50);
 /// Events per page, and per transaction, when rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 
@@ -114,11 +119,13 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
     }
 }
 
-/// Keeps the projection up to date until `stop` resolves. Caught up, it waits for the outbox's
-/// notification (`wakeup`, on `outbox::CHANNEL`), or `idle` at most: a service's transactions that append events also queue them
-/// for publishing, so that notification is theirs too. (A notification of its own on every
-/// append would cost more than the polling it saves: PostgreSQL serializes the commits of all
-/// transactions that notify, and concurrent appends then lose half their throughput.)
+/// Keeps the projection up to date until `stop` resolves. Caught up (a batch short of `BATCH`
+/// took every event there was), it waits for the outbox's notification (`wakeup`, on
+/// `outbox::CHANNEL`), or `idle` at most: a service's transactions that append events also
+/// queue them for publishing, so that notification is theirs too. (A notification of its own on
+/// every append would cost more than the polling it saves: PostgreSQL serializes the commits of
+/// all transactions that notify, and concurrent appends then lose half their throughput.) Woken,
+/// it lets the commits of the next [`GATHER`] come too, and applies them in one batch.
 ///
 /// A page that fails is logged and tried again after a growing pause, up to `MAX_RETRY_PAUSE`:
 /// the read model falls behind, but the service goes on taking commands, and the projection
@@ -136,12 +143,15 @@ pub async fn run<P: Projection>(
         match apply_batch(pool, projection).await {
             Ok(applied) => {
                 failures = 0;
-                if applied > 0 {
+                if applied as i64 >= BATCH {
                     continue;
                 }
                 tokio::select! {
                     _ = &mut stop => return Ok(()),
-                    _ = wakeup.wait(idle) => {}
+                    _ = async {
+                        wakeup.wait(idle).await;
+                        tokio::time::sleep(GATHER).await;
+                    } => {}
                 }
             }
             Err(error) => {
