@@ -190,14 +190,19 @@ impl Platform {
                 },
             )
             .await;
+        let succeeded = async |command| {
+            let outcome = self.outcome(&self.urls.campaigns, command).await;
+            assert_eq!(outcome["status"], "succeeded", "{outcome}");
+        };
+        // Each command's topic is consumed on its own: the association is sent once the partner
+        // and the campaign exist.
+        succeeded(registered).await;
+        succeeded(created).await;
         let association = AssociatePartner {
             campaign_id: campaign,
             partner_id: partner,
         };
-        for command in [registered, created, self.send(campaign, &association).await] {
-            let outcome = self.outcome(&self.urls.campaigns, command).await;
-            assert_eq!(outcome["status"], "succeeded", "{outcome}");
-        }
+        succeeded(self.send(campaign, &association).await).await;
         (partner, campaign)
     }
 
