@@ -10,6 +10,8 @@ use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
 use eventstore::http::{AsOf, NoQuery, Path, Problem, Query};
+use messaging::stored;
+use schemas::events;
 use serde::{Deserialize, Serialize};
 use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -23,7 +25,11 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/campaigns/{id}/reservations", get(reservations))
         .route("/partners/{id}", get(partner))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
+        .merge(eventstore::api::routes(
+            pool,
+            stored::json::<events::CampaignsEvent>,
+            wire::fold,
+        ))
 }
 
 /// How a campaign pays its partners, tagged by `type`.

@@ -9,7 +9,6 @@ use crate::domain::{
 };
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
-use schemas::Message;
 use schemas::commands;
 use schemas::events::{
     BudgetReleased, BudgetReserved, CampaignCreated, CampaignsEvent, ContentAssociated,
@@ -229,15 +228,9 @@ pub fn campaign_event(event: &CampaignEvent) -> CampaignsEvent {
     }
 }
 
-/// Decodes a stored event of `campaigns-events` (upcast from its schema version).
-pub fn decode(event: &RecordedEvent) -> Result<CampaignsEvent, schemas::Error> {
-    let version = u32::try_from(event.schema_version).unwrap_or(0);
-    CampaignsEvent::decode_version(&event.payload, version)
-}
-
 /// A stored event as a domain event; replies (rejections) are never stored.
 pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
-    Ok(match decode(event)? {
+    Ok(match messaging::stored::decode::<CampaignsEvent>(event)? {
         CampaignsEvent::PartnerRegistered(r) => Some(Stored::Partner(PartnerEvent::Registered(
             PartnerRegistration {
                 partner_id: r.partner_id,
@@ -294,14 +287,4 @@ pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
         }
         CampaignsEvent::CommandRejected(_) | CampaignsEvent::CommandAlreadyApplied(_) => None,
     })
-}
-
-/// The JSON the query API shows for a stored event.
-pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
-    let decoded = decode(event).ok()?;
-    // The union is rendered as its record: the event type is shown beside it.
-    match serde_json::to_value(decoded).ok()? {
-        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
-        other => Some(other),
-    }
 }

@@ -17,7 +17,7 @@ use check::Audit;
 
 use crate::Service;
 use crate::client::ApiClient;
-use crate::settings::{Infrastructure, Jwt};
+use crate::settings::{Infrastructure, Jwt, Postgres};
 use crate::up::{Options as UpOptions, Platform};
 use anyhow::Context;
 use bff::auth::Role;
@@ -367,7 +367,9 @@ async fn check_rebuilds(
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let infrastructure = Infrastructure {
-        database_url: platform.database_url.clone(),
+        postgres: Postgres {
+            url: platform.database_url.clone(),
+        },
         database_connections: 2,
         database_idle_seconds: crate::settings::DATABASE_IDLE_SECONDS,
         pulsar_url: platform.pulsar_url.clone(),
@@ -575,25 +577,24 @@ mod tests {
         Cli::parse_from(std::iter::once("chaos").chain(args.iter().copied())).options
     }
 
-    const PROCESSES: [&str; 7] = [
-        "payout-sim",
-        "campaigns",
-        "tracking",
-        "commissions",
-        "payments",
-        "sagas",
-        "bff",
-    ];
+    /// The processes in the order `pulsaga up` starts them.
+    fn processes() -> Vec<&'static str> {
+        std::iter::once("payout-sim")
+            .chain(Service::ALL.iter().map(|service| service.name()))
+            .chain(["bff"])
+            .collect()
+    }
 
     #[test]
     fn a_seed_draws_the_same_run_and_another_seed_another() {
         let options = options(&["--sagas", "200", "--kills", "5"]);
-        let (events, faults) = draw(&options, &PROCESSES, 7);
+        let processes = processes();
+        let (events, faults) = draw(&options, &processes, 7);
         assert_eq!(
             (events.clone(), faults.clone()),
-            draw(&options, &PROCESSES, 7)
+            draw(&options, &processes, 7)
         );
-        assert_ne!(events, draw(&options, &PROCESSES, 8).0);
+        assert_ne!(events, draw(&options, &processes, 8).0);
 
         assert_eq!(events.len(), 200);
         let drawn: HashSet<Event> = events.iter().map(|&event| EVENTS[event].0).collect();

@@ -18,17 +18,32 @@ pub const DATABASE_CONNECTIONS: u32 = 6;
 /// The default of `DATABASE_IDLE_SECONDS`.
 pub const DATABASE_IDLE_SECONDS: u64 = 30;
 
-/// Where PostgreSQL and Pulsar are.
+/// The PostgreSQL server.
 #[derive(Debug, Clone, Args)]
-pub struct Infrastructure {
-    /// Any database on the PostgreSQL server; each service uses its own database beside it.
+pub struct Postgres {
+    /// Any database on the PostgreSQL server; what runs uses databases of its own beside it.
     #[arg(
-        long,
+        long = "database-url",
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres",
         hide_env_values = true
     )]
-    pub database_url: String,
+    pub url: String,
+}
+
+impl Postgres {
+    pub fn server(&self) -> anyhow::Result<PgConnectOptions> {
+        self.url
+            .parse()
+            .context("DATABASE_URL is not a PostgreSQL URL")
+    }
+}
+
+/// Where PostgreSQL and Pulsar are.
+#[derive(Debug, Clone, Args)]
+pub struct Infrastructure {
+    #[command(flatten)]
+    pub postgres: Postgres,
     /// The most connections the process's pool holds to its database, one of them listening for
     /// notifications; the outbox relay holds one more. Each replica holds its own: the default
     /// lets two platforms, or two replicas of every process, share PostgreSQL's default 100.
@@ -63,15 +78,9 @@ impl Infrastructure {
         }
     }
 
-    fn server(&self) -> anyhow::Result<PgConnectOptions> {
-        self.database_url
-            .parse()
-            .context("DATABASE_URL is not a PostgreSQL URL")
-    }
-
     /// A pool on the service's own database, created on the server if it is missing.
     pub async fn database(&self, name: &str) -> anyhow::Result<PgPool> {
-        let server = self.server()?;
+        let server = self.postgres.server()?;
         let mut admin = server.connect().await.context("connecting to PostgreSQL")?;
         let exists: bool =
             sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")

@@ -16,7 +16,7 @@ use postgres::{LocalPostgres, local_postgres};
 use process::{Log, Process, TEND_EVERY, stop};
 
 use crate::proxy::Proxy;
-use crate::settings::{Infrastructure, Jwt};
+use crate::settings::{Infrastructure, Jwt, Postgres};
 use crate::{Service, serve};
 use anyhow::Context;
 use messaging::ServiceToken;
@@ -336,7 +336,9 @@ async fn start(options: &Options, jwt: &Jwt) -> anyhow::Result<Platform> {
         }
     };
     let infrastructure = Infrastructure {
-        database_url: database_url.clone(),
+        postgres: Postgres {
+            url: database_url.clone(),
+        },
         database_connections: crate::settings::DATABASE_CONNECTIONS,
         database_idle_seconds: crate::settings::DATABASE_IDLE_SECONDS,
         pulsar_url: pulsar_url.clone(),

@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
 use eventstore::http::{AsOf, NoQuery, Path, Problem, Query, page_limit};
+use messaging::stored;
+use schemas::events;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -22,7 +24,11 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/partners/{id}/balance", get(partner_balance))
         .route("/campaigns/{id}/commissions/summary", get(campaign_summary))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
+        .merge(eventstore::api::routes(
+            pool,
+            stored::json::<events::CommissionsEvent>,
+            wire::fold,
+        ))
 }
 
 #[derive(Debug, Deserialize)]

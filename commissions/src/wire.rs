@@ -6,7 +6,6 @@
 use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule};
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
-use schemas::Message;
 use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
 use schemas::events::{
     CommissionAssigned, CommissionReinstated, CommissionReversed, CommissionVoided,
@@ -94,42 +93,42 @@ pub fn event(event: &CommissionEvent) -> CommissionsEvent {
     }
 }
 
-/// Decodes a stored event of `commissions-events` (upcast from its schema version).
-pub fn decode(event: &RecordedEvent) -> Result<CommissionsEvent, schemas::Error> {
-    let version = u32::try_from(event.schema_version).unwrap_or(0);
-    CommissionsEvent::decode_version(&event.payload, version)
-}
-
 /// A stored event as a domain event; replies (rejections) are never stored.
 pub fn stored(event: &RecordedEvent) -> Result<Option<CommissionEvent>, schemas::Error> {
-    Ok(match decode(event)? {
-        CommissionsEvent::CommissionAssigned(a) => Some(CommissionEvent::Assigned(Assignment {
-            commission_id: a.commission_id,
-            campaign_id: a.campaign_id,
-            partner_id: a.partner_id,
-            tracking_id: a.tracking_id,
-            amount: a.amount,
-        })),
-        CommissionsEvent::CommissionReversed(r) => Some(CommissionEvent::Reversed {
-            commission_id: r.commission_id,
-            campaign_id: r.campaign_id,
-            partner_id: r.partner_id,
-            amount: r.amount,
-            reason: r.reason,
-        }),
-        CommissionsEvent::CommissionVoided(v) => Some(CommissionEvent::Voided {
-            commission_id: v.commission_id,
-            reason: v.reason,
-        }),
-        CommissionsEvent::CommissionReinstated(r) => Some(CommissionEvent::Reinstated {
-            commission_id: r.commission_id,
-            campaign_id: r.campaign_id,
-            partner_id: r.partner_id,
-            amount: r.amount,
-            reason: r.reason,
-        }),
-        CommissionsEvent::CommandRejected(_) | CommissionsEvent::CommandAlreadyApplied(_) => None,
-    })
+    Ok(
+        match messaging::stored::decode::<CommissionsEvent>(event)? {
+            CommissionsEvent::CommissionAssigned(a) => {
+                Some(CommissionEvent::Assigned(Assignment {
+                    commission_id: a.commission_id,
+                    campaign_id: a.campaign_id,
+                    partner_id: a.partner_id,
+                    tracking_id: a.tracking_id,
+                    amount: a.amount,
+                }))
+            }
+            CommissionsEvent::CommissionReversed(r) => Some(CommissionEvent::Reversed {
+                commission_id: r.commission_id,
+                campaign_id: r.campaign_id,
+                partner_id: r.partner_id,
+                amount: r.amount,
+                reason: r.reason,
+            }),
+            CommissionsEvent::CommissionVoided(v) => Some(CommissionEvent::Voided {
+                commission_id: v.commission_id,
+                reason: v.reason,
+            }),
+            CommissionsEvent::CommissionReinstated(r) => Some(CommissionEvent::Reinstated {
+                commission_id: r.commission_id,
+                campaign_id: r.campaign_id,
+                partner_id: r.partner_id,
+                amount: r.amount,
+                reason: r.reason,
+            }),
+            CommissionsEvent::CommandRejected(_) | CommissionsEvent::CommandAlreadyApplied(_) => {
+                None
+            }
+        },
+    )
 }
 
 /// A commission's state, folded from its stream's events.
@@ -139,16 +138,6 @@ pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
         |event| stored(event).ok()?,
         crate::domain::Commission::apply,
     )
-}
-
-/// The JSON the query API shows for a stored event.
-pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
-    let decoded = decode(event).ok()?;
-    // The union is rendered as its record: the event type is shown beside it.
-    match serde_json::to_value(decoded).ok()? {
-        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
-        other => Some(other),
-    }
 }
 
 /// The stream of one commission.

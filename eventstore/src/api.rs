@@ -62,47 +62,24 @@ pub fn routes(pool: PgPool, decode: Decode, fold: Fold) -> axum::Router {
         .merge(crate::dead_letter::routes(pool))
 }
 
-/// An event as the query API shows it.
+/// An event as the query API shows it: as stored (but for its encoded payload), and decoded.
 #[derive(Debug, Serialize)]
 pub struct EventView {
-    pub position: i64,
-    pub stream_id: String,
-    pub stream_type: String,
-    pub version: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub schema_version: i32,
-    #[serde(with = "time::serde::rfc3339")]
-    pub recorded_at: OffsetDateTime,
-    pub metadata: Value,
+    #[serde(flatten)]
+    pub event: RecordedEvent,
     /// The decoded payload, or null if this build cannot decode it.
     pub data: Value,
 }
 
-impl EventView {
-    pub fn new(event: &RecordedEvent, decode: Decode) -> Self {
-        let m = &event.metadata;
-        EventView {
-            position: event.position,
-            stream_id: event.stream_id.clone(),
-            stream_type: event.stream_type.clone(),
-            version: event.version,
-            event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            recorded_at: event.recorded_at,
-            metadata: json!({
-                "message_id": m.message_id,
-                "correlation_id": m.correlation_id,
-                "causation_id": m.causation_id,
-                "saga_id": m.saga_id,
-                "tenant": m.tenant,
-                "actor": m.actor,
-                "traceparent": m.traceparent,
-            }),
-            data: decode(event).unwrap_or(Value::Null),
-        }
-    }
+/// `events` as the query API shows them.
+fn views(events: Vec<RecordedEvent>, decode: Decode) -> Vec<EventView> {
+    events
+        .into_iter()
+        .map(|event| EventView {
+            data: decode(&event).unwrap_or(Value::Null),
+            event,
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,12 +105,7 @@ async fn stream(
     if events.is_empty() && query.from_version.is_none() {
         return Err(Problem::not_found(format!("no stream {stream_id}")));
     }
-    Ok(Json(
-        events
-            .iter()
-            .map(|e| EventView::new(e, api.decode))
-            .collect(),
-    ))
+    Ok(Json(views(events, api.decode)))
 }
 
 /// A stream's state as of a time (now by default), folded from its events recorded until then
@@ -205,11 +177,7 @@ async fn events(
         }
     };
     Ok(Json(LogPage {
-        events: page
-            .events
-            .iter()
-            .map(|e| EventView::new(e, api.decode))
-            .collect(),
+        events: views(page.events, api.decode),
         next: page.next,
     }))
 }
@@ -222,12 +190,7 @@ async fn correlation(
 ) -> Result<Json<Vec<EventView>>, Problem> {
     let mut conn = api.pool.acquire().await?;
     let events = crate::read_correlation(&mut conn, correlation_id, MAX_PAGE).await?;
-    Ok(Json(
-        events
-            .iter()
-            .map(|e| EventView::new(e, api.decode))
-            .collect(),
-    ))
+    Ok(Json(views(events, api.decode)))
 }
 
 async fn command(

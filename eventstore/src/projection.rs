@@ -23,15 +23,18 @@ pub trait Projection: Send + Sync {
     /// While it replays, they have no secondary indexes: `apply` finds rows by a unique key.
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one event (ignoring the kinds it does not use) inside the batch's transaction.
+    /// Applies one event (ignoring the kinds it does not use) inside the batch's transaction. A
+    /// projection implements this or [`apply_page`](Self::apply_page); each defaults to the other.
     fn apply(
         &self,
         tx: &mut PgConnection,
         event: &RecordedEvent,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        self.apply_page(tx, std::slice::from_ref(event))
+    }
 
     /// Applies a page of consecutive events, in log order. By default one at a time; a projection
-    /// that can fold a page in memory and write it in a few statements overrides this.
+    /// that can fold a page in memory and write it in a few statements implements this instead.
     fn apply_page(
         &self,
         tx: &mut PgConnection,

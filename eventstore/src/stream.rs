@@ -2,6 +2,7 @@
 //! stream back, whole, by version range, or as it stood at a point in time.
 
 use crate::Error;
+use serde::Serialize;
 use sqlx::PgConnection;
 use std::fmt;
 use time::OffsetDateTime;
@@ -40,7 +41,7 @@ impl fmt::Display for ExpectedVersion {
 
 /// Where an event came from (SPEC §3): the message whose handling recorded it, the flow it
 /// belongs to, what caused that message, and who asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metadata {
     /// The message (usually a command) whose handling recorded this event.
     pub message_id: Option<Uuid>,
@@ -66,8 +67,9 @@ pub struct NewEvent {
     pub metadata: Metadata,
 }
 
-/// An event as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event as stored; serialized without its payload, whose encoding only the service's
+/// `wire.rs` knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordedEvent {
     /// Unique and increasing in insertion order; the global log orders by commit safety, not by
     /// this number alone (see [`crate::read_all`]).
@@ -78,8 +80,10 @@ pub struct RecordedEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: i32,
+    #[serde(skip)]
     pub payload: Vec<u8>,
     pub metadata: Metadata,
+    #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
 }
 

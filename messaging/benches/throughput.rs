@@ -11,7 +11,7 @@ use messaging::admin::Admin;
 use messaging::broker::{Standalone, StandaloneSettings};
 use messaging::consume::{self, ConsumerSettings, ConsumerStats, Handler, HandlerError, Incoming};
 use messaging::relay::{self, RelaySettings};
-use messaging::{Client, Properties, PulsarSettings};
+use messaging::{Client, PulsarSettings, effects};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -30,22 +30,11 @@ fn message(topic: &str, key: usize, n: usize) -> outbox::Message {
         email: "partner@example.com".into(),
         payout_account: "NL00BANK0123456789".into(),
     };
-    let properties = Properties {
-        message_id: Uuid::new_v4(),
-        message_type: command.message_type().into(),
-        schema_version: RegisterPartner::TOPIC.version(),
-        correlation_id: Some(Uuid::new_v4()),
-        causation_id: None,
-        saga_id: None,
-        tenant: Some("advertiser-1".into()),
-        actor: Some("bench".into()),
-        traceparent: None,
-    };
+    let tenant = Some("advertiser-1".into());
+    let properties = effects::first_of_flow(Uuid::new_v4(), &command, tenant, Some("bench".into()));
     outbox::Message {
         topic: topic.into(),
-        key: format!("key-{key}"),
-        payload: command.encode().expect("encode"),
-        properties: properties.to_map(),
+        ..effects::outgoing(&command, &format!("key-{key}"), &properties).expect("encode")
     }
 }
 

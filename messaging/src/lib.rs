@@ -14,6 +14,7 @@ pub mod metrics;
 mod properties;
 pub mod relay;
 pub mod service_token;
+pub mod stored;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod trace;

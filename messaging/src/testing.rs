@@ -35,24 +35,44 @@ pub async fn provision(settings: &PulsarSettings) {
     }
 }
 
-/// A pool of `connections` on the test's database.
-pub async fn pool(connect: sqlx::postgres::PgConnectOptions, connections: u32) -> sqlx::PgPool {
+/// A pool of `connections` on the database of `db`, the pool `#[sqlx::test]` gives a test (which
+/// is closed: it holds too few connections for a service).
+pub async fn pool(db: sqlx::PgPool, connections: u32) -> sqlx::PgPool {
+    let connect = db.connect_options();
+    db.close().await;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
-        .connect_with(connect)
+        .connect_with((*connect).clone())
         .await
         .expect("connecting to the test database")
 }
 
 /// A pool of `connections` on the test's database, migrated for `service`.
 pub async fn migrated(
-    connect: sqlx::postgres::PgConnectOptions,
+    db: sqlx::PgPool,
     connections: u32,
     service: &crate::host::Service,
 ) -> sqlx::PgPool {
-    let pool = pool(connect, connections).await;
+    let pool = pool(db, connections).await;
     crate::host::migrate(&pool, service).await.expect("migrate");
     pool
+}
+
+/// Sends `request` to `router` in process, as a server would: the answer's status, headers and
+/// body.
+pub async fn respond(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    axum::body::Bytes,
+) {
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+    (parts.status, parts.headers, body)
 }
 
 /// The status, content type and JSON body (`null` when there is none) of a GET of `url`.
@@ -227,13 +247,13 @@ impl ServiceUnderTest {
         }
     }
 
-    /// [`start`](Self::start) on a pool of the test's database.
+    /// [`start`](Self::start) on a pool of the test's database (see [`pool`]).
     pub async fn connect(
-        connect: sqlx::postgres::PgConnectOptions,
+        db: sqlx::PgPool,
         tenant: &'static str,
         service: crate::host::Service,
     ) -> ServiceUnderTest {
-        Self::start(pool(connect, 20).await, tenant, service).await
+        Self::start(pool(db, 20).await, tenant, service).await
     }
 
     /// Publishes a command as a client would; returns its message id.
@@ -319,6 +339,17 @@ impl ServiceUnderTest {
         .fetch_all(&self.pool)
         .await
         .expect("outbox")
+    }
+
+    /// Asserts that the messages queued on `topic` are `expected`, each a message type and the
+    /// command that caused it, in order; then waits until the relay has published them.
+    pub async fn assert_published(&self, topic: &str, expected: &[(&str, Uuid)]) {
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(message_type, cause)| (message_type.to_string(), cause.to_string()))
+            .collect();
+        assert_eq!(self.published(topic).await, expected, "queued on {topic}");
+        self.wait_until_published().await;
     }
 
     /// Rebuilds `projection` and checks that it equals the live read model; then, as a negative

@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
 use eventstore::http::{AsOf, Path, Problem, Query, page_limit};
+use messaging::stored;
+use schemas::events;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,7 +19,11 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/payments/{id}", get(payment))
         .route("/partners/{id}/payments", get(partner_payments))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
+        .merge(eventstore::api::routes(
+            pool,
+            stored::json::<events::PaymentsEvent>,
+            wire::fold,
+        ))
 }
 
 async fn payment(

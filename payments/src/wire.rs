@@ -6,7 +6,6 @@
 use crate::domain::{Clawback, PaymentEvent, PaymentRequest};
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
-use schemas::Message;
 use schemas::commands::RequestPayment;
 use schemas::events::{
     PaymentCancelled, PaymentClawBackCancelled, PaymentClawedBack, PaymentCompleted, PaymentFailed,
@@ -93,15 +92,9 @@ pub fn payment_event(event: &PaymentEvent) -> PaymentsEvent {
     }
 }
 
-/// Decodes a stored event of `payments-events` (upcast from its schema version).
-pub fn decode(event: &RecordedEvent) -> Result<PaymentsEvent, schemas::Error> {
-    let version = u32::try_from(event.schema_version).unwrap_or(0);
-    PaymentsEvent::decode_version(&event.payload, version)
-}
-
 /// A stored event as a domain event; replies (rejections) are never stored.
 pub fn stored(event: &RecordedEvent) -> Result<Option<PaymentEvent>, Error> {
-    Ok(match decode(event)? {
+    Ok(match messaging::stored::decode::<PaymentsEvent>(event)? {
         PaymentsEvent::PaymentRequested(r) => Some(PaymentEvent::Requested(PaymentRequest {
             payment_id: r.payment_id,
             commission_id: r.commission_id,
@@ -162,16 +155,6 @@ pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
         |event| stored(event).ok()?,
         crate::domain::Payment::apply,
     )
-}
-
-/// The JSON the query API shows for a stored event.
-pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
-    let decoded = decode(event).ok()?;
-    // The union is rendered as its record: the event type is shown beside it.
-    match serde_json::to_value(decoded).ok()? {
-        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
-        other => Some(other),
-    }
 }
 
 /// The stream of one payment.

@@ -10,6 +10,8 @@ pub mod coordinator;
 pub mod definition;
 pub mod metrics;
 pub mod replay;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod wire;
 
 use messaging::host;

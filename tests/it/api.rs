@@ -9,7 +9,7 @@ use bff::auth::{Key, Role, Verifier, mint_hs256};
 use pulsaga_tests::platform::Platform;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
@@ -176,11 +176,8 @@ fn now() -> u64 {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_flow_through_the_api_pays_one_order_and_compensates_another(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn a_flow_through_the_api_pays_one_order_and_compensates_another(db: PgPool) {
+    let platform = Platform::start(db).await;
     let api = Api::hs256(&platform).await;
     let advertiser_id = Uuid::new_v4().to_string();
     let advertiser = token(Role::Advertiser, Some(&advertiser_id));
@@ -448,11 +445,8 @@ fn claims(role: &str, tenant: Option<&str>) -> Value {
 }
 
 #[sqlx::test(migrations = false)]
-async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(db: PgPool) {
+    let platform = Platform::start(db).await;
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let public_pem = std::fs::read(fixtures.join("jwt-test-rs256.pub")).expect("public key");
     let private_pem = std::fs::read(fixtures.join("jwt-test-rs256.key")).expect("private key");
@@ -753,8 +747,8 @@ async fn post_twice_with_one_key(api: &Api, token: &str, body: &Value) -> Vec<Va
 /// its role and tenant rules: the owner advertiser, another advertiser, a partner, an auditor
 /// and an admin.
 #[sqlx::test(migrations = false)]
-async fn every_route_answers_by_role_and_tenant(_: PgPoolOptions, connect: PgConnectOptions) {
-    let platform = Platform::start(connect).await;
+async fn every_route_answers_by_role_and_tenant(db: PgPool) {
+    let platform = Platform::start(db).await;
     let api = Api::hs256(&platform).await;
     let owner = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));
     let other = token(Role::Advertiser, Some(&Uuid::new_v4().to_string()));

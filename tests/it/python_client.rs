@@ -9,11 +9,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 #[sqlx::test(migrations = false)]
-async fn the_official_python_client_commands_and_reads_the_platform(
-    _: sqlx::postgres::PgPoolOptions,
-    connect: sqlx::postgres::PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn the_official_python_client_commands_and_reads_the_platform(db: sqlx::PgPool) {
+    let platform = Platform::start(db).await;
     let settings = platform.client.settings().clone();
     let partner = Uuid::new_v4();
     let python = std::env::var("PULSAGA_PYTHON")

@@ -9,7 +9,7 @@ use sagas::definition::CATALOGUE;
 use schemas::commands::RecordTrackingEvent;
 use schemas::values::{Money, Order, TrackingKind};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -101,11 +101,8 @@ async fn assert_replays(platform: &Platform, saga_id: Uuid) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(db: PgPool) {
+    let platform = Platform::start(db).await;
     let (partner, campaign) = platform.campaign(100_000).await;
 
     // 10 % of 5 000 is 500: the simulator pays it.
@@ -190,11 +187,8 @@ fn step_statuses(detail: &Value) -> Vec<(&str, &str)> {
 /// order-refund saga reverses the commission, claws the payout back from the partner's balance,
 /// releases the budget and confirms the refund. A second refund of the order is refused.
 #[sqlx::test(migrations = false)]
-async fn a_refunded_order_takes_its_commission_payout_and_budget_back(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn a_refunded_order_takes_its_commission_payout_and_budget_back(db: PgPool) {
+    let platform = Platform::start(db).await;
     let (partner, campaign) = platform.campaign(100_000).await;
     let (order_saga, order_tracking, detail) =
         convert(&platform, partner, campaign, "order-1", 5_000).await;
@@ -298,11 +292,8 @@ async fn fast_forward_payment(platform: &Platform, saga_id: Uuid) -> Value {
 /// completed, or never paid (cancelled or declined) and compensated; never paid and compensated.
 /// The provider answers some payouts slowly (the cancel then finds them in flight) or declines.
 #[sqlx::test(migrations = false)]
-async fn a_payment_that_times_out_is_cancelled_or_paid_and_never_both(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let mut platform = Platform::start(connect).await;
+async fn a_payment_that_times_out_is_cancelled_or_paid_and_never_both(db: PgPool) {
+    let mut platform = Platform::start(db).await;
     let (partner, campaign) = platform.campaign(100_000).await;
     platform.stop_process("payments").await;
     // 10 % commissions: paid, paid slowly (777), declined (666), lost once (999), paid.

@@ -81,15 +81,11 @@ fn report<E: std::fmt::Display>(name: &'static str, result: Result<(), E>) {
 }
 
 impl Platform {
-    /// Starts everything; `connect` names the test's own database, beside which the five service
+    /// Starts everything; `admin` is the test's own database, beside which the five service
     /// databases are created.
-    pub async fn start(connect: PgConnectOptions) -> Platform {
+    pub async fn start(admin: PgPool) -> Platform {
+        let connect = (*admin.connect_options()).clone();
         let client = messaging::testing::client().await;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(connect.clone())
-            .await
-            .expect("admin");
         let shutdown = CancellationToken::new();
         let (sim_listener, sim_url) = listener().await;
         let mut tasks = Vec::new();

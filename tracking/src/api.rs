@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::routing::get;
 use eventstore::Aggregate;
 use eventstore::http::{AsOf, Path, Problem, Query};
+use messaging::stored;
+use schemas::events;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -19,7 +21,11 @@ pub fn router(pool: PgPool) -> axum::Router {
         .route("/tracking-events/{id}", get(tracking_event))
         .route("/campaigns/{id}/stats", get(campaign_stats))
         .with_state(pool.clone())
-        .merge(eventstore::api::routes(pool, wire::json, wire::fold))
+        .merge(eventstore::api::routes(
+            pool,
+            stored::json::<events::TrackingEvent>,
+            wire::fold,
+        ))
 }
 
 async fn tracking_event(

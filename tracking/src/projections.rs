@@ -175,10 +175,6 @@ impl Projection for TrackingViews {
         &["tracking_events", "campaign_tracking_stats"]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
-        self.apply_page(tx, std::slice::from_ref(event)).await
-    }
-
     async fn apply_page(
         &self,
         tx: &mut PgConnection,

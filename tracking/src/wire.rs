@@ -5,7 +5,6 @@
 use crate::domain::{CampaignOrdersEvent, Order, Recording, TrackingChange, TrackingKind};
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
-use schemas::Message;
 use schemas::commands::RecordTrackingEvent;
 use schemas::events::{
     OrderClaimed, OrderRefunded, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed,
@@ -113,15 +112,9 @@ pub fn orders_event(event: &CampaignOrdersEvent) -> TrackingEvent {
     }
 }
 
-/// Decodes a stored event of `tracking-events` (upcast from its schema version).
-pub fn decode(event: &RecordedEvent) -> Result<TrackingEvent, schemas::Error> {
-    let version = u32::try_from(event.schema_version).unwrap_or(0);
-    TrackingEvent::decode_version(&event.payload, version)
-}
-
 /// A stored event as a domain event; replies (rejections) are never stored.
 pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
-    Ok(match decode(event)? {
+    Ok(match messaging::stored::decode::<TrackingEvent>(event)? {
         TrackingEvent::Recorded(r) => Some(Stored::Tracking(TrackingChange::Recorded(Recording {
             tracking_id: r.tracking_id,
             campaign_id: r.campaign_id,
@@ -176,16 +169,6 @@ pub fn fold(events: &[RecordedEvent]) -> Option<serde_json::Value> {
     match stored(events.first()?).ok()?? {
         Stored::Tracking(_) => fold_state(events, tracking, Tracking::apply),
         Stored::Orders(_) => fold_state(events, orders, CampaignOrders::apply),
-    }
-}
-
-/// The JSON the query API shows for a stored event.
-pub fn json(event: &RecordedEvent) -> Option<serde_json::Value> {
-    let decoded = decode(event).ok()?;
-    // The union is rendered as its record: the event type is shown beside it.
-    match serde_json::to_value(decoded).ok()? {
-        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
-        other => Some(other),
     }
 }
 

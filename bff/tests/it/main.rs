@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bff::auth::{Key, Verifier};
 use bff::services::ServiceUrls;
+use messaging::testing::respond;
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tower::ServiceExt;
 
 const SECRET: &[u8] = b"a development secret of 32 bytes";
 const ISSUER: &str = "pulsaga";
@@ -105,25 +105,15 @@ async fn call_with(
         }
         None => Body::empty(),
     };
-    let response = router
-        .clone()
-        .oneshot(request.body(body).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let retry_after = response
-        .headers()
+    let (status, headers, bytes) = respond(router, request.body(body).expect("request")).await;
+    let retry_after = headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    let content_type = response
-        .headers()
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
     Answer {
         status,
         content_type,
@@ -493,13 +483,9 @@ async fn the_console_is_served_from_the_binary_and_asks_who_the_caller_is() {
         ("/ui/records.js", "text/javascript; charset=utf-8"),
         ("/ui/console.css", "text/css; charset=utf-8"),
     ] {
-        let response = router
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        let headers = response.headers();
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let (status, headers, _) = respond(&router, request).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(headers[header::CONTENT_TYPE], content_type, "{path}");
         let policy = headers[header::CONTENT_SECURITY_POLICY]
             .to_str()

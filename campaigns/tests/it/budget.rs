@@ -16,7 +16,6 @@ use messaging::effects::{self, StreamEvents};
 use schemas::commands::{ReleaseBudget, ReserveBudget};
 use schemas::events::CampaignsEvent;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
@@ -156,11 +155,8 @@ async fn fifty_at_once(pool: &PgPool) -> (Uuid, u32) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn fifty_concurrent_reservations_never_overspend_the_budget(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect, 16).await;
+async fn fifty_concurrent_reservations_never_overspend_the_budget(db: PgPool) {
+    let pool = database(db, 16).await;
     // Whether an attempt loses a race is up to the scheduler: rounds on fresh campaigns, each
     // checked, until one did (else the test would not have exercised concurrency).
     let mut rounds = 0;
@@ -220,13 +216,10 @@ async fn fifty_concurrent_reservations_never_overspend_the_budget(
 /// overspend. Every task reads the campaign before any of them appends (the barrier makes the
 /// race certain), so each decides there is room.
 #[sqlx::test(migrations = false)]
-async fn without_the_expected_version_concurrent_reservations_overspend(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn without_the_expected_version_concurrent_reservations_overspend(db: PgPool) {
     const ATTEMPTS: usize = 8;
     const ROOM: i64 = 3;
-    let pool = database(connect, ATTEMPTS as u32 + 2).await;
+    let pool = database(db, ATTEMPTS as u32 + 2).await;
     let (id, partner) = running_campaign(&pool, ROOM).await;
     let decided = Arc::new(Barrier::new(ATTEMPTS));
     let mut tasks = JoinSet::new();
@@ -279,12 +272,9 @@ async fn without_the_expected_version_concurrent_reservations_overspend(
 /// campaign: each sees what the other appended since, so the budget holds across them and the
 /// reservation past it is refused, by whichever instance gets it.
 #[sqlx::test(migrations = false)]
-async fn instances_taking_turns_see_each_others_reservations(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn instances_taking_turns_see_each_others_reservations(db: PgPool) {
     const ROOM: i64 = 4;
-    let pool = database(connect, 4).await;
+    let pool = database(db, 4).await;
     let (id, partner) = running_campaign(&pool, ROOM).await;
     let instances = [BudgetReservation::default(), BudgetReservation::default()];
     let mut outcomes = Vec::new();
@@ -330,12 +320,9 @@ async fn version(pool: &PgPool, id: Uuid) -> i64 {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_long_campaign_is_decided_from_its_snapshot_and_the_reservation_index(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn a_long_campaign_is_decided_from_its_snapshot_and_the_reservation_index(db: PgPool) {
     const ORDERS: i64 = SNAPSHOT_EVERY + 100;
-    let pool = database(connect, 4).await;
+    let pool = database(db, 4).await;
     let (id, partner) = running_campaign(&pool, ORDERS + 1).await;
     let handler = BudgetReservation::default();
     let mut first = None;

@@ -6,7 +6,7 @@ use super::{association, campaign, registration, reservation, start};
 use schemas::commands::{AssociateContent, ReleaseBudget};
 use schemas::values::ContentKind;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -35,11 +35,8 @@ fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(db: PgPool) {
+    let service = start(db).await;
     let partner = registration();
     let registered = service.send(partner.partner_id, &partner).await;
     assert_eq!(service.outcome(registered).await["status"], "succeeded");
@@ -163,10 +160,9 @@ async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
         ("BudgetReserved", reserved),
         ("BudgetReleased", released),
     ];
-    assert_eq!(
-        service.published("campaigns-events").await,
-        expected.map(|(t, c)| (t.to_owned(), c.to_string()))
-    );
+    service
+        .assert_published("campaigns-events", &expected)
+        .await;
     let keys: Vec<String> =
         sqlx::query_scalar("select key from outbox where topic = 'campaigns-events' order by id")
             .fetch_all(&service.pool)
@@ -195,8 +191,8 @@ async fn a_campaign_is_set_up_and_its_budget_reserved_and_released(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn the_same_command_twice_has_one_effect(db: PgPool) {
+    let service = start(db).await;
     let create = campaign(Uuid::new_v4(), 1_000, 300);
     let id = create.campaign_id;
     let command_id = Uuid::new_v4();
@@ -252,11 +248,8 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
 }
 
 #[sqlx::test(migrations = false)]
-async fn rule_breaking_commands_are_rejected_with_their_reason(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn rule_breaking_commands_are_rejected_with_their_reason(db: PgPool) {
+    let service = start(db).await;
     let partner = registration();
     service.command(partner.partner_id, &partner).await;
     let create = campaign(Uuid::new_v4(), 600, 300);
@@ -346,8 +339,8 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 }
 
 #[sqlx::test(migrations = false)]
-async fn as_of_shows_the_campaign_as_it_stood_then(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn as_of_shows_the_campaign_as_it_stood_then(db: PgPool) {
+    let service = start(db).await;
     let before_creation = rfc3339(OffsetDateTime::now_utc());
     let partner = registration();
     service.command(partner.partner_id, &partner).await;
@@ -415,8 +408,8 @@ async fn as_of_shows_the_campaign_as_it_stood_then(_: PgPoolOptions, connect: Pg
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn the_read_models_rebuild_to_the_live_state(db: PgPool) {
+    let service = start(db).await;
     let partners = [registration(), registration()];
     for partner in &partners {
         service.command(partner.partner_id, partner).await;

@@ -9,19 +9,18 @@ mod queries;
 use schemas::commands::{AssociatePartner, CreateCampaign, RegisterPartner, ReserveBudget};
 use schemas::values::{CommissionRule, Money, TrackingKind};
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 /// The campaigns service running on its own namespace and database, with its API on a free port.
 type Service = messaging::testing::ServiceUnderTest;
 
-async fn start(connect: PgConnectOptions) -> Service {
-    Service::connect(connect, "advertiser-1", campaigns::service()).await
+async fn start(db: PgPool) -> Service {
+    Service::connect(db, "advertiser-1", campaigns::service()).await
 }
 
 /// A fresh, migrated campaigns database.
-async fn database(connect: PgConnectOptions, connections: u32) -> PgPool {
-    messaging::testing::migrated(connect, connections, &campaigns::service()).await
+async fn database(db: PgPool, connections: u32) -> PgPool {
+    messaging::testing::migrated(db, connections, &campaigns::service()).await
 }
 
 fn micros_now() -> i64 {

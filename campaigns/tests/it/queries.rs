@@ -1,15 +1,12 @@
 //! The query API's answers to bad input and to what does not exist: problem+json, 400 or 404.
 
 use super::{campaign, start};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 #[sqlx::test(migrations = false)]
-async fn bad_queries_and_unknown_ids_are_answered_with_problem_json(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn bad_queries_and_unknown_ids_are_answered_with_problem_json(db: PgPool) {
+    let service = start(db).await;
     let create = campaign(Uuid::new_v4(), 1_000, 300);
     let id = create.campaign_id;
     service.command(id, &create).await;

@@ -39,13 +39,8 @@ pub struct Options {
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
     /// The PostgreSQL server to measure on (its own databases are created and dropped).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub postgres: crate::settings::Postgres,
 }
 
 /// The parts of the bench, in the order they run.
@@ -196,10 +191,7 @@ async fn drop_database(server: &PgConnectOptions, pool: PgPool, name: &str) -> a
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let server: PgConnectOptions = options
-        .database_url
-        .parse()
-        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    let server = options.postgres.server()?;
     let started = std::time::Instant::now();
     let scale = match (options.smoke, options.quick) {
         (true, _) => Scale::Smoke,
@@ -223,7 +215,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let mut curve = Vec::new();
     if runs(Part::Flow) {
         eprintln!("bench: the platform through the API");
-        let (flow_figures, points) = flow::measure(&options.database_url, scale).await?;
+        let (flow_figures, points) = flow::measure(&options.postgres.url, scale).await?;
         figures.extend(flow_figures);
         curve = points;
     }

@@ -34,10 +34,10 @@ pub(super) async fn start_processes(
 ) -> anyhow::Result<Started> {
     prepare(options, infrastructure).await?;
     let (database_proxy, processes_database_url) = if options.database_proxy {
-        let (proxy, url) = proxied(&infrastructure.database_url).await?;
+        let (proxy, url) = proxied(&infrastructure.postgres.url).await?;
         (Some(proxy), url)
     } else {
-        (None, infrastructure.database_url.clone())
+        (None, infrastructure.postgres.url.clone())
     };
     let processes_pulsar_url = match broker_address {
         Some(address) => format!("pulsar://{address}"),

@@ -4,9 +4,7 @@
 
 use super::{Database, free_address, serve, wait_for};
 use sagas::coordinator::{self, Cause};
-use sagas::definition::{
-    Answer, CATALOGUE, Input, Money, Order, SagaData, SagaType, Status, TrackingKind,
-};
+use sagas::definition::{Answer, Input, Status};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -25,29 +23,11 @@ async fn feed(pool: &PgPool, saga_id: Uuid, input: Input) {
 
 /// An order-to-payment saga whose every step succeeded, as the coordinator records it.
 async fn completed_saga(pool: &PgPool) -> Uuid {
-    let tracking_id = Uuid::new_v4();
-    let saga_id = sagas::wire::saga_id_for(tracking_id);
-    let amount = Money {
-        amount: 500,
-        currency: "EUR".into(),
-    };
-    let data = SagaData {
-        tracking_id,
-        campaign_id: Uuid::new_v4(),
-        partner_id: Uuid::new_v4(),
-        kind: TrackingKind::Conversion,
-        order: Some(Order {
-            order_id: "o-1".into(),
-            amount: amount.clone(),
-        }),
-        occurred_at: 0,
-        refund_of: None,
-    };
+    let (saga_id, definition, data) = sagas::testing::conversion(500);
+    let amount = data.order.as_ref().expect("an order").amount.clone();
     let start = Input::Start {
         saga_id,
-        definition: CATALOGUE
-            .latest(SagaType::OrderToPayment)
-            .expect("a definition"),
+        definition,
         data,
         at: 0,
     };

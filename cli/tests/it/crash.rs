@@ -100,11 +100,8 @@ pub(super) async fn conversions(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(
-    _: sqlx::postgres::PgPoolOptions,
-    connect: sqlx::postgres::PgConnectOptions,
-) {
-    let mut platform = pulsaga_tests::platform::Platform::start(connect).await;
+async fn a_coordinator_killed_mid_stream_finishes_every_saga_on_restart(db: sqlx::PgPool) {
+    let mut platform = pulsaga_tests::platform::Platform::start(db).await;
     // The coordinator runs as its own process, on the platform's sagas database and address.
     platform.stop_process("sagas").await;
     let listen: std::net::SocketAddr = platform

@@ -141,11 +141,8 @@ async fn assert_each_applied_once_in_order(platform: &Platform, orders: i64) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn two_replicas_of_every_process_share_the_load_and_survive_losing_one(
-    _: sqlx::postgres::PgPoolOptions,
-    connect: sqlx::postgres::PgConnectOptions,
-) {
-    let platform = Platform::start(connect).await;
+async fn two_replicas_of_every_process_share_the_load_and_survive_losing_one(db: sqlx::PgPool) {
+    let platform = Platform::start(db).await;
     let mut replicas = Vec::new();
     for service in SERVICES {
         replicas.push((service, replica(&platform, service).await));

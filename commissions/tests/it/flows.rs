@@ -5,7 +5,7 @@
 use super::start;
 use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
 use schemas::values::{CommissionRule, Money};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 fn money(amount: i64, currency: &str) -> Money {
@@ -53,11 +53,8 @@ fn types(messages: &[(String, String)]) -> Vec<&str> {
 }
 
 #[sqlx::test(migrations = false)]
-async fn fixed_and_percent_commissions_are_assigned_and_read_back(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn fixed_and_percent_commissions_are_assigned_and_read_back(db: PgPool) {
+    let service = start(db).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let flat = fixed(campaign, partner, 300);
     // 2.5 % of 129.99 EUR is 324.975 cents, rounded down.
@@ -146,21 +143,21 @@ async fn fixed_and_percent_commissions_are_assigned_and_read_back(
     assert_eq!(summary["currencies"], balance["currencies"]);
 
     // Every event went to the outbox caused by its command, and the relay published it.
-    let expected = [
-        ("CommissionAssigned", flat_command),
-        ("CommissionAssigned", share_command),
-    ];
-    assert_eq!(
-        service.published("commissions-events").await,
-        expected.map(|(t, c)| (t.to_owned(), c.to_string()))
-    );
-    service.wait_until_published().await;
+    service
+        .assert_published(
+            "commissions-events",
+            &[
+                ("CommissionAssigned", flat_command),
+                ("CommissionAssigned", share_command),
+            ],
+        )
+        .await;
     service.stop().await;
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn the_same_command_twice_has_one_effect(db: PgPool) {
+    let service = start(db).await;
     let partner = Uuid::new_v4();
     let command = fixed(Uuid::new_v4(), partner, 300);
     let id = Uuid::new_v4();
@@ -204,11 +201,8 @@ async fn the_same_command_twice_has_one_effect(_: PgPoolOptions, connect: PgConn
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_reversal_takes_the_commission_out_of_the_balance(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn a_reversal_takes_the_commission_out_of_the_balance(db: PgPool) {
+    let service = start(db).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let kept = fixed(campaign, partner, 500);
     let taken_back = fixed(campaign, partner, 300);
@@ -328,11 +322,8 @@ async fn a_reversal_takes_the_commission_out_of_the_balance(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_reversal_that_overtakes_its_assignment_voids_it(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn a_reversal_that_overtakes_its_assignment_voids_it(db: PgPool) {
+    let service = start(db).await;
     let partner = Uuid::new_v4();
     let assignment = fixed(Uuid::new_v4(), partner, 300);
     let id = assignment.commission_id;
@@ -381,11 +372,8 @@ async fn a_reversal_that_overtakes_its_assignment_voids_it(
 }
 
 #[sqlx::test(migrations = false)]
-async fn rule_breaking_commands_are_rejected_with_their_reason(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn rule_breaking_commands_are_rejected_with_their_reason(db: PgPool) {
+    let service = start(db).await;
     let (campaign, partner) = (Uuid::new_v4(), Uuid::new_v4());
     let percent = CommissionRule::Percent { basis_points: 250 };
     let invalid_currency = AssignCommission {
@@ -475,8 +463,8 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn the_read_models_rebuild_to_the_live_state(db: PgPool) {
+    let service = start(db).await;
     let campaign = Uuid::new_v4();
     let partners = [Uuid::new_v4(), Uuid::new_v4()];
     let mut last = Uuid::nil();

@@ -4,11 +4,11 @@
 mod api;
 mod flows;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
 
 /// The commissions service running on its own namespace and database, with its API on a free port.
 type Service = messaging::testing::ServiceUnderTest;
 
-async fn start(connect: PgConnectOptions) -> Service {
-    Service::connect(connect, "advertiser-1", commissions::service()).await
+async fn start(db: PgPool) -> Service {
+    Service::connect(db, "advertiser-1", commissions::service()).await
 }

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use eventstore::{ExpectedVersion, Outcome, RecordedEvent, append, record_outcome};
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -48,11 +49,8 @@ pub(super) async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_query_routes_show_streams_pages_and_outcomes(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn the_query_routes_show_streams_pages_and_outcomes(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     append(
         &mut conn,
@@ -192,11 +190,9 @@ async fn the_query_routes_show_streams_pages_and_outcomes(
 /// When every connection of the pool is taken for longer than a request may wait, the query API
 /// answers 503 with `Retry-After`, not an internal error.
 #[sqlx::test(migrations = false)]
-async fn a_starved_pool_is_answered_503_with_retry_after(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let migrated = store(connect.clone(), 1).await;
+async fn a_starved_pool_is_answered_503_with_retry_after(db: PgPool) {
+    let connect = (*db.connect_options()).clone();
+    let migrated = store(db, 1).await;
     migrated.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(1)

@@ -7,15 +7,12 @@ use axum::http::StatusCode;
 use eventstore::archive::{archive_streams, read_stream_or_archived};
 use eventstore::projection::lag;
 use eventstore::{Error, ExpectedVersion, append, read_all, read_stream, store_checkpoint};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::Duration;
 
 #[sqlx::test(migrations = false)]
-async fn an_archived_stream_leaves_the_log_and_is_still_read_by_id(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 4).await;
+async fn an_archived_stream_leaves_the_log_and_is_still_read_by_id(db: PgPool) {
+    let pool = store(db, 4).await;
     let mut conn = pool.acquire().await.expect("connection");
     let done = [event("Opened", b"one"), event("Closed", b"two")];
     append(

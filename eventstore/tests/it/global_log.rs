@@ -3,7 +3,6 @@
 
 use super::{event, log_settled, store};
 use eventstore::{Error, ExpectedVersion, append, read_all};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -74,11 +73,8 @@ impl Follower {
 }
 
 #[sqlx::test(migrations = false)]
-async fn followers_never_skip_late_commits_unlike_a_position_cursor(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, WRITERS as u32 + 4).await;
+async fn followers_never_skip_late_commits_unlike_a_position_cursor(db: PgPool) {
+    let pool = store(db, WRITERS as u32 + 4).await;
     let writers_done = Arc::new(AtomicBool::new(false));
     let followers: Vec<_> = [Follower::GapSafe, Follower::NaivePosition]
         .into_iter()
@@ -169,11 +165,8 @@ async fn followers_never_skip_late_commits_unlike_a_position_cursor(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_log_pages_by_cursor_and_rejects_unknown_positions(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn the_log_pages_by_cursor_and_rejects_unknown_positions(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     for stream in ["a", "b", "c"] {
         append(

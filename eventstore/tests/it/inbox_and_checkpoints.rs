@@ -3,65 +3,52 @@
 
 use super::store;
 use eventstore::{load_checkpoint, record_message, store_checkpoint};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Whether `consumer` had not processed `message` yet (its inbox now records it).
+async fn recorded(conn: &mut PgConnection, consumer: &str, message: Uuid) -> bool {
+    record_message(conn, consumer, message)
+        .await
+        .expect("record the message")
+}
+
 #[sqlx::test(migrations = false)]
-async fn a_message_is_processed_once_per_consumer(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = store(connect, 2).await;
+async fn a_message_is_processed_once_per_consumer(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let message = Uuid::new_v4();
+    assert!(recorded(&mut conn, "tracking", message).await, "first");
+    assert!(!recorded(&mut conn, "tracking", message).await, "again");
     assert!(
-        record_message(&mut conn, "tracking", message)
-            .await
-            .expect("first")
-    );
-    assert!(
-        !record_message(&mut conn, "tracking", message)
-            .await
-            .expect("again")
-    );
-    assert!(
-        record_message(&mut conn, "campaigns", message)
-            .await
-            .expect("other consumer")
+        recorded(&mut conn, "campaigns", message).await,
+        "other consumer"
     );
 
     // Rolled back with its effect, the message counts as not processed.
     let other = Uuid::new_v4();
     let mut tx = pool.begin().await.expect("begin");
-    assert!(
-        record_message(&mut tx, "tracking", other)
-            .await
-            .expect("in tx")
-    );
+    assert!(recorded(&mut tx, "tracking", other).await, "in tx");
     tx.rollback().await.expect("rollback");
     assert!(
-        record_message(&mut conn, "tracking", other)
-            .await
-            .expect("after rollback")
+        recorded(&mut conn, "tracking", other).await,
+        "after rollback"
     );
 }
 
 #[sqlx::test(migrations = false)]
-async fn racing_consumers_apply_a_message_once(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = store(connect, 3).await;
+async fn racing_consumers_apply_a_message_once(db: PgPool) {
+    let pool = store(db, 3).await;
     let message = Uuid::new_v4();
     let mut first = pool.begin().await.expect("begin");
-    assert!(
-        record_message(&mut first, "tracking", message)
-            .await
-            .expect("first")
-    );
+    assert!(recorded(&mut first, "tracking", message).await, "first");
 
     let racer = tokio::spawn({
         let pool = pool.clone();
         async move {
             let mut second = pool.begin().await.expect("begin");
-            let fresh = record_message(&mut second, "tracking", message)
-                .await
-                .expect("second");
+            let fresh = recorded(&mut second, "tracking", message).await;
             second.commit().await.expect("commit");
             fresh
         }
@@ -92,8 +79,8 @@ async fn racing_consumers_apply_a_message_once(_: PgPoolOptions, connect: PgConn
 }
 
 #[sqlx::test(migrations = false)]
-async fn checkpoints_move_with_their_transaction(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = store(connect, 2).await;
+async fn checkpoints_move_with_their_transaction(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     assert_eq!(
         load_checkpoint(&mut conn, "balances").await.expect("load"),
@@ -120,9 +107,9 @@ async fn checkpoints_move_with_their_transaction(_: PgPoolOptions, connect: PgCo
 }
 
 #[sqlx::test(migrations = false)]
-async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnectOptions) {
+async fn command_outcomes_are_recorded_once(db: PgPool) {
     use eventstore::{Outcome, load_outcome, record_outcome};
-    let pool = store(connect, 2).await;
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let command = Uuid::new_v4();
     assert_eq!(load_outcome(&mut conn, command).await.expect("load"), None);
@@ -131,26 +118,18 @@ async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnect
         code: "budget_exhausted".into(),
         reason: "no budget left".into(),
     };
-    record_outcome(
-        &mut conn,
-        command,
-        "ReserveBudget",
-        "campaign-1",
-        None,
-        &rejected,
-    )
-    .await
-    .expect("record");
-    record_outcome(
-        &mut conn,
-        command,
-        "ReserveBudget",
-        "campaign-1",
-        None,
-        &Outcome::Succeeded,
-    )
-    .await
-    .expect("again");
+    for outcome in [&rejected, &Outcome::Succeeded] {
+        record_outcome(
+            &mut conn,
+            command,
+            "ReserveBudget",
+            "campaign-1",
+            None,
+            outcome,
+        )
+        .await
+        .expect("record");
+    }
     let outcome = load_outcome(&mut conn, command)
         .await
         .expect("load")
@@ -188,12 +167,9 @@ async fn command_outcomes_are_recorded_once(_: PgPoolOptions, connect: PgConnect
 
 /// A projection's lag counts the committed events after its checkpoint, and ages the oldest.
 #[sqlx::test(migrations = false)]
-async fn a_projection_lags_by_the_events_after_its_checkpoint(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn a_projection_lags_by_the_events_after_its_checkpoint(db: PgPool) {
     use eventstore::projection::lag;
-    let pool = store(connect, 2).await;
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let caught_up = lag(&mut conn, "views").await.expect("lag");
     assert_eq!(

@@ -12,15 +12,18 @@ mod streams;
 
 use eventstore::{Metadata, NewEvent};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-/// A migrated event store in the test's database, with room for `connections` concurrent clients.
-/// (The pool `#[sqlx::test]` offers shares a small parent pool; the concurrency tests need more.)
-async fn store(connect: PgConnectOptions, connections: u32) -> PgPool {
+/// A migrated event store in the database of `db`, the pool `#[sqlx::test]` gives a test, with
+/// room for `connections` concurrent clients (`db` shares a small parent pool; the concurrency
+/// tests need more, so it is closed).
+async fn store(db: PgPool, connections: u32) -> PgPool {
+    let connect = db.connect_options();
+    db.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(connections)
-        .connect_with(connect)
+        .connect_with((*connect).clone())
         .await
         .expect("connect to the test database");
     eventstore::migrate(&pool)

@@ -3,18 +3,15 @@
 
 use super::store;
 use eventstore::Notifications;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
 /// Longer than any test waits: a worker that returns sooner was woken by a notification.
 const FALLBACK: Duration = Duration::from_secs(60);
 
 #[sqlx::test(migrations = false)]
-async fn one_connection_wakes_every_worker_of_a_channel(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 4).await;
+async fn one_connection_wakes_every_worker_of_a_channel(db: PgPool) {
+    let pool = store(db, 4).await;
     let notifications = Notifications::new(&pool);
     let mut relay = notifications.wakeup("work").await;
     let mut projection = notifications.wakeup("work").await;

@@ -5,7 +5,6 @@
 use super::store;
 use eventstore::outbox::{self, Claimed, Message};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,11 +167,8 @@ fn order_violations(published: &[(String, u64)]) -> usize {
 }
 
 #[sqlx::test(migrations = false)]
-async fn two_relays_publish_each_row_once_in_per_key_order(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 6).await;
+async fn two_relays_publish_each_row_once_in_per_key_order(db: PgPool) {
+    let pool = store(db, 6).await;
     let (published, counts) = drain_with_two_relays(&pool, Claim::Keyed).await;
 
     let total = TRANSACTIONS * MESSAGES_PER_TRANSACTION;
@@ -190,11 +186,8 @@ async fn two_relays_publish_each_row_once_in_per_key_order(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_naive_skip_locked_claim_breaks_per_key_order(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 6).await;
+async fn a_naive_skip_locked_claim_breaks_per_key_order(db: PgPool) {
+    let pool = store(db, 6).await;
     let (published, _) = drain_with_two_relays(&pool, Claim::NaiveSkipLocked).await;
     assert_eq!(published.len(), TRANSACTIONS * MESSAGES_PER_TRANSACTION);
     assert!(
@@ -204,11 +197,8 @@ async fn a_naive_skip_locked_claim_breaks_per_key_order(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_dead_relays_rows_go_to_another_relay_in_order(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn a_dead_relays_rows_go_to_another_relay_in_order(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let message = |n: u8| Message {
         topic: "things".into(),
@@ -289,11 +279,8 @@ async fn a_dead_relays_rows_go_to_another_relay_in_order(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_commands_answer_is_queued_again_once_published(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn a_commands_answer_is_queued_again_once_published(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let command = uuid::Uuid::now_v7();
     let caused = |cause: uuid::Uuid, id: &str, n: u8| Message {

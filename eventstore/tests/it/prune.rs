@@ -3,16 +3,13 @@
 
 use super::store;
 use eventstore::prune::{Pruned, prune};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
 
 #[sqlx::test(migrations = false)]
-async fn pruning_removes_only_what_is_older_than_the_retention(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn pruning_removes_only_what_is_older_than_the_retention(db: PgPool) {
+    let pool = store(db, 2).await;
     let day = |n: i32| format!("now() - interval '{n} days'");
     for (age, n) in [(10, 3), (1, 2)] {
         for _ in 0..n {

@@ -4,7 +4,7 @@ use super::{event, store};
 use eventstore::{
     Appended, Error, ExpectedVersion, Metadata, append, read_stream, read_stream_as_of,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::Barrier;
@@ -20,11 +20,8 @@ struct WriterReport {
 }
 
 #[sqlx::test(migrations = false)]
-async fn concurrent_writers_get_conflicts_and_never_overwrite(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, WRITERS as u32 + 1).await;
+async fn concurrent_writers_get_conflicts_and_never_overwrite(db: PgPool) {
+    let pool = store(db, WRITERS as u32 + 1).await;
     let start = Arc::new(Barrier::new(WRITERS));
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
@@ -100,8 +97,8 @@ async fn concurrent_writers_get_conflicts_and_never_overwrite(
 }
 
 #[sqlx::test(migrations = false)]
-async fn appending_the_same_events_again_is_a_no_op(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = store(connect, 2).await;
+async fn appending_the_same_events_again_is_a_no_op(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let batch = vec![event("Opened", b"a"), event("Renamed", b"b")];
 
@@ -194,8 +191,8 @@ async fn appending_the_same_events_again_is_a_no_op(_: PgPoolOptions, connect: P
 }
 
 #[sqlx::test(migrations = false)]
-async fn expected_versions_are_enforced(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = store(connect, 2).await;
+async fn expected_versions_are_enforced(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let err = append(
         &mut conn,
@@ -249,11 +246,8 @@ async fn expected_versions_are_enforced(_: PgPoolOptions, connect: PgConnectOpti
 }
 
 #[sqlx::test(migrations = false)]
-async fn streams_read_by_version_range_and_as_of_a_time(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = store(connect, 2).await;
+async fn streams_read_by_version_range_and_as_of_a_time(db: PgPool) {
+    let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let metadata = Metadata {
         message_id: Some(Uuid::new_v4()),

@@ -26,10 +26,6 @@ impl Projection for Tally {
         &["tallies"]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &RecordedEvent) -> Result<(), Error> {
-        self.apply_page(tx, std::slice::from_ref(event)).await
-    }
-
     async fn apply_page(
         &self,
         tx: &mut PgConnection,

@@ -4,7 +4,7 @@
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
 use messaging::consume::{ConsumerSettings, ConsumerStats};
 use messaging::relay::RelaySettings;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -12,11 +12,8 @@ const KEYS: usize = 12;
 const PER_KEY: usize = 25;
 
 #[sqlx::test(migrations = false)]
-async fn per_key_order_holds_across_two_key_shared_consumers(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn per_key_order_holds_across_two_key_shared_consumers(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let consumers = [
         fixture.consumer(settings("effects"), Recorder::named("a")),
         fixture.consumer(settings("effects"), Recorder::named("b")),
@@ -70,8 +67,8 @@ async fn per_key_order_holds_across_two_key_shared_consumers(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_message_delivered_twice_takes_effect_once(_: PgPoolOptions, connect: PgConnectOptions) {
-    let fixture = Fixture::start(connect).await;
+async fn a_message_delivered_twice_takes_effect_once(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let twice = message("key-1", "twice");
     let once = message("key-1", "once");
     // The same message published twice, as a relay that lost its lease would.
@@ -123,11 +120,8 @@ async fn a_message_delivered_twice_takes_effect_once(_: PgPoolOptions, connect: 
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_burst_larger_than_the_connection_queue_waits_instead_of_failing(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn a_burst_larger_than_the_connection_queue_waits_instead_of_failing(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     // pulsar-rs fails sends beyond its connection queue with SlowDown unless producers block.
     let burst: Vec<_> = (0..2_000)
         .map(|n| message(&format!("key-{}", n % 500), &n.to_string()))
@@ -144,8 +138,8 @@ async fn a_burst_larger_than_the_connection_queue_waits_instead_of_failing(
 
 /// A burst over a thousand keys on one Key_Shared consumer: all of it arrives.
 #[sqlx::test(migrations = false)]
-async fn a_burst_over_many_keys_is_all_delivered(_: PgPoolOptions, connect: PgConnectOptions) {
-    let fixture = Fixture::start(connect).await;
+async fn a_burst_over_many_keys_is_all_delivered(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let settings = settings("effects");
     let stats = settings.stats.clone();
     let consumer = fixture.consumer(settings, Recorder::named("r"));
@@ -170,8 +164,8 @@ async fn a_burst_over_many_keys_is_all_delivered(_: PgPoolOptions, connect: PgCo
 }
 
 /// Handles four slow messages under four keys; returns whether any two handlings overlapped.
-async fn overlapping(connect: PgConnectOptions, recorder: std::sync::Arc<Recorder>) -> bool {
-    let fixture = Fixture::start(connect).await;
+async fn overlapping(db: PgPool, recorder: std::sync::Arc<Recorder>) -> bool {
+    let fixture = Fixture::start(db).await;
     let bodies: Vec<String> = (0..4).map(|n| format!("slow-{n}")).collect();
     let recorder = bodies.iter().fold(recorder, |r, body| {
         r.script(body, Script::Slow(Duration::from_millis(150)))
@@ -195,20 +189,17 @@ async fn overlapping(connect: PgConnectOptions, recorder: std::sync::Arc<Recorde
 }
 
 #[sqlx::test(migrations = false)]
-async fn messages_of_one_lane_wait_for_each_other_whatever_their_keys(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn messages_of_one_lane_wait_for_each_other_whatever_their_keys(db: PgPool) {
     assert!(
-        !overlapping(connect, Recorder::one_lane("r")).await,
+        !overlapping(db, Recorder::one_lane("r")).await,
         "one lane: one message at a time"
     );
 }
 
 #[sqlx::test(migrations = false)]
-async fn messages_of_different_keys_run_together(_: PgPoolOptions, connect: PgConnectOptions) {
+async fn messages_of_different_keys_run_together(db: PgPool) {
     assert!(
-        overlapping(connect, Recorder::named("r")).await,
+        overlapping(db, Recorder::named("r")).await,
         "the control: lanes by key overlap"
     );
 }
@@ -224,8 +215,8 @@ async fn outbox_vacuums(pool: &sqlx::PgPool) -> i64 {
 /// The relay vacuums the outbox every `vacuum_every` published messages, whatever the server's
 /// autovacuum does: a claim must not get dearer as dead rows pile up.
 #[sqlx::test(migrations = false)]
-async fn the_relay_vacuums_the_outbox_as_it_publishes(_: PgPoolOptions, connect: PgConnectOptions) {
-    let fixture = Fixture::start(connect).await;
+async fn the_relay_vacuums_the_outbox_as_it_publishes(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let batch: Vec<_> = (0..100)
         .map(|n| message(&format!("key-{n}"), &n.to_string()))
         .collect();
@@ -258,11 +249,8 @@ async fn the_relay_vacuums_the_outbox_as_it_publishes(_: PgPoolOptions, connect:
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_message_long_in_hand_is_reported_and_still_applied(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn a_message_long_in_hand_is_reported_and_still_applied(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let recorder =
         Recorder::named("r").script("sluggish", Script::Slow(Duration::from_millis(900)));
     let consumer_settings = ConsumerSettings {

@@ -9,7 +9,7 @@ use messaging::relay::RelaySettings;
 use messaging::testing::{self, DeadLetter};
 use schemas::Message;
 use schemas::commands::RegisterPartner;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -25,11 +25,8 @@ async fn dead_letters(fixture: &Fixture, subscription: &str, count: usize) -> Ve
 }
 
 #[sqlx::test(migrations = false)]
-async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn failing_keys_retry_with_backoff_then_dead_letter_while_others_flow(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let recorder = Recorder::named("r")
         .script("slow", Script::FailTransiently(3))
         .script("poison", Script::Poison);
@@ -169,11 +166,8 @@ fn rejecting(fixture: &Fixture) -> Running {
 }
 
 #[sqlx::test(migrations = false)]
-async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn rejected_and_undecodable_messages_are_dead_lettered_at_once(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let (recorder, stats, consumer, relay) = rejecting(&fixture);
 
     let mut garbage = message("k", "garbage");
@@ -266,11 +260,8 @@ async fn redrive(fixture: &Fixture, id: uuid::Uuid) -> Redrive {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_redriven_dead_letter_is_handled_and_one_that_fails_again_comes_back(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn a_redriven_dead_letter_is_handled_and_one_that_fails_again_comes_back(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let (recorder, stats, consumer, relay) = rejecting(&fixture);
 
     let rejected = message("k", "rejected");

@@ -11,10 +11,8 @@ use eventstore::outbox;
 use messaging::broker::{Standalone, StandaloneSettings};
 use messaging::consume::{self, Backoff, ConsumerSettings, Handler, HandlerError, Incoming};
 use messaging::relay::{self, RelaySettings};
-use messaging::{Client, Properties, PulsarSettings};
-use schemas::Message;
+use messaging::{Client, PulsarSettings, effects};
 use schemas::commands::RegisterPartner;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,12 +32,12 @@ struct Fixture {
 
 impl Fixture {
     /// On a namespace of its own on the test run's broker.
-    async fn start(connect: PgConnectOptions) -> Fixture {
-        Self::with(None, messaging::testing::client().await, connect).await
+    async fn start(db: PgPool) -> Fixture {
+        Self::with(None, messaging::testing::client().await, db).await
     }
 
     /// On an Apache Pulsar standalone of its own, for a test that kills it.
-    async fn with_own_broker(connect: PgConnectOptions) -> Fixture {
+    async fn with_own_broker(db: PgPool) -> Fixture {
         let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("broker-{}", Uuid::new_v4()));
         let broker = Standalone::start(&StandaloneSettings::in_dir(data_dir))
@@ -48,23 +46,15 @@ impl Fixture {
         let settings = PulsarSettings::new(broker.url(), broker.admin_url());
         messaging::testing::provision(&settings).await;
         let client = Arc::new(Client::connect(settings).await.expect("connect"));
-        Self::with(Some(broker), client, connect).await
+        Self::with(Some(broker), client, db).await
     }
 
     fn broker(&mut self) -> &mut Standalone {
         self.broker.as_mut().expect("a broker of the test's own")
     }
 
-    async fn with(
-        broker: Option<Standalone>,
-        client: Arc<Client>,
-        connect: PgConnectOptions,
-    ) -> Fixture {
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .connect_with(connect)
-            .await
-            .expect("database");
+    async fn with(broker: Option<Standalone>, client: Arc<Client>, db: PgPool) -> Fixture {
+        let pool = messaging::testing::pool(db, 20).await;
         eventstore::migrate(&pool).await.expect("migrate");
         sqlx::raw_sql(
             "create table effects (
@@ -146,23 +136,8 @@ fn message(key: &str, body: &str) -> outbox::Message {
         email: "partner@example.com".to_owned(),
         payout_account: "acct".to_owned(),
     };
-    let properties = Properties {
-        message_id: Uuid::new_v4(),
-        message_type: command.message_type().to_owned(),
-        schema_version: RegisterPartner::TOPIC.version(),
-        correlation_id: None,
-        causation_id: None,
-        saga_id: None,
-        tenant: None,
-        actor: None,
-        traceparent: None,
-    };
-    outbox::Message {
-        topic: RegisterPartner::TOPIC.name.to_owned(),
-        key: key.to_owned(),
-        payload: command.encode().expect("encode"),
-        properties: properties.to_map(),
-    }
+    let properties = effects::first_of_flow(Uuid::new_v4(), &command, None, None);
+    effects::outgoing(&command, key, &properties).expect("encode")
 }
 
 fn settings(subscription: &str) -> ConsumerSettings {

@@ -6,7 +6,7 @@ use eventstore::outbox;
 use messaging::consume::ConsumerStats;
 use messaging::relay::RelaySettings;
 use schemas::Message;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,8 @@ async fn assert_exactly_once_in_order(fixture: &Fixture, total: usize) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
-    let mut fixture = Fixture::with_own_broker(connect).await;
+async fn a_broker_killed_mid_stream_loses_nothing(db: PgPool) {
+    let mut fixture = Fixture::with_own_broker(db).await;
     let per_key = 50;
     enqueue_stream(&fixture, 0..per_key).await;
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
@@ -79,11 +79,8 @@ async fn a_broker_killed_mid_stream_loses_nothing(_: PgPoolOptions, connect: PgC
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_relay_that_dies_holding_leases_is_taken_over(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn a_relay_that_dies_holding_leases_is_taken_over(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let per_key = 40;
     enqueue_stream(&fixture, 0..per_key).await;
     let consumer = fixture.consumer(settings("effects"), Recorder::named("r"));
@@ -132,11 +129,8 @@ async fn admin(
 /// (here: the broker closes the consumer and then refuses the subscription it had). The runner
 /// subscribes again until it can, and goes on consuming.
 #[sqlx::test(migrations = false)]
-async fn a_consumer_that_pulsar_rs_gives_up_on_subscribes_again(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let fixture = Fixture::start(connect).await;
+async fn a_consumer_that_pulsar_rs_gives_up_on_subscribes_again(db: PgPool) {
+    let fixture = Fixture::start(db).await;
     let consumer_settings = settings("effects");
     let stats = consumer_settings.stats.clone();
     let consumer = fixture.consumer(consumer_settings, Recorder::named("r"));

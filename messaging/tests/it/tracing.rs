@@ -4,7 +4,7 @@
 use super::{Fixture, Recorder, message, settings};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -16,10 +16,7 @@ fn parts(traceparent: &str) -> (&str, &str) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_handler_runs_in_the_trace_the_message_carries(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn the_handler_runs_in_the_trace_the_message_carries(db: PgPool) {
     let provider = SdkTracerProvider::builder().build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
@@ -28,7 +25,7 @@ async fn the_handler_runs_in_the_trace_the_message_carries(
     // that reaches a callsite first, which may be another test's.
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
 
-    let fixture = Fixture::start(connect).await;
+    let fixture = Fixture::start(db).await;
     let recorder = Recorder::named("r");
     let consumer = fixture.consumer(settings("effects"), recorder.clone());
 

@@ -13,7 +13,6 @@ use payments::provider::Provider;
 use payments::simulator::{self, SimulatorRules, Stats};
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,9 +73,9 @@ impl Simulator {
 }
 
 /// A fresh, migrated payments database.
-async fn database(connect: PgConnectOptions) -> PgPool {
+async fn database(db: PgPool) -> PgPool {
     let service = payments::service(PayoutSettings::new("http://127.0.0.1:1"));
-    messaging::testing::migrated(connect, 20, &service).await
+    messaging::testing::migrated(db, 20, &service).await
 }
 
 /// The payments service running on its own namespace and database, with its API on a free port and
@@ -95,9 +94,9 @@ impl std::ops::Deref for Service {
 }
 
 impl Service {
-    async fn start(connect: PgConnectOptions) -> Service {
+    async fn start(db: PgPool) -> Service {
         let simulator = Simulator::start().await;
-        Service::start_with(database(connect).await, simulator).await
+        Service::start_with(database(db).await, simulator).await
     }
 
     /// Starts the service on a database and simulator prepared by the test.

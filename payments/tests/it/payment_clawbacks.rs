@@ -5,15 +5,12 @@
 use super::Service;
 use schemas::commands::{CancelClawBack, ClawBackPayment, RequestPayment};
 use schemas::values::Money;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 #[sqlx::test(migrations = false)]
-async fn a_paid_payout_is_clawed_back_once_and_given_back(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = Service::start(connect).await;
+async fn a_paid_payout_is_clawed_back_once_and_given_back(db: PgPool) {
+    let service = Service::start(db).await;
     let partner = Uuid::new_v4();
     let request = RequestPayment {
         payment_id: Uuid::new_v4(),

@@ -11,7 +11,7 @@ use payments::payouts;
 use payments::provider::{PayoutRequest, PayoutStatus};
 use schemas::commands::RequestPayment;
 use schemas::values::Money;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -77,8 +77,8 @@ const UNKNOWN_THEN_PAID: [&str; 4] = [
 ];
 
 #[sqlx::test(migrations = false)]
-async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+async fn a_payment_is_paid_out_and_read_back(db: PgPool) {
+    let service = Service::start(db).await;
     let partner = Uuid::new_v4();
     let request = payment(partner, 12_000);
     let command = service.send(request.payment_id, &request).await;
@@ -155,11 +155,8 @@ async fn a_payment_is_paid_out_and_read_back(_: PgPoolOptions, connect: PgConnec
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_declined_payout_fails_the_payment_with_the_reason(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = Service::start(connect).await;
+async fn a_declined_payout_fails_the_payment_with_the_reason(db: PgPool) {
+    let service = Service::start(db).await;
     let partner = Uuid::new_v4();
     let failed = ["PaymentRequested", "PayoutAttempted", "PaymentFailed"];
     let (_, view) = settled(&service, (partner, 4_666), "failed", &failed).await;
@@ -187,11 +184,8 @@ async fn a_declined_payout_fails_the_payment_with_the_reason(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_timed_out_payout_is_resolved_by_asking_the_provider(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = Service::start(connect).await;
+async fn a_timed_out_payout_is_resolved_by_asking_the_provider(db: PgPool) {
+    let service = Service::start(db).await;
     // The simulator pays 777 but answers after the service's timeout.
     let to = (Uuid::new_v4(), 1_777);
     let (request, view) = settled(&service, to, "completed", &UNKNOWN_THEN_PAID).await;
@@ -215,11 +209,8 @@ async fn a_timed_out_payout_is_resolved_by_asking_the_provider(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_call_the_provider_never_saw_is_paid_with_the_same_key(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = Service::start(connect).await;
+async fn a_call_the_provider_never_saw_is_paid_with_the_same_key(db: PgPool) {
+    let service = Service::start(db).await;
     // The simulator loses the first 999 call: a timeout, and no record of the key.
     settled(
         &service,
@@ -235,11 +226,8 @@ async fn a_call_the_provider_never_saw_is_paid_with_the_same_key(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_transient_provider_error_is_retried_and_completes(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = Service::start(connect).await;
+async fn a_transient_provider_error_is_retried_and_completes(db: PgPool) {
+    let service = Service::start(db).await;
     // The simulator answers the first 555 call with 503.
     // A refusal to serve is not an unknown outcome.
     let paid = ["PaymentRequested", "PayoutAttempted", "PaymentCompleted"];
@@ -250,8 +238,8 @@ async fn a_transient_provider_error_is_retried_and_completes(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_payment_requested_again_is_paid_once(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+async fn a_payment_requested_again_is_paid_once(db: PgPool) {
+    let service = Service::start(db).await;
     let request = payment(Uuid::new_v4(), 3_000);
     let id = Uuid::new_v4();
     service.send_as(id, request.payment_id, &request).await;
@@ -298,12 +286,9 @@ async fn a_payment_requested_again_is_paid_once(_: PgPoolOptions, connect: PgCon
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_payout_left_by_a_dead_worker_is_resolved_without_paying_again(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
+async fn a_payout_left_by_a_dead_worker_is_resolved_without_paying_again(db: PgPool) {
     let simulator = Simulator::start().await;
-    let pool = database(connect).await;
+    let pool = database(db).await;
     let request = payment(Uuid::new_v4(), 5_000);
     let command = Uuid::new_v4();
     // The request is handled as the consumer handles it, before the service runs.
@@ -370,8 +355,8 @@ async fn a_payout_left_by_a_dead_worker_is_resolved_without_paying_again(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_query_api_answers_errors_as_problems(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+async fn the_query_api_answers_errors_as_problems(db: PgPool) {
+    let service = Service::start(db).await;
     let cases = [
         (format!("/payments/{}", Uuid::new_v4()), 404),
         ("/payments/not-a-uuid".to_owned(), 400),
@@ -400,8 +385,8 @@ async fn the_query_api_answers_errors_as_problems(_: PgPoolOptions, connect: PgC
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = Service::start(connect).await;
+async fn the_read_models_rebuild_to_the_live_state(db: PgPool) {
+    let service = Service::start(db).await;
     let partners = [Uuid::new_v4(), Uuid::new_v4()];
     let requests = [
         payment(partners[0], 1_000),

@@ -6,7 +6,6 @@ use super::{answer, conversion, database, eur, feed, saga};
 use axum::http::StatusCode;
 use sagas::definition::{Answer, Input, Status};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -19,11 +18,8 @@ async fn hot_events(pool: &PgPool, saga_id: Uuid) -> i64 {
 }
 
 #[sqlx::test(migrations = false)]
-async fn an_ended_saga_is_archived_and_still_shown_by_id(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect).await;
+async fn an_ended_saga_is_archived_and_still_shown_by_id(db: PgPool) {
+    let pool = database(db).await;
     let router = sagas::api::router(pool.clone());
     let start = |(saga_id, definition, data)| Input::Start {
         saga_id,
@@ -31,7 +27,7 @@ async fn an_ended_saga_is_archived_and_still_shown_by_id(
         data,
         at: 0,
     };
-    let (ended, definition, data) = conversion();
+    let (ended, definition, data) = conversion(10_000);
     feed(&pool, ended, start((ended, definition, data.clone()))).await;
     for _ in 0..10 {
         if saga(&pool, ended).await.status == Status::Completed {
@@ -39,7 +35,7 @@ async fn an_ended_saga_is_archived_and_still_shown_by_id(
         }
         answer(&pool, ended, Answer::Succeeded { amount: eur(500) }).await;
     }
-    let running = conversion();
+    let running = conversion(10_000);
     let running_id = running.0;
     feed(&pool, running_id, start(running)).await;
     let (status, shown) = call(&router, "GET", &format!("/sagas/{ended}"), None).await;

@@ -8,47 +8,19 @@ mod replayer;
 mod runtime;
 
 use sagas::coordinator::{self, Cause};
-use sagas::definition::{
-    Answer, CATALOGUE, Definition, Input, Money, Order, Saga, SagaData, SagaType, TrackingKind,
-};
+use sagas::definition::{Answer, Definition, Input, Money, Saga, SagaData};
+use sagas::testing::conversion;
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
-async fn database(connect: PgConnectOptions) -> PgPool {
+async fn database(db: PgPool) -> PgPool {
     let service = sagas::service(sagas::archive::DEFAULT_AGE);
-    messaging::testing::migrated(connect, 8, &service).await
-}
-
-fn conversion() -> (Uuid, &'static Definition, SagaData) {
-    let tracking_id = Uuid::new_v4();
-    let data = SagaData {
-        tracking_id,
-        campaign_id: Uuid::new_v4(),
-        partner_id: Uuid::new_v4(),
-        kind: TrackingKind::Conversion,
-        order: Some(Order {
-            order_id: "o-1".into(),
-            amount: Money {
-                amount: 10_000,
-                currency: "EUR".into(),
-            },
-        }),
-        occurred_at: 0,
-        refund_of: None,
-    };
-    (
-        sagas::wire::saga_id_for(tracking_id),
-        CATALOGUE
-            .latest(SagaType::OrderToPayment)
-            .expect("a definition"),
-        data,
-    )
+    messaging::testing::migrated(db, 8, &service).await
 }
 
 /// A conversion's saga id, and the input that starts its saga.
 fn conversion_start() -> (Uuid, Input) {
-    let (saga_id, definition, data) = conversion();
+    let (saga_id, definition, data) = conversion(10_000);
     let start = Input::Start {
         saga_id,
         definition,

@@ -4,12 +4,11 @@ use super::{answer, commands, conversion, conversion_start, database, eur, feed,
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use messaging::consume::HandlerError;
+use messaging::testing::respond;
 use sagas::coordinator;
 use sagas::definition::{Answer, CATALOGUE, Entry, Input, Sent};
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tower::ServiceExt;
 use uuid::Uuid;
 
 pub(super) async fn call(
@@ -42,15 +41,7 @@ async fn send(
         request = request.header("x-pulsaga-actor", actor);
     }
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = router
-        .clone()
-        .oneshot(request.body(body).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
+    let (status, _, bytes) = respond(router, request.body(body).expect("request")).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -58,8 +49,8 @@ async fn send(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_trigger_delivered_twice_starts_one_saga(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = database(connect).await;
+async fn a_trigger_delivered_twice_starts_one_saga(db: PgPool) {
+    let pool = database(db).await;
     let (saga_id, start) = conversion_start();
     assert_eq!(
         feed(&pool, saga_id, start.clone()).await,
@@ -78,12 +69,9 @@ async fn a_trigger_delivered_twice_starts_one_saga(_: PgPoolOptions, connect: Pg
 }
 
 #[sqlx::test(migrations = false)]
-async fn replies_drive_the_saga_and_replay_reproduces_every_command(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect).await;
-    let (saga_id, definition, data) = conversion();
+async fn replies_drive_the_saga_and_replay_reproduces_every_command(db: PgPool) {
+    let pool = database(db).await;
+    let (saga_id, definition, data) = conversion(10_000);
     start(&pool, saga_id, definition, data).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
     answer(&pool, saga_id, Answer::Succeeded { amount: eur(500) }).await;
@@ -143,11 +131,8 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect).await;
+async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(db: PgPool) {
+    let pool = database(db).await;
     let (saga_id, start) = conversion_start();
     // Decided, logged and queued, then the process dies before commit.
     let mut tx = pool.begin().await.expect("begin");
@@ -171,9 +156,9 @@ async fn a_crash_before_commit_leaves_nothing_and_the_redelivery_does_it_once(
 }
 
 #[sqlx::test(migrations = false)]
-async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = database(connect).await;
-    let (saga_id, definition, data) = conversion();
+async fn due_timers_fire_as_inputs(db: PgPool) {
+    let pool = database(db).await;
+    let (saga_id, definition, data) = conversion(10_000);
     start(&pool, saga_id, definition, data).await;
     assert_eq!(
         coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
@@ -203,13 +188,10 @@ async fn due_timers_fire_as_inputs(_: PgPoolOptions, connect: PgConnectOptions) 
 /// coordinator that has the version, nothing is written, its timer waits without holding up the
 /// others', and operators still see it. The listing shows each saga's version.
 #[sqlx::test(migrations = false)]
-async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect).await;
+async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(db: PgPool) {
+    let pool = database(db).await;
     let router = sagas::api::router(pool.clone());
-    let (saga_id, definition, data) = conversion();
+    let (saga_id, definition, data) = conversion(10_000);
     start(&pool, saga_id, definition, data).await;
     let (_, listed) = call(
         &router,
@@ -258,7 +240,7 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(
     assert_eq!(entries, 2, "nothing written");
 
     // Its reservation's timer comes due, and so does another saga's.
-    let (other, definition, data) = conversion();
+    let (other, definition, data) = conversion(10_000);
     start(&pool, other, definition, data).await;
     sqlx::query(
         "update saga_timers
@@ -309,10 +291,10 @@ async fn refuse_until_parked(pool: &PgPool, saga_id: Uuid) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: PgConnectOptions) {
-    let pool = database(connect).await;
+async fn operators_inspect_and_act_through_the_api(db: PgPool) {
+    let pool = database(db).await;
     let router = sagas::api::router(pool.clone());
-    let (saga_id, definition, data) = conversion();
+    let (saga_id, definition, data) = conversion(10_000);
     start(&pool, saga_id, definition, data).await;
     answer(&pool, saga_id, rejected("budget_exhausted", "no budget")).await;
     // Failing the tracking event is refused every time: the saga parks.
@@ -460,15 +442,12 @@ async fn operators_inspect_and_act_through_the_api(_: PgPoolOptions, connect: Pg
 }
 
 #[sqlx::test(migrations = false)]
-async fn sagas_are_found_by_business_key_a_page_at_a_time_with_counts(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let pool = database(connect).await;
+async fn sagas_are_found_by_business_key_a_page_at_a_time_with_counts(db: PgPool) {
+    let pool = database(db).await;
     let router = sagas::api::router(pool.clone());
     let mut started = Vec::new();
     for order in ["order-1", "order-2", "order-3"] {
-        let (_, definition, mut data) = conversion();
+        let (_, definition, mut data) = conversion(10_000);
         if let Some(o) = data.order.as_mut() {
             o.order_id = order.into();
         }

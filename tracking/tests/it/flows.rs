@@ -4,7 +4,7 @@
 use super::{Service, micros_now, start};
 use schemas::commands::{ConfirmTrackingEvent, FailTrackingEvent, RecordTrackingEvent};
 use schemas::values::{Money, Order, TrackingKind};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 fn conversion(campaign_id: Uuid, order_id: &str) -> RecordTrackingEvent {
@@ -44,11 +44,8 @@ async fn published(service: &Service) -> Vec<(String, String)> {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_conversion_is_recorded_confirmed_and_published(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn a_conversion_is_recorded_confirmed_and_published(db: PgPool) {
+    let service = start(db).await;
     let campaign = Uuid::new_v4();
     let record = conversion(campaign, "order-1");
     let recorded = service.send(record.tracking_id, &record).await;
@@ -92,27 +89,19 @@ async fn a_conversion_is_recorded_confirmed_and_published(
     assert_eq!(then["status"], "recorded");
 
     // Every event went to the outbox caused by its command, and the relay published it.
-    let messages = published(&service).await;
     let expected = [
         ("TrackingEventRecorded", recorded),
         ("OrderClaimed", recorded),
         ("TrackingEventConfirmed", confirmed),
     ];
-    assert_eq!(
-        messages,
-        expected.map(|(t, c)| (t.to_owned(), c.to_string()))
-    );
-    service.wait_until_published().await;
+    service.assert_published("tracking-events", &expected).await;
     service.stop().await;
 }
 
 /// The order-refund saga's trigger: a refund of a confirmed conversion names it, once per order.
 #[sqlx::test(migrations = false)]
-async fn a_refund_of_a_confirmed_conversion_is_recorded_once_and_names_it(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn a_refund_of_a_confirmed_conversion_is_recorded_once_and_names_it(db: PgPool) {
+    let service = start(db).await;
     let campaign = Uuid::new_v4();
     let order = conversion(campaign, "order-9");
     let refund = |tracking_id| RecordTrackingEvent {
@@ -187,11 +176,8 @@ async fn a_refund_of_a_confirmed_conversion_is_recorded_once_and_names_it(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_same_command_twice_has_one_effect_and_is_answered_again(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn the_same_command_twice_has_one_effect_and_is_answered_again(db: PgPool) {
+    let service = start(db).await;
     let record = click(Uuid::new_v4());
     let id = Uuid::new_v4();
     service.send_as(id, record.tracking_id, &record).await;
@@ -247,11 +233,8 @@ async fn the_same_command_twice_has_one_effect_and_is_answered_again(
 }
 
 #[sqlx::test(migrations = false)]
-async fn rule_breaking_commands_are_rejected_with_their_reason(
-    _: PgPoolOptions,
-    connect: PgConnectOptions,
-) {
-    let service = start(connect).await;
+async fn rule_breaking_commands_are_rejected_with_their_reason(db: PgPool) {
+    let service = start(db).await;
     let campaign = Uuid::new_v4();
     let first = conversion(campaign, "order-7");
     let fraud = conversion(campaign, "order-7");
@@ -326,8 +309,8 @@ async fn rule_breaking_commands_are_rejected_with_their_reason(
 }
 
 #[sqlx::test(migrations = false)]
-async fn the_read_models_rebuild_to_the_live_state(_: PgPoolOptions, connect: PgConnectOptions) {
-    let service = start(connect).await;
+async fn the_read_models_rebuild_to_the_live_state(db: PgPool) {
+    let service = start(db).await;
     let campaign = Uuid::new_v4();
     let mut last = Uuid::nil();
     for n in 0..6 {
