@@ -26,7 +26,7 @@ async fn subscribe(
             uuid::Uuid::new_v4().simple()
         );
         let built = client
-            .pulsar
+            .consuming
             .consumer()
             .with_topic(client.settings.topic(topic))
             .with_consumer_name(name.clone())
