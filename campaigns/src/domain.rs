@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 pub use error::Error;
-pub use schemas::values::Money;
+pub use schemas::values::{Money, TrackingKind};
 
 /// How a campaign pays its partners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,16 +26,6 @@ pub enum CommissionRule {
     Fixed { amount: i64 },
     /// A share of the order amount in basis points (250 is 2.5 %), rounded down to a minor unit.
     Percent { basis_points: i32 },
-}
-
-/// What a tracking event is evidence of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrackingKind {
-    Click,
-    Lead,
-    Conversion,
-    /// The refund of a converted order: nothing to pay for, so no budget to reserve.
-    Refund,
 }
 
 /// The kind of promotional content.

@@ -5,7 +5,7 @@
 
 use crate::domain::{
     CampaignCommand, CampaignDetails, CampaignEvent, CommissionRule, Content, ContentKind,
-    PartnerCommand, PartnerEvent, PartnerRegistration, TrackingKind,
+    PartnerCommand, PartnerEvent, PartnerRegistration,
 };
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
@@ -102,7 +102,7 @@ pub fn reserve_budget(command: &commands::ReserveBudget) -> CampaignCommand {
         campaign_id: command.campaign_id,
         partner_id: command.partner_id,
         tracking_id: command.tracking_id,
-        kind: tracking_kind(command.kind),
+        kind: command.kind,
         order_amount: command.order_amount.clone(),
         at: command.occurred_at,
     }
@@ -131,15 +131,6 @@ fn wire_rule(rule: CommissionRule) -> values::CommissionRule {
         CommissionRule::Percent { basis_points } => {
             values::CommissionRule::Percent { basis_points }
         }
-    }
-}
-
-fn tracking_kind(kind: values::TrackingKind) -> TrackingKind {
-    match kind {
-        values::TrackingKind::Click => TrackingKind::Click,
-        values::TrackingKind::Lead => TrackingKind::Lead,
-        values::TrackingKind::Conversion => TrackingKind::Conversion,
-        values::TrackingKind::Refund => TrackingKind::Refund,
     }
 }
 

@@ -17,16 +17,7 @@ use eventstore::Aggregate;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use schemas::values::Money;
-
-/// How a campaign pays its partners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommissionRule {
-    /// A fixed amount, in minor units of the commission's currency, per billable event.
-    Fixed { amount: i64 },
-    /// A share of the order amount in basis points (250 is 2.5 %), rounded down to a minor unit.
-    Percent { basis_points: i32 },
-}
+pub use schemas::values::{CommissionRule, Money};
 
 /// A commission as assigned: what `Assigned` records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 //! and back. Upcasting happens here, by Avro schema resolution from a stored event's schema
 //! version.
 
-use crate::domain::{Assignment, CommissionCommand, CommissionEvent, CommissionRule};
+use crate::domain::{Assignment, CommissionCommand, CommissionEvent};
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::commands::{AssignCommission, ReinstateCommission, ReverseCommission};
@@ -11,7 +11,6 @@ use schemas::events::{
     CommissionAssigned, CommissionReinstated, CommissionReversed, CommissionVoided,
     CommissionsEvent,
 };
-use schemas::values;
 
 pub fn assign(command: &AssignCommission) -> CommissionCommand {
     CommissionCommand::Assign {
@@ -19,7 +18,7 @@ pub fn assign(command: &AssignCommission) -> CommissionCommand {
         campaign_id: command.campaign_id,
         partner_id: command.partner_id,
         tracking_id: command.tracking_id,
-        rule: rule(command.rule),
+        rule: command.rule,
         order_amount: command.order_amount.clone(),
         currency: command.currency.clone(),
     }
@@ -36,15 +35,6 @@ pub fn reinstate(command: &ReinstateCommission) -> CommissionCommand {
     CommissionCommand::Reinstate {
         commission_id: command.commission_id,
         reason: command.reason.clone(),
-    }
-}
-
-fn rule(rule: values::CommissionRule) -> CommissionRule {
-    match rule {
-        values::CommissionRule::Fixed { amount } => CommissionRule::Fixed { amount },
-        values::CommissionRule::Percent { basis_points } => {
-            CommissionRule::Percent { basis_points }
-        }
     }
 }
 

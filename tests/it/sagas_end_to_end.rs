@@ -49,11 +49,16 @@ async fn convert(
     (saga_id, tracking_id, detail)
 }
 
-/// Each item's "amount status", sorted, in what a service lists at `url` (its array at the JSON
-/// pointer `at`).
-async fn listed(platform: &Platform, url: String, at: &str) -> Vec<String> {
-    let (_, body) = platform.get(&url).await;
-    amounts_and_statuses(body.pointer(at).unwrap_or(&Value::Null), &url)
+/// Asserts that what a service lists at `url` (its array at the JSON pointer `at`) comes to
+/// `expected`, each item's "amount status", sorted. Read models follow the log, so a saga may end
+/// before its last events are projected: this waits up to ten seconds for them, then fails with
+/// the last list it read.
+async fn assert_listed(platform: &Platform, url: String, at: &str, expected: &[&str]) {
+    platform
+        .wait_for(&url, Duration::from_secs(10), |body| {
+            amounts_and_statuses(body.pointer(at).unwrap_or(&Value::Null), &url) == expected
+        })
+        .await;
 }
 
 fn amounts_and_statuses(list: &Value, what: &str) -> Vec<String> {
@@ -153,14 +158,23 @@ async fn an_order_is_paid_out_and_a_declined_payout_is_compensated(db: PgPool) {
     );
     let urls = &platform.urls;
     let commissions = format!("{}/partners/{partner}/commissions", urls.commissions);
-    let statuses = listed(&platform, commissions, "/commissions").await;
-    assert_eq!(statuses, ["500 assigned", "666 reversed"]);
+    assert_listed(
+        &platform,
+        commissions,
+        "/commissions",
+        &["500 assigned", "666 reversed"],
+    )
+    .await;
     let payments = format!("{}/partners/{partner}/payments", urls.payments);
-    let paid_out = listed(&platform, payments, "/payments").await;
-    assert_eq!(paid_out, ["500 completed", "666 failed"]);
+    assert_listed(
+        &platform,
+        payments,
+        "/payments",
+        &["500 completed", "666 failed"],
+    )
+    .await;
     let reservations = format!("{}/campaigns/{campaign}/reservations", urls.campaigns);
-    let held = listed(&platform, reservations, "").await;
-    assert_eq!(held, ["500 held", "666 released"]);
+    assert_listed(&platform, reservations, "", &["500 held", "666 released"]).await;
 
     for saga_id in [paid, declined] {
         assert_replays(&platform, saga_id).await;
@@ -244,8 +258,7 @@ async fn a_refunded_order_takes_its_commission_payout_and_budget_back(db: PgPool
     assert_eq!(refunded["refund_of"], order_tracking.to_string());
     let urls = &platform.urls;
     let commissions = format!("{}/partners/{partner}/commissions", urls.commissions);
-    let statuses = listed(&platform, commissions, "/commissions").await;
-    assert_eq!(statuses, ["500 reversed"]);
+    assert_listed(&platform, commissions, "/commissions", &["500 reversed"]).await;
     let payments = platform
         .wait_for(
             &format!("{}/partners/{partner}/payments", platform.urls.payments),
@@ -256,8 +269,8 @@ async fn a_refunded_order_takes_its_commission_payout_and_budget_back(db: PgPool
     let paid_out = amounts_and_statuses(&payments["payments"], "payments");
     assert_eq!(paid_out, ["500 clawed_back"]);
     let reservations = format!("{}/campaigns/{campaign}/reservations", urls.campaigns);
-    let held = listed(&platform, reservations, "").await;
-    assert_eq!(held, ["500 released"], "the budget is the campaign's again");
+    // The budget is the campaign's again.
+    assert_listed(&platform, reservations, "", &["500 released"]).await;
 
     // The order was refunded: a second refund is refused and starts no saga.
     let again = Uuid::new_v4();
