@@ -10,8 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const KEYS: usize = 8;
+/// Each transaction writes eight distinct keys and one claim's worth of rows holds 15 of them:
+/// the other relay always finds keys that are free, and keys still overlap between claims.
+const KEYS: usize = 32;
 const TRANSACTIONS: usize = 60;
+/// Transactions committed before the relays start, so that both find work on their first claim.
+const BACKLOG: usize = 8;
 const MESSAGES_PER_TRANSACTION: usize = 8;
 const CLAIM: i64 = 16;
 const LEASE: Duration = Duration::from_secs(30);
@@ -109,9 +113,9 @@ async fn relay(
     }
 }
 
-/// Writes the outbox rows while the relays drain it: keys spread over every transaction.
-async fn produce(pool: PgPool, producing: Arc<AtomicBool>) {
-    for t in 0..TRANSACTIONS {
+/// Writes transactions `from..to` of outbox rows; keys spread over every transaction.
+async fn produce(pool: &PgPool, from: usize, to: usize) {
+    for t in from..to {
         let mut tx = pool.begin().await.expect("begin");
         let messages: Vec<Message> = (0..MESSAGES_PER_TRANSACTION)
             .map(|m| Message {
@@ -124,12 +128,12 @@ async fn produce(pool: PgPool, producing: Arc<AtomicBool>) {
         outbox::enqueue(&mut tx, &messages).await.expect("enqueue");
         tx.commit().await.expect("commit");
     }
-    producing.store(false, Ordering::Release);
 }
 
-/// Runs one producer and two relays to the end; returns what the broker received and each
-/// relay's count.
+/// Writes a backlog, then runs one producer and two relays to the end; returns what the broker
+/// received and each relay's count.
 async fn drain_with_two_relays(pool: &PgPool, claim: Claim) -> (Vec<(String, u64)>, Vec<usize>) {
+    produce(pool, 0, BACKLOG).await;
     let producing = Arc::new(AtomicBool::new(true));
     let published: Published = Arc::default();
     let relays: Vec<_> = ["relay-a", "relay-b"]
@@ -144,7 +148,8 @@ async fn drain_with_two_relays(pool: &PgPool, claim: Claim) -> (Vec<(String, u64
             ))
         })
         .collect();
-    produce(pool.clone(), producing).await;
+    produce(pool, BACKLOG, TRANSACTIONS).await;
+    producing.store(false, Ordering::Release);
     let mut counts = Vec::new();
     for relay in relays {
         counts.push(relay.await.expect("relay"));
