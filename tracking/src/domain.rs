@@ -25,40 +25,12 @@ use uuid::Uuid;
 pub use refund::decide_refund;
 pub use schemas::values::Money;
 
-/// What a tracking event is evidence of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackingKind {
-    Click,
-    Lead,
-    Conversion,
-    /// The refund of a converted order (a chargeback), which starts the order-refund saga.
-    Refund,
-}
-
-/// The order a conversion (or a refund of it) carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Order {
-    /// The advertiser's own order id.
-    pub order_id: String,
-    pub amount: Money,
-}
-
 /// Evidence of a click, lead, conversion or refund: what `Record` asks for and `Recorded`
-/// records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Recording {
-    pub tracking_id: Uuid,
-    pub campaign_id: Uuid,
-    pub partner_id: Uuid,
-    pub kind: TrackingKind,
-    /// Present exactly for a conversion and a refund.
-    pub order: Option<Order>,
-    /// Microseconds since the Unix epoch.
-    pub occurred_at: i64,
-    /// For a refund: the conversion it refunds, found by its order id (never the client's).
-    pub refund_of: Option<Uuid>,
-}
+/// records. The order is present exactly for a conversion and a refund; a refund's `refund_of`
+/// names the conversion it refunds, found by its order id (never the client's). The tracking
+/// event's wire record has no representation of its own in the domain.
+pub use schemas::events::TrackingEventRecorded as Recording;
+pub use schemas::values::{Order, TrackingKind};
 
 /// Where a recorded tracking event stands in its saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

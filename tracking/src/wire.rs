@@ -2,15 +2,13 @@
 //! domain events into `tracking-events` records (which are also the event store's payloads) and
 //! back. Upcasting happens here, by Avro schema resolution from a stored event's schema version.
 
-use crate::domain::{CampaignOrdersEvent, Order, Recording, TrackingChange, TrackingKind};
+use crate::domain::{CampaignOrdersEvent, Recording, TrackingChange};
 use eventstore::Aggregate;
 use eventstore::RecordedEvent;
 use schemas::commands::RecordTrackingEvent;
 use schemas::events::{
     OrderClaimed, OrderRefunded, TrackingEvent, TrackingEventConfirmed, TrackingEventFailed,
-    TrackingEventRecorded,
 };
-use schemas::values;
 
 /// An event of one of tracking's streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,48 +22,16 @@ pub fn recording(command: &RecordTrackingEvent) -> Recording {
         tracking_id: command.tracking_id,
         campaign_id: command.campaign_id,
         partner_id: command.partner_id,
-        kind: kind(command.kind),
-        order: command.order.as_ref().map(|order| Order {
-            order_id: order.order_id.clone(),
-            amount: order.amount.clone(),
-        }),
+        kind: command.kind,
+        order: command.order.clone(),
         occurred_at: command.occurred_at,
         refund_of: None,
     }
 }
 
-fn kind(kind: values::TrackingKind) -> TrackingKind {
-    match kind {
-        values::TrackingKind::Click => TrackingKind::Click,
-        values::TrackingKind::Lead => TrackingKind::Lead,
-        values::TrackingKind::Conversion => TrackingKind::Conversion,
-        values::TrackingKind::Refund => TrackingKind::Refund,
-    }
-}
-
-fn wire_kind(kind: TrackingKind) -> values::TrackingKind {
-    match kind {
-        TrackingKind::Click => values::TrackingKind::Click,
-        TrackingKind::Lead => values::TrackingKind::Lead,
-        TrackingKind::Conversion => values::TrackingKind::Conversion,
-        TrackingKind::Refund => values::TrackingKind::Refund,
-    }
-}
-
 pub fn tracking_event(change: &TrackingChange) -> TrackingEvent {
     match change {
-        TrackingChange::Recorded(r) => TrackingEvent::Recorded(TrackingEventRecorded {
-            tracking_id: r.tracking_id,
-            campaign_id: r.campaign_id,
-            partner_id: r.partner_id,
-            kind: wire_kind(r.kind),
-            order: r.order.as_ref().map(|order| values::Order {
-                order_id: order.order_id.clone(),
-                amount: order.amount.clone(),
-            }),
-            occurred_at: r.occurred_at,
-            refund_of: r.refund_of,
-        }),
+        TrackingChange::Recorded(r) => TrackingEvent::Recorded(r.clone()),
         TrackingChange::Confirmed {
             tracking_id,
             campaign_id,
@@ -115,18 +81,7 @@ pub fn orders_event(event: &CampaignOrdersEvent) -> TrackingEvent {
 /// A stored event as a domain event; replies (rejections) are never stored.
 pub fn stored(event: &RecordedEvent) -> Result<Option<Stored>, schemas::Error> {
     Ok(match messaging::stored::decode::<TrackingEvent>(event)? {
-        TrackingEvent::Recorded(r) => Some(Stored::Tracking(TrackingChange::Recorded(Recording {
-            tracking_id: r.tracking_id,
-            campaign_id: r.campaign_id,
-            partner_id: r.partner_id,
-            kind: kind(r.kind),
-            order: r.order.map(|order| Order {
-                order_id: order.order_id,
-                amount: order.amount,
-            }),
-            occurred_at: r.occurred_at,
-            refund_of: r.refund_of,
-        }))),
+        TrackingEvent::Recorded(r) => Some(Stored::Tracking(TrackingChange::Recorded(r))),
         TrackingEvent::Confirmed(c) => Some(Stored::Tracking(TrackingChange::Confirmed {
             tracking_id: c.tracking_id,
             campaign_id: c.campaign_id,
