@@ -19,18 +19,20 @@ pub mod prune;
 pub mod snapshot;
 mod stream;
 mod wakeup;
+mod write;
 
 pub use aggregate::Aggregate;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
 pub use inbox::record_message;
 pub use log::{Page, read_all, read_all_between};
-pub use outcome::{CommandOutcome, Outcome, load_outcome, record_outcome};
+pub use outcome::{CommandOutcome, Outcome, OutcomeRecord, load_outcome, record_outcome};
 pub use stream::{
     Appended, ExpectedVersion, Metadata, NewEvent, RecordedEvent, append, read_correlation,
     read_stream, read_stream_as_of,
 };
 pub use wakeup::{Notifications, Wakeup};
+pub use write::{Append, write};
 
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -15,8 +15,8 @@ use crate::Error;
 /// The channel notified at the commit of every transaction that queued messages.
 pub const CHANNEL: &str = "pulsaga_outbox";
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -45,6 +45,14 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Message]) -> Result<()
     if messages.is_empty() {
         return Ok(());
     }
+    let mut query = QueryBuilder::new("");
+    push_enqueue(&mut query, messages);
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// The insert of `messages` into the outbox, in order, its arguments bound.
+pub(crate) fn push_enqueue(query: &mut QueryBuilder<Postgres>, messages: &[Message]) {
     let properties: Vec<Json<Map<String, Value>>> = messages
         .iter()
         .map(|m| {
@@ -56,25 +64,28 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Message]) -> Result<()
             )
         })
         .collect();
-    sqlx::query(
-        "insert into outbox (topic, key, payload, properties)
+    query
+        .push(
+            "insert into outbox (topic, key, payload, properties)
          select m.topic, m.key, m.payload, m.properties
-           from unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[]) with ordinality
-             as m (topic, key, payload, properties, ord)
+           from unnest(",
+        )
+        .push_bind(messages.iter().map(|m| m.topic.clone()).collect::<Vec<_>>())
+        .push("::text[], ")
+        .push_bind(messages.iter().map(|m| m.key.clone()).collect::<Vec<_>>())
+        .push("::text[], ")
+        .push_bind(
+            messages
+                .iter()
+                .map(|m| m.payload.clone())
+                .collect::<Vec<_>>(),
+        )
+        .push("::bytea[], ")
+        .push_bind(properties)
+        .push(
+            "::jsonb[]) with ordinality as m (topic, key, payload, properties, ord)
           order by m.ord",
-    )
-    .bind(messages.iter().map(|m| m.topic.clone()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.key.clone()).collect::<Vec<_>>())
-    .bind(
-        messages
-            .iter()
-            .map(|m| m.payload.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(properties)
-    .execute(conn)
-    .await?;
-    Ok(())
+        );
 }
 
 /// Queues again what the message `cause` led to, once each message id, in the order first

@@ -2,7 +2,7 @@
 //! and a saga waiting on one read the same record.
 
 use crate::Error;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,37 +29,52 @@ pub struct CommandOutcome {
     pub recorded_at: OffsetDateTime,
 }
 
+/// A command's outcome, as [`record_outcome`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeRecord<'a> {
+    pub command_id: Uuid,
+    pub command_type: &'a str,
+    pub aggregate_id: &'a str,
+    /// Who sent the command (the message's `actor`), if it said.
+    pub actor: Option<&'a str>,
+    pub outcome: &'a Outcome,
+}
+
 /// Records a command's outcome in the caller's transaction. The first outcome recorded for a
 /// command id stands; recording again is a no-op (the inbox normally prevents it).
 pub async fn record_outcome(
     conn: &mut PgConnection,
-    command_id: Uuid,
-    command_type: &str,
-    aggregate_id: &str,
-    actor: Option<&str>,
-    outcome: &Outcome,
+    record: OutcomeRecord<'_>,
 ) -> Result<(), Error> {
-    let (kind, code, reason) = match outcome {
+    let mut query = QueryBuilder::new("");
+    push_outcome(&mut query, record);
+    query.build().execute(conn).await?;
+    Ok(())
+}
+
+/// The insert of `record` into `command_outcomes`, its arguments bound.
+pub(crate) fn push_outcome(query: &mut QueryBuilder<Postgres>, record: OutcomeRecord<'_>) {
+    let (kind, code, reason) = match record.outcome {
         Outcome::Succeeded => ("succeeded", None, None),
         Outcome::AlreadyApplied => ("already_applied", None, None),
         Outcome::Rejected { code, reason } => {
             ("rejected", Some(code.as_str()), Some(reason.as_str()))
         }
     };
-    sqlx::query(
+    query.push(
         "insert into command_outcomes (command_id, command_type, aggregate_id, actor, outcome, code, reason)
-         values ($1, $2, $3, $4, $5, $6, $7) on conflict (command_id) do nothing",
-    )
-    .bind(command_id)
-    .bind(command_type)
-    .bind(aggregate_id)
-    .bind(actor)
-    .bind(kind)
-    .bind(code)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
+         values (",
+    );
+    query
+        .separated(", ")
+        .push_bind(record.command_id)
+        .push_bind(record.command_type)
+        .push_bind(record.aggregate_id)
+        .push_bind(record.actor)
+        .push_bind(kind)
+        .push_bind(code)
+        .push_bind(reason)
+        .push_unseparated(") on conflict (command_id) do nothing");
 }
 
 #[derive(sqlx::FromRow)]

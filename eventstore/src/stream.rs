@@ -3,7 +3,7 @@
 
 use crate::Error;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -122,38 +122,65 @@ pub async fn append(
     if events.is_empty() {
         return Err(Error::EmptyAppend);
     }
+    let mut query = QueryBuilder::new("select outcome, version, first_position from ");
+    push_append(&mut query, stream_id, stream_type, expected, events);
+    let row = query
+        .build_query_as()
+        .fetch_one(conn)
+        .await
+        .map_err(|error| id_reused(error, events))?;
+    appended(row, stream_id, expected)
+}
+
+/// What `eventstore_append` returns: the outcome, the stream's version and the position of the
+/// first event written.
+pub(crate) type AppendRow = (String, i64, Option<i64>);
+
+/// `eventstore_append(…)` for `events`, its arguments bound.
+pub(crate) fn push_append(
+    query: &mut QueryBuilder<Postgres>,
+    stream_id: &str,
+    stream_type: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) {
     let column = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<String>> {
         events.iter().map(|e| f(e).map(str::to_owned)).collect()
     };
     let ids = |f: fn(&Metadata) -> Option<Uuid>| -> Vec<Option<Uuid>> {
         events.iter().map(|e| f(&e.metadata)).collect()
     };
-    let result: Result<(String, i64, Option<i64>), sqlx::Error> = sqlx::query_as(
-        "select outcome, version, first_position from eventstore_append(
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(stream_id)
-    .bind(stream_type)
-    .bind(expected.as_sql())
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.event_type.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-    .bind(ids(|m| m.message_id))
-    .bind(ids(|m| m.correlation_id))
-    .bind(ids(|m| m.causation_id))
-    .bind(ids(|m| m.saga_id))
-    .bind(column(|e| e.metadata.tenant.as_deref()))
-    .bind(column(|e| e.metadata.actor.as_deref()))
-    .bind(column(|e| e.metadata.traceparent.as_deref()))
-    .fetch_one(conn)
-    .await;
-    let (outcome, version, first_position) = result.map_err(|error| id_reused(error, events))?;
+    query.push("eventstore_append(");
+    let mut arguments = query.separated(", ");
+    arguments
+        .push_bind(stream_id)
+        .push_bind(stream_type)
+        .push_bind(expected.as_sql())
+        .push_bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .push_bind(
+            events
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .push_bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+        .push_bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+        .push_bind(ids(|m| m.message_id))
+        .push_bind(ids(|m| m.correlation_id))
+        .push_bind(ids(|m| m.causation_id))
+        .push_bind(ids(|m| m.saga_id))
+        .push_bind(column(|e| e.metadata.tenant.as_deref()))
+        .push_bind(column(|e| e.metadata.actor.as_deref()))
+        .push_bind(column(|e| e.metadata.traceparent.as_deref()))
+        .push_unseparated(")");
+}
+
+/// An append's result from the row `eventstore_append` returned.
+pub(crate) fn appended(
+    (outcome, version, first_position): AppendRow,
+    stream_id: &str,
+    expected: ExpectedVersion,
+) -> Result<Appended, Error> {
     match (outcome.as_str(), first_position) {
         ("appended", Some(first_position)) => Ok(Appended::Written {
             version,
@@ -172,7 +199,7 @@ pub async fn append(
 }
 
 /// Turns the function's PS001 error into [`Error::IdempotencyMismatch`].
-fn id_reused(error: sqlx::Error, events: &[NewEvent]) -> Error {
+pub(crate) fn id_reused(error: sqlx::Error, events: &[NewEvent]) -> Error {
     let Some(database) = error.as_database_error() else {
         return Error::Database(error);
     };

@@ -5,7 +5,9 @@
 
 use crate::consume::HandlerError;
 use crate::properties::Properties;
-use eventstore::{ExpectedVersion, Metadata, NewEvent, Outcome, RecordedEvent, outbox};
+use eventstore::{
+    Append, ExpectedVersion, Metadata, NewEvent, Outcome, OutcomeRecord, RecordedEvent, outbox,
+};
 use schemas::Message;
 use schemas::events::{CommandAlreadyApplied, CommandRejected};
 use sqlx::PgConnection;
@@ -89,6 +91,7 @@ pub async fn commit_events<E: Message>(
         traceparent: crate::current_traceparent().or_else(|| cause.traceparent.clone()),
     };
     let mut messages = Vec::new();
+    let mut appended = Vec::new();
     for stream in streams.iter().filter(|s| !s.events.is_empty()) {
         let mut new_events = Vec::with_capacity(stream.events.len());
         for event in &stream.events {
@@ -111,17 +114,18 @@ pub async fn commit_events<E: Message>(
                 metadata: metadata.clone(),
             });
         }
-        eventstore::append(
-            tx,
-            stream.stream_id,
-            stream.stream_type,
-            stream.expected,
-            &new_events,
-        )
-        .await?;
+        appended.push((stream, new_events));
     }
-    outbox::enqueue(tx, &messages).await?;
-    record(tx, cause, key, &Outcome::Succeeded).await
+    let appends: Vec<Append> = appended
+        .iter()
+        .map(|(stream, events)| Append {
+            stream_id: stream.stream_id,
+            stream_type: stream.stream_type,
+            expected: stream.expected,
+            events,
+        })
+        .collect();
+    conclude(tx, cause, key, &appends, &messages, &Outcome::Succeeded).await
 }
 
 /// Records that the command was refused and publishes [`CommandRejected`] on the event topic;
@@ -141,12 +145,11 @@ pub async fn commit_rejection<E: Message>(
         code: code.to_owned(),
         reason: reason.to_owned(),
     });
-    reply_with(tx, cause, aggregate_id, reply).await?;
     let outcome = Outcome::Rejected {
         code: code.to_owned(),
         reason: reason.to_owned(),
     };
-    record(tx, cause, aggregate_id, &outcome).await
+    reply_with(tx, cause, aggregate_id, reply, &outcome).await
 }
 
 /// Records that the command's effect was already in place and publishes
@@ -162,15 +165,16 @@ pub async fn commit_already_applied<E: Message>(
         command_type: cause.message_type.clone(),
         aggregate_id: aggregate_id.to_owned(),
     });
-    reply_with(tx, cause, aggregate_id, reply).await?;
-    record(tx, cause, aggregate_id, &Outcome::AlreadyApplied).await
+    reply_with(tx, cause, aggregate_id, reply, &Outcome::AlreadyApplied).await
 }
 
+/// Queues `reply` to the command and records its outcome.
 async fn reply_with<E: Message>(
     tx: &mut PgConnection,
     cause: &Properties,
     key: &str,
     reply: E,
+    outcome: &Outcome,
 ) -> Result<(), HandlerError> {
     let payload = reply.encode().map_err(|e| HandlerError::Permanent {
         code: "unencodable_reply".into(),
@@ -182,25 +186,27 @@ async fn reply_with<E: Message>(
         payload,
         properties: caused_by(cause, Uuid::now_v7(), &reply).to_map(),
     };
-    outbox::enqueue(tx, &[message]).await?;
-    Ok(())
+    conclude(tx, cause, key, &[], &[message], outcome).await
 }
 
-async fn record(
+/// Writes what handling the command `cause` came to, in one round trip: the appends, the queued
+/// messages and the command's outcome (see `eventstore::write`).
+async fn conclude(
     tx: &mut PgConnection,
     cause: &Properties,
     aggregate_id: &str,
+    appends: &[Append<'_>],
+    messages: &[outbox::Message],
     outcome: &Outcome,
 ) -> Result<(), HandlerError> {
-    eventstore::record_outcome(
-        tx,
-        cause.message_id,
-        &cause.message_type,
+    let record = OutcomeRecord {
+        command_id: cause.message_id,
+        command_type: &cause.message_type,
         aggregate_id,
-        cause.actor.as_deref(),
+        actor: cause.actor.as_deref(),
         outcome,
-    )
-    .await?;
+    };
+    eventstore::write(tx, appends, messages, Some(record)).await?;
     Ok(())
 }
 

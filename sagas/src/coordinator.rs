@@ -9,7 +9,7 @@ mod record;
 
 use crate::definition::{CATALOGUE, Entry, Input, Saga};
 use crate::wire::{self, stream_id};
-use eventstore::{ExpectedVersion, NewEvent, outbox};
+use eventstore::{Append, ExpectedVersion, NewEvent};
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use record::{Flow, answered, count_transition, set_timers, upsert_row};
@@ -142,10 +142,15 @@ async fn feed_locked(
             metadata: flow.metadata(),
         })
         .collect();
-    eventstore::append(tx, &stream_id(saga_id), "saga", version, &logged).await?;
     let (messages, timers) = flow.outgoing(&entries)?;
+    let log = Append {
+        stream_id: &stream_id(saga_id),
+        stream_type: "saga",
+        expected: version,
+        events: &logged,
+    };
+    eventstore::write(tx, &[log], &messages, None).await?;
     set_timers(tx, saga_id, &answered(&entries), &timers).await?;
-    outbox::enqueue(tx, &messages).await?;
     let age = upsert_row(tx, &next, &flow).await?;
     if next.status != saga.status {
         count_transition(&next, age);

@@ -5,7 +5,7 @@
 use super::{event, store};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use eventstore::{ExpectedVersion, Outcome, RecordedEvent, append, record_outcome};
+use eventstore::{ExpectedVersion, Outcome, OutcomeRecord, RecordedEvent, append, record_outcome};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -154,11 +154,13 @@ async fn the_query_routes_show_streams_pages_and_outcomes(db: PgPool) {
     };
     record_outcome(
         &mut conn,
-        command,
-        "ReserveBudget",
-        "c-1",
-        Some("sagas"),
-        &rejected,
+        OutcomeRecord {
+            command_id: command,
+            command_type: "ReserveBudget",
+            aggregate_id: "c-1",
+            actor: Some("sagas"),
+            outcome: &rejected,
+        },
     )
     .await
     .expect("record");

@@ -108,7 +108,7 @@ async fn checkpoints_move_with_their_transaction(db: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn command_outcomes_are_recorded_once(db: PgPool) {
-    use eventstore::{Outcome, load_outcome, record_outcome};
+    use eventstore::{Outcome, OutcomeRecord, load_outcome, record_outcome};
     let pool = store(db, 2).await;
     let mut conn = pool.acquire().await.expect("connection");
     let command = Uuid::new_v4();
@@ -121,11 +121,13 @@ async fn command_outcomes_are_recorded_once(db: PgPool) {
     for outcome in [&rejected, &Outcome::Succeeded] {
         record_outcome(
             &mut conn,
-            command,
-            "ReserveBudget",
-            "campaign-1",
-            None,
-            outcome,
+            OutcomeRecord {
+                command_id: command,
+                command_type: "ReserveBudget",
+                aggregate_id: "campaign-1",
+                actor: None,
+                outcome,
+            },
         )
         .await
         .expect("record");
@@ -146,11 +148,13 @@ async fn command_outcomes_are_recorded_once(db: PgPool) {
     ] {
         record_outcome(
             &mut conn,
-            id,
-            "AssociatePartner",
-            "campaign-1",
-            Some("admin"),
-            &expected,
+            OutcomeRecord {
+                command_id: id,
+                command_type: "AssociatePartner",
+                aggregate_id: "campaign-1",
+                actor: Some("admin"),
+                outcome: &expected,
+            },
         )
         .await
         .expect("record");

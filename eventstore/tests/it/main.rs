@@ -9,6 +9,7 @@ mod notifications;
 mod outbox;
 mod prune;
 mod streams;
+mod write;
 
 use eventstore::{Metadata, NewEvent};
 use sqlx::PgPool;

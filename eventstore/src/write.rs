@@ -1,0 +1,89 @@
+//! A handling's writes in one round trip: the events it appends to each stream, the messages it
+//! queues and its command's outcome go to the server as one statement instead of one each. Each
+//! part is the very statement that writes it alone (`append`, `outbox::enqueue`,
+//! `record_outcome`), as a part of a `with`.
+
+use crate::Error;
+use crate::outbox::{self, Message};
+use crate::outcome::{OutcomeRecord, push_outcome};
+use crate::stream::{
+    AppendRow, Appended, ExpectedVersion, NewEvent, appended, id_reused, push_append,
+};
+use sqlx::{PgConnection, QueryBuilder};
+
+/// Events to append to one stream, if it is at `expected`.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    pub stream_id: &'a str,
+    pub stream_type: &'a str,
+    pub expected: ExpectedVersion,
+    pub events: &'a [NewEvent],
+}
+
+/// Appends to every stream in `appends`, queues `messages` and records `outcome`, in the caller's
+/// transaction and one round trip; returns what each append did, in order. Each part behaves as
+/// it does alone, except that a conflict on one stream ([`Error::Conflict`]) leaves the other
+/// parts written: the caller rolls back, as it would after a conflict anyway.
+pub async fn write(
+    conn: &mut PgConnection,
+    appends: &[Append<'_>],
+    messages: &[Message],
+    outcome: Option<OutcomeRecord<'_>>,
+) -> Result<Vec<Appended>, Error> {
+    if appends.iter().any(|a| a.events.is_empty()) {
+        return Err(Error::EmptyAppend);
+    }
+    if appends.is_empty() && messages.is_empty() && outcome.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::new("with ");
+    let mut selects = Vec::new();
+    let mut separator = "";
+    for (i, append) in appends.iter().enumerate() {
+        query.push(format_args!(
+            "{separator}appended_{i} as materialized (select {i} as part, outcome, version, first_position from "
+        ));
+        push_append(
+            &mut query,
+            append.stream_id,
+            append.stream_type,
+            append.expected,
+            append.events,
+        );
+        query.push(")");
+        separator = ", ";
+        selects.push(format!("select * from appended_{i}"));
+    }
+    if !messages.is_empty() {
+        query.push(format_args!("{separator}queued as ("));
+        outbox::push_enqueue(&mut query, messages);
+        query.push(")");
+        separator = ", ";
+    }
+    if let Some(outcome) = outcome {
+        query.push(format_args!("{separator}recorded as ("));
+        push_outcome(&mut query, outcome);
+        query.push(")");
+    }
+    // A data-modifying part runs to completion whether or not the final select reads it.
+    query.push(" select outcome, version, first_position from (");
+    if selects.is_empty() {
+        selects.push(
+            "select null::int as part, null::text as outcome, null::bigint as version, \
+             null::bigint as first_position where false"
+                .into(),
+        );
+    }
+    query.push(selects.join(" union all "));
+    query.push(") appended order by part");
+    let rows: Vec<AppendRow> = query
+        .build_query_as()
+        .fetch_all(conn)
+        .await
+        .map_err(|error| id_reused(error, appends.first().map_or(&[], |a| a.events)))?;
+    appends
+        .iter()
+        .zip(rows)
+        .map(|(append, row)| appended(row, append.stream_id, append.expected))
+        .collect()
+}
