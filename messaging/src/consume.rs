@@ -60,6 +60,11 @@ use decode::decode;
 use subscription::{HELD_CHECK_EVERY, Subscription};
 use worker::Worker;
 
+/// Batches a runner handles at once, each in a transaction of its own (see `worker.rs`): while
+/// one is free a message starts at once; while all are busy the messages that arrive meanwhile
+/// share the next free one's transaction.
+pub const BATCHES: usize = 4;
+
 /// A decoded message with its key and metadata.
 #[derive(Debug, Clone)]
 pub struct Incoming<T> {
@@ -409,13 +414,19 @@ pub async fn run<H: Handler>(
     else {
         return Ok(());
     };
+    let (joining, ready) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
         client,
         pool,
         settings,
         handler,
         shutdown: shutdown.clone(),
+        joining,
     });
+    let ready = Arc::new(worker::Ready::new(ready));
+    let batches: Vec<_> = (0..BATCHES)
+        .map(|_| tokio::spawn(worker::batches(worker.clone(), ready.clone())))
+        .collect();
     let (done_sender, mut done) = mpsc::unbounded_channel::<(String, Received<Vec<u8>>, Outcome)>();
     let mut lanes = Lanes {
         waiting: HashMap::new(),
@@ -463,6 +474,10 @@ pub async fn run<H: Handler>(
                 }
             }
         }
+    }
+    // Nothing is in hand: no batch is in progress.
+    for batch in batches {
+        batch.abort();
     }
     subscription.close().await;
     Ok(())

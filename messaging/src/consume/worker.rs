@@ -1,14 +1,106 @@
 //! One message in hand: handled in a transaction with retries (conflicts, outages, transient
 //! failures), or dead-lettered with why.
+//!
+//! A message's first attempt joins a batch: when every batch in progress is busy (a few at a
+//! time, see [`batches`]), the messages of other lanes that are ready by the time one is free
+//! are handled in one transaction, each recorded in the inbox and handled as it would be alone,
+//! with one commit for all of them. Under light load a batch holds one message and lanes run
+//! side by side; under load the batches grow, and a commit, with its round trips and its flush
+//! to disk, is shared. If anything in a batch fails, the whole batch is
+//! rolled back: the message that failed takes that as its first attempt and goes on alone, with
+//! the retries above, and the others are handled alone as if they had not been in the batch
+//! (their attempts and retries are not counted for it).
 
 use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::oneshot;
 
-pub(super) struct Worker<H> {
+/// Messages handled together at most.
+const BATCH: usize = 32;
+
+pub(super) struct Worker<H: Handler> {
     pub(super) client: Arc<Client>,
     pub(super) pool: PgPool,
     pub(super) settings: ConsumerSettings,
     pub(super) handler: Arc<H>,
     pub(super) shutdown: CancellationToken,
+    /// Where a message's first attempt joins a batch.
+    pub(super) joining: mpsc::UnboundedSender<Joining<H::Message>>,
+}
+
+/// A message waiting for its batch: the message, the span it is handled in, and where it hears
+/// what became of it.
+pub(super) type Joining<M> = (Arc<Incoming<M>>, tracing::Span, oneshot::Sender<Together>);
+
+/// What a batch did with a message.
+pub(super) enum Together {
+    Committed,
+    /// The message failed the batch: its first attempt.
+    Failed(HandlerError),
+    /// Another message failed the batch, or its transaction did: to be handled alone.
+    Alone,
+}
+
+/// What applying a message in a transaction came to.
+enum Applied {
+    Handled,
+    /// Found in the inbox: skipped, or for a command its answer queued again.
+    Duplicate,
+}
+
+/// The messages waiting for a batch, shared by the [`BATCHES`] batches of a runner.
+pub(super) struct Ready<M> {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Joining<M>>>,
+    /// Batches not in progress.
+    idle: AtomicUsize,
+}
+
+impl<M> Ready<M> {
+    pub(super) fn new(queue: mpsc::UnboundedReceiver<Joining<M>>) -> Self {
+        Ready {
+            queue: tokio::sync::Mutex::new(queue),
+            idle: AtomicUsize::new(BATCHES),
+        }
+    }
+}
+
+/// Takes the next message and, when no other batch is free to take them, the others that are
+/// ready, up to [`BATCH`]; handles them in one transaction and tells each what became of it.
+/// Until the runner ends (it aborts the batches).
+pub(super) async fn batches<H: Handler>(worker: Arc<Worker<H>>, ready: Arc<Ready<H::Message>>) {
+    loop {
+        let batch = {
+            let mut queue = ready.queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let others_idle = ready.idle.fetch_sub(1, Ordering::AcqRel) - 1;
+            let mut batch = vec![first];
+            while others_idle == 0 && batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(joining) => batch.push(joining),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let (committed, mut culprit) = match worker.apply_together(&batch).await {
+            Ok(()) => (true, None),
+            Err((culprit, error)) => {
+                tracing::debug!(messages = batch.len(), %error, "a batch failed; its messages go alone");
+                (false, culprit.map(|i| (i, error)))
+            }
+        };
+        for (i, (_, _, reply)) in batch.into_iter().enumerate() {
+            let together = match culprit.take_if(|(failed, _)| *failed == i) {
+                Some((_, error)) => Together::Failed(error),
+                None if committed => Together::Committed,
+                None => Together::Alone,
+            };
+            let _ = reply.send(together);
+        }
+        ready.idle.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a message is dead-lettered.
@@ -72,11 +164,21 @@ impl<H: Handler> Worker<H> {
             attempts: 1,
             body: None,
         })?;
+        let incoming = Arc::new(incoming);
+        let mut first = match self.together(&incoming).await {
+            Together::Committed => return Ok(()),
+            Together::Failed(error) => Some(error),
+            Together::Alone => None,
+        };
         let body = || serde_json::to_value(&incoming.message).ok();
         let mut attempt = 1;
         let (mut conflicts, mut outage) = (0, 0);
         loop {
-            match self.attempt(&incoming).await {
+            let result = match first.take() {
+                Some(error) => Err(error),
+                None => self.attempt(&incoming).await,
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(HandlerError::Permanent { code, reason }) => {
                     return Err(DeadLetter {
@@ -128,32 +230,75 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Hands the message to a batch; what became of it there. Not while shutting down: it goes
+    /// alone then.
+    async fn together(&self, incoming: &Arc<Incoming<H::Message>>) -> Together {
+        if self.shutdown.is_cancelled() {
+            return Together::Alone;
+        }
+        let (reply, together) = oneshot::channel();
+        let joining = (incoming.clone(), tracing::Span::current(), reply);
+        if self.joining.send(joining).is_err() {
+            return Together::Alone;
+        }
+        together.await.unwrap_or(Together::Alone)
+    }
+
+    /// Handles `batch` in one transaction (see the module's description); on failure, which
+    /// message failed it, if one did.
+    async fn apply_together(
+        &self,
+        batch: &[Joining<H::Message>],
+    ) -> Result<(), (Option<usize>, HandlerError)> {
+        let mut tx = self.pool.begin().await.map_err(|e| (None, e.into()))?;
+        let mut applied = Vec::with_capacity(batch.len());
+        for (i, (incoming, span, _)) in batch.iter().enumerate() {
+            let result = self.apply(&mut tx, incoming).instrument(span.clone()).await;
+            applied.push(result.map_err(|e| (Some(i), e))?);
+        }
+        tx.commit().await.map_err(|e| (None, e.into()))?;
+        for applied in applied {
+            self.count(applied);
+        }
+        Ok(())
+    }
+
     async fn attempt(&self, incoming: &Incoming<H::Message>) -> Result<(), HandlerError> {
         let mut tx = self.pool.begin().await?;
-        if !eventstore::record_message(
-            &mut tx,
-            &self.settings.inbox,
-            incoming.properties.message_id,
-        )
-        .await?
-        {
-            ConsumerStats::add(&self.settings.stats.duplicates);
-            if H::Message::TOPIC.kind == TopicKind::Command {
-                // A resent command (its sender timed out waiting): the sender gets the answer
-                // again, whatever became of the first one.
-                let requeued =
-                    outbox::requeue_caused_by(&mut tx, incoming.properties.message_id).await?;
-                tx.commit().await?;
-                tracing::debug!(message_id = %incoming.properties.message_id, requeued, "duplicate command answered again");
-            } else {
-                tracing::debug!(message_id = %incoming.properties.message_id, "duplicate message skipped");
-            }
-            return Ok(());
-        }
-        self.handler.handle(&mut tx, incoming).await?;
+        let applied = self.apply(&mut tx, incoming).await?;
         tx.commit().await?;
-        ConsumerStats::add(&self.settings.stats.applied);
+        self.count(applied);
         Ok(())
+    }
+
+    /// Records the message in the inbox and handles it, in `tx`. A message found there is not
+    /// handled again; a command found there has its answer queued again (its sender timed out
+    /// waiting), whatever became of the first one.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Incoming<H::Message>,
+    ) -> Result<Applied, HandlerError> {
+        let message_id = incoming.properties.message_id;
+        if !eventstore::record_message(tx, &self.settings.inbox, message_id).await? {
+            if H::Message::TOPIC.kind == TopicKind::Command {
+                let requeued = outbox::requeue_caused_by(tx, message_id).await?;
+                tracing::debug!(%message_id, requeued, "duplicate command answered again");
+            } else {
+                tracing::debug!(%message_id, "duplicate message skipped");
+            }
+            return Ok(Applied::Duplicate);
+        }
+        self.handler.handle(tx, incoming).await?;
+        Ok(Applied::Handled)
+    }
+
+    /// Counts a committed message.
+    fn count(&self, applied: Applied) {
+        ConsumerStats::add(match applied {
+            Applied::Handled => &self.settings.stats.applied,
+            Applied::Duplicate => &self.settings.stats.duplicates,
+        });
     }
 
     /// Records the message as a dead letter and queues it for the dead-letter topic, in one

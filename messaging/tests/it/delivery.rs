@@ -1,8 +1,9 @@
 //! Keyed delivery through the relay: per-key order across two Key_Shared consumers, lanes named
-//! by the handler, and effectively-once processing of duplicates.
+//! by the handler, messages that wait for a busy runner sharing a commit, and effectively-once
+//! processing of duplicates.
 
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
-use messaging::consume::{ConsumerSettings, ConsumerStats};
+use messaging::consume::{self, ConsumerSettings, ConsumerStats};
 use messaging::relay::RelaySettings;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -189,6 +190,56 @@ async fn overlapping(db: PgPool, recorder: std::sync::Arc<Recorder>) -> bool {
 }
 
 #[sqlx::test(migrations = false)]
+async fn messages_that_arrive_while_every_batch_is_busy_share_a_commit(db: PgPool) {
+    let fixture = Fixture::start(db).await;
+    let slow: Vec<String> = (0..consume::BATCHES).map(|n| format!("slow-{n}")).collect();
+    let recorder = slow.iter().fold(Recorder::named("r"), |r, body| {
+        r.script(body, Script::Slow(Duration::from_millis(600)))
+    });
+    let consumer = fixture.consumer(settings("effects"), recorder);
+    let quick: Vec<String> = (0..20).map(|n| format!("quick-{n}")).collect();
+    for body in slow.iter().chain(&quick) {
+        fixture
+            .client
+            .publish(&message(body, body))
+            .await
+            .expect("publish");
+    }
+    let effects = fixture
+        .wait_for_effects(slow.len() + quick.len(), Duration::from_secs(30))
+        .await;
+    let transactions: Vec<(String, i64)> =
+        sqlx::query_as("select body, txid from effects order by seq")
+            .fetch_all(&fixture.pool)
+            .await
+            .expect("transactions");
+    let slow_transactions: HashSet<i64> = transactions
+        .iter()
+        .filter(|(body, _)| body.starts_with("slow"))
+        .map(|(_, txid)| *txid)
+        .collect();
+    let quick_transactions: HashSet<i64> = transactions
+        .iter()
+        .filter(|(body, _)| body.starts_with("quick"))
+        .map(|(_, txid)| *txid)
+        .collect();
+    assert_eq!(effects.len(), 24, "each message applied once");
+    assert_eq!(
+        slow_transactions.len(),
+        slow.len(),
+        "the slow ones side by side"
+    );
+    assert!(
+        quick_transactions.len() < quick.len() / 2,
+        "the quick ones waited together: {} transactions for {}",
+        quick_transactions.len(),
+        quick.len()
+    );
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+}
+
+#[sqlx::test(migrations = false)]
 async fn messages_of_one_lane_wait_for_each_other_whatever_their_keys(db: PgPool) {
     assert!(
         !overlapping(db, Recorder::one_lane("r")).await,
@@ -272,7 +323,8 @@ async fn a_message_long_in_hand_is_reported_and_still_applied(db: PgPool) {
         1,
         "the slow one only"
     );
-    assert_eq!(ConsumerStats::get(&stats.applied), 2);
     fixture.shutdown.cancel();
     consumer.await.expect("consumer");
+    // Counted after the commit that made the effect visible: final once the consumer has ended.
+    assert_eq!(ConsumerStats::get(&stats.applied), 2);
 }

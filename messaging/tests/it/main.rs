@@ -62,7 +62,8 @@ impl Fixture {
                  consumer   text   not null,
                  key        text   not null,
                  message_id uuid   not null,
-                 body       text   not null
+                 body       text   not null,
+                 txid       bigint not null default txid_current()
              )",
         )
         .execute(&pool)
