@@ -207,6 +207,8 @@ pub struct ConsumerStats {
     pub long_in_hand: Counter,
     /// Seconds from receiving a message to its commit (or dead letter), retries included.
     pub handling: Histogram,
+    /// Messages in each batch that committed (see [`BATCHES`]).
+    pub batched: Histogram,
 }
 
 impl Default for ConsumerStats {
@@ -221,6 +223,7 @@ impl Default for ConsumerStats {
             resubscribed: Counter::default(),
             long_in_hand: Counter::default(),
             handling: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            batched: Histogram::new(exponential_buckets(1.0, 2.0, 6)),
         }
     }
 }
@@ -284,6 +287,11 @@ impl ConsumerStats {
             "consumer_handling_seconds",
             "From receipt to commit or dead letter",
             self.handling.clone(),
+        );
+        registry.register(
+            "consumer_batch_messages",
+            "Messages handled in each committed transaction",
+            self.batched.clone(),
         );
     }
 }

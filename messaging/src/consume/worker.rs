@@ -257,6 +257,7 @@ impl<H: Handler> Worker<H> {
             applied.push(result.map_err(|e| (Some(i), e))?);
         }
         tx.commit().await.map_err(|e| (None, e.into()))?;
+        self.settings.stats.batched.observe(batch.len() as f64);
         for applied in applied {
             self.count(applied);
         }
@@ -267,6 +268,7 @@ impl<H: Handler> Worker<H> {
         let mut tx = self.pool.begin().await?;
         let applied = self.apply(&mut tx, incoming).await?;
         tx.commit().await?;
+        self.settings.stats.batched.observe(1.0);
         self.count(applied);
         Ok(())
     }
