@@ -431,10 +431,14 @@ pub async fn run<H: Handler>(
         shutdown: shutdown.clone(),
         joining,
     });
-    let ready = Arc::new(worker::Ready::new(ready));
-    let batches: Vec<_> = (0..BATCHES)
-        .map(|_| tokio::spawn(worker::batches(worker.clone(), ready.clone())))
-        .collect();
+    // Only the batches hold the queue: were they all gone, a message would go alone instead of
+    // waiting for them.
+    let batches: Vec<_> = {
+        let ready = Arc::new(worker::Ready::new(ready));
+        (0..BATCHES)
+            .map(|_| tokio::spawn(worker::batches(worker.clone(), ready.clone())))
+            .collect()
+    };
     let (done_sender, mut done) = mpsc::unbounded_channel::<(String, Received<Vec<u8>>, Outcome)>();
     let mut lanes = Lanes {
         waiting: HashMap::new(),

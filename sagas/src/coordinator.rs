@@ -12,7 +12,7 @@ use crate::wire::{self, stream_id};
 use eventstore::{Append, ExpectedVersion, NewEvent};
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};
-use record::{Flow, answered, count_transition, set_timers, upsert_row};
+use record::{Flow, answered, count_transition, store};
 use schemas::events::{CampaignsEvent, CommissionsEvent, PaymentsEvent, TrackingEvent};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
@@ -150,8 +150,7 @@ async fn feed_locked(
         events: &logged,
     };
     eventstore::write(tx, &[log], &messages, None).await?;
-    set_timers(tx, saga_id, &answered(&entries), &timers).await?;
-    let age = upsert_row(tx, &next, &flow).await?;
+    let age = store(tx, &next, &flow, &answered(&entries), &timers).await?;
     if next.status != saga.status {
         count_transition(&next, age);
     }

@@ -6,10 +6,10 @@
 //! are handled in one transaction, each recorded in the inbox and handled as it would be alone,
 //! with one commit for all of them. Under light load a batch holds one message and lanes run
 //! side by side; under load the batches grow, and a commit, with its round trips and its flush
-//! to disk, is shared. If anything in a batch fails, the whole batch is
-//! rolled back: the message that failed takes that as its first attempt and goes on alone, with
-//! the retries above, and the others are handled alone as if they had not been in the batch
-//! (their attempts and retries are not counted for it).
+//! to disk, is shared. If anything in a batch fails, the whole batch is rolled back: the message
+//! that failed takes that as its first attempt and goes on alone, with the retries above, and
+//! the others are handled alone as if they had not been in the batch (their attempts and
+//! retries are not counted for it).
 
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -141,35 +141,6 @@ pub(super) fn answered(entries: &[Entry]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The answered commands' timers go, the new ones come, in one statement.
-pub(super) async fn set_timers(
-    tx: &mut PgConnection,
-    saga_id: Uuid,
-    answered: &[Uuid],
-    timers: &[Timer],
-) -> Result<(), HandlerError> {
-    if answered.is_empty() && timers.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "with answered as (
-             delete from saga_timers where saga_id = $1 and command_id = any($2)
-         )
-         insert into saga_timers (saga_id, command_id, attempt, due_at)
-         select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
-           from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
-         on conflict do nothing",
-    )
-    .bind(saga_id)
-    .bind(answered)
-    .bind(timers.iter().map(|t| t.command_id).collect::<Vec<_>>())
-    .bind(timers.iter().map(|t| t.attempt).collect::<Vec<_>>())
-    .bind(timers.iter().map(|t| t.seconds).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// Counts a saga's move to its status, and how long it took to end (or park).
 pub(super) fn count_transition(saga: &Saga, age: Option<f64>) {
     let labels = crate::metrics::SagaLabels {
@@ -192,27 +163,51 @@ pub(super) fn count_transition(saga: &Saga, age: Option<f64>) {
     }
 }
 
-/// Writes the saga's row; returns the saga's age in seconds.
-pub(super) async fn upsert_row(
+/// The timers part of [`store`]'s statement: the saga ($1), its answered commands ($2), and the
+/// new timers' commands, attempts and seconds until due ($3-$5).
+macro_rules! timers {
+    () => {
+        "with answered as (
+             delete from saga_timers where saga_id = $1 and command_id = any($2)
+         ), timers as (
+             insert into saga_timers (saga_id, command_id, attempt, due_at)
+             select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
+               from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
+             on conflict do nothing
+         )"
+    };
+}
+
+/// The answered commands' timers go, the new ones come, and the saga's row is written, in one
+/// statement; returns the saga's age in seconds.
+pub(super) async fn store(
     tx: &mut PgConnection,
     saga: &Saga,
     flow: &Flow,
+    answered: &[Uuid],
+    timers: &[Timer],
 ) -> Result<Option<f64>, HandlerError> {
+    // Every saga's log starts with its data: only a saga that never started has none.
     let Some(data) = &saga.data else {
         return Ok(None);
     };
     let current_step = saga.pending.as_ref().map(|p| p.step.name());
-    sqlx::query_scalar::<_, f64>(
-        "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id, correlation_id,
-                            tenant, actor, current_step, reason, order_id, definition_version,
-                            started_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now(), now())
-         on conflict (saga_id) do update
-            set status = excluded.status, current_step = excluded.current_step, reason = excluded.reason,
-                updated_at = now()
-         returning extract(epoch from now() - started_at)::float8",
-    )
+    sqlx::query_scalar::<_, f64>(concat!(
+        timers!(),
+        " insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id,
+                             correlation_id, tenant, actor, current_step, reason, order_id,
+                             definition_version, started_at, updated_at)
+          values ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), now())
+          on conflict (saga_id) do update
+             set status = excluded.status, current_step = excluded.current_step,
+                 reason = excluded.reason, updated_at = now()
+          returning extract(epoch from now() - started_at)::float8",
+    ))
     .bind(saga.saga_id)
+    .bind(answered)
+    .bind(timers.iter().map(|t| t.command_id).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.attempt).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.seconds).collect::<Vec<_>>())
     .bind(saga.definition.saga_type.name())
     .bind(saga.status.name())
     .bind(data.tracking_id)
