@@ -24,7 +24,7 @@ mod write;
 pub use aggregate::Aggregate;
 
 pub use checkpoint::{load_checkpoint, store_checkpoint};
-pub use inbox::record_message;
+pub use inbox::{record_message, record_messages};
 pub use log::{Page, read_all, read_all_between};
 pub use outcome::{CommandOutcome, Outcome, OutcomeRecord, load_outcome, record_outcome};
 pub use stream::{

@@ -58,7 +58,7 @@ mod worker;
 pub use decode::Undecodable;
 use decode::decode;
 use subscription::{HELD_CHECK_EVERY, Subscription};
-use worker::Worker;
+use worker::{BATCH, Worker};
 
 /// Batches a runner handles at once, each in a transaction of its own (see `worker.rs`): while
 /// one is free a message starts at once; while all are busy the messages that arrive meanwhile
@@ -349,38 +349,39 @@ type Decoded<M> = Result<Incoming<M>, Undecodable>;
 type Waiting<M> = (Received<Vec<u8>>, Decoded<M>);
 
 struct Lanes<M> {
-    /// Per busy lane, the messages waiting behind the one being handled.
+    /// Per busy lane, the messages waiting behind the ones being handled.
     waiting: HashMap<String, VecDeque<Waiting<M>>>,
     in_flight: usize,
 }
 
-/// Where a worker reports how its message left the runner.
-type Done = mpsc::UnboundedSender<(String, Received<Vec<u8>>, Outcome)>;
+/// A lane and how the messages a worker took from it left the runner, in order.
+type Ran = (String, Vec<(Received<Vec<u8>>, Outcome)>);
+
+/// Where a worker reports what it [`Ran`].
+type Done = mpsc::UnboundedSender<Ran>;
 
 impl<M: Message + Send + Sync + 'static> Lanes<M> {
-    /// The message in `lane` is done: the next one waiting there starts, unless the runner is
-    /// stopping (then the lane's waiting messages are dropped unacknowledged, and redelivered
-    /// later).
+    /// `handled` messages of `lane` are done: the ones waiting there start, in order and up to
+    /// a batch, unless the runner is stopping (then the lane's waiting messages are dropped
+    /// unacknowledged, and redelivered later).
     fn next<H: Handler<Message = M>>(
         &mut self,
         worker: &Arc<Worker<H>>,
-        lane: String,
+        (lane, handled): (String, usize),
         stopping: bool,
         done: &Done,
     ) {
-        self.in_flight -= 1;
-        match self.waiting.get_mut(&lane).and_then(VecDeque::pop_front) {
-            Some((message, decoded)) if !stopping => {
-                tokio::spawn(worker.clone().handle(lane, message, decoded, done.clone()));
-            }
-            Some(_) => {
-                let abandoned = self.waiting.remove(&lane).map_or(0, |rest| rest.len()) + 1;
-                self.in_flight -= abandoned;
-            }
-            None => {
-                self.waiting.remove(&lane);
-            }
+        self.in_flight -= handled;
+        let Some(waiting) = self.waiting.get_mut(&lane) else {
+            return;
+        };
+        if waiting.is_empty() || stopping {
+            self.in_flight -= waiting.len();
+            self.waiting.remove(&lane);
+            return;
         }
+        let run: Vec<_> = waiting.drain(..waiting.len().min(BATCH)).collect();
+        tokio::spawn(worker.clone().handle(lane, run, done.clone()));
     }
 }
 
@@ -404,7 +405,11 @@ fn admit<H: Handler>(
         Some(queue) => queue.push_back((message, decoded)),
         None => {
             lanes.waiting.insert(lane.clone(), VecDeque::new());
-            tokio::spawn(worker.clone().handle(lane, message, decoded, done.clone()));
+            tokio::spawn(
+                worker
+                    .clone()
+                    .handle(lane, vec![(message, decoded)], done.clone()),
+            );
         }
     }
 }
@@ -439,7 +444,7 @@ pub async fn run<H: Handler>(
             .map(|_| tokio::spawn(worker::batches(worker.clone(), ready.clone())))
             .collect()
     };
-    let (done_sender, mut done) = mpsc::unbounded_channel::<(String, Received<Vec<u8>>, Outcome)>();
+    let (done_sender, mut done) = mpsc::unbounded_channel::<Ran>();
     let mut lanes = Lanes {
         waiting: HashMap::new(),
         in_flight: 0,
@@ -453,13 +458,16 @@ pub async fn run<H: Handler>(
         }
         tokio::select! {
             biased;
-            Some((key, received, outcome)) = done.recv() => {
-                if let Outcome::Done = outcome
-                    && let Err(error) = subscription.consumer.ack(&received).await
-                {
-                    tracing::warn!(%error, %key, "ack failed; the message will be redelivered");
+            Some((lane, run)) = done.recv() => {
+                let handled = run.len();
+                for (received, outcome) in run {
+                    if let Outcome::Done = outcome
+                        && let Err(error) = subscription.consumer.ack(&received).await
+                    {
+                        tracing::warn!(%error, %lane, "ack failed; the message will be redelivered");
+                    }
                 }
-                lanes.next(&worker, key, stopping, &done_sender);
+                lanes.next(&worker, (lane, handled), stopping, &done_sender);
             }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;

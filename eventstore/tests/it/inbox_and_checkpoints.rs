@@ -2,7 +2,7 @@
 //! transaction.
 
 use super::store;
-use eventstore::{load_checkpoint, record_message, store_checkpoint};
+use eventstore::{load_checkpoint, record_message, record_messages, store_checkpoint};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,6 +35,19 @@ async fn a_message_is_processed_once_per_consumer(db: PgPool) {
         recorded(&mut conn, "tracking", other).await,
         "after rollback"
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn messages_recorded_together_are_each_new_once(db: PgPool) {
+    let pool = store(db, 2).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let (seen, fresh, twice) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    assert!(recorded(&mut conn, "tracking", seen).await, "first");
+    let new = record_messages(&mut conn, "tracking", &[twice, seen, fresh, twice])
+        .await
+        .expect("record the messages");
+    assert_eq!(new, [true, false, true, false], "in the order given");
+    assert!(!recorded(&mut conn, "tracking", fresh).await, "recorded");
 }
 
 #[sqlx::test(migrations = false)]

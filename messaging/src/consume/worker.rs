@@ -1,22 +1,24 @@
-//! One message in hand: handled in a transaction with retries (conflicts, outages, transient
+//! The messages in hand: handled in a transaction with retries (conflicts, outages, transient
 //! failures), or dead-lettered with why.
 //!
-//! A message's first attempt joins a batch: when every batch in progress is busy (a few at a
-//! time, see [`batches`]), the messages of other lanes that are ready by the time one is free
-//! are handled in one transaction, each recorded in the inbox and handled as it would be alone,
-//! with one commit for all of them. Under light load a batch holds one message and lanes run
-//! side by side; under load the batches grow, and a commit, with its round trips and its flush
-//! to disk, is shared. If anything in a batch fails, the whole batch is rolled back: the message
-//! that failed takes that as its first attempt and goes on alone, with the retries above, and
-//! the others are handled alone as if they had not been in the batch (their attempts and
-//! retries are not counted for it).
+//! Messages go to their first attempt in runs: the messages of one lane that were waiting
+//! behind the ones before them, in order (see `Lanes`). A run joins a batch: when every batch in
+//! progress is busy (a few at a time, see [`batches`]), the runs of other lanes that are ready
+//! by the time one is free go together, up to [`BATCH`] messages, in one transaction, each message
+//! handled as it would be alone, the inbox rows of all of them recorded in one statement, and
+//! one commit for all. Under light load a batch holds one message and lanes run side by side;
+//! under load the batches grow, and a commit, with its round trips and its flush to disk, is
+//! shared. If anything in a batch fails, the whole batch is rolled back: the message that failed
+//! takes that as its first attempt and goes on alone, with the retries above, and the others go
+//! alone as if they had not been in the batch (their attempts and retries are not counted for
+//! it), a run's messages one after another.
 
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
 
 /// Messages handled together at most.
-const BATCH: usize = 32;
+pub(super) const BATCH: usize = 32;
 
 pub(super) struct Worker<H: Handler> {
     pub(super) client: Arc<Client>,
@@ -24,19 +26,22 @@ pub(super) struct Worker<H: Handler> {
     pub(super) settings: ConsumerSettings,
     pub(super) handler: Arc<H>,
     pub(super) shutdown: CancellationToken,
-    /// Where a message's first attempt joins a batch.
+    /// Where a run's first attempt joins a batch.
     pub(super) joining: mpsc::UnboundedSender<Joining<H::Message>>,
 }
 
-/// A message waiting for its batch: the message, the span it is handled in, and where it hears
-/// what became of it.
-pub(super) type Joining<M> = (Arc<Incoming<M>>, tracing::Span, oneshot::Sender<Together>);
+/// A run waiting for its batch: its messages, each with the span it is handled in, and where it
+/// hears what became of them.
+pub(super) type Joining<M> = (
+    Vec<(Arc<Incoming<M>>, tracing::Span)>,
+    oneshot::Sender<Together>,
+);
 
-/// What a batch did with a message.
+/// What a batch did with a run.
 pub(super) enum Together {
     Committed,
-    /// The message failed the batch: its first attempt.
-    Failed(HandlerError),
+    /// The run's message at this index failed the batch: its first attempt.
+    Failed(usize, HandlerError),
     /// Another message failed the batch, or its transaction did: to be handled alone.
     Alone,
 }
@@ -48,7 +53,7 @@ enum Applied {
     Duplicate,
 }
 
-/// The messages waiting for a batch, shared by the [`BATCHES`] batches of a runner.
+/// The runs waiting for a batch, shared by the [`BATCHES`] batches of a runner.
 pub(super) struct Ready<M> {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Joining<M>>>,
     /// Batches not in progress.
@@ -64,9 +69,9 @@ impl<M> Ready<M> {
     }
 }
 
-/// Takes the next message and, when no other batch is free to take them, the others that are
-/// ready, up to [`BATCH`]; handles them in one transaction and tells each what became of it.
-/// Until the runner ends (it aborts the batches).
+/// Takes the next run and, when no other batch is free to take them, the others that are
+/// ready, up to [`BATCH`] messages; handles them in one transaction and tells each run what
+/// became of it. Until the runner ends (it aborts the batches).
 pub(super) async fn batches<H: Handler>(worker: Arc<Worker<H>>, ready: Arc<Ready<H::Message>>) {
     loop {
         let batch = {
@@ -75,10 +80,14 @@ pub(super) async fn batches<H: Handler>(worker: Arc<Worker<H>>, ready: Arc<Ready
                 return;
             };
             let others_idle = ready.idle.fetch_sub(1, Ordering::AcqRel) - 1;
+            let mut messages = first.0.len();
             let mut batch = vec![first];
-            while others_idle == 0 && batch.len() < BATCH {
+            while others_idle == 0 && messages < BATCH {
                 match queue.try_recv() {
-                    Ok(joining) => batch.push(joining),
+                    Ok(joining) => {
+                        messages += joining.0.len();
+                        batch.push(joining);
+                    }
                     Err(_) => break,
                 }
             }
@@ -87,13 +96,13 @@ pub(super) async fn batches<H: Handler>(worker: Arc<Worker<H>>, ready: Arc<Ready
         let (committed, mut culprit) = match worker.apply_together(&batch).await {
             Ok(()) => (true, None),
             Err((culprit, error)) => {
-                tracing::debug!(messages = batch.len(), %error, "a batch failed; its messages go alone");
-                (false, culprit.map(|i| (i, error)))
+                tracing::debug!(runs = batch.len(), %error, "a batch failed; its messages go alone");
+                (false, culprit.map(|at| (at, error)))
             }
         };
-        for (i, (_, _, reply)) in batch.into_iter().enumerate() {
-            let together = match culprit.take_if(|(failed, _)| *failed == i) {
-                Some((_, error)) => Together::Failed(error),
+        for (run, (_, reply)) in batch.into_iter().enumerate() {
+            let together = match culprit.take_if(|((failed, _), _)| *failed == run) {
+                Some(((_, message), error)) => Together::Failed(message, error),
                 None if committed => Together::Committed,
                 None => Together::Alone,
             };
@@ -101,6 +110,20 @@ pub(super) async fn batches<H: Handler>(worker: Arc<Worker<H>>, ready: Arc<Ready
         }
         ready.idle.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// The span a received message is handled in, continuing its sender's trace.
+fn span<M: Message>(received: &Received<Vec<u8>>) -> tracing::Span {
+    let key = key_of(received);
+    let span = tracing::info_span!("handle message", topic = M::TOPIC.name, %key);
+    let traceparent = received
+        .metadata()
+        .properties
+        .iter()
+        .find(|kv| kv.key == names::TRACEPARENT)
+        .map(|kv| kv.value.as_str());
+    crate::trace::continue_trace(&span, traceparent);
+    span
 }
 
 /// Why a message is dead-lettered.
@@ -113,63 +136,110 @@ struct DeadLetter {
 }
 
 impl<H: Handler> Worker<H> {
+    /// Handles a run of one lane's messages, in order, and reports how each left the runner.
     pub(super) async fn handle(
         self: Arc<Self>,
         lane: String,
-        received: Received<Vec<u8>>,
-        decoded: Decoded<H::Message>,
+        run: Vec<Waiting<H::Message>>,
         done: Done,
     ) {
-        let key = key_of(&received);
-        let span = tracing::info_span!("handle message", topic = H::Message::TOPIC.name, %key);
-        let traceparent = received
-            .metadata()
-            .properties
-            .iter()
-            .find(|kv| kv.key == names::TRACEPARENT)
-            .map(|kv| kv.value.as_str());
-        crate::trace::continue_trace(&span, traceparent);
         let started = std::time::Instant::now();
+        let work = self.process_run(run, started);
+        tokio::pin!(work);
         // Said once: everything behind it in its lane, and on Key_Shared its key, waits.
-        let outcome = {
-            let work = async {
-                match self.process(decoded).await {
-                    Ok(()) => Outcome::Done,
-                    Err(dead) => self.dead_letter(&key, &received, dead).await,
-                }
-            }
-            .instrument(span);
-            tokio::pin!(work);
-            tokio::select! {
-                outcome = &mut work => outcome,
-                _ = tokio::time::sleep(self.settings.long_in_hand) => {
-                    ConsumerStats::add(&self.settings.stats.long_in_hand);
-                    tracing::warn!(topic = H::Message::TOPIC.name, %key, after = ?self.settings.long_in_hand, "a message is still in hand; its lane waits behind it");
-                    work.await
-                }
+        let outcomes = tokio::select! {
+            outcomes = &mut work => outcomes,
+            _ = tokio::time::sleep(self.settings.long_in_hand) => {
+                ConsumerStats::add(&self.settings.stats.long_in_hand);
+                tracing::warn!(topic = H::Message::TOPIC.name, %lane, after = ?self.settings.long_in_hand, "a message is still in hand; its lane waits behind it");
+                work.await
             }
         };
-        self.settings
-            .stats
-            .handling
-            .observe(started.elapsed().as_secs_f64());
-        // The runner is gone only when shutting down; the message is then redelivered later.
-        let _ = done.send((lane, received, outcome));
+        // The runner is gone only when shutting down; the messages are then redelivered later.
+        let _ = done.send((lane, outcomes));
     }
 
-    async fn process(&self, decoded: Decoded<H::Message>) -> Result<(), DeadLetter> {
+    /// The run tried together in a batch, then, unless that committed, each message alone in
+    /// order; once one is abandoned (shutting down) so are the ones behind it.
+    async fn process_run(
+        &self,
+        run: Vec<Waiting<H::Message>>,
+        started: std::time::Instant,
+    ) -> Vec<(Received<Vec<u8>>, Outcome)> {
+        let run: Vec<_> = run
+            .into_iter()
+            .map(|(received, decoded)| {
+                let span = span::<H::Message>(&received);
+                (received, decoded.map(Arc::new), span)
+            })
+            .collect();
+        let decoded: Option<Vec<_>> = run
+            .iter()
+            .map(|(_, decoded, span)| Some((decoded.as_ref().ok()?.clone(), span.clone())))
+            .collect();
+        let mut failed = match decoded {
+            Some(decoded) => match self.together(decoded).await {
+                Together::Committed => {
+                    self.observe(started, run.len());
+                    return run
+                        .into_iter()
+                        .map(|(received, ..)| (received, Outcome::Done))
+                        .collect();
+                }
+                Together::Failed(at, error) => Some((at, error)),
+                Together::Alone => None,
+            },
+            None => None,
+        };
+        let mut outcomes = Vec::with_capacity(run.len());
+        let mut abandoning = false;
+        for (at, (received, decoded, span)) in run.into_iter().enumerate() {
+            let first = failed
+                .take_if(|(failed, _)| *failed == at)
+                .map(|(_, error)| error);
+            let outcome = if abandoning {
+                Outcome::Abandoned
+            } else {
+                async {
+                    match self.process(decoded, first).await {
+                        Ok(outcome) => outcome,
+                        Err(dead) => self.dead_letter(&key_of(&received), &received, dead).await,
+                    }
+                }
+                .instrument(span)
+                .await
+            };
+            abandoning = matches!(outcome, Outcome::Abandoned);
+            self.observe(started, 1);
+            outcomes.push((received, outcome));
+        }
+        outcomes
+    }
+
+    /// Records how long `messages` took from their run's start.
+    fn observe(&self, started: std::time::Instant, messages: usize) {
+        for _ in 0..messages {
+            self.settings
+                .stats
+                .handling
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A message handled alone, `first` its first attempt's failure when a batch was: applied,
+    /// abandoned when the runner stops while it waits for another attempt, or why it is
+    /// dead-lettered.
+    async fn process(
+        &self,
+        decoded: Result<Arc<Incoming<H::Message>>, Undecodable>,
+        mut first: Option<HandlerError>,
+    ) -> Result<Outcome, DeadLetter> {
         let incoming = decoded.map_err(|error| DeadLetter {
             cause: "undecodable",
             error: error.to_string(),
             attempts: 1,
             body: None,
         })?;
-        let incoming = Arc::new(incoming);
-        let mut first = match self.together(&incoming).await {
-            Together::Committed => return Ok(()),
-            Together::Failed(error) => Some(error),
-            Together::Alone => None,
-        };
         let body = || serde_json::to_value(&incoming.message).ok();
         let mut attempt = 1;
         let (mut conflicts, mut outage) = (0, 0);
@@ -178,8 +248,8 @@ impl<H: Handler> Worker<H> {
                 Some(error) => Err(error),
                 None => self.attempt(&incoming).await,
             };
-            match result {
-                Ok(()) => return Ok(()),
+            let pause = match result {
+                Ok(()) => return Ok(Outcome::Done),
                 Err(HandlerError::Permanent { code, reason }) => {
                     return Err(DeadLetter {
                         cause: "permanent",
@@ -200,64 +270,76 @@ impl<H: Handler> Worker<H> {
                     conflicts += 1;
                     tracing::debug!(message_id = %incoming.properties.message_id, conflicts, %reason, "deciding again after a conflict");
                     ConsumerStats::add(&self.settings.stats.conflicts);
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(conflict_pause(conflicts)) => {}
-                    }
+                    conflict_pause(conflicts)
                 }
                 Err(HandlerError::Unavailable(reason)) => {
                     outage += 1;
                     let delay = self.settings.backoff.delay(outage);
                     tracing::warn!(message_id = %incoming.properties.message_id, outage, ?delay, %reason, "database out of reach; trying again");
                     ConsumerStats::add(&self.settings.stats.retries);
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    delay
                 }
                 Err(HandlerError::Transient(reason)) => {
                     outage = 0;
                     let delay = self.settings.backoff.delay(attempt);
                     tracing::warn!(message_id = %incoming.properties.message_id, attempt, ?delay, %reason, "retrying message");
                     ConsumerStats::add(&self.settings.stats.retries);
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
                     attempt += 1;
+                    delay
                 }
+            };
+            // Stopping: left unacknowledged, to be delivered again.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(Outcome::Abandoned),
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    /// Hands the message to a batch; what became of it there. Not while shutting down: it goes
+    /// Hands the run to a batch; what became of it there. Not while shutting down: it goes
     /// alone then.
-    async fn together(&self, incoming: &Arc<Incoming<H::Message>>) -> Together {
+    async fn together(&self, run: Vec<(Arc<Incoming<H::Message>>, tracing::Span)>) -> Together {
         if self.shutdown.is_cancelled() {
             return Together::Alone;
         }
         let (reply, together) = oneshot::channel();
-        let joining = (incoming.clone(), tracing::Span::current(), reply);
-        if self.joining.send(joining).is_err() {
+        if self.joining.send((run, reply)).is_err() {
             return Together::Alone;
         }
         together.await.unwrap_or(Together::Alone)
     }
 
     /// Handles `batch` in one transaction (see the module's description); on failure, which
-    /// message failed it, if one did.
+    /// message failed it (its run and its place there), if one did.
     async fn apply_together(
         &self,
         batch: &[Joining<H::Message>],
-    ) -> Result<(), (Option<usize>, HandlerError)> {
+    ) -> Result<(), (Option<(usize, usize)>, HandlerError)> {
         let mut tx = self.pool.begin().await.map_err(|e| (None, e.into()))?;
-        let mut applied = Vec::with_capacity(batch.len());
-        for (i, (incoming, span, _)) in batch.iter().enumerate() {
-            let result = self.apply(&mut tx, incoming).instrument(span.clone()).await;
-            applied.push(result.map_err(|e| (Some(i), e))?);
+        let ids: Vec<uuid::Uuid> = batch
+            .iter()
+            .flat_map(|(run, _)| {
+                run.iter()
+                    .map(|(incoming, _)| incoming.properties.message_id)
+            })
+            .collect();
+        let mut new = eventstore::record_messages(&mut tx, &self.settings.inbox, &ids)
+            .await
+            .map_err(|e| (None, e.into()))?
+            .into_iter();
+        let mut applied = Vec::with_capacity(ids.len());
+        for (r, (run, _)) in batch.iter().enumerate() {
+            for (m, (incoming, span)) in run.iter().enumerate() {
+                let new = new.next().unwrap_or(false);
+                let result = self
+                    .apply(&mut tx, incoming, new)
+                    .instrument(span.clone())
+                    .await;
+                applied.push(result.map_err(|e| (Some((r, m)), e))?);
+            }
         }
         tx.commit().await.map_err(|e| (None, e.into()))?;
-        self.settings.stats.batched.observe(batch.len() as f64);
+        self.settings.stats.batched.observe(applied.len() as f64);
         for applied in applied {
             self.count(applied);
         }
@@ -266,23 +348,30 @@ impl<H: Handler> Worker<H> {
 
     async fn attempt(&self, incoming: &Incoming<H::Message>) -> Result<(), HandlerError> {
         let mut tx = self.pool.begin().await?;
-        let applied = self.apply(&mut tx, incoming).await?;
+        let new = eventstore::record_message(
+            &mut tx,
+            &self.settings.inbox,
+            incoming.properties.message_id,
+        )
+        .await?;
+        let applied = self.apply(&mut tx, incoming, new).await?;
         tx.commit().await?;
         self.settings.stats.batched.observe(1.0);
         self.count(applied);
         Ok(())
     }
 
-    /// Records the message in the inbox and handles it, in `tx`. A message found there is not
-    /// handled again; a command found there has its answer queued again (its sender timed out
-    /// waiting), whatever became of the first one.
+    /// Handles the message in `tx`, where it was just recorded in the inbox, `new` unless it was
+    /// there before. A message found there is not handled again; a command found there has its
+    /// answer queued again (its sender timed out waiting), whatever became of the first one.
     async fn apply(
         &self,
         tx: &mut PgConnection,
         incoming: &Incoming<H::Message>,
+        new: bool,
     ) -> Result<Applied, HandlerError> {
         let message_id = incoming.properties.message_id;
-        if !eventstore::record_message(tx, &self.settings.inbox, message_id).await? {
+        if !new {
             if H::Message::TOPIC.kind == TopicKind::Command {
                 let requeued = outbox::requeue_caused_by(tx, message_id).await?;
                 tracing::debug!(%message_id, requeued, "duplicate command answered again");

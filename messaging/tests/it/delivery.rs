@@ -189,6 +189,24 @@ async fn overlapping(db: PgPool, recorder: std::sync::Arc<Recorder>) -> bool {
         .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1))
 }
 
+/// The transactions the effects of `bodies` were committed in, one per effect, in commit order.
+async fn transactions(fixture: &Fixture, bodies: &[String]) -> Vec<i64> {
+    sqlx::query_scalar("select txid from effects where body = any($1) order by seq")
+        .bind(bodies)
+        .fetch_all(&fixture.pool)
+        .await
+        .expect("transactions")
+}
+
+/// Waits until the handler has started on `body`.
+async fn started(recorder: &Recorder, body: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while recorder.attempts(body).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{body} never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[sqlx::test(migrations = false)]
 async fn messages_that_arrive_while_every_batch_is_busy_share_a_commit(db: PgPool) {
     let fixture = Fixture::start(db).await;
@@ -196,9 +214,18 @@ async fn messages_that_arrive_while_every_batch_is_busy_share_a_commit(db: PgPoo
     let recorder = slow.iter().fold(Recorder::named("r"), |r, body| {
         r.script(body, Script::Slow(Duration::from_millis(600)))
     });
-    let consumer = fixture.consumer(settings("effects"), recorder);
+    let consumer = fixture.consumer(settings("effects"), recorder.clone());
+    // Each slow one in hand before the next is sent: every batch busy with one of them.
+    for body in &slow {
+        fixture
+            .client
+            .publish(&message(body, body))
+            .await
+            .expect("publish");
+        started(&recorder, body).await;
+    }
     let quick: Vec<String> = (0..20).map(|n| format!("quick-{n}")).collect();
-    for body in slow.iter().chain(&quick) {
+    for body in &quick {
         fixture
             .client
             .publish(&message(body, body))
@@ -208,27 +235,15 @@ async fn messages_that_arrive_while_every_batch_is_busy_share_a_commit(db: PgPoo
     let effects = fixture
         .wait_for_effects(slow.len() + quick.len(), Duration::from_secs(30))
         .await;
-    let transactions: Vec<(String, i64)> =
-        sqlx::query_as("select body, txid from effects order by seq")
-            .fetch_all(&fixture.pool)
-            .await
-            .expect("transactions");
-    let slow_transactions: HashSet<i64> = transactions
-        .iter()
-        .filter(|(body, _)| body.starts_with("slow"))
-        .map(|(_, txid)| *txid)
-        .collect();
-    let quick_transactions: HashSet<i64> = transactions
-        .iter()
-        .filter(|(body, _)| body.starts_with("quick"))
-        .map(|(_, txid)| *txid)
-        .collect();
     assert_eq!(effects.len(), 24, "each message applied once");
+    let slow_transactions: HashSet<i64> = transactions(&fixture, &slow).await.into_iter().collect();
     assert_eq!(
         slow_transactions.len(),
         slow.len(),
         "the slow ones side by side"
     );
+    let quick_transactions: HashSet<i64> =
+        transactions(&fixture, &quick).await.into_iter().collect();
     assert!(
         quick_transactions.len() < quick.len() / 2,
         "the quick ones waited together: {} transactions for {}",
@@ -237,6 +252,83 @@ async fn messages_that_arrive_while_every_batch_is_busy_share_a_commit(db: PgPoo
     );
     fixture.shutdown.cancel();
     consumer.await.expect("consumer");
+}
+
+/// The messages of a lane that wait behind a slow one are handled together when it is done, in
+/// order, in one transaction; the control: each alone when their lane is theirs.
+#[sqlx::test(migrations = false)]
+async fn the_messages_waiting_in_a_lane_share_a_commit_in_order(db: PgPool) {
+    let fixture = Fixture::start(db).await;
+    let recorder = Recorder::one_lane("r").script("slow", Script::Slow(Duration::from_millis(600)));
+    let consumer = fixture.consumer(settings("effects"), recorder.clone());
+    fixture
+        .client
+        .publish(&message("slow", "slow"))
+        .await
+        .expect("publish");
+    started(&recorder, "slow").await;
+    let waiting: Vec<String> = (0..20).map(|n| format!("waiting-{n}")).collect();
+    for (n, body) in waiting.iter().enumerate() {
+        // Under keys of their own: the handler's lane, not the key, holds them back.
+        fixture
+            .client
+            .publish(&message(&format!("key-{n}"), body))
+            .await
+            .expect("publish");
+    }
+    let effects = fixture
+        .wait_for_effects(1 + waiting.len(), Duration::from_secs(30))
+        .await;
+    let bodies: Vec<&str> = effects.iter().map(|(.., body)| body.as_str()).collect();
+    let expected: Vec<&str> = std::iter::once("slow")
+        .chain(waiting.iter().map(String::as_str))
+        .collect();
+    assert_eq!(bodies, expected, "the lane's order");
+    let shared: HashSet<i64> = transactions(&fixture, &waiting).await.into_iter().collect();
+    assert!(
+        shared.len() <= 2,
+        "those that waited went together: {} transactions for {}",
+        shared.len(),
+        waiting.len()
+    );
+    fixture.shutdown.cancel();
+    consumer.await.expect("consumer");
+}
+
+/// A runner stopped while a message waits for another attempt leaves it unacknowledged: the
+/// next runner of the subscription gets it again.
+#[sqlx::test(migrations = false)]
+async fn a_message_waiting_for_a_retry_when_the_runner_stops_is_delivered_again(db: PgPool) {
+    let fixture = Fixture::start(db).await;
+    let recorder = Recorder::named("r").script("failing", Script::Poison);
+    let waiting = ConsumerSettings {
+        backoff: consume::Backoff {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        },
+        ..settings("effects")
+    };
+    let first = fixture.consumer(waiting, recorder.clone());
+    fixture
+        .client
+        .publish(&message("failing", "failing"))
+        .await
+        .expect("publish");
+    started(&recorder, "failing").await;
+    fixture.shutdown.cancel();
+    first.await.expect("first runner");
+
+    recorder.unscript("failing");
+    let fixture = Fixture {
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        ..fixture
+    };
+    let second = fixture.consumer(settings("effects"), recorder.clone());
+    let effects = fixture.wait_for_effects(1, Duration::from_secs(30)).await;
+    assert_eq!(effects[0].3, "failing");
+    assert_eq!(recorder.attempts("failing").len(), 2, "tried again once");
+    fixture.shutdown.cancel();
+    second.await.expect("second runner");
 }
 
 #[sqlx::test(migrations = false)]
