@@ -63,7 +63,7 @@ use worker::{BATCH, Worker};
 /// Batches a runner handles at once, each in a transaction of its own (see `worker.rs`): while
 /// one is free a message starts at once; while all are busy the messages that arrive meanwhile
 /// share the next free one's transaction.
-pub const BATCHES: usize = 4;
+pub const BATCHES: usize = 2;
 
 /// A decoded message with its key and metadata.
 #[derive(Debug, Clone)]
