@@ -32,11 +32,24 @@ pub async fn load(
     saga_id: Uuid,
 ) -> Result<(Option<Saga>, Vec<Entry>, ExpectedVersion), HandlerError> {
     let events = eventstore::read_stream(conn, &stream_id(saga_id), 1, None).await?;
-    let entries = events
-        .iter()
-        .map(|event| wire::decode_entry(&event.payload))
-        .collect::<Result<Vec<Entry>, _>>()
-        .map_err(|e| HandlerError::Transient(format!("saga log of {saga_id} unreadable: {e}")))?;
+    let logged = events.iter().map(|e| (e.version, e.payload.as_slice()));
+    resume(saga_id, logged)
+}
+
+/// The saga a log's `(version, payload)` entries come to (see [`load`]).
+fn resume<'a>(
+    saga_id: Uuid,
+    logged: impl Iterator<Item = (i64, &'a [u8])>,
+) -> Result<(Option<Saga>, Vec<Entry>, ExpectedVersion), HandlerError> {
+    let mut version = ExpectedVersion::NoStream;
+    let mut entries = Vec::new();
+    for (at, payload) in logged {
+        let entry = wire::decode_entry(payload).map_err(|e| {
+            HandlerError::Transient(format!("saga log of {saga_id} unreadable: {e}"))
+        })?;
+        entries.push(entry);
+        version = ExpectedVersion::Exact(at);
+    }
     let saga = match entries.is_empty() {
         true => None,
         false => Some(
@@ -45,9 +58,6 @@ pub async fn load(
                 .map_err(|e| HandlerError::Unavailable(format!("saga {saga_id}: {e}")))?,
         ),
     };
-    let version = events.last().map_or(ExpectedVersion::NoStream, |e| {
-        ExpectedVersion::Exact(e.version)
-    });
     Ok((saga, entries, version))
 }
 
@@ -75,23 +85,50 @@ impl Cause {
 }
 
 /// The flow a saga belongs to, from its row.
-#[derive(sqlx::FromRow)]
 struct Row {
     correlation_id: Option<Uuid>,
     tenant: Option<String>,
     actor: Option<String>,
 }
 
-/// Locks the saga's row (if the saga exists) for the input's transaction. Every input of a saga
-/// takes this lock before anything else, so a saga's inputs (replies, timers, operators) queue
-/// here one after another instead of racing for its log or deadlocking on its timer rows.
-async fn lock_row(tx: &mut PgConnection, saga_id: Uuid) -> Result<Option<Row>, HandlerError> {
-    Ok(sqlx::query_as(
-        "select correlation_id, tenant, actor from sagas where saga_id = $1 for update",
-    )
-    .bind(saga_id)
-    .fetch_optional(&mut *tx)
-    .await?)
+/// A saga as an input finds it: its row (`None`: the saga has none yet), its state and its log's
+/// version.
+struct Locked {
+    row: Option<Row>,
+    saga: Option<Saga>,
+    version: ExpectedVersion,
+}
+
+/// One row of `saga_locked_log`.
+#[derive(sqlx::FromRow)]
+struct LockedLog {
+    row_found: bool,
+    correlation_id: Option<Uuid>,
+    tenant: Option<String>,
+    actor: Option<String>,
+    version: Option<i64>,
+    payload: Option<Vec<u8>>,
+}
+
+/// Locks the saga's row (if the saga exists) for the input's transaction, then loads the saga, in
+/// one round trip (the `saga_locked_log` function). Every input of a saga takes this lock before
+/// anything else, so a saga's inputs (replies, timers, operators) queue here one after another
+/// instead of racing for its log or deadlocking on its timer rows.
+async fn lock(tx: &mut PgConnection, saga_id: Uuid) -> Result<Locked, HandlerError> {
+    let rows: Vec<LockedLog> = sqlx::query_as("select * from saga_locked_log($1)")
+        .bind(saga_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    let row = rows.first().filter(|r| r.row_found).map(|r| Row {
+        correlation_id: r.correlation_id,
+        tenant: r.tenant.clone(),
+        actor: r.actor.clone(),
+    });
+    let logged = rows
+        .iter()
+        .filter_map(|r| Some((r.version?, r.payload.as_deref()?)));
+    let (saga, _, version) = resume(saga_id, logged)?;
+    Ok(Locked { row, saga, version })
 }
 
 /// Feeds one input to a saga inside `tx`; returns the entries appended (none: the input did not
@@ -102,22 +139,21 @@ pub async fn feed(
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
-    let row = lock_row(tx, saga_id).await?;
-    feed_locked(tx, saga_id, row, input, cause).await
+    let locked = lock(tx, saga_id).await?;
+    feed_locked(tx, saga_id, locked, input, cause).await
 }
 
-/// [`feed`] once the saga's row is locked (`None`: the saga does not exist yet).
+/// [`feed`] once the saga's row is locked.
 async fn feed_locked(
     tx: &mut PgConnection,
     saga_id: Uuid,
-    row: Option<Row>,
+    Locked { row, saga, version }: Locked,
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
     if row.is_none() && crate::archive::is_archived(tx, saga_id).await? {
         return Ok(vec![]);
     }
-    let (saga, _, version) = load(tx, saga_id).await?;
     let saga = match (saga, input) {
         (Some(saga), _) => saga,
         (None, Input::Start { definition, .. }) => Saga::new(saga_id, definition),
@@ -168,10 +204,11 @@ async fn answer(
     else {
         return Ok(());
     };
-    let Some(row) = lock_row(tx, saga_id).await? else {
+    let locked = lock(tx, saga_id).await?;
+    if locked.row.is_none() {
         tracing::warn!(%saga_id, "answer for an unknown saga ignored");
         return Ok(());
-    };
+    }
     let input = Input::Reply {
         command_id,
         message_id: properties.message_id,
@@ -179,7 +216,7 @@ async fn answer(
         at: now_micros(),
     };
     let cause = Cause::of(properties);
-    feed_locked(tx, saga_id, Some(row), &input, &cause)
+    feed_locked(tx, saga_id, locked, &input, &cause)
         .await
         .map(drop)
 }
@@ -372,7 +409,7 @@ async fn fire(
     command_id: Uuid,
     attempt: i32,
 ) -> Result<bool, HandlerError> {
-    let saga = lock_row(tx, saga_id).await?;
+    let locked = lock(tx, saga_id).await?;
     let deleted = sqlx::query(
         "delete from saga_timers where saga_id = $1 and command_id = $2 and attempt = $3",
     )
@@ -384,16 +421,16 @@ async fn fire(
     if deleted.rows_affected() == 0 {
         return Ok(false);
     }
-    let Some(row) = saga else {
+    if locked.row.is_none() {
         // A timer of no saga: deleted, nothing to feed.
         return Ok(true);
-    };
+    }
     let input = Input::Timeout {
         command_id,
         attempt: u32::try_from(attempt).unwrap_or(0),
         at: now_micros(),
     };
-    feed_locked(tx, saga_id, Some(row), &input, &Cause::default()).await?;
+    feed_locked(tx, saga_id, locked, &input, &Cause::default()).await?;
     Ok(true)
 }
 
@@ -407,9 +444,10 @@ pub async fn operate(
     reason: Option<&str>,
 ) -> Result<Option<Vec<Entry>>, HandlerError> {
     let mut tx = pool.begin().await?;
-    let Some(row) = lock_row(&mut tx, saga_id).await? else {
+    let locked = lock(&mut tx, saga_id).await?;
+    if locked.row.is_none() {
         return Ok(None);
-    };
+    }
     let cause = Cause {
         actor: Some(actor.to_owned()),
         ..Cause::default()
@@ -420,7 +458,7 @@ pub async fn operate(
         reason: reason.map(str::to_owned),
         at: now_micros(),
     };
-    let entries = feed_locked(&mut tx, saga_id, Some(row), &input, &cause).await?;
+    let entries = feed_locked(&mut tx, saga_id, locked, &input, &cause).await?;
     tx.commit().await?;
     Ok(Some(entries))
 }

@@ -1,6 +1,6 @@
 //! Starting once per trigger, replies, timers, operators, crash-before-commit, and replay.
 
-use super::{answer, commands, conversion, conversion_start, database, eur, feed, start};
+use super::{answer, commands, conversion, conversion_start, database, eur, feed, saga, start};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use messaging::consume::HandlerError;
@@ -128,6 +128,64 @@ async fn replies_drive_the_saga_and_replay_reproduces_every_command(db: PgPool) 
         .map(|s| sagas::wire::encode_command(&s.command).expect("encode").3)
         .collect();
     assert_eq!(replayed_bodies, bodies, "the same commands, byte for byte");
+}
+
+/// An input that waits for another's lock on its saga reads the log as that one left it: the
+/// same reply again, fed while the first is in hand, changes nothing instead of losing a race.
+#[sqlx::test(migrations = false)]
+async fn an_input_waiting_for_its_saga_reads_what_the_one_before_wrote(db: PgPool) {
+    let pool = database(db).await;
+    let (saga_id, definition, data) = conversion(10_000);
+    start(&pool, saga_id, definition, data).await;
+    let pending = saga(&pool, saga_id)
+        .await
+        .pending
+        .expect("a command is pending");
+    let reply = Input::Reply {
+        command_id: pending.command_id,
+        message_id: Uuid::new_v4(),
+        answer: Answer::Succeeded { amount: eur(500) },
+        at: coordinator::now_micros(),
+    };
+    let mut first = pool.begin().await.expect("begin");
+    let fed = coordinator::feed(&mut first, saga_id, &reply, &coordinator::Cause::default())
+        .await
+        .expect("the first reply");
+    assert!(!fed.is_empty(), "the first reply moves the saga on");
+    let second = tokio::spawn({
+        let (pool, reply) = (pool.clone(), reply.clone());
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            let fed =
+                coordinator::feed(&mut tx, saga_id, &reply, &coordinator::Cause::default()).await;
+            tx.commit().await.expect("commit");
+            fed.map(|entries| entries.len())
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second input never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    first.commit().await.expect("commit");
+    let again = second.await.expect("second input");
+    assert_eq!(
+        again.expect("no conflict: it read the log after the first committed"),
+        0,
+        "the same reply again changes nothing"
+    );
 }
 
 #[sqlx::test(migrations = false)]
