@@ -32,7 +32,7 @@ pub use stream::{
     read_stream, read_stream_as_of,
 };
 pub use wakeup::{Notifications, Wakeup};
-pub use write::{Append, write};
+pub use write::{Append, Part, write, write_with};
 
 use sqlx::PgPool;
 use uuid::Uuid;

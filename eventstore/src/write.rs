@@ -1,7 +1,7 @@
 //! A handling's writes in one round trip: the events it appends to each stream, the messages it
 //! queues and its command's outcome go to the server as one statement instead of one each. Each
 //! part is the very statement that writes it alone (`append`, `outbox::enqueue`,
-//! `record_outcome`), as a part of a `with`.
+//! `record_outcome`), as a part of a `with`; a caller may add statements of its own ([`Part`]).
 
 use crate::Error;
 use crate::outbox::{self, Message};
@@ -9,7 +9,7 @@ use crate::outcome::{OutcomeRecord, push_outcome};
 use crate::stream::{
     AppendRow, Appended, ExpectedVersion, NewEvent, appended, id_reused, push_append,
 };
-use sqlx::{PgConnection, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 /// Events to append to one stream, if it is at `expected`.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +19,11 @@ pub struct Append<'a> {
     pub expected: ExpectedVersion,
     pub events: &'a [NewEvent],
 }
+
+/// A caller's own data-modifying statement (on its own tables), written by [`write_with`] as a
+/// part of its `with`: pushed with its values bound. Like every part of one statement, it sees
+/// the tables as they were before the statement, not what the other parts write.
+pub type Part<'p> = &'p (dyn Fn(&mut QueryBuilder<Postgres>) + Sync);
 
 /// Appends to every stream in `appends`, queues `messages` and records `outcome`, in the caller's
 /// transaction and one round trip; returns what each append did, in order. Each part behaves as
@@ -30,10 +35,21 @@ pub async fn write(
     messages: &[Message],
     outcome: Option<OutcomeRecord<'_>>,
 ) -> Result<Vec<Appended>, Error> {
+    write_with(conn, appends, messages, outcome, &[]).await
+}
+
+/// [`write`], and the caller's `parts` in the same statement.
+pub async fn write_with(
+    conn: &mut PgConnection,
+    appends: &[Append<'_>],
+    messages: &[Message],
+    outcome: Option<OutcomeRecord<'_>>,
+    parts: &[Part<'_>],
+) -> Result<Vec<Appended>, Error> {
     if appends.iter().any(|a| a.events.is_empty()) {
         return Err(Error::EmptyAppend);
     }
-    if appends.is_empty() && messages.is_empty() && outcome.is_none() {
+    if appends.is_empty() && messages.is_empty() && outcome.is_none() && parts.is_empty() {
         return Ok(Vec::new());
     }
     let mut query = QueryBuilder::new("with ");
@@ -64,6 +80,13 @@ pub async fn write(
         query.push(format_args!("{separator}recorded as ("));
         push_outcome(&mut query, outcome);
         query.push(")");
+        separator = ", ";
+    }
+    for (i, part) in parts.iter().enumerate() {
+        query.push(format_args!("{separator}part_{i} as ("));
+        part(&mut query);
+        query.push(")");
+        separator = ", ";
     }
     // A data-modifying part runs to completion whether or not the final select reads it.
     query.push(" select outcome, version, first_position from (");

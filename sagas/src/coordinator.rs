@@ -97,6 +97,8 @@ struct Locked {
     row: Option<Row>,
     saga: Option<Saga>,
     version: ExpectedVersion,
+    /// When the saga started (microseconds since the epoch), from its log's first entry.
+    started: Option<i64>,
 }
 
 /// One row of `saga_locked_log`.
@@ -127,8 +129,17 @@ async fn lock(tx: &mut PgConnection, saga_id: Uuid) -> Result<Locked, HandlerErr
     let logged = rows
         .iter()
         .filter_map(|r| Some((r.version?, r.payload.as_deref()?)));
-    let (saga, _, version) = resume(saga_id, logged)?;
-    Ok(Locked { row, saga, version })
+    let (saga, entries, version) = resume(saga_id, logged)?;
+    let started = match entries.first() {
+        Some(Entry::Started { at, .. }) => Some(*at),
+        _ => None,
+    };
+    Ok(Locked {
+        row,
+        saga,
+        version,
+        started,
+    })
 }
 
 /// Feeds one input to a saga inside `tx`; returns the entries appended (none: the input did not
@@ -147,7 +158,12 @@ pub async fn feed(
 async fn feed_locked(
     tx: &mut PgConnection,
     saga_id: Uuid,
-    Locked { row, saga, version }: Locked,
+    Locked {
+        row,
+        saga,
+        version,
+        started,
+    }: Locked,
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
@@ -185,9 +201,11 @@ async fn feed_locked(
         expected: version,
         events: &logged,
     };
-    eventstore::write(tx, &[log], &messages, None).await?;
-    let age = store(tx, &next, &flow, &answered(&entries), &timers).await?;
+    let stored = store(&next, &flow, answered(&entries), &timers);
+    let parts: Vec<eventstore::Part> = stored.iter().map(|part| &**part as _).collect();
+    eventstore::write_with(tx, &[log], &messages, None, &parts).await?;
     if next.status != saga.status {
+        let age = started.map(|at| (now_micros() - at) as f64 / 1e6);
         count_transition(&next, age);
     }
     Ok(entries)

@@ -5,7 +5,7 @@ use super::{event, store};
 use eventstore::outbox::{self, Message};
 use eventstore::{
     Append, Appended, Error, ExpectedVersion, Outcome, OutcomeRecord, load_outcome, read_stream,
-    write,
+    write, write_with,
 };
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -167,5 +167,63 @@ async fn a_conflict_on_any_stream_is_reported(db: PgPool) {
     assert!(
         matches!(result, Err(Error::IdempotencyMismatch { event_id }) if event_id == reused[0].event_id),
         "{result:?}"
+    );
+}
+
+/// A caller's own statements go in the same statement as the append, each with its values.
+#[sqlx::test(migrations = false)]
+async fn a_callers_own_parts_are_written_with_the_append(db: PgPool) {
+    let pool = store(db, 1).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::raw_sql(
+        "create table notes (stream_id text, note text); insert into notes values ('a', 'old')",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("notes table");
+    let events = [event("A1", b"1")];
+    let (stream, note) = ("a".to_owned(), "new".to_owned());
+    let insert = |query: &mut sqlx::QueryBuilder<sqlx::Postgres>| {
+        query
+            .push("insert into notes values (")
+            .push_bind(stream.clone())
+            .push(", ")
+            .push_bind(note.clone())
+            .push(")");
+    };
+    let delete = |query: &mut sqlx::QueryBuilder<sqlx::Postgres>| {
+        query
+            .push("delete from notes where note = ")
+            .push_bind("old");
+    };
+    let appended = write_with(
+        &mut conn,
+        &[Append {
+            stream_id: "a",
+            stream_type: "thing",
+            expected: ExpectedVersion::NoStream,
+            events: &events,
+        }],
+        &[],
+        None,
+        &[&insert, &delete],
+    )
+    .await
+    .expect("write");
+    assert!(matches!(
+        appended[..],
+        [Appended::Written { version: 1, .. }]
+    ));
+    let notes: Vec<(String, String)> = sqlx::query_as("select stream_id, note from notes")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("notes");
+    assert_eq!(notes, [("a".to_owned(), "new".to_owned())]);
+    assert_eq!(
+        read_stream(&mut conn, "a", 1, None)
+            .await
+            .expect("read")
+            .len(),
+        1
     );
 }

@@ -7,7 +7,7 @@ use crate::wire;
 use eventstore::{Metadata, outbox};
 use messaging::Properties;
 use messaging::consume::HandlerError;
-use sqlx::PgConnection;
+use sqlx::{Postgres, QueryBuilder};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -163,65 +163,87 @@ pub(super) fn count_transition(saga: &Saga, age: Option<f64>) {
     }
 }
 
-/// The timers part of [`store`]'s statement: the saga ($1), its answered commands ($2), and the
-/// new timers' commands, attempts and seconds until due ($3-$5).
-macro_rules! timers {
-    () => {
-        "with answered as (
-             delete from saga_timers where saga_id = $1 and command_id = any($2)
-         ), timers as (
-             insert into saga_timers (saga_id, command_id, attempt, due_at)
-             select $1, t.command_id, t.attempt, now() + make_interval(secs => t.seconds)
-               from unnest($3::uuid[], $4::int[], $5::float8[]) as t (command_id, attempt, seconds)
-             on conflict do nothing
-         )"
-    };
-}
+/// A part of an input's write (see `eventstore::write_with`), with the values it binds.
+pub(super) type StorePart = Box<dyn Fn(&mut QueryBuilder<Postgres>) + Send + Sync>;
 
-/// The answered commands' timers go, the new ones come, and the saga's row is written, in one
-/// statement; returns the saga's age in seconds.
-pub(super) async fn store(
-    tx: &mut PgConnection,
+/// What an input writes beside its log, as parts of the log's statement: the answered commands'
+/// timers go, the new ones come, and the saga's row is written.
+pub(super) fn store(
     saga: &Saga,
     flow: &Flow,
-    answered: &[Uuid],
+    answered: Vec<Uuid>,
     timers: &[Timer],
-) -> Result<Option<f64>, HandlerError> {
+) -> Vec<StorePart> {
+    let saga_id = saga.saga_id;
+    let mut parts: Vec<StorePart> = Vec::new();
+    if !answered.is_empty() {
+        parts.push(Box::new(move |query| {
+            query
+                .push("delete from saga_timers where saga_id = ")
+                .push_bind(saga_id)
+                .push(" and command_id = any(")
+                .push_bind(answered.clone())
+                .push(")");
+        }));
+    }
+    if !timers.is_empty() {
+        let ids: Vec<Uuid> = timers.iter().map(|t| t.command_id).collect();
+        let attempts: Vec<i32> = timers.iter().map(|t| t.attempt).collect();
+        let seconds: Vec<f64> = timers.iter().map(|t| t.seconds).collect();
+        parts.push(Box::new(move |query| {
+            query
+                .push("insert into saga_timers (saga_id, command_id, attempt, due_at) select ")
+                .push_bind(saga_id)
+                .push(", t.command_id, t.attempt, now() + make_interval(secs => t.seconds) from unnest(")
+                .push_bind(ids.clone())
+                .push("::uuid[], ")
+                .push_bind(attempts.clone())
+                .push("::int[], ")
+                .push_bind(seconds.clone())
+                .push("::float8[]) as t (command_id, attempt, seconds) on conflict do nothing");
+        }));
+    }
     // Every saga's log starts with its data: only a saga that never started has none.
-    let Some(data) = &saga.data else {
-        return Ok(None);
-    };
-    let current_step = saga.pending.as_ref().map(|p| p.step.name());
-    sqlx::query_scalar::<_, f64>(concat!(
-        timers!(),
-        " insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id,
-                             correlation_id, tenant, actor, current_step, reason, order_id,
-                             definition_version, started_at, updated_at)
-          values ($1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, now(), now())
-          on conflict (saga_id) do update
-             set status = excluded.status, current_step = excluded.current_step,
-                 reason = excluded.reason, updated_at = now()
-          returning extract(epoch from now() - started_at)::float8",
-    ))
-    .bind(saga.saga_id)
-    .bind(answered)
-    .bind(timers.iter().map(|t| t.command_id).collect::<Vec<_>>())
-    .bind(timers.iter().map(|t| t.attempt).collect::<Vec<_>>())
-    .bind(timers.iter().map(|t| t.seconds).collect::<Vec<_>>())
-    .bind(saga.definition.saga_type.name())
-    .bind(saga.status.name())
-    .bind(data.tracking_id)
-    .bind(data.campaign_id)
-    .bind(data.partner_id)
-    .bind(flow.correlation_id)
-    .bind(&flow.tenant)
-    .bind(&flow.actor)
-    .bind(current_step)
-    .bind(&saga.reason)
-    .bind(data.order.as_ref().map(|order| order.order_id.as_str()))
-    .bind(i32::try_from(saga.definition.version).unwrap_or(i32::MAX))
-    .fetch_one(&mut *tx)
-    .await
-    .map(Some)
-    .map_err(HandlerError::from)
+    if let Some(data) = &saga.data {
+        let row = (
+            saga.definition.saga_type.name(),
+            saga.status.name(),
+            (data.tracking_id, data.campaign_id, data.partner_id),
+            (flow.correlation_id, flow.tenant.clone(), flow.actor.clone()),
+            saga.pending.as_ref().map(|p| p.step.name()),
+            saga.reason.clone(),
+            data.order.as_ref().map(|order| order.order_id.clone()),
+            i32::try_from(saga.definition.version).unwrap_or(i32::MAX),
+        );
+        parts.push(Box::new(move |query| {
+            let (saga_type, status, (tracking, campaign, partner), flow, step, reason, order, version) =
+                row.clone();
+            query.push(
+                "insert into sagas (saga_id, saga_type, status, tracking_id, campaign_id, partner_id,
+                                    correlation_id, tenant, actor, current_step, reason, order_id,
+                                    definition_version, started_at, updated_at) values (",
+            );
+            query
+                .separated(", ")
+                .push_bind(saga_id)
+                .push_bind(saga_type)
+                .push_bind(status)
+                .push_bind(tracking)
+                .push_bind(campaign)
+                .push_bind(partner)
+                .push_bind(flow.0)
+                .push_bind(flow.1)
+                .push_bind(flow.2)
+                .push_bind(step)
+                .push_bind(reason)
+                .push_bind(order)
+                .push_bind(version)
+                .push_unseparated(
+                    ", now(), now()) on conflict (saga_id) do update
+                        set status = excluded.status, current_step = excluded.current_step,
+                            reason = excluded.reason, updated_at = now()",
+                );
+        }));
+    }
+    parts
 }
