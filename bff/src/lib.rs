@@ -63,6 +63,7 @@ pub struct AppState {
     limiter: Arc<DefaultKeyedRateLimiter<String>>,
     http_metrics: metrics::HttpMetrics,
     restarts: u32,
+    owners: writes::Owners,
 }
 
 impl std::fmt::Debug for AppState {
@@ -225,6 +226,7 @@ pub fn router(client: Arc<Client>, settings: Settings) -> Router {
         limiter: Arc::new(RateLimiter::keyed(quota)),
         http_metrics: metrics::HttpMetrics::default(),
         restarts: settings.restarts,
+        owners: writes::Owners::default(),
     };
     let registry = messaging::metrics::Metrics::default();
     registry.register(|r| state.http_metrics.register(r));

@@ -567,8 +567,14 @@ async fn bad_tokens_other_tenants_and_bad_bodies_are_refused(db: PgPool) {
     );
     let click =
         json!({ "campaign_id": campaign_id, "partner_id": Uuid::new_v4(), "kind": "click" });
+    let (status, _) = api.track(&owner, &click).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "its owner tracks on it");
     let (status, _) = api.track(&other, &click).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "nor can it track on it");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nor can another track on it, once the API knows whose it is"
+    );
     let (status, problem) = api
         .track(
             &owner,
