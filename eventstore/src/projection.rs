@@ -4,8 +4,9 @@
 //! commit together, so a crash never applies an event twice or skips one. Several instances of a
 //! service may run the same projection: a transaction-scoped advisory lock on its name lets one
 //! batch run at a time. A rebuild replays the log from zero into copies of the read model's
-//! tables, in short transactions, compares what it built with what was live, row for row, inside
-//! PostgreSQL, and swaps the copies in (see [`rebuild`]). The copies' secondary (non-unique)
+//! tables, in short transactions, compares what it built with what was live inside PostgreSQL
+//! (their rows' hashes, then row for row where they differ), and swaps the copies in (see
+//! [`rebuild`]). The copies' secondary (non-unique)
 //! indexes are built once at the end, which costs a third of keeping them up to date row by row;
 //! unique ones stay, for the lookups and the upserts of `apply`.
 
@@ -209,7 +210,7 @@ pub async fn rebuild<P: Projection>(
         .bind(projection.name())
         .execute(&mut *hold)
         .await?;
-    let rebuilt = replay_beside(pool, projection, &mut progress).await;
+    let rebuilt = replay_beside(pool, projection, &mut hold, &mut progress).await;
     // Released whatever happened; the lock would otherwise go with the connection only.
     sqlx::query("select pg_advisory_unlock(hashtext($1))")
         .bind(projection.name())
@@ -233,41 +234,56 @@ fn rebuild_schema(projection: &str) -> String {
     format!("pulsaga_rebuild_{name}")
 }
 
+/// Replays the log into copies of the projection's tables and swaps them in. Pages are read on
+/// `reader` (the connection that holds the projection's lock) while the page before is applied
+/// on another, so the server reads the log and writes the copies side by side.
 async fn replay_beside<P: Projection>(
     pool: &PgPool,
     projection: &P,
+    reader: &mut PgConnection,
     progress: &mut (impl FnMut(usize) + Send),
 ) -> Result<Rebuild, Error> {
     let schema = rebuild_schema(projection.name());
     let mut conn = pool.acquire().await?;
     let live_position = load_checkpoint(&mut conn, projection.name()).await?;
     let secondary = create_copies(&mut conn, &schema, projection.tables()).await?;
-    let mut after = 0;
-    let mut events = 0;
-    while after != live_position {
-        let mut tx = Connection::begin(&mut *conn).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "set local search_path = {schema}, public"
-        )))
-        .execute(&mut *tx)
-        .await?;
-        let page = read_all(&mut tx, after, REBUILD_PAGE).await?;
-        if page.events.is_empty() {
-            break;
+    let (pages, mut replay) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(1);
+    let read = async move {
+        let mut after = 0;
+        while after != live_position {
+            let page = read_all(reader, after, REBUILD_PAGE).await?;
+            if page.events.is_empty() {
+                break;
+            }
+            let mut events = page.events;
+            // Stop at the live model's position, which may fall inside the page.
+            if let Some(i) = events.iter().position(|e| e.position == live_position) {
+                events.truncate(i + 1);
+            }
+            after = events.last().map_or(page.next, |e| e.position);
+            if pages.send(events).await.is_err() {
+                break;
+            }
         }
-        // Stop at the live model's position, which may fall inside the page.
-        let end = page
-            .events
-            .iter()
-            .position(|e| e.position == live_position)
-            .map_or(page.events.len(), |i| i + 1);
-        let replayed = &page.events[..end];
-        projection.apply_page(&mut tx, replayed).await?;
-        tx.commit().await?;
-        events += replayed.len();
-        after = replayed.last().map_or(page.next, |e| e.position);
-        progress(events);
-    }
+        Ok::<_, Error>(after)
+    };
+    let write = async {
+        let mut events = 0;
+        while let Some(page) = replay.recv().await {
+            let mut tx = Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "set local search_path = {schema}, public"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            projection.apply_page(&mut tx, &page).await?;
+            tx.commit().await?;
+            events += page.len();
+            progress(events);
+        }
+        Ok::<_, Error>(events)
+    };
+    let (after, events) = tokio::try_join!(read, write)?;
     for definition in secondary {
         sqlx::query(AssertSqlSafe(definition))
             .execute(&mut *conn)
@@ -346,6 +362,9 @@ async fn swap_in<P: Projection>(
     let (mut only_live, mut only_rebuilt) = (Vec::new(), Vec::new());
     for table in tables {
         let (live, copy) = (format!("public.{table}"), format!("{schema}.{table}"));
+        if same_rows(&mut tx, &live, &copy).await? {
+            continue;
+        }
         only_live.extend(rows_missing(&mut tx, table, &live, &copy).await?);
         only_rebuilt.extend(rows_missing(&mut tx, table, &copy, &live).await?);
     }
@@ -376,6 +395,19 @@ fn unnamed(definition: &str) -> String {
     let kind = head.rsplit_once(' ').map_or(head, |(kind, _)| kind);
     let tail = tail.split_once('.').map_or(tail, |(_, table)| table);
     format!("{kind} ON {tail}")
+}
+
+/// Whether tables `a` and `b` hold the same rows, by their counts and the sums of their rows'
+/// 64-bit hashes: a scan of each, where telling which rows differ builds a hash table of one to
+/// probe with the other, both ways (on 100,000 rows, 33 ms against 86 ms a way). Equal sums of
+/// different rows would take a collision of 64-bit hashes.
+async fn same_rows(tx: &mut PgConnection, a: &str, b: &str) -> Result<bool, Error> {
+    let sql = format!(
+        "select (select (count(*), sum(hash_record_extended(t, 0))) from {a} t)
+                is not distinct from
+                (select (count(*), sum(hash_record_extended(t, 0))) from {b} t)"
+    );
+    Ok(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(tx).await?)
 }
 
 /// Up to five rows of `from` that `other` lacks (counting duplicates), labelled with `table`.
