@@ -8,6 +8,7 @@ mod inbox_and_checkpoints;
 mod notifications;
 mod outbox;
 mod prune;
+mod rebuild;
 mod streams;
 mod write;
 
