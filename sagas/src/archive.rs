@@ -64,17 +64,6 @@ pub async fn archive_ended(pool: &PgPool, age: Duration) -> Result<u64, eventsto
     }
 }
 
-/// Whether the saga was archived (inside the input's transaction).
-pub async fn is_archived(
-    conn: &mut sqlx::PgConnection,
-    saga_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from archived_sagas where saga_id = $1)")
-        .bind(saga_id)
-        .fetch_one(conn)
-        .await
-}
-
 /// How often the archiver looks for sagas old enough (one indexed query when there are none).
 pub const ARCHIVE_EVERY: Duration = Duration::from_secs(60);
 

@@ -91,10 +91,12 @@ struct Row {
     actor: Option<String>,
 }
 
-/// A saga as an input finds it: its row (`None`: the saga has none yet), its state and its log's
-/// version.
+/// A saga as an input finds it: its row (`None`: the saga has none yet, or was archived), its
+/// state and its log's version.
 struct Locked {
     row: Option<Row>,
+    /// The saga has no row because it was archived: it takes no more input.
+    archived: bool,
     saga: Option<Saga>,
     version: ExpectedVersion,
     /// When the saga started (microseconds since the epoch), from its log's first entry.
@@ -105,6 +107,7 @@ struct Locked {
 #[derive(sqlx::FromRow)]
 struct LockedLog {
     row_found: bool,
+    archived: bool,
     correlation_id: Option<Uuid>,
     tenant: Option<String>,
     actor: Option<String>,
@@ -136,6 +139,7 @@ async fn lock(tx: &mut PgConnection, saga_id: Uuid) -> Result<Locked, HandlerErr
     };
     Ok(Locked {
         row,
+        archived: rows.first().is_some_and(|r| r.archived),
         saga,
         version,
         started,
@@ -160,6 +164,7 @@ async fn feed_locked(
     saga_id: Uuid,
     Locked {
         row,
+        archived,
         saga,
         version,
         started,
@@ -167,7 +172,7 @@ async fn feed_locked(
     input: &Input,
     cause: &Cause,
 ) -> Result<Vec<Entry>, HandlerError> {
-    if row.is_none() && crate::archive::is_archived(tx, saga_id).await? {
+    if archived {
         return Ok(vec![]);
     }
     let saga = match (saga, input) {
