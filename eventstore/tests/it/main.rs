@@ -10,6 +10,8 @@ mod outbox;
 mod prune;
 mod rebuild;
 mod streams;
+#[path = "../common/tally.rs"]
+mod tally;
 mod write;
 
 use eventstore::{Metadata, NewEvent};

@@ -3,50 +3,11 @@
 //! rows PostgreSQL cannot hash is compared row by row.
 
 use super::{event, log_settled, store};
-use eventstore::projection::{self, Projection};
-use eventstore::{Error, ExpectedVersion, RecordedEvent};
-use sqlx::{PgConnection, PgPool};
+use crate::tally::Tally;
+use eventstore::projection;
+use eventstore::{Error, ExpectedVersion};
+use sqlx::PgPool;
 use std::time::Duration;
-
-/// Counts each stream's events; with `poisoned`, fails on a page holding an event of the
-/// `poison` stream.
-struct Tally {
-    poisoned: bool,
-}
-
-impl Projection for Tally {
-    fn name(&self) -> &'static str {
-        "tally"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["tallies"]
-    }
-
-    async fn apply_page(
-        &self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), Error> {
-        if self.poisoned && events.iter().any(|e| e.stream_id == "poison") {
-            sqlx::query("select 1 / 0").execute(&mut *tx).await?;
-        }
-        sqlx::query(
-            "insert into tallies (stream_id, events)
-             select stream_id, count(*) from unnest($1::text[]) as e (stream_id) group by 1
-             on conflict (stream_id) do update set events = tallies.events + excluded.events",
-        )
-        .bind(
-            events
-                .iter()
-                .map(|e| e.stream_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-}
 
 async fn tallies(pool: &PgPool) -> Vec<(String, i64)> {
     sqlx::query_as("select stream_id, events from tallies order by 1")
