@@ -252,7 +252,7 @@ fn main() -> ExitCode {
     };
     // Outside the runtime: the exporter's blocking HTTP client is made and dropped here.
     let telemetry = settings::init_telemetry(service);
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let result = runtime(&cli.command)
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
@@ -264,6 +264,23 @@ fn main() -> ExitCode {
             eprintln!("pulsaga: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime `pulsaga serve --worker-threads` asks for; tokio's default otherwise.
+fn runtime(command: &Command) -> tokio::runtime::Builder {
+    let threads = match command {
+        Command::Serve(args) => args.worker_threads,
+        _ => None,
+    };
+    match threads.map(std::num::NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

@@ -121,6 +121,12 @@ pub struct Args {
     /// The API's settings (boxed: the largest of the commands' settings).
     #[command(flatten)]
     api: Box<crate::settings::Api>,
+    /// Threads that run the process's tasks (default: one per core). With 1, every task runs on
+    /// the process's main thread, and no task is handed from one thread to another: where
+    /// several processes share the cores, as under `pulsaga up` (which starts each with 1),
+    /// those handoffs cost more CPU than the second thread gives.
+    #[arg(long, env = "PULSAGA_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
 /// Runs the one process `args` names until `shutdown` (a signal, or `pulsaga up --in-process`
@@ -135,6 +141,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         restarts,
         infrastructure,
         api,
+        worker_threads: _,
     } = args;
     match process.service() {
         Some(service) => {

@@ -200,6 +200,11 @@ pub(super) fn spawn(
     if let Some(filter) = filter {
         command.env("RUST_LOG", filter);
     }
+    // The processes share this machine's cores: each runs its tasks on one thread, unless
+    // told otherwise (`pulsaga serve --worker-threads`).
+    if std::env::var_os("PULSAGA_WORKER_THREADS").is_none() {
+        command.env("PULSAGA_WORKER_THREADS", "1");
+    }
     command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))

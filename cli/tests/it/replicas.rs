@@ -30,6 +30,8 @@ async fn replica(platform: &Platform, service: &str) -> (Child, String) {
         .env("SERVICE_TOKEN", super::SERVICE_TOKEN.expose())
         // Beside the platform's own pools, within PostgreSQL's default 100 connections.
         .env("DATABASE_CONNECTIONS", "6")
+        // A runtime of two worker threads, where `pulsaga up`'s processes run on one.
+        .env("PULSAGA_WORKER_THREADS", "2")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
