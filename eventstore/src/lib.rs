@@ -59,6 +59,18 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Begins a handling's transaction: a consumer's batch, a timer's input. Its statements run on
+/// the plan PostgreSQL made the first time the connection prepared them. A handling's writes
+/// are one statement per shape of input, with their keys in arrays, and for such statements
+/// PostgreSQL's own choice is often to plan every execution anew: it prices the general plan for
+/// ten elements an array, the one at hand for the one or two the handling has. Measured in a
+/// bench run, half the executions of the writes were planned again, at 0.3–0.65 ms each.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, Error> {
+    Ok(pool
+        .begin_with("begin; set local plan_cache_mode = force_generic_plan")
+        .await?)
+}
+
 /// An error and its sources on one line, for logs, dead letters and recorded failures. A source
 /// whose text the line already holds is left out: sqlx's database error, for one, shows its
 /// cause's message in its own.

@@ -9,16 +9,40 @@
 //! waiting for the broker keeps no transaction open; a relay that dies loses its lease when it
 //! expires and another relay takes the rows over. Rows are marked published only after the broker
 //! confirmed them: delivery is at least once, and consumers deduplicate by message id.
+//!
+//! A process's own transactions hand what they queue to the process's relay ([`Handoff`]): the
+//! rows are written already leased to it, and once the transaction has committed the relay is
+//! given them in memory, with their ids, so it neither claims them nor is notified of them. A
+//! row is written leased only when its key has no unpublished row or its newest is that relay's
+//! too; otherwise it is written free, and relays claim it as any other. (Checking the newest
+//! row alone is one index probe however long a busy key's queue; it holds because a relay
+//! releases a key's rows together, and claims take a key's rows as a prefix.) Each leased row
+//! names the row it follows (`after`), so that the relay publishes it only after that one, even
+//! if the two transactions' handoffs reach it in the other order. The outbox stays the record: if
+//! the process dies before its relay has published them, the lease expires and any relay claims
+//! them.
 
 use crate::Error;
 
-/// The channel notified at the commit of every transaction that queued messages.
+/// The channel notified at the commit of every transaction that queued messages no relay holds:
+/// relays claim what it announces.
 pub const CHANNEL: &str = "pulsaga_outbox";
+
+/// The channel on which a process wakes its own workers (see `Notifications::wake`) when one of
+/// its transactions committed messages it handed to its relay: the database notifies no one of
+/// those.
+pub const HANDED: &str = "pulsaga_outbox_handed";
+
+use crate::Notifications;
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// A message to publish: its topic, its key (the aggregate or saga id; per-key order is kept),
@@ -40,19 +64,137 @@ pub struct Claimed {
     pub message: Message,
 }
 
-/// Adds messages to the outbox in the caller's transaction, in order.
-pub async fn enqueue(conn: &mut PgConnection, messages: &[Message]) -> Result<(), Error> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let mut query = QueryBuilder::new("");
-    push_enqueue(&mut query, messages);
-    query.build().execute(conn).await?;
-    Ok(())
+/// Messages a transaction wrote leased to its process's relay, handed to it once it committed.
+#[derive(Debug)]
+pub struct Handed {
+    pub rows: Vec<HandedRow>,
+    /// When the first of them was written: their leases run from about then.
+    pub since: Instant,
 }
 
-/// The insert of `messages` into the outbox, in order, its arguments bound.
-pub(crate) fn push_enqueue(query: &mut QueryBuilder<Postgres>, messages: &[Message]) {
+/// A message written leased to the relay, and the unpublished row of its key (the relay's too)
+/// that was the key's newest then, if any: it goes out after that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedRow {
+    pub row: Claimed,
+    pub after: Option<i64>,
+}
+
+/// Where a process's transactions hand what they queue: its relay, by name, and the lease it
+/// holds such rows for. See the module's description, and [`handing_to`].
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    relay: Arc<str>,
+    lease: Duration,
+    relay_rows: mpsc::UnboundedSender<Handed>,
+    notifications: Notifications,
+}
+
+impl Handoff {
+    /// A handoff to the relay `relay` (its lease name), which receives from the returned end.
+    /// Once that end is dropped (the relay stopped) messages are written free again.
+    pub fn new(
+        relay: &str,
+        lease: Duration,
+        notifications: Notifications,
+    ) -> (Handoff, mpsc::UnboundedReceiver<Handed>) {
+        let (relay_rows, received) = mpsc::unbounded_channel();
+        let handoff = Handoff {
+            relay: relay.into(),
+            lease,
+            relay_rows,
+            notifications,
+        };
+        (handoff, received)
+    }
+}
+
+/// What the statements of a transaction in [`handing_to`] queued leased to its relay.
+struct Handing {
+    relay: Arc<str>,
+    lease: Duration,
+    rows: RefCell<Vec<HandedRow>>,
+    since: RefCell<Option<Instant>>,
+}
+
+tokio::task_local! {
+    static HANDING: Handing;
+}
+
+/// Runs `transaction`, whose messages are written leased to `handoff`'s relay (see the module's
+/// description); if it returns `Ok` they are handed to the relay, and the process's workers on
+/// [`HANDED`] are woken. `transaction` returns `Ok` only once it has committed: on `Err` the
+/// messages are taken to be rolled back, and their leases lapse in any case.
+pub async fn handing_to<T, E>(
+    handoff: Option<&Handoff>,
+    transaction: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let Some(handoff) = handoff.filter(|h| !h.relay_rows.is_closed()) else {
+        return transaction.await;
+    };
+    let handing = Handing {
+        relay: handoff.relay.clone(),
+        lease: handoff.lease,
+        rows: RefCell::default(),
+        since: RefCell::default(),
+    };
+    let (result, handed) = HANDING
+        .scope(handing, async {
+            let result = transaction.await;
+            let handed = HANDING.with(|h| (h.rows.take(), *h.since.borrow()));
+            (result, handed)
+        })
+        .await;
+    if let (Ok(_), (rows, Some(since))) = (&result, handed)
+        && !rows.is_empty()
+    {
+        let _ = handoff.relay_rows.send(Handed { rows, since });
+        handoff.notifications.wake(HANDED);
+    }
+    result
+}
+
+/// The relay the current transaction writes its messages leased to, and for how long.
+pub(crate) fn lease() -> Option<(Arc<str>, Duration)> {
+    HANDING.try_with(|h| (h.relay.clone(), h.lease)).ok()
+}
+
+/// A row as the outbox's insert returns it: its id, whether it was written leased, and the row
+/// it follows (see [`HandedRow`]).
+pub(crate) type Written = (i64, bool, Option<i64>);
+
+/// Notes that `messages` were written as `rows` (in order) in the current transaction: the
+/// leased ones go to the relay when it commits.
+pub(crate) fn written(messages: &[Message], rows: &[Written]) {
+    let _ = HANDING.try_with(|h| {
+        h.since.borrow_mut().get_or_insert_with(Instant::now);
+        let mut handed = h.rows.borrow_mut();
+        for (message, (id, leased, after)) in messages.iter().zip(rows) {
+            if *leased {
+                let row = Claimed {
+                    id: *id,
+                    attempts: 1,
+                    message: message.clone(),
+                };
+                handed.push(HandedRow { row, after: *after });
+            }
+        }
+    });
+}
+
+/// Adds messages to the outbox in the caller's transaction, in order.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[Message]) -> Result<(), Error> {
+    crate::write(conn, &[], messages, None).await.map(drop)
+}
+
+/// The insert of `messages` into the outbox, in order, its arguments bound; leased to `lease`'s
+/// relay where the key allows (see the module's description). It returns each row as
+/// [`Written`]: `id`, `leased` and `after`.
+pub(crate) fn push_enqueue(
+    query: &mut QueryBuilder<Postgres>,
+    messages: &[Message],
+    lease: Option<&(Arc<str>, Duration)>,
+) {
     let properties: Vec<Json<Map<String, Value>>> = messages
         .iter()
         .map(|m| {
@@ -64,15 +206,42 @@ pub(crate) fn push_enqueue(query: &mut QueryBuilder<Postgres>, messages: &[Messa
             )
         })
         .collect();
+    let keys: Vec<String> = messages.iter().map(|m| m.key.clone()).collect();
+    let lease = lease.map(|(relay, lease)| (relay.to_string(), lease.as_secs_f64()));
+    if lease.is_some() {
+        // Each key's newest unpublished row: one probe of the key's pending index from its end.
+        query
+            .push(
+                "with newest as (
+                     select k.key, n.id, n.lease_owner
+                       from (select distinct key from unnest(",
+            )
+            .push_bind(keys.clone())
+            .push(
+                "::text[]) key) k
+                      cross join lateral (
+                          select o.id, o.lease_owner from outbox o
+                           where o.key = k.key and o.published_at is null
+                           order by o.id desc limit 1) n) ",
+            );
+    }
+    query.push("insert into outbox (topic, key, payload, properties");
+    match &lease {
+        Some((_, seconds)) => query
+            .push(
+                ", lease_owner, lease_until, attempts)
+                 select m.topic, m.key, m.payload, m.properties, l.owner,
+                        case when l.owner is not null then now() + make_interval(secs => ",
+            )
+            .push_bind(*seconds)
+            .push("::float8) end, (l.owner is not null)::int"),
+        None => query.push(") select m.topic, m.key, m.payload, m.properties"),
+    };
     query
-        .push(
-            "insert into outbox (topic, key, payload, properties)
-         select m.topic, m.key, m.payload, m.properties
-           from unnest(",
-        )
+        .push(" from unnest(")
         .push_bind(messages.iter().map(|m| m.topic.clone()).collect::<Vec<_>>())
         .push("::text[], ")
-        .push_bind(messages.iter().map(|m| m.key.clone()).collect::<Vec<_>>())
+        .push_bind(keys)
         .push("::text[], ")
         .push_bind(
             messages
@@ -82,10 +251,25 @@ pub(crate) fn push_enqueue(query: &mut QueryBuilder<Postgres>, messages: &[Messa
         )
         .push("::bytea[], ")
         .push_bind(properties)
-        .push(
-            "::jsonb[]) with ordinality as m (topic, key, payload, properties, ord)
-          order by m.ord",
-        );
+        .push("::jsonb[]) with ordinality as m (topic, key, payload, properties, ord)");
+    match lease {
+        Some((relay, _)) => {
+            query
+                .push(" left join newest n on n.key = m.key cross join lateral (select case when n.id is null or n.lease_owner = ")
+                .push_bind(relay.clone())
+                .push(" then ")
+                .push_bind(relay)
+                .push(
+                    "::text end as owner offset 0) l
+                     order by m.ord
+                     returning id, lease_owner is not null as leased,
+                               (select n.id from newest n where n.key = outbox.key) as after",
+                );
+        }
+        None => {
+            query.push(" order by m.ord returning id, false as leased, null::bigint as after");
+        }
+    }
 }
 
 /// Queues again what the message `cause` led to, once each message id, in the order first

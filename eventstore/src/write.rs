@@ -6,9 +6,7 @@
 use crate::Error;
 use crate::outbox::{self, Message};
 use crate::outcome::{OutcomeRecord, push_outcome};
-use crate::stream::{
-    AppendRow, Appended, ExpectedVersion, NewEvent, appended, id_reused, push_append,
-};
+use crate::stream::{Appended, ExpectedVersion, NewEvent, appended, id_reused, push_append};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 /// Events to append to one stream, if it is at `expected`.
@@ -28,7 +26,8 @@ pub type Part<'p> = &'p (dyn Fn(&mut QueryBuilder<Postgres>) + Sync);
 /// Appends to every stream in `appends`, queues `messages` and records `outcome`, in the caller's
 /// transaction and one round trip; returns what each append did, in order. Each part behaves as
 /// it does alone, except that a conflict on one stream ([`Error::Conflict`]) leaves the other
-/// parts written: the caller rolls back, as it would after a conflict anyway.
+/// parts written: the caller rolls back, as it would after a conflict anyway. In
+/// [`outbox::handing_to`], the messages are written for the process's relay.
 pub async fn write(
     conn: &mut PgConnection,
     appends: &[Append<'_>],
@@ -68,11 +67,12 @@ pub async fn write_with(
         );
         query.push(")");
         separator = ", ";
-        selects.push(format!("select * from appended_{i}"));
+        selects.push(format!("select *, null::bool as leased from appended_{i}"));
     }
+    let lease = outbox::lease().filter(|_| !messages.is_empty());
     if !messages.is_empty() {
         query.push(format_args!("{separator}queued as ("));
-        outbox::push_enqueue(&mut query, messages);
+        outbox::push_enqueue(&mut query, messages, lease.as_ref());
         query.push(")");
         separator = ", ";
     }
@@ -88,25 +88,53 @@ pub async fn write_with(
         query.push(")");
         separator = ", ";
     }
-    // A data-modifying part runs to completion whether or not the final select reads it.
-    query.push(" select outcome, version, first_position from (");
+    // A data-modifying part runs to completion whether or not the final select reads it. The
+    // rows queued for a relay come after the appends' (part null), in id order.
+    if lease.is_some() {
+        selects.push(
+            "select null::int as part, null::text as outcome, id as version, \
+             after as first_position, leased from queued"
+                .into(),
+        );
+    }
+    query.push(" select outcome, version, first_position, leased from (");
     if selects.is_empty() {
         selects.push(
             "select null::int as part, null::text as outcome, null::bigint as version, \
-             null::bigint as first_position where false"
+             null::bigint as first_position, null::bool as leased where false"
                 .into(),
         );
     }
     query.push(selects.join(" union all "));
-    query.push(") appended order by part");
-    let rows: Vec<AppendRow> = query
+    query.push(") appended order by part, version");
+    let rows: Vec<WriteRow> = query
         .build_query_as()
         .fetch_all(conn)
         .await
         .map_err(|error| id_reused(error, appends.first().map_or(&[], |a| a.events)))?;
+    let (queued, rows): (Vec<WriteRow>, Vec<WriteRow>) =
+        rows.into_iter().partition(|row| row.3.is_some());
+    if lease.is_some() {
+        let written: Vec<outbox::Written> = queued
+            .iter()
+            .filter_map(|(_, id, after, leased)| Some((*id, (*leased)?, *after)))
+            .collect();
+        outbox::written(messages, &written);
+    }
     appends
         .iter()
         .zip(rows)
-        .map(|(append, row)| appended(row, append.stream_id, append.expected))
+        .map(|(append, (outcome, version, first_position, _))| {
+            appended(
+                (outcome.unwrap_or_default(), version, first_position),
+                append.stream_id,
+                append.expected,
+            )
+        })
         .collect()
 }
+
+/// A row of [`write_with`]'s answer: an append's `(outcome, version, first_position)`, or a
+/// queued message's id (as the version), the row it follows (as the first position) and
+/// whether it was leased.
+type WriteRow = (Option<String>, i64, Option<i64>, Option<bool>);

@@ -123,6 +123,7 @@ async fn main() {
         client.clone(),
         pool.clone(),
         wakeup,
+        None,
         RelaySettings::new("bench"),
         shutdown.clone(),
     ));

@@ -313,6 +313,10 @@ pub struct ConsumerSettings {
     /// finishes holds up its lane, and on Key_Shared its key for every consumer.
     pub long_in_hand: Duration,
     pub stats: Arc<ConsumerStats>,
+    /// Where the handlers' transactions hand the messages they queue, once committed: the
+    /// process's relay (see `eventstore::outbox::Handoff`). None: they are written for any
+    /// relay to claim.
+    pub handoff: Option<outbox::Handoff>,
 }
 
 impl ConsumerSettings {
@@ -329,6 +333,7 @@ impl ConsumerSettings {
             max_in_flight: 256,
             long_in_hand: Duration::from_secs(120),
             stats: Arc::default(),
+            handoff: None,
         }
     }
 }

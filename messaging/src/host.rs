@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +130,11 @@ pub struct Tasks {
     set: JoinSet<Result<(), ServiceError>>,
     metrics: Metrics,
     notifications: Notifications,
+    /// Where its transactions hand what they queue: its relay, under a name unique to the process.
+    relay: RelaySettings,
+    handoff: outbox::Handoff,
+    /// The relay's end of the handoff, until the relay starts.
+    handed: Option<mpsc::UnboundedReceiver<outbox::Handed>>,
     /// The names of the projections it keeps, for their lag.
     projections: Vec<&'static str>,
 }
@@ -141,10 +147,17 @@ impl Tasks {
         pool: PgPool,
         shutdown: CancellationToken,
     ) -> Self {
+        let notifications = Notifications::new(&pool);
+        let relay = RelaySettings::new(format!("{service}-{}", uuid::Uuid::new_v4()));
+        let (handoff, handed) =
+            outbox::Handoff::new(&relay.name, relay.lease, notifications.clone());
         Tasks {
             service,
             client,
-            notifications: Notifications::new(&pool),
+            notifications,
+            relay,
+            handoff,
+            handed: Some(handed),
             projections: Vec::new(),
             pool,
             shutdown,
@@ -173,9 +186,18 @@ impl Tasks {
         &self.notifications
     }
 
+    /// Where the service's transactions hand the messages they queue to its relay (see
+    /// `outbox::handing_to`); its consumers' do.
+    pub fn handoff(&self) -> &outbox::Handoff {
+        &self.handoff
+    }
+
     /// Consumes `H::Message`'s topic on the service's subscription.
     pub fn consume<H: Handler>(&mut self, handler: H) -> &mut Self {
-        let settings = ConsumerSettings::new(self.service);
+        let settings = ConsumerSettings {
+            handoff: Some(self.handoff.clone()),
+            ..ConsumerSettings::new(self.service)
+        };
         self.metrics.register(|registry| {
             settings
                 .stats
@@ -192,14 +214,16 @@ impl Tasks {
         self
     }
 
-    /// Relays the service's outbox, under a name unique to this process.
+    /// Relays the service's outbox, under a name unique to this process: what its transactions
+    /// hand over, and what it claims. Without it, its transactions' messages are written for any
+    /// relay to claim.
     pub fn relay(&mut self) -> &mut Self {
-        let name = format!("{}-{}", self.service, uuid::Uuid::new_v4());
         let (client, pool) = (self.client.clone(), self.pool.clone());
         let (notifications, stop) = (self.notifications.clone(), self.shutdown.clone());
+        let (settings, handed) = (self.relay.clone(), self.handed.take());
         self.set.spawn(async move {
             let wakeup = notifications.wakeup(outbox::CHANNEL).await;
-            Ok(relay::run(client, pool, wakeup, RelaySettings::new(name), stop).await?)
+            Ok(relay::run(client, pool, wakeup, handed, settings, stop).await?)
         });
         self
     }
@@ -229,7 +253,9 @@ impl Tasks {
         let (pool, stop) = (self.pool.clone(), self.shutdown.clone());
         let notifications = self.notifications.clone();
         self.set.spawn(async move {
-            let wakeup = notifications.wakeup(outbox::CHANNEL).await;
+            let wakeup = notifications
+                .wakeup_on(&[outbox::CHANNEL, outbox::HANDED])
+                .await;
             let stop = stop.cancelled();
             Ok(projection::run(&pool, &projection, wakeup, PROJECTION_POLL, stop).await?)
         });
@@ -292,6 +318,8 @@ impl Tasks {
 
     /// Waits for every task; the first failure stops the others and is returned.
     pub async fn join(mut self) -> Result<(), ServiceError> {
+        // No relay was started to take what the transactions hand over: they write for claims.
+        self.handed = None;
         let mut outcome = Ok(());
         while let Some(done) = self.set.join_next().await {
             let result = done.unwrap_or_else(|panic| Err(std::io::Error::other(panic).into()));

@@ -9,7 +9,7 @@ mod record;
 
 use crate::definition::{CATALOGUE, Entry, Input, Saga};
 use crate::wire::{self, stream_id};
-use eventstore::{Append, ExpectedVersion, NewEvent};
+use eventstore::{Append, ExpectedVersion, NewEvent, outbox};
 use messaging::Properties;
 use messaging::consume::{Handler, HandlerError, Incoming};
 use record::{Flow, answered, count_transition, store};
@@ -345,19 +345,27 @@ impl Handler for PaymentsReplies {
 }
 
 /// Feeds due timers to their sagas, one transaction each, until `stop`. Several coordinators may
-/// run: a timer is claimed with SKIP LOCKED and deleted in the transaction that feeds it.
+/// run: a timer is claimed with SKIP LOCKED and deleted in the transaction that feeds it. The
+/// commands they cause go to `handoff`'s relay (see `outbox::handing_to`), if given.
 ///
 /// Between rounds it sleeps until the next timer is due, `longest` at most: a timer set
 /// meanwhile is due a step's timeout after it was set, so it fires at most `longest` minus that
 /// timeout late (never, for timeouts of `longest` or more). When the database fails it waits
 /// `longest` and looks again: the timers stay due.
-pub async fn run_timers(pool: &PgPool, longest: Duration, stop: impl Future<Output = ()>) {
+pub async fn run_timers(
+    pool: &PgPool,
+    handoff: Option<&outbox::Handoff>,
+    longest: Duration,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
-        let fired = fire_due_timers(pool, 64).await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "firing saga timers failed; trying again");
-            0
-        });
+        let fired = fire_due_timers(pool, handoff, 64)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "firing saga timers failed; trying again");
+                0
+            });
         if fired == 0 {
             // At least a moment: a due timer another coordinator holds, or one that failed to
             // fire, is due still.
@@ -386,8 +394,13 @@ async fn until_next_timer(pool: &PgPool) -> Result<Duration, eventstore::Error> 
 
 /// Fires up to `limit` due timers; returns how many fired. A due timer is found without a lock,
 /// then its saga's row is locked (the order every input takes) and the timer deleted: a timer
-/// another coordinator or a reply deleted meanwhile is gone and is passed over.
-pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, eventstore::Error> {
+/// another coordinator or a reply deleted meanwhile is gone and is passed over. The commands
+/// they cause go to `handoff`'s relay, if given.
+pub async fn fire_due_timers(
+    pool: &PgPool,
+    handoff: Option<&outbox::Handoff>,
+    limit: usize,
+) -> Result<usize, eventstore::Error> {
     let mut fired = 0;
     let mut passed = Vec::new();
     while fired + passed.len() < limit {
@@ -402,27 +415,37 @@ pub async fn fire_due_timers(pool: &PgPool, limit: usize) -> Result<usize, event
         let Some((saga_id, command_id, attempt)) = due else {
             break;
         };
-        let mut tx = pool.begin().await?;
-        let fed = fire(&mut tx, saga_id, command_id, attempt).await;
-        match fed {
-            Ok(true) => {
-                tx.commit().await?;
-                fired += 1;
-            }
-            Ok(false) => {
-                tx.rollback().await?;
-                passed.push(command_id);
-            }
-            Err(error) => {
+        // Ok only once committed: what it queued is handed to the relay then.
+        let transaction = async {
+            let mut tx = eventstore::begin(pool).await.map_err(Unfired::Failed)?;
+            let fed = fire(&mut tx, saga_id, command_id, attempt).await;
+            if let Err(error) = &fed {
                 // Left in place (rolled back) and tried again on the next round; the other due
                 // timers fire meanwhile.
                 tracing::warn!(%saga_id, %command_id, %error, "firing a saga timer failed");
-                tx.rollback().await?;
-                passed.push(command_id);
             }
+            match fed {
+                Ok(true) => tx.commit().await.map_err(|e| Unfired::Failed(e.into())),
+                _ => Err(tx
+                    .rollback()
+                    .await
+                    .map_or_else(|e| Unfired::Failed(e.into()), |()| Unfired::Passed)),
+            }
+        };
+        match outbox::handing_to(handoff, transaction).await {
+            Ok(()) => fired += 1,
+            Err(Unfired::Passed) => passed.push(command_id),
+            Err(Unfired::Failed(error)) => return Err(error),
         }
     }
     Ok(fired)
+}
+
+/// Why a due timer did not fire: it was gone, or failed to (rolled back, either way); or the
+/// database failed.
+enum Unfired {
+    Passed,
+    Failed(eventstore::Error),
 }
 
 /// Feeds one timer's timeout to its saga, if the timer is still there once the saga is locked.

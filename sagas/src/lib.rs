@@ -29,9 +29,10 @@ pub fn service(archive_after: Duration) -> host::Service {
     host::Service::new("sagas", &MIGRATIONS, move |tasks| {
         let (pool, stop) = (tasks.pool().clone(), tasks.shutdown().clone());
         let timers = {
-            let (pool, stop) = (pool.clone(), stop.clone());
+            let (pool, stop, handoff) = (pool.clone(), stop.clone(), tasks.handoff().clone());
             async move {
-                coordinator::run_timers(&pool, TIMERS_LONGEST_WAIT, stop.cancelled()).await;
+                let stopped = stop.cancelled();
+                coordinator::run_timers(&pool, Some(&handoff), TIMERS_LONGEST_WAIT, stopped).await;
                 Ok(())
             }
         };

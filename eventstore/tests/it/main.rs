@@ -4,6 +4,7 @@
 mod api;
 mod archive;
 mod global_log;
+mod handoff;
 mod inbox_and_checkpoints;
 mod notifications;
 mod outbox;

@@ -315,7 +315,17 @@ impl<H: Handler> Worker<H> {
         &self,
         batch: &[Joining<H::Message>],
     ) -> Result<(), (Option<(usize, usize)>, HandlerError)> {
-        let mut tx = self.pool.begin().await.map_err(|e| (None, e.into()))?;
+        let handoff = self.settings.handoff.as_ref();
+        outbox::handing_to(handoff, self.apply_together_in(batch)).await
+    }
+
+    async fn apply_together_in(
+        &self,
+        batch: &[Joining<H::Message>],
+    ) -> Result<(), (Option<(usize, usize)>, HandlerError)> {
+        let mut tx = eventstore::begin(&self.pool)
+            .await
+            .map_err(|e| (None, e.into()))?;
         let ids: Vec<uuid::Uuid> = batch
             .iter()
             .flat_map(|(run, _)| {
@@ -347,7 +357,12 @@ impl<H: Handler> Worker<H> {
     }
 
     async fn attempt(&self, incoming: &Incoming<H::Message>) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
+        let handoff = self.settings.handoff.as_ref();
+        outbox::handing_to(handoff, self.attempt_in(incoming)).await
+    }
+
+    async fn attempt_in(&self, incoming: &Incoming<H::Message>) -> Result<(), HandlerError> {
+        let mut tx = eventstore::begin(&self.pool).await?;
         let new = eventstore::record_message(
             &mut tx,
             &self.settings.inbox,

@@ -3,6 +3,7 @@
 //! processing of duplicates.
 
 use super::{Fixture, Recorder, Script, enqueue, message, settings};
+use eventstore::outbox;
 use messaging::consume::{self, ConsumerSettings, ConsumerStats};
 use messaging::relay::RelaySettings;
 use sqlx::PgPool;
@@ -65,6 +66,105 @@ async fn per_key_order_holds_across_two_key_shared_consumers(db: PgPool) {
     for consumer in consumers {
         consumer.await.expect("consumer");
     }
+}
+
+/// What a process's transactions hand its relay is published without a claim or a notification:
+/// this relay is woken on a channel no one notifies and would claim again only after an hour.
+/// Per-key order holds across the handoffs; a rolled-back transaction's messages never go out.
+#[sqlx::test(migrations = false)]
+async fn a_relay_publishes_what_its_process_hands_it_without_claiming(db: PgPool) {
+    let fixture = Fixture::start(db).await;
+    let consumer = fixture.consumer(settings("effects"), Recorder::named("a"));
+    let relay_settings = RelaySettings {
+        idle_poll: Duration::from_secs(3600),
+        ..RelaySettings::new("relay-1")
+    };
+    let notifications = eventstore::Notifications::new(&fixture.pool);
+    let (handoff, handed) = outbox::Handoff::new("relay-1", relay_settings.lease, notifications);
+    let relay = fixture.relay_on("nobody notifies this", Some(handed), relay_settings);
+    // Its first claim, at start, finds nothing; all that follows is handed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for n in 0..PER_KEY {
+        let batch: Vec<_> = (0..3)
+            .map(|k| message(&format!("key-{k}"), &format!("{k}:{n}")))
+            .collect();
+        let commit = n % 5 != 4;
+        let transaction = async {
+            let mut tx = fixture.pool.begin().await?;
+            outbox::enqueue(&mut tx, &batch).await?;
+            match commit {
+                true => tx.commit().await.map_err(eventstore::Error::from),
+                false => Err(eventstore::Error::EmptyAppend),
+            }
+        };
+        let _ = outbox::handing_to(Some(&handoff), transaction).await;
+    }
+    let expected = 3 * PER_KEY / 5 * 4;
+    let effects = fixture
+        .wait_for_effects(expected, Duration::from_secs(30))
+        .await;
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (_, key, _, body) in &effects {
+        let n: usize = body.split_once(':').expect("body").1.parse().expect("n");
+        assert_ne!(n % 5, 4, "a rolled-back message went out: {body}");
+        let before = last.insert(key.clone(), n);
+        assert!(before.is_none_or(|b| b < n), "key {key} out of order");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fixture.effects().await.len(), expected, "each once");
+    let pending: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is null")
+        .fetch_one(&fixture.pool)
+        .await
+        .expect("pending");
+    assert_eq!(pending, 0, "every row marked published");
+
+    fixture.shutdown.cancel();
+    relay.await.expect("relay").expect("relay run");
+    consumer.await.expect("consumer");
+}
+
+/// Two transactions' handoffs may reach the relay in the other order than their commits: the
+/// later row waits for the row it follows.
+#[sqlx::test(migrations = false)]
+async fn a_handed_row_waits_for_the_row_it_follows(db: PgPool) {
+    let fixture = Fixture::start(db).await;
+    let consumer = fixture.consumer(settings("effects"), Recorder::named("a"));
+    let relay_settings = RelaySettings::new("relay-1");
+    let notifications = eventstore::Notifications::new(&fixture.pool);
+    let (handoff, mut committed) =
+        outbox::Handoff::new("relay-1", relay_settings.lease, notifications);
+    let (to_relay, handed) = tokio::sync::mpsc::unbounded_channel();
+    let relay = fixture.relay_on("nobody notifies this", Some(handed), relay_settings);
+
+    for body in ["first", "second"] {
+        let transaction = async {
+            let mut tx = fixture.pool.begin().await?;
+            outbox::enqueue(&mut tx, &[message("key-1", body)]).await?;
+            tx.commit().await.map_err(eventstore::Error::from)
+        };
+        outbox::handing_to(Some(&handoff), transaction)
+            .await
+            .expect("queue");
+    }
+    let first = committed.recv().await.expect("first handed");
+    let second = committed.recv().await.expect("second handed");
+    assert_eq!(second.rows[0].after, Some(first.rows[0].row.id));
+    to_relay.send(second).expect("hand the second over");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fixture.effects().await.is_empty(), "the second waits");
+    to_relay.send(first).expect("hand the first over");
+
+    let effects = fixture.wait_for_effects(2, Duration::from_secs(30)).await;
+    let bodies: Vec<&str> = effects
+        .iter()
+        .map(|(_, _, _, body)| body.as_str())
+        .collect();
+    assert_eq!(bodies, ["first", "second"]);
+
+    fixture.shutdown.cancel();
+    relay.await.expect("relay").expect("relay run");
+    consumer.await.expect("consumer");
 }
 
 #[sqlx::test(migrations = false)]

@@ -90,13 +90,21 @@ impl Fixture {
 
     /// A relay of the fixture's outbox, woken by its notifications.
     fn relay(&self, settings: RelaySettings) -> JoinHandle<Result<(), messaging::Error>> {
+        self.relay_on(outbox::CHANNEL, None, settings)
+    }
+
+    /// A relay of the fixture's outbox woken on `channel`, taking what `handed` hands it.
+    fn relay_on(
+        &self,
+        channel: &'static str,
+        handed: Option<tokio::sync::mpsc::UnboundedReceiver<outbox::Handed>>,
+        settings: RelaySettings,
+    ) -> JoinHandle<Result<(), messaging::Error>> {
         let (client, pool) = (self.client.clone(), self.pool.clone());
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let wakeup = eventstore::Notifications::new(&pool)
-                .wakeup(outbox::CHANNEL)
-                .await;
-            relay::run(client, pool, wakeup, settings, shutdown).await
+            let wakeup = eventstore::Notifications::new(&pool).wakeup(channel).await;
+            relay::run(client, pool, wakeup, handed, settings, shutdown).await
         })
     }
 

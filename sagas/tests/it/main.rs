@@ -83,7 +83,7 @@ async fn answer(pool: &PgPool, saga_id: Uuid, answer: Answer) {
             .execute(pool)
             .await
             .expect("fast-forward");
-        let fired = coordinator::fire_due_timers(pool, 10)
+        let fired = coordinator::fire_due_timers(pool, None, 10)
             .await
             .expect("timers");
         assert_eq!(fired, 1, "the backoff timer");

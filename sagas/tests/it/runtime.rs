@@ -219,7 +219,9 @@ async fn due_timers_fire_as_inputs(db: PgPool) {
     let (saga_id, definition, data) = conversion(10_000);
     start(&pool, saga_id, definition, data).await;
     assert_eq!(
-        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        coordinator::fire_due_timers(&pool, None, 10)
+            .await
+            .expect("fire"),
         0,
         "not due yet"
     );
@@ -228,7 +230,9 @@ async fn due_timers_fire_as_inputs(db: PgPool) {
         .await
         .expect("due");
     assert_eq!(
-        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        coordinator::fire_due_timers(&pool, None, 10)
+            .await
+            .expect("fire"),
         1
     );
     let attempts: Vec<i32> = sqlx::query_scalar("select attempt from saga_timers")
@@ -310,7 +314,9 @@ async fn a_saga_of_a_version_not_in_the_catalogue_is_left_for_one_that_has_it(db
     .await
     .expect("due, the unknown version's first");
     assert_eq!(
-        coordinator::fire_due_timers(&pool, 10).await.expect("fire"),
+        coordinator::fire_due_timers(&pool, None, 10)
+            .await
+            .expect("fire"),
         1,
         "the other saga's timer fires"
     );
