@@ -63,13 +63,18 @@ const REBUILD_PAGE: i64 = 2000;
 /// Applies the next batch of events after the checkpoint; returns how many it applied (0: caught
 /// up, or another instance holds the batch).
 pub async fn apply_batch<P: Projection>(pool: &PgPool, projection: &P) -> Result<usize, Error> {
+    Ok(try_batch(pool, projection).await?.unwrap_or(0))
+}
+
+/// [`apply_batch`]; `None` when another instance holds the batch.
+async fn try_batch<P: Projection>(pool: &PgPool, projection: &P) -> Result<Option<usize>, Error> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext($1))")
         .bind(projection.name())
         .fetch_one(&mut *tx)
         .await?;
     if !locked {
-        return Ok(0);
+        return Ok(None);
     }
     let after = load_checkpoint(&mut tx, projection.name()).await?;
     let page = read_all(&mut tx, after, BATCH).await?;
@@ -78,7 +83,7 @@ pub async fn apply_batch<P: Projection>(pool: &PgPool, projection: &P) -> Result
         store_checkpoint(&mut tx, projection.name(), page.next).await?;
     }
     tx.commit().await?;
-    Ok(page.events.len())
+    Ok(Some(page.events.len()))
 }
 
 /// How far a projection is behind the log.
@@ -124,12 +129,14 @@ pub async fn catch_up<P: Projection>(pool: &PgPool, projection: &P) -> Result<us
 }
 
 /// Keeps the projection up to date until `stop` resolves. Caught up (a batch short of `BATCH`
-/// took every event there was), it waits for the outbox's notification (`wakeup`, on
-/// `outbox::CHANNEL`), or `idle` at most: a service's transactions that append events also
-/// queue them for publishing, so that notification is theirs too. (A notification of its own on
-/// every append would cost more than the polling it saves: PostgreSQL serializes the commits of
-/// all transactions that notify, and concurrent appends then lose half their throughput.) Woken,
-/// it lets the commits of the next [`GATHER`] come too, and applies them in one batch.
+/// took every event there was), it waits for `wakeup` (the outbox's notification,
+/// `outbox::CHANNEL`, and the process's own handoffs, `outbox::HANDED`), or `idle` at most: a
+/// service's transactions that append events also queue them for publishing, so those are
+/// theirs too. (A notification of its own on every append would cost more than the polling it
+/// saves: PostgreSQL serializes the commits of all transactions that notify, and concurrent
+/// appends then lose half their throughput.) Woken, it lets the commits of the next [`GATHER`]
+/// come too, and applies them in one batch. While another instance holds the batch, it looks
+/// again every [`GATHER`].
 ///
 /// A page that fails is logged and tried again after a growing pause, up to `MAX_RETRY_PAUSE`:
 /// the read model falls behind, but the service goes on taking commands, and the projection
@@ -144,8 +151,8 @@ pub async fn run<P: Projection>(
     tokio::pin!(stop);
     let mut failures = 0u32;
     loop {
-        match apply_batch(pool, projection).await {
-            Ok(applied) => {
+        match try_batch(pool, projection).await {
+            Ok(Some(applied)) => {
                 failures = 0;
                 if applied as i64 >= BATCH {
                     continue;
@@ -156,6 +163,15 @@ pub async fn run<P: Projection>(
                         wakeup.wait(idle).await;
                         tokio::time::sleep(GATHER).await;
                     } => {}
+                }
+            }
+            Ok(None) => {
+                // Another instance applies a batch, perhaps read before the commits that woke
+                // this one, whose process alone was woken by them (`outbox::HANDED`): look again.
+                failures = 0;
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(GATHER) => {}
                 }
             }
             Err(error) => {

@@ -95,3 +95,57 @@ async fn a_model_postgresql_cannot_hash_is_compared_row_by_row(db: PgPool) {
         "{drifted:?}"
     );
 }
+
+/// A projection woken while another instance holds its batch looks again shortly, without
+/// another wake-up: that instance may have read the log before the commits that woke this one
+/// (a process wakes only its own projections for what it hands its relay).
+#[sqlx::test(migrations = false)]
+async fn a_projection_woken_while_another_holds_its_batch_looks_again(db: PgPool) {
+    let pool = counted(db, "", &[("a", 1)]).await;
+    let notifications = eventstore::Notifications::new(&pool);
+    let wakeup = notifications.wakeup("nobody notifies this").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            let tally = Tally { poisoned: false };
+            projection::run(&pool, &tally, wakeup, Duration::from_secs(600), stopped).await
+        }
+    });
+    let mut other_instance = pool.acquire().await.expect("connection");
+    sqlx::query("select pg_advisory_lock(hashtext('tally'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("hold the batch");
+    let mut conn = pool.acquire().await.expect("connection");
+    eventstore::append(
+        &mut conn,
+        "b",
+        "tally",
+        ExpectedVersion::NoStream,
+        &[event("Counted", b"x")],
+    )
+    .await
+    .expect("append");
+    notifications.wake("nobody notifies this");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("select pg_advisory_unlock(hashtext('tally'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("let the batch go");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tallies(&pool).await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projection waited for another wake-up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(tallies(&pool).await, [("a".into(), 1), ("b".into(), 1)]);
+    stop.send(()).expect("stop");
+    runner.await.expect("runner").expect("run");
+}
