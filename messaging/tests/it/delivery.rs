@@ -89,16 +89,7 @@ async fn a_relay_publishes_what_its_process_hands_it_without_claiming(db: PgPool
         let batch: Vec<_> = (0..3)
             .map(|k| message(&format!("key-{k}"), &format!("{k}:{n}")))
             .collect();
-        let commit = n % 5 != 4;
-        let transaction = async {
-            let mut tx = fixture.pool.begin().await?;
-            outbox::enqueue(&mut tx, &batch).await?;
-            match commit {
-                true => tx.commit().await.map_err(eventstore::Error::from),
-                false => Err(eventstore::Error::EmptyAppend),
-            }
-        };
-        let _ = outbox::handing_to(Some(&handoff), transaction).await;
+        enqueue_handed(&fixture.pool, &handoff, &batch, n % 5 != 4).await;
     }
     let expected = 3 * PER_KEY / 5 * 4;
     let effects = fixture
@@ -124,6 +115,24 @@ async fn a_relay_publishes_what_its_process_hands_it_without_claiming(db: PgPool
     consumer.await.expect("consumer");
 }
 
+/// Queues `messages` in one transaction handed to `handoff`: committed, or rolled back.
+async fn enqueue_handed(
+    pool: &PgPool,
+    handoff: &outbox::Handoff,
+    messages: &[outbox::Message],
+    commit: bool,
+) {
+    let mut tx = pool.begin().await.expect("begin");
+    let transaction = async {
+        outbox::enqueue(&mut tx, messages).await?;
+        match commit {
+            true => tx.commit().await.map_err(eventstore::Error::from),
+            false => Err(eventstore::Error::EmptyAppend),
+        }
+    };
+    let _ = outbox::handing_to(Some(handoff), transaction).await;
+}
+
 /// Two transactions' handoffs may reach the relay in the other order than their commits: the
 /// later row waits for the row it follows.
 #[sqlx::test(migrations = false)]
@@ -138,14 +147,7 @@ async fn a_handed_row_waits_for_the_row_it_follows(db: PgPool) {
     let relay = fixture.relay_on("nobody notifies this", Some(handed), relay_settings);
 
     for body in ["first", "second"] {
-        let transaction = async {
-            let mut tx = fixture.pool.begin().await?;
-            outbox::enqueue(&mut tx, &[message("key-1", body)]).await?;
-            tx.commit().await.map_err(eventstore::Error::from)
-        };
-        outbox::handing_to(Some(&handoff), transaction)
-            .await
-            .expect("queue");
+        enqueue_handed(&fixture.pool, &handoff, &[message("key-1", body)], true).await;
     }
     let first = committed.recv().await.expect("first handed");
     let second = committed.recv().await.expect("second handed");
